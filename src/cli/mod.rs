@@ -1,0 +1,117 @@
+//! The command-line layer: clap definitions, one file per command, and the
+//! only place that reads files, the environment and the terminal for the core.
+
+pub mod completions;
+pub mod generate;
+pub mod inspect;
+pub mod keyarg;
+pub mod output;
+pub mod secret_input;
+
+use crate::exit::Exit;
+use clap::{Parser, Subcommand};
+use output::{OutputFormat, Printer};
+use std::process::ExitCode;
+
+/// Rotates and verifies registry and storage credentials.
+///
+/// rekey generates per-region pull secrets, encrypts them for the secrets
+/// repo, proves a key pulls from every registry host, and compares clusters'
+/// storage secrets with the source of truth. Keys are read from files, stdin
+/// or environment variables, never from the command line.
+///
+/// Exit codes: 0 all verified, 1 a verification found a problem, 2 a usage,
+/// input or environment error.
+#[derive(Debug, Parser)]
+#[command(name = "rekey", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Write the result as text, JSON or JUnit XML (JUnit only for commands that verify).
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Print no status lines or progress on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log what is done on stderr (-vv for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Generate(generate::Args),
+    Inspect(inspect::Args),
+    Completions(completions::Args),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap uses 2 for usage errors and 0 for --help and --version.
+            return ExitCode::from(if e.use_stderr() { Exit::Error.code() } else { 0 });
+        }
+    };
+    init_logging(cli.global.verbose);
+    let printer = Printer::new(cli.global.output, cli.global.quiet);
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(&printer, args),
+        Command::Inspect(args) => inspect::run(&printer, args),
+        Command::Completions(args) => completions::run(&printer, args),
+    };
+    match result {
+        Ok(exit) => exit.into(),
+        Err(err) => {
+            printer.error(&err);
+            Exit::Error.into()
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "rekey=info",
+        _ => "rekey=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_shows_an_example() {
+        for sub in Cli::command().get_subcommands() {
+            let help = sub.get_long_about().map(|s| s.to_string()).unwrap_or_default();
+            assert!(
+                help.contains("Example"),
+                "`rekey {}` help has no example",
+                sub.get_name()
+            );
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! All terminal output goes through [`Printer`]: human text by default,
+//! JSON for machines, JUnit XML where CI consumes results. Nothing else in
+//! the crate writes to stdout or stderr.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use serde::Serialize;
+use std::fmt::Display;
+use std::io::{IsTerminal, Write};
+
+/// The format of a command's result on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON document (schemas in the README).
+    Json,
+    /// JUnit XML, one test case per checked item (commands that verify).
+    Junit,
+}
+
+/// Writes results to stdout and diagnostics to stderr.
+pub struct Printer {
+    format: OutputFormat,
+    quiet: bool,
+}
+
+impl Printer {
+    /// Returns a printer for the chosen format; `quiet` silences status lines.
+    pub fn new(format: OutputFormat, quiet: bool) -> Printer {
+        Printer { format, quiet }
+    }
+
+    /// Returns the chosen output format.
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// Fails unless the chosen format is one `command` supports.
+    pub fn require(&self, command: &str, supported: &[OutputFormat]) -> anyhow::Result<()> {
+        if supported.contains(&self.format) {
+            return Ok(());
+        }
+        let names: Vec<&str> = supported.iter().map(|f| format_name(*f)).collect();
+        anyhow::bail!(
+            "`rekey {command}` does not support --output {}; use one of: {}",
+            format_name(self.format),
+            names.join(", ")
+        )
+    }
+
+    /// Writes one line of the result (text output).
+    pub fn line(&self, line: impl Display) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+
+    /// Writes the result as pretty JSON with a trailing newline.
+    pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, value)?;
+        writeln!(out)?;
+        Ok(())
+    }
+
+    /// Writes raw bytes to stdout (completion scripts, XML, plain text asked for with `-o -`).
+    pub fn raw(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()?;
+        Ok(())
+    }
+
+    /// Writes a JUnit XML report.
+    pub fn junit(&self, report: &quick_junit::Report) -> anyhow::Result<()> {
+        let xml = report.to_string()?;
+        self.raw(xml.as_bytes())?;
+        self.raw(b"\n")
+    }
+
+    /// Writes a status line to stderr (progress, summaries), unless quiet.
+    pub fn status(&self, line: impl Display) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Writes `warning: ...` to stderr.
+    pub fn warn(&self, message: impl Display) {
+        eprintln!("warning: {message}");
+    }
+
+    /// Writes an error and its causes to stderr, one line per cause.
+    pub fn error(&self, error: &anyhow::Error) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "error: {error}");
+        for cause in error.chain().skip(1) {
+            let _ = writeln!(err, "  caused by: {cause}");
+        }
+    }
+
+    /// Returns true when a progress bar may be drawn: stderr is a terminal,
+    /// not quiet, and not in CI.
+    pub fn interactive(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
+    }
+}
+
+fn format_name(f: OutputFormat) -> &'static str {
+    match f {
+        OutputFormat::Text => "text",
+        OutputFormat::Json => "json",
+        OutputFormat::Junit => "junit",
+    }
+}

@@ -1,0 +1,58 @@
+//! Reading secrets from where the user keeps them: a file, stdin or a named
+//! environment variable. Never from argv, where `ps` and shell history see them.
+
+use anyhow::Context;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// Where a secret is read from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// A file; `-` means stdin.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Env(String),
+}
+
+impl SecretSource {
+    /// Returns the source from a pair of mutually exclusive `--x-file` / `--x-env` options.
+    pub fn from_options(file: Option<&Path>, env: Option<&str>) -> Option<SecretSource> {
+        match (file, env) {
+            (Some(f), _) => Some(SecretSource::File(f.to_owned())),
+            (None, Some(e)) => Some(SecretSource::Env(e.to_owned())),
+            (None, None) => None,
+        }
+    }
+
+    /// Describes the source for messages (`file key.txt`, `stdin`, `environment variable X`).
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::File(p) if p.as_os_str() == "-" => "stdin".to_owned(),
+            SecretSource::File(p) => format!("file {}", p.display()),
+            SecretSource::Env(name) => format!("environment variable {name}"),
+        }
+    }
+
+    /// Reads the secret's bytes.
+    pub fn read(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        let mut buf = Zeroizing::new(Vec::new());
+        match self {
+            SecretSource::File(p) if p.as_os_str() == "-" => {
+                std::io::stdin().lock().read_to_end(&mut buf).context("reading stdin")?;
+            }
+            SecretSource::File(p) => {
+                let mut f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
+                f.read_to_end(&mut buf)
+                    .with_context(|| format!("reading {}", p.display()))?;
+            }
+            SecretSource::Env(name) => {
+                use std::os::unix::ffi::OsStringExt;
+                let value =
+                    std::env::var_os(name).with_context(|| format!("environment variable {name} is not set"))?;
+                *buf = value.into_vec();
+            }
+        }
+        Ok(buf)
+    }
+}

@@ -1,0 +1,301 @@
+//! Building and checking `kubernetes.io/dockerconfigjson` pull secrets.
+//!
+//! [`render`] writes the JSON byte for byte as kubectl does (Go's
+//! `json.Marshal`); [`parse`] and [`check`] read one back and find every
+//! inconsistency an operator would otherwise find by hand.
+
+use crate::catalog::Region;
+use crate::fingerprint::Fingerprint;
+use crate::gojson::push_string;
+use crate::host::Host;
+use crate::secret::ApiKey;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+/// Renders the dockerconfigjson for `hosts`, all carrying `key`.
+///
+/// The result matches kubectl's `.dockerconfigjson`: compact, hosts sorted by
+/// bytes, fields in the order username, password, email, auth, empty fields
+/// omitted, Go's string escaping.
+pub fn render(hosts: &[Host], username: &str, key: &ApiKey, email: Option<&str>) -> Zeroizing<String> {
+    let mut sorted: Vec<&Host> = hosts.iter().collect();
+    sorted.sort_by(|a, b| a.as_str().as_bytes().cmp(b.as_str().as_bytes()));
+    sorted.dedup();
+    let auth = {
+        let userpass = Zeroizing::new(format!("{username}:{}", key.expose_secret()));
+        Zeroizing::new(STANDARD.encode(userpass.as_bytes()))
+    };
+    let mut out = Zeroizing::new(String::with_capacity(
+        64 + sorted.len() * (96 + 3 * key.expose_secret().len()),
+    ));
+    out.push_str("{\"auths\":{");
+    for (i, host) in sorted.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_string(&mut out, host.as_str());
+        out.push_str(":{");
+        let mut first = true;
+        let mut field = |out: &mut String, name: &str, value: &str| {
+            if value.is_empty() {
+                return;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            push_string(out, name);
+            out.push(':');
+            push_string(out, value);
+        };
+        field(&mut out, "username", username);
+        field(&mut out, "password", key.expose_secret());
+        field(&mut out, "email", email.unwrap_or(""));
+        field(&mut out, "auth", &auth);
+        out.push('}');
+    }
+    out.push_str("}}");
+    out
+}
+
+/// One host's entry as read from a dockerconfigjson.
+#[derive(Deserialize)]
+pub struct Entry {
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub auth: Option<SecretString>,
+}
+
+/// A dockerconfigjson as read from a file.
+#[derive(Deserialize)]
+pub struct DockerConfig {
+    pub auths: BTreeMap<String, Entry>,
+}
+
+/// Parses dockerconfigjson bytes.
+pub fn parse(bytes: &[u8]) -> Result<DockerConfig, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// What [`check`] found for one host.
+#[derive(Debug, serde::Serialize)]
+pub struct HostFinding {
+    pub host: String,
+    pub username: Option<String>,
+    /// Fingerprint of the key in `password` (or in `auth` when `password` is absent).
+    pub key_fingerprint: Option<Fingerprint>,
+    /// Problems with this host's entry; empty when it is consistent.
+    pub problems: Vec<String>,
+}
+
+/// What [`check`] found for a whole pull secret.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    pub hosts: Vec<HostFinding>,
+    /// The key's fingerprint, when every host carries the same key.
+    pub key_fingerprint: Option<Fingerprint>,
+    /// Problems that concern the secret as a whole.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    /// Returns true when neither the secret nor any host has a problem.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty() && self.hosts.iter().all(|h| h.problems.is_empty())
+    }
+}
+
+/// Checks that each entry is self-consistent, that every host carries the
+/// same key, and (with `region`) that the hosts are exactly the region's.
+pub fn check(config: &DockerConfig, region: Option<&Region>) -> Report {
+    let mut hosts = Vec::with_capacity(config.auths.len());
+    for (name, entry) in &config.auths {
+        hosts.push(check_entry(name, entry, region));
+    }
+    let mut problems = Vec::new();
+    if config.auths.is_empty() {
+        problems.push("`auths` lists no hosts".to_owned());
+    }
+    let mut keys: BTreeMap<Fingerprint, usize> = BTreeMap::new();
+    for h in &hosts {
+        if let Some(fp) = h.key_fingerprint {
+            *keys.entry(fp).or_default() += 1;
+        }
+    }
+    if keys.len() > 1 {
+        let list: Vec<String> = keys.iter().map(|(fp, n)| format!("{fp} ({n} hosts)")).collect();
+        problems.push(format!(
+            "hosts carry {} different keys: {}",
+            keys.len(),
+            list.join(", ")
+        ));
+    }
+    if let Some(region) = region {
+        let missing: Vec<&str> = region
+            .hosts
+            .iter()
+            .map(Host::as_str)
+            .filter(|h| !config.auths.contains_key(*h))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "region `{}` hosts missing: {}",
+                region.name,
+                missing.join(", ")
+            ));
+        }
+        let extra: Vec<&str> = config
+            .auths
+            .keys()
+            .map(String::as_str)
+            .filter(|h| !region.hosts.iter().any(|r| r.as_str() == *h))
+            .collect();
+        if !extra.is_empty() {
+            problems.push(format!("hosts not in region `{}`: {}", region.name, extra.join(", ")));
+        }
+    }
+    let key_fingerprint = if keys.len() == 1 {
+        keys.keys().next().copied()
+    } else {
+        None
+    };
+    Report {
+        hosts,
+        key_fingerprint,
+        problems,
+    }
+}
+
+fn check_entry(host: &str, entry: &Entry, region: Option<&Region>) -> HostFinding {
+    let mut problems = Vec::new();
+    if let Err(e) = Host::parse(host) {
+        problems.push(format!("host name {e}"));
+    }
+    let username = entry.username.as_deref().filter(|u| !u.is_empty());
+    if username.is_none() {
+        problems.push("`username` is missing".to_owned());
+    }
+    if let (Some(region), Some(u)) = (region, username)
+        && u != region.username
+    {
+        problems.push(format!(
+            "`username` is `{u}`, region `{}` uses `{}`",
+            region.name, region.username
+        ));
+    }
+    let password = entry
+        .password
+        .as_ref()
+        .map(|p| p.expose_secret())
+        .filter(|p| !p.is_empty());
+    match password {
+        None => problems.push("`password` is missing".to_owned()),
+        Some(p) => {
+            if let Err(e) = ApiKey::from_str_checked(p) {
+                problems.push(format!("`password`: {e}"));
+            }
+        }
+    }
+    let mut auth_password_fp = None;
+    match entry.auth.as_ref().map(|a| a.expose_secret()).filter(|a| !a.is_empty()) {
+        None => problems.push("`auth` is missing".to_owned()),
+        Some(auth) => match STANDARD.decode(auth) {
+            Err(_) => problems.push("`auth` is not valid standard base64 (with padding)".to_owned()),
+            Ok(decoded) => {
+                let decoded = Zeroizing::new(decoded);
+                match std::str::from_utf8(&decoded).ok().and_then(|s| s.split_once(':')) {
+                    None => problems.push("`auth` does not decode to `username:password`".to_owned()),
+                    Some((auth_user, auth_pass)) => {
+                        if Some(auth_user) != username {
+                            problems.push(format!(
+                                "`auth` names user `{auth_user}`, `username` is `{}`",
+                                username.unwrap_or("")
+                            ));
+                        }
+                        let fp = Fingerprint::of(auth_pass.as_bytes());
+                        auth_password_fp = Some(fp);
+                        if let Some(p) = password
+                            && p != auth_pass
+                        {
+                            problems.push(format!(
+                                "`auth` carries key {fp}, `password` is key {}",
+                                Fingerprint::of(p.as_bytes())
+                            ));
+                        }
+                    }
+                }
+            }
+        },
+    }
+    let key_fingerprint = password.map(|p| Fingerprint::of(p.as_bytes())).or(auth_password_fp);
+    HostFinding {
+        host: host.to_owned(),
+        username: username.map(str::to_owned),
+        key_fingerprint,
+        problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> ApiKey {
+        ApiKey::from_str_checked(s).unwrap()
+    }
+
+    fn hosts(names: &[&str]) -> Vec<Host> {
+        names.iter().map(|h| Host::parse(h).unwrap()).collect()
+    }
+
+    #[test]
+    fn renders_like_kubectl() {
+        let out = render(&hosts(&["us.icr.io"]), "iamapikey", &key("k<&>"), None);
+        assert_eq!(
+            out.as_str(),
+            r#"{"auths":{"us.icr.io":{"username":"iamapikey","password":"k\u003c\u0026\u003e","auth":"aWFtYXBpa2V5Oms8Jj4="}}}"#
+        );
+        let out = render(&hosts(&["b.io", "a.io"]), "u", &key("p"), Some("e@x"));
+        assert_eq!(
+            out.as_str(),
+            r#"{"auths":{"a.io":{"username":"u","password":"p","email":"e@x","auth":"dTpw"},"b.io":{"username":"u","password":"p","email":"e@x","auth":"dTpw"}}}"#
+        );
+    }
+
+    #[test]
+    fn a_rendered_secret_checks_clean() {
+        let out = render(&hosts(&["a.io", "b.io:5000"]), "iamapikey", &key("secret-1"), None);
+        let report = check(&parse(out.as_bytes()).unwrap(), None);
+        assert!(report.is_ok(), "{report:?}");
+        assert_eq!(report.key_fingerprint, Some(Fingerprint::of(b"secret-1")));
+    }
+
+    #[test]
+    fn finds_inconsistent_entries() {
+        let json = r#"{"auths":{
+            "a.io":{"username":"iamapikey","password":"k1","auth":"aWFtYXBpa2V5OmsyCg=="},
+            "b.io":{"username":"iamapikey","password":"k2 ","auth":"!!"},
+            "c.io":{"username":"iamapikey","password":"k3","auth":"aWFtYXBpa2V5Oms="}}}"#;
+        let report = check(&parse(json.as_bytes()).unwrap(), None);
+        assert!(!report.is_ok());
+        let a = &report.hosts[0].problems;
+        assert!(a.iter().any(|p| p.contains("`auth` carries key")), "{a:?}");
+        let b = &report.hosts[1].problems;
+        assert!(b.iter().any(|p| p.contains("whitespace")), "{b:?}");
+        assert!(b.iter().any(|p| p.contains("not valid standard base64")), "{b:?}");
+        assert!(
+            report.problems.iter().any(|p| p.contains("3 different keys")),
+            "{:?}",
+            report.problems
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Atomic file writes: a reader sees the old file or the new one, never a
+//! part of either, and a failure leaves existing files untouched.
+//!
+//! Each file is written to a temporary file in the same directory, flushed
+//! with fsync and renamed over the target; the directory is then synced.
+//! [`WriteSet`] extends this to several files that must change together.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
+
+/// Mode for files that hold a secret in plain text.
+pub const SECRET_MODE: u32 = 0o600;
+/// Mode for files that hold nothing secret.
+pub const PUBLIC_MODE: u32 = 0o644;
+
+/// An error naming the file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn stage(path: &Path, bytes: &[u8], mode: u32) -> io::Result<NamedTempFile> {
+    let dir = parent_of(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rekey-tmp-")
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    // The builder's mode is filtered by the umask; set it exactly.
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` atomically with the given mode.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
+    let err = |source| WriteError {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = stage(path, bytes, mode).map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    sync_dir(parent_of(path)).map_err(err)
+}
+
+/// Several files written all together or not at all.
+///
+/// Contents are staged into temporary files first; only when every one is
+/// on disk are they renamed into place. If a rename fails part way, the
+/// files already replaced are restored from hard-linked backups.
+#[derive(Default)]
+pub struct WriteSet {
+    staged: Vec<(PathBuf, NamedTempFile)>,
+}
+
+impl WriteSet {
+    /// Returns an empty set.
+    pub fn new() -> WriteSet {
+        WriteSet::default()
+    }
+
+    /// Stages `bytes` for `path` with `mode`; nothing is visible yet.
+    pub fn stage(&mut self, path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
+        let tmp = stage(path, bytes, mode).map_err(|source| WriteError {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.staged.push((path.to_owned(), tmp));
+        Ok(())
+    }
+
+    /// Returns the number of staged files.
+    pub fn len(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Returns true when nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Renames every staged file into place, or restores the old files.
+    pub fn commit(self) -> Result<(), WriteError> {
+        // Back up existing targets by hard link, so a failed rename can be undone.
+        let mut backups: Vec<(PathBuf, Option<PathBuf>)> = Vec::with_capacity(self.staged.len());
+        for (path, _) in &self.staged {
+            let backup = match fs::symlink_metadata(path) {
+                Ok(_) => {
+                    let b = backup_path(path);
+                    if let Err(source) = fs::hard_link(path, &b) {
+                        cleanup_backups(&backups);
+                        return Err(WriteError {
+                            path: path.clone(),
+                            source,
+                        });
+                    }
+                    Some(b)
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(source) => {
+                    cleanup_backups(&backups);
+                    return Err(WriteError {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            };
+            backups.push((path.clone(), backup));
+        }
+        let mut done = 0;
+        let mut failure = None;
+        for (path, tmp) in self.staged {
+            match tmp.persist(&path) {
+                Ok(_) => done += 1,
+                Err(e) => {
+                    failure = Some(WriteError { path, source: e.error });
+                    break;
+                }
+            }
+        }
+        if let Some(failure) = failure {
+            for (path, backup) in backups.iter().take(done) {
+                match backup {
+                    Some(b) => {
+                        let _ = fs::rename(b, path);
+                    }
+                    None => {
+                        let _ = fs::remove_file(path);
+                    }
+                }
+            }
+            cleanup_backups(&backups);
+            return Err(failure);
+        }
+        cleanup_backups(&backups);
+        let mut dirs: Vec<&Path> = backups.iter().map(|(p, _)| parent_of(p)).collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            sync_dir(dir).map_err(|source| WriteError {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn backup_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent_of(path).join(format!(".rekey-bak-{}-{name}", std::process::id()))
+}
+
+fn cleanup_backups(backups: &[(PathBuf, Option<PathBuf>)]) {
+    for (_, backup) in backups {
+        if let Some(b) = backup {
+            let _ = fs::remove_file(b);
+        }
+    }
+}
+
+/// Creates `dir` (and parents) if missing, and checks it is a writable directory.
+pub fn ensure_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    // Probe writability now, so that no work is done for an output that cannot be written.
+    let probe = dir.join(format!(".rekey-probe-{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&probe)?;
+    fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn write_atomic_sets_mode_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        write_atomic(&path, b"one", SECRET_MODE).unwrap();
+        write_atomic(&path, b"two", SECRET_MODE).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp files left");
+    }
+
+    #[test]
+    fn write_set_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        fs::write(&a, b"old").unwrap();
+        // A target that is a non-empty directory cannot be replaced by rename.
+        let blocked = dir.path().join("b");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("x"), b"").unwrap();
+        let mut set = WriteSet::new();
+        set.stage(&a, b"new", SECRET_MODE).unwrap();
+        set.stage(&blocked, b"new", SECRET_MODE).unwrap();
+        let err = set.commit().unwrap_err();
+        assert_eq!(err.path, blocked);
+        assert_eq!(fs::read(&a).unwrap(), b"old");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+}

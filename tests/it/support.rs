@@ -1,0 +1,267 @@
+//! Shared test harness: run the binary, snapshot directories, and check that
+//! canary secrets never leak into output or files not meant to hold them.
+
+#![allow(dead_code)]
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The repository root (for `regions/`, `fixtures/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A command line for the `rekey` binary under test.
+pub struct Rekey {
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+}
+
+/// What a finished run printed and returned.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Starts a `rekey` command line, with a clean, deterministic environment.
+pub fn rekey() -> Rekey {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rekey"));
+    cmd.env_remove("REKEY_LOG").env("NO_COLOR", "1").env("CI", "true");
+    Rekey { cmd, stdin: None }
+}
+
+impl Rekey {
+    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Rekey {
+        self.cmd.arg(a);
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Rekey
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Rekey {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn current_dir(mut self, dir: &Path) -> Rekey {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Rekey {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Runs to completion and captures everything.
+    pub fn run(mut self) -> Run {
+        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = self.cmd.spawn().expect("spawning rekey");
+        if let Some(bytes) = self.stdin.take() {
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(&bytes).unwrap();
+        }
+        let out = child.wait_with_output().expect("waiting for rekey");
+        Run {
+            code: out.status.code().expect("rekey was killed by a signal"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Asserts the exit code, showing the output on failure.
+    #[track_caller]
+    pub fn code(&self, want: i32) -> &Run {
+        assert_eq!(
+            self.code, want,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts that stderr contains `needle`.
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts that stdout contains `needle`.
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    /// Parses stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// A unique secret value that must never show up where it does not belong.
+pub struct Canary {
+    pub key: String,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Returns a hex string unique to this process and call.
+pub fn unique_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+impl Canary {
+    /// Returns a fresh canary key, tagged for the test that uses it.
+    pub fn new(tag: &str) -> Canary {
+        Canary {
+            key: format!("rkcanary-{tag}-{}-Zq9", unique_hex()),
+        }
+    }
+
+    /// Returns a canary with exactly this value (for awkward keys).
+    pub fn with_value(key: &str) -> Canary {
+        Canary { key: key.to_owned() }
+    }
+
+    /// Every form in which the key could leak: as is, JSON-escaped, and in
+    /// base64 at each of the three alignments (alone or after `iamapikey:`).
+    pub fn needles(&self) -> Vec<Vec<u8>> {
+        let mut needles = vec![self.key.as_bytes().to_vec()];
+        let escaped = serde_json::to_string(&self.key).unwrap();
+        needles.push(escaped.trim_matches('"').as_bytes().to_vec());
+        for pad in 0..3 {
+            let mut bytes = vec![b'x'; pad];
+            bytes.extend_from_slice(self.key.as_bytes());
+            let enc = STANDARD.encode(&bytes);
+            let start = if pad == 0 { 0 } else { 4 };
+            let end = enc.len().saturating_sub(4);
+            if end > start + 8 {
+                needles.push(enc.as_bytes()[start..end].to_vec());
+            }
+        }
+        needles.push(STANDARD.encode(format!("iamapikey:{}", self.key)).into_bytes());
+        needles
+    }
+
+    /// Returns true when `haystack` holds the key in any form.
+    pub fn found_in(&self, haystack: &[u8]) -> bool {
+        self.needles()
+            .iter()
+            .any(|n| haystack.windows(n.len()).any(|w| w == n.as_slice()))
+    }
+
+    /// Asserts that the run's stdout and stderr do not hold the key.
+    #[track_caller]
+    pub fn assert_not_in_run(&self, run: &Run) {
+        assert!(
+            !self.found_in(run.stdout.as_bytes()),
+            "canary leaked to stdout:\n{}",
+            run.stdout
+        );
+        assert!(
+            !self.found_in(run.stderr.as_bytes()),
+            "canary leaked to stderr:\n{}",
+            run.stderr
+        );
+    }
+
+    /// Asserts that no file under `dir` holds the key, except the `allowed` ones.
+    #[track_caller]
+    pub fn assert_not_in_tree(&self, dir: &Path, allowed: &[PathBuf]) {
+        for (path, bytes) in snapshot(dir) {
+            let full = dir.join(&path);
+            if allowed.iter().any(|a| a == &full) {
+                continue;
+            }
+            assert!(!self.found_in(&bytes), "canary leaked into {}", full.display());
+        }
+    }
+}
+
+/// Returns every regular file under `dir` (relative path and contents).
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let ft = entry.file_type().unwrap();
+            if ft.is_dir() {
+                walk(root, &path, out);
+            } else if ft.is_file() {
+                out.insert(
+                    path.strip_prefix(root).unwrap().to_owned(),
+                    std::fs::read(&path).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// Returns a temporary directory removed at the end of the test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("rekey-test-").tempdir().unwrap()
+}
+
+/// Returns the file mode bits of `path`.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().mode() & 0o777
+}
+
+/// Returns true when `program` is on PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
