@@ -1,0 +1,189 @@
+//! The git edge: the few git operations rekey needs, run through the git CLI
+//! so that the user's configuration, hooks and credentials apply as usual.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A git command that failed, with git's own message.
+#[derive(Debug, thiserror::Error)]
+#[error("git {args} failed in {}: {stderr}", repo.display())]
+pub struct GitError {
+    pub repo: PathBuf,
+    pub args: String,
+    pub stderr: String,
+}
+
+/// How a file changed between two revisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// A file that changed between two revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub path: String,
+}
+
+fn run(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|e| GitError {
+            repo: repo.to_owned(),
+            args: args.join(" "),
+            stderr: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(GitError {
+            repo: repo.to_owned(),
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// Returns the full commit ID that `rev` names.
+pub fn rev_parse(repo: &Path, rev: &str) -> Result<String, GitError> {
+    let spec = format!("{rev}^{{commit}}");
+    let out = run(repo, &["rev-parse", "--verify", "--quiet", &spec]).map_err(|mut e| {
+        if e.stderr.is_empty() {
+            e.stderr = format!("`{rev}` is not a commit");
+        }
+        e
+    })?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+/// Lists the files that differ between `base` and `head` (renames as delete plus add).
+pub fn changed_files(repo: &Path, base: &str, head: &str) -> Result<Vec<Change>, GitError> {
+    let out = run(repo, &["diff", "--name-status", "--no-renames", "-z", base, head, "--"])?;
+    let mut fields = out.split(|&b| b == 0).filter(|f| !f.is_empty());
+    let mut changes = Vec::new();
+    while let (Some(status), Some(path)) = (fields.next(), fields.next()) {
+        let kind = match status.first() {
+            Some(b'A') => ChangeKind::Added,
+            Some(b'D') => ChangeKind::Deleted,
+            _ => ChangeKind::Modified,
+        };
+        changes.push(Change {
+            kind,
+            path: String::from_utf8_lossy(path).into_owned(),
+        });
+    }
+    Ok(changes)
+}
+
+/// Returns a file's contents at `rev`, or `None` when it does not exist there.
+pub fn show(repo: &Path, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+    let spec = format!("{rev}:{path}");
+    if run(repo, &["cat-file", "-e", &spec]).is_err() {
+        return Ok(None);
+    }
+    run(repo, &["cat-file", "blob", &spec]).map(Some)
+}
+
+/// Lists the files tracked at `rev`.
+pub fn ls_tree(repo: &Path, rev: &str) -> Result<Vec<String>, GitError> {
+    let out = run(repo, &["ls-tree", "-r", "-z", "--name-only", rev])?;
+    Ok(out
+        .split(|&b| b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect())
+}
+
+/// Returns true when `dir` is inside a git work tree.
+pub fn is_work_tree(dir: &Path) -> bool {
+    run(dir, &["rev-parse", "--is-inside-work-tree"]).is_ok_and(|o| o.starts_with(b"true"))
+}
+
+/// Commits `paths` (relative to the repo) on `branch`, creating or moving the
+/// branch to the current HEAD first when `branch` is given. Uses the
+/// configured identity, or `rekey <rekey@localhost>` when none is set.
+/// Returns the new commit ID, or `None` when nothing changed.
+pub fn commit(repo: &Path, branch: Option<&str>, paths: &[String], message: &str) -> Result<Option<String>, GitError> {
+    if let Some(branch) = branch {
+        let current = run(repo, &["symbolic-ref", "--quiet", "--short", "HEAD"]).unwrap_or_default();
+        if String::from_utf8_lossy(&current).trim() != branch {
+            run(repo, &["checkout", "--quiet", "-B", branch])?;
+        }
+    }
+    let mut add = vec!["add", "--all", "--"];
+    add.extend(paths.iter().map(String::as_str));
+    run(repo, &add)?;
+    if run(repo, &["diff", "--cached", "--quiet"]).is_ok() {
+        return Ok(None);
+    }
+    let has_identity = run(repo, &["config", "user.email"]).is_ok();
+    let mut args: Vec<&str> = Vec::new();
+    if !has_identity {
+        args.extend(["-c", "user.name=rekey", "-c", "user.email=rekey@localhost"]);
+    }
+    args.extend(["commit", "--quiet", "--no-verify", "-m", message]);
+    run(repo, &args)?;
+    rev_parse(repo, "HEAD").map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let mut full = vec![
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ];
+        full.extend(args);
+        run(dir, &full).unwrap();
+    }
+
+    #[test]
+    fn lists_changes_and_shows_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q"]);
+        std::fs::write(d.join("a"), "1").unwrap();
+        std::fs::write(d.join("b"), "1").unwrap();
+        git(d, &["add", "."]);
+        git(d, &["commit", "-qm", "one"]);
+        let base = rev_parse(d, "HEAD").unwrap();
+        std::fs::write(d.join("a"), "2").unwrap();
+        std::fs::remove_file(d.join("b")).unwrap();
+        std::fs::write(d.join("c d"), "3").unwrap();
+        let head = commit(d, Some("rotate"), &[".".into()], "two").unwrap().unwrap();
+        let changes = changed_files(d, &base, &head).unwrap();
+        let got: Vec<(ChangeKind, &str)> = changes.iter().map(|c| (c.kind, c.path.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (ChangeKind::Modified, "a"),
+                (ChangeKind::Deleted, "b"),
+                (ChangeKind::Added, "c d")
+            ]
+        );
+        assert_eq!(show(d, &base, "b").unwrap().unwrap(), b"1");
+        assert_eq!(show(d, &head, "b").unwrap(), None);
+        assert_eq!(ls_tree(d, &head).unwrap(), ["a", "c d"]);
+        assert!(
+            rev_parse(d, "nope")
+                .unwrap_err()
+                .to_string()
+                .contains("`nope` is not a commit")
+        );
+        assert_eq!(commit(d, None, &[".".into()], "nothing").unwrap(), None);
+        assert!(is_work_tree(d));
+    }
+}
