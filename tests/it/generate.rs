@@ -443,42 +443,34 @@ fn bad_region_not_in_catalog() {
     );
 }
 
+/// Runs `generate` for every region into `out` with a fixed key.
+fn generate_into(out: &Path) -> Run {
+    rekey()
+        .arg("generate")
+        .arg("--regions")
+        .arg(regions())
+        .args(["--api-key-env", "K"])
+        .env("K", "k1")
+        .arg("--out")
+        .arg(out)
+        .run()
+}
+
 #[test]
 fn bad_output_dir_not_writable() {
     let tmp = tempdir();
     // A regular file where the output directory should be: not writable as a directory, even by root.
     let out = write(tmp.path(), "out", "a file");
-    let run = rekey()
-        .arg("generate")
-        .arg("--regions")
-        .arg(regions())
-        .arg("--api-key-env")
-        .arg("K")
-        .env("K", "k1")
-        .arg("--out")
-        .arg(&out)
-        .run();
-    run.code(2).stderr_has("is not writable");
+    generate_into(&out).code(2).stderr_has("is not writable");
     assert_eq!(std::fs::read(&out).unwrap(), b"a file");
 }
 
 #[test]
 fn bad_output_dir_read_only_mount_point() {
-    let tmp = tempdir();
     // Inside /proc nothing can be created, even by root.
-    let run = rekey()
-        .arg("generate")
-        .arg("--regions")
-        .arg(regions())
-        .arg("--api-key-env")
-        .arg("K")
-        .env("K", "k1")
-        .arg("--out")
-        .arg("/proc/rekey-out")
-        .run();
-    run.code(2)
+    generate_into(Path::new("/proc/rekey-out"))
+        .code(2)
         .stderr_has("output directory /proc/rekey-out is not writable");
-    drop(tmp);
 }
 
 #[test]
