@@ -2,10 +2,13 @@
 //! only place that reads files, the environment and the terminal for the core.
 
 pub mod completions;
+pub mod decrypt;
+pub mod encrypt;
 pub mod generate;
 pub mod inspect;
 pub mod keyarg;
 pub mod output;
+pub mod pgpargs;
 pub mod secret_input;
 
 use crate::exit::Exit;
@@ -49,6 +52,8 @@ pub struct GlobalArgs {
 pub enum Command {
     Generate(generate::Args),
     Inspect(inspect::Args),
+    Encrypt(encrypt::Args),
+    Decrypt(decrypt::Args),
     Completions(completions::Args),
 }
 
@@ -67,6 +72,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(&printer, args),
         Command::Inspect(args) => inspect::run(&printer, args),
+        Command::Encrypt(args) => encrypt::run(&printer, args),
+        Command::Decrypt(args) => decrypt::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {
