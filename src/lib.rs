@@ -19,4 +19,5 @@ pub mod host;
 pub mod image;
 pub mod manifest;
 pub mod pgp;
+pub mod repo;
 pub mod secret;

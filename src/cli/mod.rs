@@ -9,6 +9,10 @@ pub mod inspect;
 pub mod keyarg;
 pub mod output;
 pub mod pgpargs;
+pub mod recipients;
+pub mod reencrypt;
+pub mod repo_io;
+pub mod seal;
 pub mod secret_input;
 
 use crate::exit::Exit;
@@ -54,6 +58,9 @@ pub enum Command {
     Inspect(inspect::Args),
     Encrypt(encrypt::Args),
     Decrypt(decrypt::Args),
+    Seal(seal::Args),
+    Recipients(recipients::Args),
+    Reencrypt(reencrypt::Args),
     Completions(completions::Args),
 }
 
@@ -74,6 +81,9 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&printer, args),
         Command::Encrypt(args) => encrypt::run(&printer, args),
         Command::Decrypt(args) => decrypt::run(&printer, args),
+        Command::Seal(args) => seal::run(&printer, args),
+        Command::Recipients(args) => recipients::run(&printer, args),
+        Command::Reencrypt(args) => reencrypt::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {
