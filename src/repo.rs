@@ -400,6 +400,9 @@ pub fn check_file(bytes: &[u8], version: Option<&Version>, recipients: &Recipien
         Ok(ids) => sorted(ids),
         Err(e) => {
             problems.push(e.to_string());
+            if version.is_none() {
+                problems.push("no metadata describes this file".to_owned());
+            }
             return (Vec::new(), problems);
         }
     };

@@ -7,3 +7,4 @@ mod support;
 mod encrypt;
 mod generate;
 mod inspect;
+mod secrets_repo;
