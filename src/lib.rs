@@ -18,4 +18,5 @@ pub mod gojson;
 pub mod host;
 pub mod image;
 pub mod manifest;
+pub mod registry;
 pub mod secret;

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod keyarg;
 pub mod output;
 pub mod secret_input;
+pub mod verify;
 
 use crate::exit::Exit;
 use clap::{Parser, Subcommand};
@@ -49,6 +50,7 @@ pub struct GlobalArgs {
 pub enum Command {
     Generate(generate::Args),
     Inspect(inspect::Args),
+    Verify(verify::Args),
     Completions(completions::Args),
 }
 
@@ -67,6 +69,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(&printer, args),
         Command::Inspect(args) => inspect::run(&printer, args),
+        Command::Verify(args) => verify::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {
