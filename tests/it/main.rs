@@ -5,3 +5,5 @@ mod support;
 
 mod generate;
 mod inspect;
+mod verify;
+mod verify_support;
