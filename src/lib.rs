@@ -23,4 +23,5 @@ pub mod leakscan;
 pub mod manifest;
 pub mod pgp;
 pub mod repo;
+pub mod registry;
 pub mod secret;

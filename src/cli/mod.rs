@@ -14,6 +14,7 @@ pub mod reencrypt;
 pub mod repo_io;
 pub mod seal;
 pub mod secret_input;
+pub mod verify;
 
 use crate::exit::Exit;
 use clap::{Parser, Subcommand};
@@ -61,6 +62,7 @@ pub enum Command {
     Seal(seal::Args),
     Recipients(recipients::Args),
     Reencrypt(reencrypt::Args),
+    Verify(verify::Args),
     Completions(completions::Args),
 }
 
@@ -84,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Seal(args) => seal::run(&printer, args),
         Command::Recipients(args) => recipients::run(&printer, args),
         Command::Reencrypt(args) => reencrypt::run(&printer, args),
+        Command::Verify(args) => verify::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {

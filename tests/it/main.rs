@@ -9,3 +9,5 @@ mod encrypt;
 mod generate;
 mod inspect;
 mod secrets_repo;
+mod verify;
+mod verify_support;
