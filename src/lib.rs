@@ -22,6 +22,7 @@ pub mod keyname;
 pub mod leakscan;
 pub mod manifest;
 pub mod pgp;
-pub mod repo;
 pub mod registry;
+pub mod repo;
+pub mod rotation;
 pub mod secret;

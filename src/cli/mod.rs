@@ -7,11 +7,13 @@ pub mod encrypt;
 pub mod generate;
 pub mod inspect;
 pub mod keyarg;
+pub mod netargs;
 pub mod output;
 pub mod pgpargs;
 pub mod recipients;
 pub mod reencrypt;
 pub mod repo_io;
+pub mod rotate;
 pub mod seal;
 pub mod secret_input;
 pub mod verify;
@@ -63,6 +65,8 @@ pub enum Command {
     Recipients(recipients::Args),
     Reencrypt(reencrypt::Args),
     Verify(verify::Args),
+    Rotate(rotate::Args),
+    Rollback(rotate::RollbackArgs),
     Completions(completions::Args),
 }
 
@@ -87,6 +91,8 @@ pub fn main() -> ExitCode {
         Command::Recipients(args) => recipients::run(&printer, args),
         Command::Reencrypt(args) => reencrypt::run(&printer, args),
         Command::Verify(args) => verify::run(&printer, args),
+        Command::Rotate(args) => rotate::run(&printer, args),
+        Command::Rollback(args) => rotate::rollback(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {

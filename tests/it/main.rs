@@ -8,6 +8,7 @@ mod cli;
 mod encrypt;
 mod generate;
 mod inspect;
+mod rotate;
 mod secrets_repo;
 mod verify;
 mod verify_support;

@@ -67,6 +67,15 @@ impl Rekey {
         self
     }
 
+    /// Starts the command with no input and its output discarded.
+    pub fn spawn(mut self) -> std::process::Child {
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.cmd.spawn().expect("spawning rekey")
+    }
+
     /// Runs to completion and captures everything.
     pub fn run(mut self) -> Run {
         self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -1,0 +1,148 @@
+//! The network options of every command that talks to registries (`verify`,
+//! `rotate`, `check --verify-pull`), and running the checks with a progress
+//! bar on a terminal.
+
+use crate::catalog::Region;
+use crate::cli::output::Printer;
+use crate::host::Host;
+use crate::image::ImageRef;
+use crate::registry::{self, ClientConfig, Credential, HostResult, Settings, Target};
+use crate::secret::ApiKey;
+use anyhow::{Context, bail};
+use secrecy::SecretString;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach registry hosts and how long to try.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetArgs {
+    /// How many hosts to check at once.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// The time budget of each host in seconds, retries included.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Connect to ADDR:PORT for HOST instead of resolving it (repeatable).
+    #[arg(long, value_name = "HOST=ADDR:PORT")]
+    pub resolve: Vec<String>,
+    /// Also trust the CA certificates in this PEM file (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Vec<PathBuf>,
+    /// Use plain http for this host (repeatable); every other host uses https.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_http: Vec<String>,
+    /// Also fetch every layer and check its digest.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// Parses `HOST=ADDR:PORT`.
+pub fn parse_resolve(raw: &str) -> anyhow::Result<(String, SocketAddr)> {
+    let (host, addr) = raw
+        .split_once('=')
+        .with_context(|| format!("--resolve `{raw}`: expected HOST=ADDR:PORT"))?;
+    let host = Host::parse(host).map_err(|e| anyhow::anyhow!("--resolve `{raw}`: the host `{host}` {e}"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--resolve `{raw}`: `{addr}` is not ADDR:PORT (for example 127.0.0.1:5000)"))?;
+    Ok((host.name().to_owned(), addr))
+}
+
+impl NetArgs {
+    /// Validates the options and builds the shared HTTP client and settings.
+    pub fn client(&self) -> anyhow::Result<(reqwest::Client, Settings)> {
+        let mut resolve = Vec::with_capacity(self.resolve.len());
+        for raw in &self.resolve {
+            resolve.push(parse_resolve(raw)?);
+        }
+        let mut insecure = BTreeSet::new();
+        for raw in &self.insecure_http {
+            let host = Host::parse(raw).map_err(|e| anyhow::anyhow!("--insecure-http `{raw}` {e}"))?;
+            insecure.insert(host.as_str().to_owned());
+        }
+        let mut ca_pems = Vec::with_capacity(self.ca_cert.len());
+        for path in &self.ca_cert {
+            let pem = std::fs::read(path).with_context(|| format!("reading --ca-cert {}", path.display()))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                bail!(
+                    "--ca-cert {}: no PEM certificate (-----BEGIN CERTIFICATE-----) found",
+                    path.display()
+                );
+            }
+            ca_pems.push(pem);
+        }
+        let client = registry::build_client(&ClientConfig {
+            resolve,
+            ca_pems,
+            pool_per_host: 4,
+        })
+        .context("setting up the HTTP client")?;
+        let settings = Settings {
+            timeout: Duration::from_secs(self.timeout),
+            full: self.full,
+            insecure_http: insecure,
+        };
+        Ok((client, settings))
+    }
+
+    /// Checks every target at once (bounded by --concurrency), with a
+    /// progress bar when the terminal allows one.
+    pub fn check(&self, printer: &Printer, targets: Vec<Target>) -> anyhow::Result<Vec<HostResult>> {
+        let (client, settings) = self.client()?;
+        let progress = if printer.interactive() {
+            let pb = indicatif::ProgressBar::new(targets.len() as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} hosts {msg}") {
+                pb.set_style(style);
+            }
+            Some(pb)
+        } else {
+            None
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let pb = progress.clone();
+        let results = runtime.block_on(registry::verify_all(
+            client,
+            targets,
+            settings,
+            usize::from(self.concurrency),
+            move |r: &HostResult| {
+                if let Some(pb) = &pb {
+                    pb.set_message(r.host.clone());
+                    pb.inc(1);
+                }
+            },
+        ));
+        if let Some(pb) = progress {
+            pb.finish_and_clear();
+        }
+        Ok(results)
+    }
+}
+
+/// Returns one target per host of each region, all with `key`.
+pub fn region_targets<'a>(
+    regions: impl IntoIterator<Item = &'a Region>,
+    key: &ApiKey,
+    image: Option<&ImageRef>,
+) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for region in regions {
+        for host in &region.hosts {
+            targets.push(Target {
+                region: region.name.clone(),
+                host: host.clone(),
+                image: image.cloned().unwrap_or_else(|| region.probe_image.clone()),
+                credential: Credential {
+                    username: region.username.clone(),
+                    password: SecretString::from(key.expose_secret().to_owned()),
+                },
+            });
+        }
+    }
+    targets
+}

@@ -1,0 +1,423 @@
+//! `rekey rotate` and `rekey rollback` end to end: a real registry proves the
+//! key, real GnuPG reads the sealed secrets, a real git repo records them.
+
+use crate::pgp_support::*;
+use crate::support::*;
+use crate::verify_support::FIXTURE;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const OLD_KEY_NAME: &str = "iks-registry-access-prod-test-20260801";
+const NEW_KEY_NAME: &str = "iks-registry-access-prod-test-20261123";
+
+/// A catalog of test regions pointing at the test registry, and a git
+/// secrets repo holding secrets sealed with an old key.
+struct Setup {
+    tmp: tempfile::TempDir,
+    old: Canary,
+    hosts: Vec<String>,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+impl Setup {
+    /// Regions `r1`, `r2` (two hosts each) plus `extra` hosts in r2.
+    fn new(tag: &str, extra: &[&str]) -> Setup {
+        let tmp = tempdir();
+        let uniq = unique_hex();
+        let mut hosts = Vec::new();
+        let mut catalog = String::new();
+        for (i, r) in ["r1", "r2"].iter().enumerate() {
+            let mut mine = vec![format!("{r}-{uniq}.reg.test"), format!("private-{r}-{uniq}.reg.test")];
+            if i == 1 {
+                mine.extend(extra.iter().map(|s| s.to_string()));
+            }
+            let list: Vec<String> = mine.iter().map(|h| format!("\"{h}\"")).collect();
+            catalog = format!(
+                "name = \"{r}\"\nprobe_image = \"armada-master/alpine:latest\"\nhosts = [{}]\n",
+                list.join(", ")
+            );
+            write(&tmp.path().join("regions"), &format!("{r}.toml"), &catalog);
+            hosts.extend(mine);
+        }
+        drop(catalog);
+        let setup = Setup {
+            tmp,
+            old: Canary::new(&format!("{tag}-old")),
+            hosts,
+        };
+        let repo = setup.repo();
+        let mut ring = std::fs::read(keys().file("alice.pub")).unwrap();
+        ring.extend(std::fs::read(keys().file("bob.pub")).unwrap());
+        write(&repo, ".rekey/recipients.asc", ring);
+        git(&repo, &["init", "-q", "-b", "main"]);
+        // Seal the old key (no registry accepts it: seal does not verify).
+        let gen_dir = setup.tmp.path().join("old-gen");
+        rekey()
+            .arg("generate")
+            .arg("--regions")
+            .arg(setup.regions())
+            .args(["--api-key-env", "K", "--out"])
+            .arg(&gen_dir)
+            .env("K", &setup.old.key)
+            .run()
+            .code(0);
+        rekey()
+            .arg("seal")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--in")
+            .arg(&gen_dir)
+            .args(["--key-name", OLD_KEY_NAME])
+            .run()
+            .code(0);
+        std::fs::remove_dir_all(&gen_dir).unwrap();
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-qm", "old key"]);
+        setup
+    }
+
+    fn regions(&self) -> PathBuf {
+        self.tmp.path().join("regions")
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.tmp.path().join("repo")
+    }
+
+    /// `rekey rotate` to the key the test registry accepts, with every host resolved to it.
+    fn rotate(&self) -> Rekey {
+        self.rotate_named(NEW_KEY_NAME)
+    }
+
+    fn rotate_named(&self, key_name: &str) -> Rekey {
+        let fx = &*FIXTURE;
+        let mut cmd = rekey()
+            .arg("rotate")
+            .arg("--regions")
+            .arg(self.regions())
+            .arg("--repo")
+            .arg(self.repo())
+            .args(["--api-key-env", "NEW_KEY", "--key-name", key_name, "--timeout", "10"])
+            .env("NEW_KEY", &fx.key)
+            .arg("--ca-cert")
+            .arg(&fx.ca_pem);
+        for h in self.hosts.iter().filter(|h| h.ends_with(".reg.test")) {
+            cmd = cmd.arg("--resolve").arg(format!("{h}={}", fx.basic));
+        }
+        cmd
+    }
+
+    fn meta(&self, region: &str) -> serde_json::Value {
+        let path = self.repo().join(format!(
+            "registry/{}_REGISTRY_PULL_SECRET_64.meta.json",
+            region.to_uppercase()
+        ));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn file(&self, region: &str, previous: bool) -> PathBuf {
+        let suffix = if previous { ".previous.gpg" } else { ".gpg" };
+        self.repo().join(format!(
+            "registry/{}_REGISTRY_PULL_SECRET_64{suffix}",
+            region.to_uppercase()
+        ))
+    }
+
+    /// Checks the whole output and repo (git history included) for both keys.
+    fn assert_no_leak(&self, run: &Run) {
+        let new = Canary::with_value(&FIXTURE.key);
+        for c in [&self.old, &new] {
+            c.assert_not_in_run(run);
+            c.assert_not_in_tree(&self.repo(), &[]);
+            let history = git(&self.repo(), &["log", "--all", "-p", "--format=%B"]);
+            assert!(!c.found_in(history.as_bytes()), "a key leaked into git history");
+        }
+    }
+}
+
+/// Returns the password in a decrypted dockerconfigjson's first entry.
+fn password_in(plaintext: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(plaintext).unwrap();
+    let first = v["auths"].as_object().unwrap().values().next().unwrap().clone();
+    first["password"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn rotates_every_region_commits_and_a_rerun_changes_nothing() {
+    let s = Setup::new("rot-e2e", &[]);
+    let run = s.rotate().args(["--commit", "--branch", "rotate-20261123"]).run();
+    run.code(0).stdout_has("rotated");
+    s.assert_no_leak(&run);
+    for region in ["r1", "r2"] {
+        // Real gpg reads the new key; the old one is kept as previous.
+        assert_eq!(
+            password_in(&gpg_decrypt(&keys().file("bob.sec"), &s.file(region, false))),
+            FIXTURE.key
+        );
+        assert_eq!(
+            password_in(&gpg_decrypt(&keys().file("alice.sec"), &s.file(region, true))),
+            s.old.key
+        );
+        let meta = s.meta(region);
+        assert_eq!(meta["active"]["state"], "current");
+        assert_eq!(meta["active"]["key_name"], NEW_KEY_NAME);
+        assert_eq!(meta["previous"]["state"], "previous");
+        assert_eq!(meta["previous"]["key_name"], OLD_KEY_NAME);
+    }
+    assert_eq!(
+        git(&s.repo(), &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
+        "rotate-20261123"
+    );
+    let message = git(&s.repo(), &["log", "-1", "--format=%B"]);
+    assert!(
+        message.starts_with(&format!("Rotate registry pull secrets of r1, r2 to {NEW_KEY_NAME}")),
+        "{message}"
+    );
+    assert!(message.contains(" -> sha256:"), "{message}");
+    assert!(!s.repo().join(".rekey/journal.json").exists());
+    assert_eq!(
+        git(&s.repo(), &["status", "--porcelain"]),
+        "",
+        "nothing left uncommitted"
+    );
+
+    let before = snapshot(&s.repo());
+    let head = git(&s.repo(), &["rev-parse", "HEAD"]);
+    let again = s.rotate().args(["--commit", "--branch", "rotate-20261123"]).run();
+    again.code(0).stdout_has("unchanged");
+    assert_eq!(snapshot(&s.repo()), before, "a second run rewrites nothing");
+    assert_eq!(git(&s.repo(), &["rev-parse", "HEAD"]), head, "and commits nothing");
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let s = Setup::new("rot-dry", &[]);
+    let before = snapshot(&s.repo());
+    let run = s.rotate().args(["--dry-run", "--output", "json"]).run();
+    run.code(0);
+    s.assert_no_leak(&run);
+    let v = run.json();
+    assert_eq!(v["dry_run"], true);
+    let actions: Vec<&str> = v["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["rotate", "rotate"]);
+    assert_eq!(snapshot(&s.repo()), before);
+}
+
+#[test]
+fn a_host_that_cannot_pull_blocks_its_region_unless_allowed() {
+    // `nowhere` is not resolved to the registry: its DNS lookup fails.
+    let nowhere = format!("nowhere-{}.invalid", unique_hex());
+    let s = Setup::new("rot-block", &[&nowhere]);
+    let r2_before = std::fs::read(s.file("r2", false)).unwrap();
+    let run = s.rotate().args(["--output", "json"]).run();
+    run.code(1);
+    s.assert_no_leak(&run);
+    let v = run.json();
+    assert_eq!(v["regions"][0]["action"], "rotate");
+    assert_eq!(v["regions"][1]["action"], "blocked");
+    assert_eq!(v["regions"][1]["failing_hosts"][0]["host"], nowhere.as_str());
+    assert_eq!(v["regions"][1]["failing_hosts"][0]["class"], "dns");
+    assert_eq!(
+        std::fs::read(s.file("r2", false)).unwrap(),
+        r2_before,
+        "a blocked region keeps its secret"
+    );
+    assert_eq!(s.meta("r1")["active"]["key_name"], NEW_KEY_NAME);
+
+    let run = s.rotate().arg("--allow-failing-host").arg(&nowhere).run();
+    run.code(0).stdout_has("(allowed)");
+    assert_eq!(s.meta("r2")["active"]["key_name"], NEW_KEY_NAME);
+}
+
+#[test]
+fn rollback_makes_the_previous_key_current_again() {
+    let s = Setup::new("rot-back", &[]);
+    s.rotate().run().code(0);
+    let run = rekey()
+        .args(["rollback", "--region", "r1", "--commit", "--repo"])
+        .arg(s.repo())
+        .run();
+    run.code(0).stdout_has("rolled back");
+    s.assert_no_leak(&run);
+    assert_eq!(
+        password_in(&gpg_decrypt(&keys().file("alice.sec"), &s.file("r1", false))),
+        s.old.key
+    );
+    assert_eq!(s.meta("r1")["active"]["key_name"], OLD_KEY_NAME);
+    assert_eq!(s.meta("r1")["active"]["state"], "current");
+    assert_eq!(s.meta("r1")["previous"]["key_name"], NEW_KEY_NAME);
+    assert!(git(&s.repo(), &["log", "-1", "--format=%s"]).starts_with("Roll back the r1 registry pull secret"));
+}
+
+#[test]
+fn an_unfinished_rotation_to_another_key_is_not_overwritten() {
+    let s = Setup::new("rot-journal", &[]);
+    // A journal left by a killed rotation to some other key.
+    let journal = serde_json::json!({
+        "schema": 1, "key_name": "other-key-20261122", "key_fingerprint": "sha256:00000000",
+        "key_digest": {"algorithm": "hmac-sha256", "salt": "00".repeat(32), "value": "11".repeat(32)},
+        "started_at": "2026-11-22T10:00:00Z", "regions": {"r1": "verified"}
+    });
+    write(&s.repo(), ".rekey/journal.json", journal.to_string());
+    let before = snapshot(&s.repo());
+    let run = s.rotate().run();
+    run.code(2)
+        .stderr_has("a rotation to other-key-20261122 (sha256:00000000)")
+        .stderr_has("is unfinished");
+    assert_eq!(snapshot(&s.repo()), before);
+}
+
+#[test]
+fn bad_rotate_input_writes_nothing() {
+    let s = Setup::new("rot-bad", &[]);
+    let before = snapshot(&s.repo());
+    s.rotate_named("no-date-suffix")
+        .run()
+        .code(2)
+        .stderr_has("does not end in -YYYYMMDD");
+    s.rotate_named("bad name-20261123")
+        .run()
+        .code(2)
+        .stderr_has("may hold only");
+    for (extra, message) in [
+        (&["--region", "mars"][..], "region `mars` is not in the catalog"),
+        (
+            &["--allow-failing-host", "elsewhere.io"][..],
+            "is not a host of the regions being rotated",
+        ),
+        (&["--resolve", "bad"][..], "--resolve `bad`: expected HOST=ADDR:PORT"),
+    ] {
+        s.rotate().args(extra).run().code(2).stderr_has(message);
+        assert_eq!(snapshot(&s.repo()), before, "{extra:?}");
+    }
+    std::fs::remove_file(s.repo().join(".rekey/recipients.asc")).unwrap();
+    s.rotate().run().code(2).stderr_has("recipients.asc is missing");
+}
+
+/// Kills `rekey rotate` with SIGKILL at many points and checks that every
+/// file is always a whole old or new version, and that a rerun completes.
+#[test]
+fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
+    let s = Setup::new("rot-kill", &[]);
+    let template = s.tmp.path().join("template");
+    copy_tree(&s.repo(), &template);
+    let new_key = FIXTURE.key.clone();
+    // How long an uninterrupted run takes: kills are spread over it.
+    let start = std::time::Instant::now();
+    s.rotate().run().code(0);
+    let full = start.elapsed().as_micros() as u64;
+    let runs = 100;
+    // Which (r1 new, r2 new, journal, redo log) states the kills left.
+    let mut states = std::collections::BTreeSet::new();
+    for i in 0..runs {
+        std::fs::remove_dir_all(s.repo()).unwrap();
+        copy_tree(&template, &s.repo());
+        let delay = pseudo_random(i) % (full + full / 4);
+        let mut child = s.rotate().spawn();
+        std::thread::sleep(std::time::Duration::from_micros(delay));
+        // SAFETY: kill(2) on a child we own and have not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        for region in ["r1", "r2"] {
+            let active = password_in(&decrypt(&s.file(region, false)));
+            assert!(
+                active == s.old.key || active == new_key,
+                "run {i}: {region}'s active file is neither version"
+            );
+            // Before the first rotation there is no previous version; after it, it is the old key.
+            if s.file(region, true).exists() {
+                assert_eq!(
+                    password_in(&decrypt(&s.file(region, true))),
+                    s.old.key,
+                    "run {i}: {region} previous"
+                );
+            }
+            let meta = s.meta(region);
+            assert!(meta["active"]["state"].is_string(), "run {i}: metadata parses");
+        }
+        let state: Vec<bool> = ["r1", "r2"]
+            .iter()
+            .map(|r| password_in(&decrypt(&s.file(r, false))) == new_key)
+            .chain([
+                s.repo().join(".rekey/journal.json").exists(),
+                s.repo().join(".rekey/writes.json").exists(),
+            ])
+            .collect();
+        states.insert(state);
+        let rerun = s.rotate().run();
+        rerun.code(0);
+        for region in ["r1", "r2"] {
+            assert_eq!(
+                password_in(&decrypt(&s.file(region, false))),
+                new_key,
+                "run {i}: rerun finishes {region}"
+            );
+            assert_eq!(
+                password_in(&decrypt(&s.file(region, true))),
+                s.old.key,
+                "run {i}: previous is the old key"
+            );
+            let meta = s.meta(region);
+            assert_eq!(meta["active"]["state"], "current");
+            // Metadata and files changed together: the fingerprints agree.
+            assert_eq!(meta["active"]["key_fingerprint"], fingerprint(&new_key), "run {i}");
+            assert_eq!(meta["previous"]["key_fingerprint"], fingerprint(&s.old.key), "run {i}");
+        }
+        let strays: Vec<String> = snapshot(&s.repo())
+            .keys()
+            .map(|p| p.display().to_string())
+            .filter(|p| p.contains(".rekey-tmp-") || p.ends_with("journal.json") || p.ends_with("writes.json"))
+            .collect();
+        assert!(strays.is_empty(), "run {i}: left behind {strays:?}");
+    }
+    // The kills landed before, during and after the rotation, not all at one point.
+    assert!(states.len() >= 4, "kills hit too few distinct points: {states:?}");
+}
+
+fn decrypt(file: &Path) -> Vec<u8> {
+    let run = rekey()
+        .arg("decrypt")
+        .arg("--key")
+        .arg(keys().file("alice.sec"))
+        .arg(file)
+        .args(["-o", "-"])
+        .run();
+    assert_eq!(run.code, 0, "decrypting {}: {}", file.display(), run.stderr);
+    run.stdout.into_bytes()
+}
+
+fn fingerprint(key: &str) -> String {
+    rekey::fingerprint::Fingerprint::of(key.as_bytes()).to_string()
+}
+
+fn pseudo_random(i: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(i);
+    h.finish()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(status.success());
+}
