@@ -1,6 +1,7 @@
 //! The command-line layer: clap definitions, one file per command, and the
 //! only place that reads files, the environment and the terminal for the core.
 
+pub mod check;
 pub mod completions;
 pub mod decrypt;
 pub mod encrypt;
@@ -67,6 +68,7 @@ pub enum Command {
     Verify(verify::Args),
     Rotate(rotate::Args),
     Rollback(rotate::RollbackArgs),
+    Check(check::Args),
     Completions(completions::Args),
 }
 
@@ -93,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(&printer, args),
         Command::Rotate(args) => rotate::run(&printer, args),
         Command::Rollback(args) => rotate::rollback(&printer, args),
+        Command::Check(args) => check::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {

@@ -4,6 +4,7 @@
 mod pgp_support;
 mod support;
 
+mod check;
 mod cli;
 mod encrypt;
 mod generate;

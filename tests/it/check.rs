@@ -1,0 +1,388 @@
+//! `rekey check` on a real git secrets repo with pull-request branches, good
+//! and bad, checked with and without a key.
+
+use crate::pgp_support::*;
+use crate::support::*;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const JP: &str = "registry/JP_REGISTRY_PULL_SECRET_64";
+
+struct Pr {
+    tmp: tempfile::TempDir,
+    old: Canary,
+    new: Canary,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+impl Pr {
+    /// A secrets repo whose `main` holds jp and us sealed with an old key,
+    /// and a branch `pr` checked out from it.
+    fn new(tag: &str) -> Pr {
+        let pr = Pr {
+            tmp: tempdir(),
+            old: Canary::new(&format!("{tag}-old")),
+            new: Canary::new(&format!("{tag}-new")),
+        };
+        let repo = pr.repo();
+        let mut ring = std::fs::read(keys().file("alice.pub")).unwrap();
+        ring.extend(std::fs::read(keys().file("bob.pub")).unwrap());
+        write(&repo, ".rekey/recipients.asc", ring);
+        git(&repo, &["init", "-q", "-b", "main"]);
+        pr.seal(
+            &pr.old.key.clone(),
+            &repo_root().join("regions"),
+            "iks-registry-prod-test-20260801",
+        );
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-qm", "old key"]);
+        git(&repo, &["checkout", "-qb", "pr"]);
+        pr
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.tmp.path().join("repo")
+    }
+
+    /// Generates jp and us with `key` from `regions` and seals them into the repo.
+    fn seal(&self, key: &str, regions: &Path, key_name: &str) {
+        let gen_dir = self.tmp.path().join("gen");
+        rekey()
+            .arg("generate")
+            .arg("--regions")
+            .arg(regions)
+            .args(["--region", "jp", "--region", "us", "--api-key-env", "K", "--out"])
+            .arg(&gen_dir)
+            .env("K", key)
+            .run()
+            .code(0);
+        rekey()
+            .arg("seal")
+            .arg("--repo")
+            .arg(self.repo())
+            .arg("--in")
+            .arg(&gen_dir)
+            .args(["--key-name", key_name])
+            .run()
+            .code(0);
+        std::fs::remove_dir_all(gen_dir).unwrap();
+    }
+
+    fn commit(&self, message: &str) {
+        git(&self.repo(), &["add", "-A"]);
+        git(&self.repo(), &["commit", "-qm", message]);
+    }
+
+    fn check(&self, extra: &[&str]) -> Run {
+        let run = rekey()
+            .arg("check")
+            .arg("--repo")
+            .arg(self.repo())
+            .args(["--base", "main", "--head", "pr"])
+            .args(extra)
+            .run();
+        self.old.assert_not_in_run(&run);
+        self.new.assert_not_in_run(&run);
+        run
+    }
+
+    fn check_with_key(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["--key".to_owned(), keys().file("alice.sec").display().to_string()];
+        args.extend([
+            "--regions".to_owned(),
+            repo_root().join("regions").display().to_string(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.check(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+}
+
+fn failures(run: &Run) -> Vec<(String, String)> {
+    run.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().to_owned(),
+                c["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_clean_rotation_passes_and_shows_a_redacted_summary() {
+    let pr = Pr::new("check-good");
+    pr.seal(
+        &pr.new.key.clone(),
+        &repo_root().join("regions"),
+        "iks-registry-prod-test-20261123",
+    );
+    pr.commit("rotate");
+    let run = pr.check(&["--output", "json"]);
+    run.code(0);
+    assert_eq!(failures(&run), []);
+    let kinds: std::collections::BTreeSet<String> = run.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        kinds.contains("leak") && kinds.contains("recipients") && kinds.contains("metadata"),
+        "{kinds:?}"
+    );
+
+    let run = pr.check_with_key(&["--output", "json"]);
+    run.code(0);
+    let v = run.json();
+    let jp = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["region"] == "jp")
+        .unwrap()
+        .clone();
+    assert_eq!(jp["change"], "rotated");
+    assert_eq!(
+        jp["old_key_fingerprint"],
+        rekey::fingerprint::Fingerprint::of(pr.old.key.as_bytes()).to_string()
+    );
+    assert_eq!(
+        jp["new_key_fingerprint"],
+        rekey::fingerprint::Fingerprint::of(pr.new.key.as_bytes()).to_string()
+    );
+    assert_eq!(jp["hosts_added"].as_array().unwrap().len(), 0);
+
+    let text = pr.check_with_key(&[]);
+    text.code(0)
+        .stdout_has("rotated  JP_REGISTRY_PULL_SECRET_64 (jp): sha256:");
+}
+
+#[test]
+fn a_plain_text_secret_is_rejected_even_inside_base64() {
+    let pr = Pr::new("check-leak");
+    let dcj = format!(
+        r#"{{"auths":{{"jp.icr.io":{{"username":"iamapikey","password":"{}"}}}}}}"#,
+        pr.new.key
+    );
+    write(&pr.repo(), "notes/jp.dockerconfigjson", &dcj);
+    let manifest = format!("kind: Secret\ndata:\n  .dockerconfigjson: {}\n", STANDARD.encode(&dcj));
+    write(&pr.repo(), "deploy/secret.yaml", manifest);
+    pr.commit("add plain text by mistake");
+    let run = pr.check(&["--output", "json"]);
+    run.code(1);
+    let f = failures(&run);
+    assert!(
+        f.contains(&("leak".into(), "notes/jp.dockerconfigjson".into())),
+        "{f:?}"
+    );
+    assert!(f.contains(&("leak".into(), "deploy/secret.yaml".into())), "{f:?}");
+    let detail = run.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["target"] == "deploy/secret.yaml")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("dockerconfig-password sha256:") && detail.contains("inside base64"),
+        "{detail}"
+    );
+
+    // A known fixture can be waived by its fingerprint, with a reason.
+    let fp = rekey::fingerprint::Fingerprint::of(pr.new.key.as_bytes());
+    write(
+        &pr.repo(),
+        ".rekey/leak-allowlist.toml",
+        format!("[[allow]]\nfingerprint = \"{fp}\"\nreason = \"test fixture\"\n"),
+    );
+    pr.commit("allow the fixture");
+    pr.check(&[]).code(0);
+}
+
+#[test]
+fn a_file_not_encrypted_to_the_policy_is_rejected() {
+    let pr = Pr::new("check-recipients");
+    // Re-encrypt jp to alice only, with real gpg, as someone might by hand.
+    let plain = gpg_decrypt(&keys().file("alice.sec"), &pr.repo().join(format!("{JP}.gpg")));
+    let plain_file = write(pr.tmp.path(), "plain", plain);
+    std::fs::remove_file(pr.repo().join(format!("{JP}.gpg"))).unwrap();
+    gpg_encrypt(
+        &keys().file("alice.pub"),
+        &keys().fingerprint("alice"),
+        &plain_file,
+        &pr.repo().join(format!("{JP}.gpg")),
+    );
+    std::fs::remove_file(plain_file).unwrap();
+    pr.commit("jp to alice only");
+    let run = pr.check(&["--output", "json"]);
+    run.code(1);
+    let f = failures(&run);
+    assert!(f.contains(&("recipients".into(), format!("{JP}.gpg"))), "{f:?}");
+    assert!(f.contains(&("metadata".into(), format!("{JP}.meta.json"))), "{f:?}");
+}
+
+#[test]
+fn inconsistent_auth_is_found_with_the_key() {
+    let pr = Pr::new("check-auth");
+    let other = Canary::new("check-auth-other");
+    let auth = STANDARD.encode(format!("iamapikey:{}", other.key));
+    let hosts = [
+        "jp.icr.io",
+        "private.jp.icr.io",
+        "au.icr.io",
+        "private.au.icr.io",
+        "registry.au-syd.bluemix.net",
+    ];
+    let entries: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                r#""{h}":{{"username":"iamapikey","password":"{}","auth":"{auth}"}}"#,
+                pr.new.key
+            )
+        })
+        .collect();
+    let plain = write(
+        pr.tmp.path(),
+        "bad.json",
+        format!("{{\"auths\":{{{}}}}}", entries.join(",")),
+    );
+    rekey()
+        .arg("encrypt")
+        .arg("--recipients")
+        .arg(pr.repo().join(".rekey/recipients.asc"))
+        .arg(&plain)
+        .arg("--out-file")
+        .arg(pr.repo().join(format!("{JP}.gpg")))
+        .run()
+        .code(0);
+    std::fs::remove_file(plain).unwrap();
+    pr.commit("hand-made jp secret");
+    let run = pr.check_with_key(&["--output", "json"]);
+    run.code(1);
+    other.assert_not_in_run(&run);
+    let checks = run.json()["checks"].as_array().unwrap().clone();
+    let secret = checks.iter().find(|c| c["kind"] == "secret").unwrap();
+    assert_eq!(secret["ok"], false);
+    let detail = secret["detail"].as_str().unwrap();
+    assert!(detail.contains("`auth` carries key"), "{detail}");
+    assert!(detail.contains("does not match the digest"), "{detail}");
+}
+
+#[test]
+fn a_secret_missing_a_region_host_is_rejected_with_the_key() {
+    let pr = Pr::new("check-host");
+    let regions = pr.tmp.path().join("regions-short");
+    copy_dir(&repo_root().join("regions"), &regions);
+    let jp = std::fs::read_to_string(regions.join("jp.toml"))
+        .unwrap()
+        .replace("  \"private.jp.icr.io\",\n", "");
+    std::fs::write(regions.join("jp.toml"), jp).unwrap();
+    pr.seal(&pr.new.key.clone(), &regions, "iks-registry-prod-test-20261123");
+    pr.commit("rotate with a short catalog");
+    pr.check(&[]).code(0);
+    let run = pr.check_with_key(&["--output", "json"]);
+    run.code(1);
+    let v = run.json();
+    let secret = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "secret" && c["ok"] == false)
+        .unwrap()
+        .clone();
+    assert!(
+        secret["detail"]
+            .as_str()
+            .unwrap()
+            .contains("region `jp` hosts missing: private.jp.icr.io"),
+        "{secret}"
+    );
+    let jp = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["region"] == "jp")
+        .unwrap()
+        .clone();
+    assert_eq!(jp["hosts_removed"], serde_json::json!(["private.jp.icr.io"]));
+}
+
+#[test]
+fn junit_has_one_test_case_per_check() {
+    let pr = Pr::new("check-junit");
+    pr.seal(
+        &pr.new.key.clone(),
+        &repo_root().join("regions"),
+        "iks-registry-prod-test-20261123",
+    );
+    write(&pr.repo(), "registry/stray.txt", "hello");
+    pr.commit("rotate plus a stray file");
+    let json = pr.check(&["--output", "json"]);
+    let count = json.json()["checks"].as_array().unwrap().len();
+    let run = pr.check(&["--output", "junit"]);
+    run.code(1);
+    assert_eq!(run.stdout.matches("<testcase").count(), count, "{}", run.stdout);
+    assert!(run.stdout.contains("type=\"layout\""), "{}", run.stdout);
+}
+
+#[test]
+fn bad_revisions_and_options_are_errors() {
+    let pr = Pr::new("check-bad");
+    rekey()
+        .arg("check")
+        .arg("--repo")
+        .arg(pr.repo())
+        .args(["--base", "nope", "--head", "pr"])
+        .run()
+        .code(2)
+        .stderr_has("--base");
+    rekey()
+        .arg("check")
+        .arg("--repo")
+        .arg(pr.tmp.path())
+        .args(["--base", "main", "--head", "pr"])
+        .run()
+        .code(2)
+        .stderr_has("git ");
+    pr.check(&["--regions", "regions"]).code(2).stderr_has("--key");
+    let missing = pr.tmp.path().join("missing.toml");
+    pr.check(&["--allowlist", missing.to_str().unwrap()])
+        .code(2)
+        .stderr_has("reading ");
+    let bad = write(pr.tmp.path(), "allow.toml", "[[allow]]\nreason = \"x\"\n");
+    pr.check(&["--allowlist", bad.to_str().unwrap()])
+        .code(2)
+        .stderr_has("field `allow[0]`");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
