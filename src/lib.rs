@@ -8,6 +8,7 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod dockerconfig;

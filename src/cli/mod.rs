@@ -1,6 +1,7 @@
 //! The command-line layer: clap definitions, one file per command, and the
 //! only place that reads files, the environment and the terminal for the core.
 
+pub mod audit;
 pub mod check;
 pub mod completions;
 pub mod decrypt;
@@ -69,6 +70,7 @@ pub enum Command {
     Rotate(rotate::Args),
     Rollback(rotate::RollbackArgs),
     Check(check::Args),
+    Audit(audit::Args),
     Completions(completions::Args),
 }
 
@@ -96,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Rotate(args) => rotate::run(&printer, args),
         Command::Rollback(args) => rotate::rollback(&printer, args),
         Command::Check(args) => check::run(&printer, args),
+        Command::Audit(args) => audit::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {

@@ -4,6 +4,7 @@
 mod pgp_support;
 mod support;
 
+mod audit;
 mod check;
 mod cli;
 mod encrypt;

@@ -1,0 +1,199 @@
+//! `rekey audit`: key age and recipient expiry across the secrets repo.
+
+use crate::audit::{self, AgePolicy, AgeStatus};
+use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::repo_io;
+use crate::exit::Exit;
+use crate::keyname;
+use crate::pgp::{self, Validity};
+use crate::repo;
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// Report how old each secret's key is and which recipient certificates
+/// expire soon, for the quarterly rotation.
+///
+/// A key's age comes from the -YYYYMMDD suffix of its name (its creation
+/// date), or from when it was sealed when the name has none. Exits 1 when a
+/// key is older than --max-age or a recipient certificate is expired,
+/// revoked or otherwise unusable; keys older than --warn-age and
+/// certificates expiring within --warn-validity are listed as due.
+///
+/// Example:
+///   rekey audit --repo secrets
+///   rekey audit --repo secrets --max-age 90d --warn-age 75d --output json
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The secrets repo.
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Keys older than this must be rotated (exit 1).
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub max_age: Duration,
+    /// Keys older than this are due for rotation.
+    #[arg(long, value_name = "DURATION", default_value = "75d", value_parser = humantime::parse_duration)]
+    pub warn_age: Duration,
+    /// Recipient certificates expiring within this are due for renewal.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub warn_validity: Duration,
+}
+
+#[derive(Serialize)]
+struct KeyAge {
+    secret: String,
+    region: String,
+    state: String,
+    key_name: Option<String>,
+    key_fingerprint: String,
+    created: String,
+    /// Where `created` comes from: `key_name` or `rotated_at`.
+    created_from: &'static str,
+    rotated_at: String,
+    age_days: i64,
+    status: AgeStatus,
+}
+
+#[derive(Serialize)]
+struct Recipient {
+    fingerprint: String,
+    user_id: String,
+    expires: Option<String>,
+    status: &'static str,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    ok: bool,
+    max_age_days: i64,
+    warn_age_days: i64,
+    keys: &'a [KeyAge],
+    recipients: &'a [Recipient],
+}
+
+/// Runs `rekey audit`.
+pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
+    printer.require("audit", &[OutputFormat::Text, OutputFormat::Json])?;
+    let policy = AgePolicy {
+        warn_days: audit::days(args.warn_age),
+        max_days: audit::days(args.max_age),
+    };
+    if policy.warn_days > policy.max_days {
+        bail!(
+            "--warn-age ({}d) is longer than --max-age ({}d)",
+            policy.warn_days,
+            policy.max_days
+        );
+    }
+    let now = SystemTime::now();
+    let today = chrono::DateTime::<chrono::Utc>::from(now).date_naive();
+    let dir = repo_io::registry_dir(&args.repo);
+    let names = repo_io::secret_names(&dir)?;
+    let mut keys = Vec::new();
+    for name in &names {
+        let meta = repo_io::read_meta(&dir, name)?.with_context(|| format!("reading metadata of {name}"))?;
+        let v = &meta.active;
+        let from_name = v.key_name.as_deref().and_then(|n| keyname::created_on(n).ok());
+        let (created, created_from) = match from_name {
+            Some(date) => (date, "key_name"),
+            None => (v.rotated_at.date_naive(), "rotated_at"),
+        };
+        let (age_days, status) = audit::assess(created, today, policy);
+        keys.push(KeyAge {
+            secret: name.clone(),
+            region: meta.region.clone(),
+            state: v.state.to_string(),
+            key_name: v.key_name.clone(),
+            key_fingerprint: v.key_fingerprint.clone(),
+            created: created.to_string(),
+            created_from,
+            rotated_at: v.rotated_at.to_rfc3339(),
+            age_days,
+            status,
+        });
+    }
+    let recipients = audit_recipients(&args, now)?;
+    let ok = keys.iter().all(|k| k.status != AgeStatus::Overdue) && recipients.iter().all(|r| r.status != "unusable");
+    match printer.format() {
+        OutputFormat::Json => printer.json(&Report {
+            ok,
+            max_age_days: policy.max_days,
+            warn_age_days: policy.warn_days,
+            keys: &keys,
+            recipients: &recipients,
+        })?,
+        _ => {
+            printer.line(format_args!(
+                "{:<8} {:<6} {:<30} {:>5}  {:<10} {}",
+                "status", "region", "secret", "age", "created", "key"
+            ));
+            for k in &keys {
+                let status = match k.status {
+                    AgeStatus::Ok => "ok",
+                    AgeStatus::Due => "due",
+                    AgeStatus::Overdue => "OVERDUE",
+                };
+                printer.line(format_args!(
+                    "{status:<8} {:<6} {:<30} {:>4}d  {:<10} {} {}",
+                    k.region,
+                    k.secret,
+                    k.age_days,
+                    k.created,
+                    k.key_name.as_deref().unwrap_or("(unnamed)"),
+                    k.key_fingerprint
+                ));
+            }
+            for r in &recipients {
+                printer.line(format_args!(
+                    "{:<8} recipient {} {}: {}",
+                    r.status, r.fingerprint, r.user_id, r.detail
+                ));
+            }
+            if keys.is_empty() {
+                printer.status(format_args!("{} holds no secrets", dir.display()));
+            }
+        }
+    }
+    Ok(Exit::problem_if(!ok))
+}
+
+/// Checks each policy certificate on its own, so one bad certificate does not hide the others.
+fn audit_recipients(args: &Args, now: SystemTime) -> anyhow::Result<Vec<Recipient>> {
+    let file = args.repo.join(repo::RECIPIENTS_FILE);
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let certs = pgp::parse_certs(&bytes, &file.display().to_string())?;
+    let mut out = Vec::with_capacity(certs.len());
+    for cert in &certs {
+        let name = pgp::CertName::of(cert);
+        let validity = Validity {
+            min: None,
+            warn: args.warn_validity,
+        };
+        let (status, detail, expires) = match pgp::check_recipients(std::slice::from_ref(cert), now, validity) {
+            Ok(set) => {
+                let expires = set.certs.first().and_then(|c| c.expires);
+                if set.expiring_soon.is_empty() {
+                    ("ok", "usable".to_owned(), expires)
+                } else {
+                    (
+                        "due",
+                        "expires soon: renew it and run `rekey reencrypt`".to_owned(),
+                        expires,
+                    )
+                }
+            }
+            Err(e) => ("unusable", e.to_string(), None),
+        };
+        out.push(Recipient {
+            fingerprint: name.fingerprint.clone(),
+            user_id: name.user_id.clone(),
+            expires: expires.map(pgp::show_time),
+            status,
+            detail,
+        });
+    }
+    Ok(out)
+}

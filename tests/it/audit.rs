@@ -1,0 +1,157 @@
+//! `rekey audit`: key ages from key names and metadata, recipient expiry.
+
+use crate::pgp_support::*;
+use crate::support::*;
+use std::path::Path;
+
+fn key_name(days_ago: i64) -> String {
+    let date = chrono::Utc::now().date_naive() - chrono::Duration::days(days_ago);
+    format!("iks-registry-access-prod-test-{}", date.format("%Y%m%d"))
+}
+
+/// Seals `region` into `repo` with a fresh canary key named `name` (or unnamed).
+fn seal(tmp: &Path, repo: &Path, region: &str, name: Option<&str>) -> Canary {
+    let canary = Canary::new(&format!("audit-{region}"));
+    let gen_dir = tmp.join(format!("gen-{region}"));
+    rekey()
+        .arg("generate")
+        .arg("--regions")
+        .arg(repo_root().join("regions"))
+        .args(["--region", region, "--api-key-env", "K", "--out"])
+        .arg(&gen_dir)
+        .env("K", &canary.key)
+        .run()
+        .code(0);
+    let mut cmd = rekey().arg("seal").arg("--repo").arg(repo).arg("--in").arg(&gen_dir);
+    if let Some(name) = name {
+        cmd = cmd.args(["--key-name", name]);
+    }
+    cmd.run().code(0);
+    std::fs::remove_dir_all(gen_dir).unwrap();
+    canary
+}
+
+fn policy(repo: &Path, who: &[&str]) {
+    let mut ring = Vec::new();
+    for w in who {
+        ring.extend(std::fs::read(keys().file(&format!("{w}.pub"))).unwrap());
+    }
+    write(repo, ".rekey/recipients.asc", ring);
+}
+
+#[test]
+fn reports_overdue_due_and_fresh_keys_and_expiring_recipients() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("repo");
+    policy(&repo, &["alice", "soon"]);
+    let canaries = [
+        seal(tmp.path(), &repo, "jp", Some(&key_name(100))),
+        seal(tmp.path(), &repo, "us", Some(&key_name(80))),
+        seal(tmp.path(), &repo, "de", Some(&key_name(3))),
+        seal(tmp.path(), &repo, "uk", None),
+    ];
+    let run = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
+    run.code(1);
+    for c in &canaries {
+        c.assert_not_in_run(&run);
+    }
+    let v = run.json();
+    let status = |region: &str| {
+        let k = v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["region"] == region)
+            .unwrap()
+            .clone();
+        (
+            k["status"].as_str().unwrap().to_owned(),
+            k["age_days"].as_i64().unwrap(),
+            k["created_from"].as_str().unwrap().to_owned(),
+        )
+    };
+    assert_eq!(status("jp"), ("overdue".into(), 100, "key_name".into()));
+    assert_eq!(status("us"), ("due".into(), 80, "key_name".into()));
+    assert_eq!(status("de"), ("ok".into(), 3, "key_name".into()));
+    assert_eq!(status("uk"), ("ok".into(), 0, "rotated_at".into()));
+    let soon = v["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["user_id"].as_str().unwrap().starts_with("soon"))
+        .unwrap()
+        .clone();
+    assert_eq!(soon["status"], "due");
+
+    // Within a looser policy nothing is overdue.
+    let run = rekey()
+        .arg("audit")
+        .arg("--repo")
+        .arg(&repo)
+        .args(["--max-age", "120d", "--warn-age", "90d"])
+        .run();
+    run.code(0).stdout_has("due      jp ");
+    assert!(!run.stdout.contains("OVERDUE"), "{}", run.stdout);
+}
+
+#[test]
+fn an_unusable_recipient_fails_the_audit() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("repo");
+    policy(&repo, &["alice"]);
+    seal(tmp.path(), &repo, "jp", Some(&key_name(1)));
+    policy(&repo, &["alice", "expired"]);
+    let run = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
+    run.code(1);
+    let v = run.json();
+    let expired = v["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "unusable")
+        .unwrap()
+        .clone();
+    assert!(expired["detail"].as_str().unwrap().contains("expired"), "{expired}");
+}
+
+#[test]
+fn bad_audit_input_is_an_error() {
+    let tmp = tempdir();
+    rekey()
+        .arg("audit")
+        .arg("--repo")
+        .arg(tmp.path())
+        .run()
+        .code(2)
+        .stderr_has("recipients.asc");
+    rekey()
+        .arg("audit")
+        .arg("--repo")
+        .arg(tmp.path())
+        .args(["--max-age", "ninety"])
+        .run()
+        .code(2)
+        .stderr_has("--max-age");
+    rekey()
+        .arg("audit")
+        .arg("--repo")
+        .arg(tmp.path())
+        .args(["--max-age", "30d", "--warn-age", "60d"])
+        .run()
+        .code(2)
+        .stderr_has("--warn-age (60d) is longer than --max-age (30d)");
+    let repo = tmp.path().join("repo");
+    policy(&repo, &["alice"]);
+    write(
+        &repo,
+        "registry/JP_REGISTRY_PULL_SECRET_64.meta.json",
+        "{\"schema\": 1}",
+    );
+    rekey()
+        .arg("audit")
+        .arg("--repo")
+        .arg(&repo)
+        .run()
+        .code(2)
+        .stderr_has("JP_REGISTRY_PULL_SECRET_64.meta.json");
+}
