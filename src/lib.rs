@@ -21,4 +21,6 @@ pub mod image;
 pub mod keyname;
 pub mod leakscan;
 pub mod manifest;
+pub mod pgp;
+pub mod repo;
 pub mod secret;

@@ -2,10 +2,17 @@
 //! only place that reads files, the environment and the terminal for the core.
 
 pub mod completions;
+pub mod decrypt;
+pub mod encrypt;
 pub mod generate;
 pub mod inspect;
 pub mod keyarg;
 pub mod output;
+pub mod pgpargs;
+pub mod recipients;
+pub mod reencrypt;
+pub mod repo_io;
+pub mod seal;
 pub mod secret_input;
 
 use crate::exit::Exit;
@@ -49,6 +56,11 @@ pub struct GlobalArgs {
 pub enum Command {
     Generate(generate::Args),
     Inspect(inspect::Args),
+    Encrypt(encrypt::Args),
+    Decrypt(decrypt::Args),
+    Seal(seal::Args),
+    Recipients(recipients::Args),
+    Reencrypt(reencrypt::Args),
     Completions(completions::Args),
 }
 
@@ -67,6 +79,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(&printer, args),
         Command::Inspect(args) => inspect::run(&printer, args),
+        Command::Encrypt(args) => encrypt::run(&printer, args),
+        Command::Decrypt(args) => decrypt::run(&printer, args),
+        Command::Seal(args) => seal::run(&printer, args),
+        Command::Recipients(args) => recipients::run(&printer, args),
+        Command::Reencrypt(args) => reencrypt::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {

@@ -1,0 +1,618 @@
+//! The secrets repo: where each encrypted secret lives, what its metadata
+//! says, and how a secret moves through the rotation states.
+//!
+//! Layout (relative to the repo root):
+//!
+//! ```text
+//! .rekey/recipients.asc                        the recipient policy: every file is encrypted to exactly these
+//! registry/<NAME>.gpg                          the active version (state pending or current)
+//! registry/<NAME>.previous.gpg                 the version it replaced (state previous), kept for rollback
+//! registry/<NAME>.meta.json                    metadata of both versions
+//! ```
+//!
+//! `<NAME>` is the build environment variable the secret becomes, e.g.
+//! `JP_REGISTRY_PULL_SECRET_64` (the build tool base64-encodes `_64`
+//! variables). Functions here work on values: the cli reads and writes the
+//! files, and passes the time and the random salt.
+//!
+//! Stable diffs: the metadata keeps an HMAC-SHA256 of the plaintext under a
+//! random per-version salt (never a bare hash of a secret). Sealing the same
+//! plaintext to the same recipients again leaves every file as it is.
+
+use crate::fingerprint::Fingerprint;
+use crate::pgp::{self, PgpError, RecipientSet};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+
+/// The recipient policy keyring, relative to the repo root.
+pub const RECIPIENTS_FILE: &str = ".rekey/recipients.asc";
+/// The directory holding registry pull secrets, relative to the repo root.
+pub const REGISTRY_DIR: &str = "registry";
+/// The metadata schema version written.
+pub const SCHEMA: u32 = 1;
+
+/// Why a repo operation cannot proceed. Never carries plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{file}: {reason}")]
+    BadMetadata { file: String, reason: String },
+    #[error("{0}: no previous version to roll back to")]
+    NoPrevious(String),
+    #[error("{0}: the active version is not pending")]
+    NotPending(String),
+    #[error("{name}: the decrypted plaintext does not match the digest in the metadata")]
+    DigestMismatch { name: String },
+    #[error(transparent)]
+    Pgp(#[from] PgpError),
+}
+
+/// Where a version stands in a rotation (after AWS Secrets Manager's staging labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Written, not yet verified in use; a later rotation step promotes it.
+    Pending,
+    /// In use.
+    Current,
+    /// Replaced, kept so that a rotation can be rolled back.
+    Previous,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Pending => "pending",
+            State::Current => "current",
+            State::Previous => "previous",
+        })
+    }
+}
+
+/// A keyed digest of a plaintext: HMAC-SHA256 under a random salt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Digest {
+    /// Always `hmac-sha256`.
+    pub algorithm: String,
+    /// The 32-byte salt (the HMAC key), hex.
+    pub salt: String,
+    /// The HMAC of the plaintext, hex.
+    pub value: String,
+}
+
+impl Digest {
+    /// Returns the digest of `plaintext` under `salt`.
+    pub fn compute(salt: &[u8; 32], plaintext: &[u8]) -> Digest {
+        Digest {
+            algorithm: "hmac-sha256".to_owned(),
+            salt: hex::encode(salt),
+            value: hex::encode(hmac(salt, plaintext)),
+        }
+    }
+
+    /// Returns true when `plaintext` has this digest (constant-time compare).
+    pub fn matches(&self, plaintext: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let (Ok(salt), Ok(value)) = (hex::decode(&self.salt), hex::decode(&self.value)) else {
+            return false;
+        };
+        self.algorithm == "hmac-sha256" && hmac(&salt, plaintext).as_slice().ct_eq(&value).into()
+    }
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        return Vec::new();
+    };
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// One encrypted version of a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Version {
+    pub state: State,
+    /// The encrypted file, relative to the metadata file's directory.
+    pub file: String,
+    /// The API key's name (e.g. `iks-...-prod-ap-north-20210625`), if given.
+    pub key_name: Option<String>,
+    /// The API key's fingerprint (`sha256:1a2b3c4d`), never the key.
+    pub key_fingerprint: String,
+    pub rotated_at: DateTime<Utc>,
+    /// Fingerprints of the recipient certificates, sorted.
+    pub recipients: Vec<String>,
+    /// Key IDs the file's session keys are addressed to, sorted.
+    pub recipient_key_ids: Vec<String>,
+    pub rekey_version: String,
+    pub plaintext_digest: Digest,
+}
+
+/// The metadata file of one secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub schema: u32,
+    /// The environment variable name, e.g. `JP_REGISTRY_PULL_SECRET_64`.
+    pub name: String,
+    pub region: String,
+    /// The version in `<NAME>.gpg`: pending or current.
+    pub active: Version,
+    /// The version in `<NAME>.previous.gpg`, if any.
+    pub previous: Option<Version>,
+}
+
+impl Metadata {
+    /// Parses a metadata file; errors name the file and the field.
+    pub fn parse(bytes: &[u8], file: &str) -> Result<Metadata, RepoError> {
+        let bad = |reason: String| RepoError::BadMetadata {
+            file: file.to_owned(),
+            reason,
+        };
+        let meta: Metadata = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if meta.schema != SCHEMA {
+            return Err(bad(format!(
+                "schema: unsupported version {}, expected {SCHEMA}",
+                meta.schema
+            )));
+        }
+        if meta.active.state == State::Previous {
+            return Err(bad("active.state: must be pending or current".to_owned()));
+        }
+        if let Some(p) = &meta.previous {
+            if p.state != State::Previous {
+                return Err(bad("previous.state: must be previous".to_owned()));
+            }
+        }
+        Ok(meta)
+    }
+
+    /// Renders the metadata as pretty JSON with a trailing newline.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+}
+
+/// Returns the environment variable name for a region's pull secret.
+pub fn secret_name(region: &str) -> String {
+    format!(
+        "{}_REGISTRY_PULL_SECRET_64",
+        region.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// Returns the active file name (`<NAME>.gpg`).
+pub fn active_file(name: &str) -> String {
+    format!("{name}.gpg")
+}
+
+/// Returns the previous version's file name (`<NAME>.previous.gpg`).
+pub fn previous_file(name: &str) -> String {
+    format!("{name}.previous.gpg")
+}
+
+/// Returns the metadata file name (`<NAME>.meta.json`).
+pub fn meta_file(name: &str) -> String {
+    format!("{name}.meta.json")
+}
+
+/// What sealing a secret asks for.
+pub struct SealRequest<'a> {
+    pub name: &'a str,
+    pub region: &'a str,
+    pub plaintext: &'a [u8],
+    pub key_name: Option<&'a str>,
+    pub key_fingerprint: Fingerprint,
+    /// `Pending` or `Current`.
+    pub state: State,
+    pub now: DateTime<Utc>,
+    /// A fresh random salt for the plaintext digest.
+    pub salt: [u8; 32],
+}
+
+/// The secret as it is in the repo.
+pub struct Existing<'a> {
+    pub meta: &'a Metadata,
+    /// The active version's encrypted bytes.
+    pub active: &'a [u8],
+}
+
+/// The files to write for one secret (names come from the metadata).
+#[derive(Debug)]
+pub struct Rewrite {
+    pub meta: Metadata,
+    /// New contents of the active file, if it changes.
+    pub active: Option<Vec<u8>>,
+    /// New contents of the previous file, if it changes.
+    pub previous: Option<Vec<u8>>,
+}
+
+/// What to write for one secret.
+#[derive(Debug)]
+pub enum Plan {
+    /// Same plaintext, same recipients, same state: write nothing.
+    Unchanged,
+    /// Write these files.
+    Write(Box<Rewrite>),
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Plans sealing `req` into the repo, given what is there.
+///
+/// The same plaintext to the same recipients is not rewritten (a pending
+/// version asked for as current is promoted in the metadata only). A new
+/// plaintext replaces the active version; a replaced current version becomes
+/// the previous one (a replaced pending version, never in use, is dropped).
+pub fn plan_seal(
+    existing: Option<Existing<'_>>,
+    req: &SealRequest<'_>,
+    recipients: &RecipientSet,
+) -> Result<Plan, RepoError> {
+    let key_ids: Vec<String> = recipients.key_ids().into_iter().collect();
+    let fingerprints = recipients.fingerprints();
+    if let Some(ex) = &existing {
+        let a = &ex.meta.active;
+        let same_recipients = a.recipient_key_ids == key_ids && a.recipients == fingerprints;
+        if same_recipients && a.plaintext_digest.matches(req.plaintext) {
+            if a.state == State::Pending && req.state == State::Current {
+                let mut meta = ex.meta.clone();
+                meta.active.state = State::Current;
+                return Ok(Plan::Write(Box::new(Rewrite {
+                    meta,
+                    active: None,
+                    previous: None,
+                })));
+            }
+            return Ok(Plan::Unchanged);
+        }
+    }
+    let ciphertext = pgp::seal(req.plaintext, recipients)?;
+    let active = Version {
+        state: req.state,
+        file: active_file(req.name),
+        key_name: req.key_name.map(str::to_owned),
+        key_fingerprint: req.key_fingerprint.to_string(),
+        rotated_at: req.now,
+        recipients: fingerprints,
+        recipient_key_ids: key_ids,
+        rekey_version: env!("CARGO_PKG_VERSION").to_owned(),
+        plaintext_digest: Digest::compute(&req.salt, req.plaintext),
+    };
+    let (previous, previous_bytes) = match existing {
+        Some(ex) if ex.meta.active.state == State::Current => {
+            let mut p = ex.meta.active.clone();
+            p.state = State::Previous;
+            p.file = previous_file(req.name);
+            (Some(p), Some(ex.active.to_vec()))
+        }
+        Some(ex) => (ex.meta.previous.clone(), None),
+        None => (None, None),
+    };
+    Ok(Plan::Write(Box::new(Rewrite {
+        meta: Metadata {
+            schema: SCHEMA,
+            name: req.name.to_owned(),
+            region: req.region.to_owned(),
+            active,
+            previous,
+        },
+        active: Some(ciphertext),
+        previous: previous_bytes,
+    })))
+}
+
+/// Marks a pending active version as current.
+pub fn promote(meta: &Metadata) -> Result<Metadata, RepoError> {
+    if meta.active.state != State::Pending {
+        return Err(RepoError::NotPending(meta.name.clone()));
+    }
+    let mut meta = meta.clone();
+    meta.active.state = State::Current;
+    Ok(meta)
+}
+
+/// Rolls back: the previous version becomes current and the active one
+/// becomes previous. Returns the metadata and the new (active, previous)
+/// file contents, swapped from the given ones.
+pub fn rollback(meta: &Metadata, active: &[u8], previous: &[u8]) -> Result<(Metadata, Vec<u8>, Vec<u8>), RepoError> {
+    let Some(prev) = &meta.previous else {
+        return Err(RepoError::NoPrevious(meta.name.clone()));
+    };
+    let mut new_active = prev.clone();
+    new_active.state = State::Current;
+    new_active.file = active_file(&meta.name);
+    let mut new_previous = meta.active.clone();
+    new_previous.state = State::Previous;
+    new_previous.file = previous_file(&meta.name);
+    let meta = Metadata {
+        active: new_active,
+        previous: Some(new_previous),
+        ..meta.clone()
+    };
+    Ok((meta, previous.to_vec(), active.to_vec()))
+}
+
+/// Plans re-encrypting a secret's versions to `recipients`. `plain_active`
+/// and `plain_previous` are the decrypted versions; each must match its
+/// metadata digest. Returns `None` when both are already addressed to
+/// exactly `recipients` (as `addressed_*` shows) and the metadata agrees.
+pub fn plan_reencrypt(
+    meta: &Metadata,
+    addressed_active: &[String],
+    plain_active: &[u8],
+    previous: Option<(&[String], &[u8])>,
+    recipients: &RecipientSet,
+) -> Result<Option<Rewrite>, RepoError> {
+    let key_ids: Vec<String> = recipients.key_ids().into_iter().collect();
+    let fingerprints = recipients.fingerprints();
+    let up_to_date = |v: &Version, addressed: &[String]| {
+        v.recipient_key_ids == key_ids && v.recipients == fingerprints && sorted(addressed.to_vec()) == key_ids
+    };
+    let mismatch = || RepoError::DigestMismatch {
+        name: meta.name.clone(),
+    };
+    if !meta.active.plaintext_digest.matches(plain_active) {
+        return Err(mismatch());
+    }
+    let mut fresh = up_to_date(&meta.active, addressed_active);
+    if let (Some(pv), Some((addressed, plain))) = (&meta.previous, previous) {
+        if !pv.plaintext_digest.matches(plain) {
+            return Err(mismatch());
+        }
+        fresh &= up_to_date(pv, addressed);
+    }
+    if fresh {
+        return Ok(None);
+    }
+    let mut meta = meta.clone();
+    let active = pgp::seal(plain_active, recipients)?;
+    meta.active.recipients = fingerprints.clone();
+    meta.active.recipient_key_ids = key_ids.clone();
+    let previous = match (&mut meta.previous, previous) {
+        (Some(pv), Some((_, plain))) => {
+            pv.recipients = fingerprints;
+            pv.recipient_key_ids = key_ids;
+            Some(pgp::seal(plain, recipients)?)
+        }
+        _ => None,
+    };
+    Ok(Some(Rewrite {
+        meta,
+        active: Some(active),
+        previous,
+    }))
+}
+
+/// Checks one encrypted file of a secret against the policy and metadata;
+/// returns the key IDs it is addressed to (if readable) and its problems.
+pub fn check_file(bytes: &[u8], version: Option<&Version>, recipients: &RecipientSet) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let key_ids: Vec<String> = recipients.key_ids().into_iter().collect();
+    let addressed = match pgp::addressed_key_ids(bytes) {
+        Ok(ids) => sorted(ids),
+        Err(e) => {
+            problems.push(e.to_string());
+            if version.is_none() {
+                problems.push("no metadata describes this file".to_owned());
+            }
+            return (Vec::new(), problems);
+        }
+    };
+    if addressed != key_ids {
+        let missing: Vec<&String> = key_ids.iter().filter(|k| !addressed.contains(k)).collect();
+        let extra: Vec<&String> = addressed.iter().filter(|k| !key_ids.contains(k)).collect();
+        problems.push(format!(
+            "not addressed to exactly the policy set: missing [{}], not in policy [{}]",
+            join(&missing),
+            join(&extra)
+        ));
+    }
+    match version {
+        None => problems.push("no metadata describes this file".to_owned()),
+        Some(v) => {
+            if v.recipient_key_ids != addressed {
+                problems.push(format!(
+                    "metadata lists key IDs [{}] but the file is addressed to [{}]",
+                    v.recipient_key_ids.join(", "),
+                    addressed.join(", ")
+                ));
+            }
+            if v.recipients != recipients.fingerprints() {
+                problems.push(format!(
+                    "metadata lists recipients [{}] but the policy holds [{}]",
+                    v.recipients.join(", "),
+                    recipients.fingerprints().join(", ")
+                ));
+            }
+        }
+    }
+    (addressed, problems)
+}
+
+fn join(v: &[&String]) -> String {
+    v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sequoia_openpgp::cert::CertBuilder;
+    use std::time::{Duration, SystemTime};
+
+    fn recipients(n: usize) -> RecipientSet {
+        let certs: Vec<_> = (0..n)
+            .map(|i| {
+                CertBuilder::general_purpose(Some(format!("r{i} <r{i}@example.com>")))
+                    .generate()
+                    .unwrap()
+                    .0
+                    .strip_secret_key_material()
+            })
+            .collect();
+        pgp::check_recipients(
+            &certs,
+            SystemTime::now(),
+            pgp::Validity {
+                min: None,
+                warn: Duration::ZERO,
+            },
+        )
+        .unwrap()
+    }
+
+    fn req<'a>(plaintext: &'a [u8], state: State) -> SealRequest<'a> {
+        SealRequest {
+            name: "JP_REGISTRY_PULL_SECRET_64",
+            region: "jp",
+            plaintext,
+            key_name: Some("k-20260101"),
+            key_fingerprint: Fingerprint::of(b"k"),
+            state,
+            now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            salt: [7; 32],
+        }
+    }
+
+    fn written(plan: Plan) -> (Metadata, Option<Vec<u8>>, Option<Vec<u8>>) {
+        match plan {
+            Plan::Write(w) => (w.meta, w.active, w.previous),
+            Plan::Unchanged => panic!("expected a write"),
+        }
+    }
+
+    #[test]
+    fn names_follow_the_build_variable_convention() {
+        assert_eq!(secret_name("jp"), "JP_REGISTRY_PULL_SECRET_64");
+        assert_eq!(secret_name("us-east"), "US_EAST_REGISTRY_PULL_SECRET_64");
+    }
+
+    #[test]
+    fn digest_is_salted_and_matches_only_its_plaintext() {
+        let a = Digest::compute(&[1; 32], b"secret");
+        let b = Digest::compute(&[2; 32], b"secret");
+        assert_ne!(a.value, b.value);
+        assert!(a.matches(b"secret"));
+        assert!(!a.matches(b"secret2"));
+    }
+
+    #[test]
+    fn reseal_of_same_plaintext_and_recipients_is_unchanged() {
+        let set = recipients(1);
+        let (meta, active, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let active = active.unwrap();
+        let ex = Existing {
+            meta: &meta,
+            active: &active,
+        };
+        assert!(matches!(
+            plan_seal(Some(ex), &req(b"one", State::Current), &set).unwrap(),
+            Plan::Unchanged
+        ));
+        // Other recipients: rewritten.
+        let ex = Existing {
+            meta: &meta,
+            active: &active,
+        };
+        assert!(matches!(
+            plan_seal(Some(ex), &req(b"one", State::Current), &recipients(2)).unwrap(),
+            Plan::Write(_)
+        ));
+    }
+
+    #[test]
+    fn rotation_keeps_previous_and_rolls_back() {
+        let set = recipients(1);
+        let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let a1 = a1.unwrap();
+        let (m2, a2, p2) = written(
+            plan_seal(
+                Some(Existing { meta: &m1, active: &a1 }),
+                &req(b"two", State::Pending),
+                &set,
+            )
+            .unwrap(),
+        );
+        assert_eq!(m2.active.state, State::Pending);
+        let prev = m2.previous.clone().unwrap();
+        assert_eq!(prev.state, State::Previous);
+        assert_eq!(prev.file, "JP_REGISTRY_PULL_SECRET_64.previous.gpg");
+        assert_eq!(p2.as_deref(), Some(a1.as_slice()));
+        let m3 = promote(&m2).unwrap();
+        assert_eq!(m3.active.state, State::Current);
+        assert!(promote(&m3).is_err());
+        let a2 = a2.unwrap();
+        let (m4, a4, p4) = rollback(&m3, &a2, &a1).unwrap();
+        assert_eq!(a4, a1);
+        assert_eq!(p4, a2);
+        assert!(m4.active.plaintext_digest.matches(b"one"));
+        assert_eq!(m4.active.state, State::Current);
+        assert_eq!(m4.previous.unwrap().state, State::Previous);
+    }
+
+    #[test]
+    fn replacing_a_pending_version_keeps_the_older_previous() {
+        let set = recipients(1);
+        let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let a1 = a1.unwrap();
+        let (m2, a2, _) = written(
+            plan_seal(
+                Some(Existing { meta: &m1, active: &a1 }),
+                &req(b"two", State::Pending),
+                &set,
+            )
+            .unwrap(),
+        );
+        let a2 = a2.unwrap();
+        let (m3, _, p3) = written(
+            plan_seal(
+                Some(Existing { meta: &m2, active: &a2 }),
+                &req(b"three", State::Pending),
+                &set,
+            )
+            .unwrap(),
+        );
+        assert!(p3.is_none(), "previous file stays as it is");
+        assert!(m3.previous.unwrap().plaintext_digest.matches(b"one"));
+    }
+
+    #[test]
+    fn metadata_round_trips_and_rejects_bad_fields() {
+        let set = recipients(1);
+        let (meta, _, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let bytes = meta.render();
+        assert_eq!(Metadata::parse(&bytes, "m.json").unwrap(), meta);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(!text.contains("one"));
+        let bad = text.replace("\"current\"", "\"previous\"");
+        let err = Metadata::parse(bad.as_bytes(), "m.json").unwrap_err().to_string();
+        assert!(err.contains("m.json: active.state"), "{err}");
+        let err = Metadata::parse(b"{}", "m.json").unwrap_err().to_string();
+        assert!(err.starts_with("m.json: missing field"), "{err}");
+    }
+
+    #[test]
+    fn check_file_reports_policy_and_metadata_mismatches() {
+        let set = recipients(2);
+        let (meta, active, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let active = active.unwrap();
+        let (ids, problems) = check_file(&active, Some(&meta.active), &set);
+        assert_eq!(ids.len(), 2);
+        assert!(problems.is_empty(), "{problems:?}");
+        let other = recipients(1);
+        let (_, problems) = check_file(&active, Some(&meta.active), &other);
+        assert!(
+            problems.iter().any(|p| p.contains("not addressed to exactly")),
+            "{problems:?}"
+        );
+        let (_, problems) = check_file(b"not pgp", None, &set);
+        assert!(problems[0].contains("not an encrypted OpenPGP message"), "{problems:?}");
+    }
+}
