@@ -15,6 +15,7 @@ pub mod exit;
 pub mod fingerprint;
 pub mod fsx;
 pub mod gojson;
+pub mod health;
 pub mod host;
 pub mod image;
 pub mod manifest;
