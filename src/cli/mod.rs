@@ -3,6 +3,7 @@
 
 pub mod completions;
 pub mod generate;
+pub mod health;
 pub mod inspect;
 pub mod keyarg;
 pub mod output;
@@ -49,6 +50,7 @@ pub struct GlobalArgs {
 pub enum Command {
     Generate(generate::Args),
     Inspect(inspect::Args),
+    Health(health::Args),
     Completions(completions::Args),
 }
 
@@ -67,6 +69,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(&printer, args),
         Command::Inspect(args) => inspect::run(&printer, args),
+        Command::Health(args) => health::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {

@@ -542,8 +542,9 @@ fn burst(rule: &Rule, b: &Burst, totals: &[Sample], peaks: &[Series]) -> Outcome
         (
             Status::Degraded,
             format!(
-                "degraded: {} reached {} failures within {within}: {}",
+                "degraded: {} {} reached {} failures within {within}: {}",
                 bursts.len(),
+                if bursts.len() == 1 { "group" } else { "groups" },
                 Count(rule.threshold),
                 list.join(", ")
             ),

@@ -4,4 +4,6 @@
 mod support;
 
 mod generate;
+mod health;
+mod health_support;
 mod inspect;
