@@ -88,7 +88,7 @@ impl GateArgs {
     /// Reads the rules and checks the times; `now` is used when --at is absent.
     pub fn prepare(&self, now: DateTime<Utc>) -> anyhow::Result<Gate> {
         let rules = match &self.rules {
-            None => Rules::defaults(),
+            None => Rules::defaults()?,
             Some(path) => {
                 let text =
                     std::fs::read_to_string(path).with_context(|| format!("reading rules {}", path.display()))?;

@@ -226,6 +226,9 @@ pub fn evaluate(
     at: DateTime<Utc>,
     window: Duration,
 ) -> Result<Report, HealthError> {
+    if rules.rules.is_empty() {
+        return Err(HealthError::NoRules);
+    }
     let mut reports = Vec::with_capacity(rules.rules.len());
     for rule in &rules.rules {
         if window < rule.within {
@@ -584,7 +587,7 @@ mod tests {
     }
 
     fn rule(i: usize) -> Rule {
-        Rules::defaults().rules[i].clone()
+        Rules::defaults().unwrap().rules[i].clone()
     }
 
     fn auth(jwt_failed_peak: f64, token_failed_peak: f64, token_ok: f64) -> RuleReport {

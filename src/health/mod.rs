@@ -8,10 +8,10 @@
 //! itself. A rotation gates on it like this:
 //!
 //! ```no_run
-//! # fn demo(source: &dyn rekey::health::Source) -> Result<(), rekey::health::HealthError> {
+//! # fn demo(source: &dyn rekey::health::Source) -> anyhow::Result<()> {
 //! use rekey::health::{self, Rules};
 //! let now = chrono::Utc::now(); // the cli layer reads the clock
-//! let report = health::evaluate(&Rules::defaults(), source, now, std::time::Duration::from_secs(3600))?;
+//! let report = health::evaluate(&Rules::defaults()?, source, now, std::time::Duration::from_secs(3600))?;
 //! if report.exit() != rekey::exit::Exit::Ok {
 //!     // stop the rotation, show report.verdict and report.escalations()
 //! }
@@ -78,6 +78,8 @@ pub enum HealthError {
         window: String,
         at: String,
     },
+    #[error("no rules to evaluate: an empty gate would always say healthy")]
+    NoRules,
     #[error("--window {window} is shorter than rule `{rule}`'s `within` ({within})")]
     WindowTooShort {
         rule: String,

@@ -277,10 +277,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Rules {
-    /// Returns the default rules shipped in `rules/health.toml`.
-    pub fn defaults() -> Rules {
-        // The shipped file is checked by a unit test, so this cannot fail in a build that passed its tests.
-        Rules::parse(DEFAULT_RULES, DEFAULT_RULES_NAME).unwrap_or_else(|_| Rules { rules: Vec::new() })
+    /// Returns the default rules shipped in `rules/health.toml` (a unit
+    /// test keeps them valid; an error is still an error, never "no rules").
+    pub fn defaults() -> Result<Rules, RulesError> {
+        Rules::parse(DEFAULT_RULES, DEFAULT_RULES_NAME)
     }
 
     /// Parses and validates a rules file; `source_name` names it in messages.
@@ -569,12 +569,12 @@ escalation = "call someone"
         let rules = Rules::parse(DEFAULT_RULES, DEFAULT_RULES_NAME).unwrap();
         let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["redhat-auth", "iam-5xx", "auth-key-refresh"]);
-        assert_eq!(Rules::defaults().rules.len(), 3);
+        assert_eq!(Rules::defaults().unwrap().rules.len(), 3);
     }
 
     #[test]
     fn default_queries_are_the_operators_queries() {
-        let rules = Rules::defaults();
+        let rules = Rules::defaults().unwrap();
         assert_eq!(
             rules.rules[0].count_query(Duration::from_secs(3600)),
             "sum by (method, status) (count_over_time(armada_kubx_deployer_redhat_auth{}[3600s]))"
