@@ -77,6 +77,9 @@ pub struct GateArgs {
     pub token_env: Option<String>,
 }
 
+/// The longest window accepted: beyond any Prometheus retention in use.
+const MAX_WINDOW: Duration = Duration::from_secs(366 * 86400);
+
 /// The gate's inputs, read and checked.
 pub struct Gate {
     pub rules: Rules,
@@ -96,6 +99,9 @@ impl GateArgs {
             }
         };
         let window = health::rules::parse_duration(&self.window).map_err(|p| anyhow::anyhow!("--window: {p}"))?;
+        if window > MAX_WINDOW {
+            anyhow::bail!("--window: `{}` is longer than the limit of 366 days", self.window);
+        }
         let at = match &self.at {
             None => now,
             Some(text) => DateTime::parse_from_rfc3339(text)

@@ -183,7 +183,11 @@ const MAX_POINTS: u64 = 10_000;
 pub fn queries(rule: &Rule, at: DateTime<Utc>, window: Duration) -> [Query; 3] {
     let step_secs = (window.as_secs().div_ceil(MAX_POINTS)).max(MIN_STEP.as_secs());
     let span = window.saturating_sub(rule.within);
-    let start = at - chrono::Duration::seconds(i64::try_from(span.as_secs()).unwrap_or(i64::MAX / 1000));
+    let start = i64::try_from(span.as_secs())
+        .ok()
+        .and_then(chrono::TimeDelta::try_seconds)
+        .and_then(|d| at.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     [
         Query {
             name: format!("{}.presence", rule.name),

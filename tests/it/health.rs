@@ -298,6 +298,11 @@ fn bad_times_and_windows_are_rejected() {
         .run();
     run.code(2)
         .stderr_has("error: --window: `1 fortnight` is not a duration");
+    let run = rekey()
+        .args(["health", "--prometheus", &url, "--window", "300000y"])
+        .run();
+    run.code(2)
+        .stderr_has("error: --window: `300000y` is longer than the limit of 366 days");
     let run = rekey().args(["health", "--prometheus", &url, "--window", "5m"]).run();
     run.code(2)
         .stderr_has("error: --window 5m is shorter than rule `redhat-auth`'s `within` (15m)");
