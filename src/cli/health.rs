@@ -401,3 +401,44 @@ fn print_text(printer: &Printer, report: &Report) {
         report.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_keep_a_path_prefix() {
+        let plain = HttpSource::new("http://127.0.0.1:9090", None, Duration::from_secs(5)).unwrap();
+        assert_eq!(plain.endpoint("query").as_str(), "http://127.0.0.1:9090/api/v1/query");
+        let prefixed = HttpSource::new("https://prom.example/monitoring/", None, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            prefixed.endpoint("query_range").as_str(),
+            "https://prom.example/monitoring/api/v1/query_range"
+        );
+    }
+
+    #[test]
+    fn times_are_unix_seconds_with_milliseconds() {
+        let t = DateTime::from_timestamp_millis(1_795_381_200_250).unwrap();
+        assert_eq!(unix(&t), "1795381200.250");
+    }
+
+    #[test]
+    fn saved_files_are_matched_to_queries_by_name() {
+        let rules = Rules::defaults().unwrap();
+        let queries = health::evaluate::all_queries(&rules, Utc::now(), Duration::from_secs(3600));
+        let files: Vec<PathBuf> = queries
+            .iter()
+            .map(|q| PathBuf::from(format!("d/{}.json", q.name)))
+            .collect();
+        let source = FileSource::new(&files, &queries).unwrap();
+        assert_eq!(source.files.len(), 9);
+        let mut twice = files.clone();
+        twice.push(PathBuf::from("e/iam-5xx.total.json"));
+        let err = FileSource::new(&twice, &queries).err().unwrap().to_string();
+        assert_eq!(
+            err,
+            "--from-file: query `iam-5xx.total` is answered twice: d/iam-5xx.total.json and e/iam-5xx.total.json"
+        );
+    }
+}

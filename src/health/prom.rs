@@ -257,4 +257,24 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn odd_inputs_are_errors_not_panics() {
+        let bodies: &[&[u8]] = &[
+            b"",
+            b"null",
+            b"[]",
+            b"\xff\xfe",
+            br#"{"status":"success","data":null}"#,
+            br#"{"status":"success","data":{"resultType":"vector"}}"#,
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":["1","1"]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1e400,"1"]]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"+Inf"]]}]}}"#,
+        ];
+        for body in bodies {
+            assert!(parse_vector("q", body).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(parse_matrix("q", body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
 }

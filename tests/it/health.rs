@@ -538,3 +538,19 @@ fn saved_responses_must_cover_every_query() {
         tmp.path().join("other/notes.json").display()
     ));
 }
+
+#[test]
+fn a_metric_with_no_series_is_an_error_for_any_rule() {
+    let tmp = tempdir();
+    let files = save(Scenario::JwtFailing, tmp.path());
+    replace_saved(
+        &files,
+        "auth-key-refresh.presence.json",
+        r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+    );
+    let run = from_files(Scenario::JwtFailing, &files);
+    run.code(2).stderr_has(
+        "error: rule `auth-key-refresh`: no series of `auth_key_refresh_failures_total` in the 1h window ending at ",
+    );
+    assert!(run.stdout.is_empty());
+}
