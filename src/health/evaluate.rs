@@ -379,7 +379,7 @@ fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, totals: &[Sample], peaks:
         };
         (
             Status::Outage,
-            format!("outage: {why}: open an incident; {counts}"),
+            format!("{why}: open an incident; {counts}"),
             Some(pf.incident_title.clone()),
             vec![format!("open an incident: \"{}\"", pf.incident_title)],
         )
@@ -387,7 +387,7 @@ fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, totals: &[Sample], peaks:
         (
             Status::Degraded,
             format!(
-                "degraded: primary {} fails ({threshold}+ failures within {within}), fallback {} carries the load: no incident; {counts}",
+                "primary {} fails ({threshold}+ failures within {within}), fallback {} carries the load: no incident; {counts}",
                 pf.primary, pf.fallback
             ),
             None,
@@ -397,7 +397,7 @@ fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, totals: &[Sample], peaks:
         (
             Status::Degraded,
             format!(
-                "degraded: fallback {} fails ({threshold}+ failures within {within}) while primary {} works: no incident, but no fallback either; {counts}",
+                "fallback {} fails ({threshold}+ failures within {within}) while primary {} works: no incident, but no fallback either; {counts}",
                 pf.fallback, pf.primary
             ),
             None,
@@ -407,7 +407,7 @@ fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, totals: &[Sample], peaks:
             )],
         )
     } else {
-        (Status::Healthy, format!("healthy: {counts}"), None, Vec::new())
+        (Status::Healthy, counts.clone(), None, Vec::new())
     };
     let details = Details::PrimaryFallback {
         methods: methods.into_values().collect(),
@@ -468,7 +468,7 @@ fn classified(rule: &Rule, c: &Classified, totals: &[Sample], peaks: &[Series]) 
     let counts: Vec<String> = classes.iter().map(|k| format!("{} {}", k.class, k.count)).collect();
     let counts = counts.join(", ");
     let (status, summary) = if failing.is_empty() {
-        (Status::Healthy, format!("healthy: {counts} in the window"))
+        (Status::Healthy, format!("5xx in the window: {counts}"))
     } else {
         let names: Vec<String> = failing
             .iter()
@@ -476,7 +476,7 @@ fn classified(rule: &Rule, c: &Classified, totals: &[Sample], peaks: &[Series]) 
             .collect();
         (
             Status::Degraded,
-            format!("degraded: failing {}; {counts} in the window", names.join(", ")),
+            format!("failing {}; 5xx in the window: {counts}", names.join(", ")),
         )
     };
     let escalations = failing
@@ -536,7 +536,7 @@ fn burst(rule: &Rule, b: &Burst, totals: &[Sample], peaks: &[Series]) -> Outcome
         (
             Status::Healthy,
             format!(
-                "healthy: no group reached {} failures within {within} ({} with failures below that)",
+                "no group reached {} failures within {within} ({} with failures below that)",
                 Count(rule.threshold),
                 groups.len()
             ),
@@ -549,7 +549,7 @@ fn burst(rule: &Rule, b: &Burst, totals: &[Sample], peaks: &[Series]) -> Outcome
         (
             Status::Degraded,
             format!(
-                "degraded: {} {} reached {} failures within {within}: {}",
+                "{} {} reached {} failures within {within}: {}",
                 bursts.len(),
                 if bursts.len() == 1 { "group" } else { "groups" },
                 Count(rule.threshold),
