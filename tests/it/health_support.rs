@@ -333,8 +333,9 @@ fn start() -> Result<Prom, String> {
             match cmd.spawn() {
                 Ok(mut child) => {
                     let _ = tx.send(Ok(child.id()));
-                    let _ = child.wait();
-                    Ok(())
+                    // Tells the waiting test that the server is gone (e.g. its port was taken).
+                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    tx.send(Err(format!("prometheus exited: {status}")))
                 }
                 Err(e) => tx.send(Err(format!("starting prometheus: {e}"))),
             }
@@ -342,6 +343,9 @@ fn start() -> Result<Prom, String> {
         let _pid = rx.recv().map_err(|e| e.to_string())??;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
+            if rx.try_recv().is_ok() {
+                break;
+            }
             if http_ok(port, "/-/ready") {
                 return Ok(Prom {
                     url: format!("http://127.0.0.1:{port}"),
