@@ -5,6 +5,7 @@ pub mod completions;
 pub mod decrypt;
 pub mod encrypt;
 pub mod generate;
+pub mod health;
 pub mod inspect;
 pub mod keyarg;
 pub mod output;
@@ -61,6 +62,7 @@ pub enum Command {
     Seal(seal::Args),
     Recipients(recipients::Args),
     Reencrypt(reencrypt::Args),
+    Health(health::Args),
     Completions(completions::Args),
 }
 
@@ -84,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Seal(args) => seal::run(&printer, args),
         Command::Recipients(args) => recipients::run(&printer, args),
         Command::Reencrypt(args) => reencrypt::run(&printer, args),
+        Command::Health(args) => health::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {

@@ -7,5 +7,7 @@ mod support;
 mod cli;
 mod encrypt;
 mod generate;
+mod health;
+mod health_support;
 mod inspect;
 mod secrets_repo;
