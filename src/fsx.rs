@@ -86,6 +86,48 @@ impl WriteSet {
         Ok(())
     }
 
+    /// Stages many files at once: they are written and fsynced by `threads`
+    /// threads in parallel (the file system batches concurrent syncs), which
+    /// makes large batches several times faster. Nothing is visible yet.
+    pub fn stage_parallel(&mut self, files: &[(PathBuf, &[u8])], mode: u32, threads: usize) -> Result<(), WriteError> {
+        let chunk = files.len().div_ceil(threads.max(1)).max(1);
+        let results: Vec<Result<Vec<(PathBuf, NamedTempFile)>, WriteError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = files
+                .chunks(chunk)
+                .map(|c| {
+                    s.spawn(move || {
+                        c.iter()
+                            .map(|(path, bytes)| {
+                                stage(path, bytes, mode)
+                                    .map(|t| (path.clone(), t))
+                                    .map_err(|source| WriteError {
+                                        path: path.clone(),
+                                        source,
+                                    })
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .zip(files.chunks(chunk))
+                .map(|(h, c)| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(WriteError {
+                            path: c.first().map(|(p, _)| p.clone()).unwrap_or_default(),
+                            source: io::Error::other("a writer thread panicked"),
+                        })
+                    })
+                })
+                .collect()
+        });
+        for r in results {
+            self.staged.extend(r?);
+        }
+        Ok(())
+    }
+
     /// Returns the number of staged files.
     pub fn len(&self) -> usize {
         self.staged.len()
@@ -340,6 +382,30 @@ mod tests {
         assert_eq!(fs::metadata(dir.path().join("x")).unwrap().mode() & 0o777, 0o600);
         assert!(!log.exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn stage_parallel_writes_every_file_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<(PathBuf, &[u8])> = (0..40)
+            .map(|i| (dir.path().join(format!("f{i}")), b"x" as &[u8]))
+            .collect();
+        let mut set = WriteSet::new();
+        set.stage_parallel(&files, SECRET_MODE, 7).unwrap();
+        assert_eq!(set.len(), 40);
+        set.commit().unwrap();
+        for (p, _) in &files {
+            assert_eq!(fs::read(p).unwrap(), b"x");
+            assert_eq!(fs::metadata(p).unwrap().mode() & 0o777, 0o600);
+        }
+        // A target in a missing directory fails staging; nothing new appears.
+        let mut bad = files.clone();
+        bad.push((dir.path().join("missing/f"), b"y"));
+        let mut set = WriteSet::new();
+        let err = set.stage_parallel(&bad, SECRET_MODE, 3).unwrap_err();
+        assert_eq!(err.path, dir.path().join("missing/f"));
+        drop(set);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 40, "no temp files left");
     }
 
     #[test]

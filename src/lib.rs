@@ -17,6 +17,7 @@ pub mod fingerprint;
 pub mod fsx;
 pub mod git;
 pub mod gojson;
+pub mod health;
 pub mod host;
 pub mod image;
 pub mod keyname;

@@ -186,10 +186,15 @@ pub fn check_recipients(certs: &[Cert], now: SystemTime, validity: Validity) -> 
         keys: Vec::new(),
         expiring_soon: Vec::new(),
     };
+    let mut seen = BTreeSet::new();
     for cert in certs {
         let name = CertName::of(cert);
         if cert.is_tsk() {
             return Err(PgpError::SecretMaterial(name));
+        }
+        // The same certificate in two keyrings is one recipient.
+        if !seen.insert(cert.fingerprint()) {
+            continue;
         }
         let vc = cert.with_policy(&policy, now).map_err(|e| PgpError::Policy {
             cert: name.clone(),
@@ -505,6 +510,15 @@ mod tests {
             addressed_key_ids(&sealed).unwrap(),
             set.key_ids().into_iter().collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_certificate_given_twice_is_one_recipient() {
+        let cert = new_cert("d <d@example.com>").strip_secret_key_material();
+        let set = check_recipients(&[cert.clone(), cert], now(), far()).unwrap();
+        assert_eq!(set.certs.len(), 1);
+        let sealed = seal(b"x", &set).unwrap();
+        assert_eq!(addressed_key_ids(&sealed).unwrap().len(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod completions;
 pub mod decrypt;
 pub mod encrypt;
 pub mod generate;
+pub mod health;
 pub mod inspect;
 pub mod keyarg;
 pub mod netargs;
@@ -71,6 +72,7 @@ pub enum Command {
     Rollback(rotate::RollbackArgs),
     Check(check::Args),
     Audit(audit::Args),
+    Health(health::Args),
     Completions(completions::Args),
 }
 
@@ -99,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Rollback(args) => rotate::rollback(&printer, args),
         Command::Check(args) => check::run(&printer, args),
         Command::Audit(args) => audit::run(&printer, args),
+        Command::Health(args) => health::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {

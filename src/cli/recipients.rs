@@ -80,7 +80,10 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
 }
 
 fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
-    printer.require("recipients check", &[OutputFormat::Text, OutputFormat::Json])?;
+    printer.require(
+        "recipients check",
+        &[OutputFormat::Text, OutputFormat::Json, OutputFormat::Junit],
+    )?;
     let policy = repo_io::load_policy(printer, &args.repo, &args.validity, SystemTime::now())?;
     let dir = repo_io::registry_dir(&args.repo);
     let mut files = Vec::new();
@@ -134,6 +137,7 @@ fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
     files.sort_by(|a, b| a.file.cmp(&b.file));
     let ok = files.iter().all(|f| f.ok);
     match printer.format() {
+        OutputFormat::Junit => printer.junit(&junit(&files))?,
         OutputFormat::Json => printer.json(&Report {
             ok,
             policy: Policy {
@@ -161,4 +165,23 @@ fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
         }
     }
     Ok(Exit::problem_if(!ok))
+}
+
+/// Returns one JUnit test case per checked file.
+fn junit(files: &[FileReport]) -> quick_junit::Report {
+    use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+    let mut suite = TestSuite::new("rekey recipients check");
+    for f in files {
+        let status = if f.ok {
+            TestCaseStatus::success()
+        } else {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(f.problems.join("; "));
+            s
+        };
+        suite.add_test_case(TestCase::new(f.file.display().to_string(), status));
+    }
+    let mut report = quick_junit::Report::new("rekey");
+    report.add_test_suite(suite);
+    report
 }

@@ -418,3 +418,26 @@ fn decrypt_with_wrong_passphrase_fails() {
         "the passphrase does not unlock it",
     );
 }
+
+#[test]
+fn gpg_decrypts_rekey_output_for_a_certificate_advertising_seipdv2() {
+    use sequoia_openpgp::cert::{CertBuilder, Preferences};
+    use sequoia_openpgp::policy::StandardPolicy;
+    use sequoia_openpgp::serialize::SerializeInto;
+    // sequoia's certificates advertise SEIPDv2 (AEAD), which GnuPG 2.2 cannot read.
+    let (cert, _) = CertBuilder::general_purpose(Some("v2 <v2@example.com>"))
+        .generate()
+        .unwrap();
+    let features = cert
+        .with_policy(&StandardPolicy::new(), None)
+        .unwrap()
+        .features()
+        .unwrap();
+    assert!(features.supports_seipdv2());
+    let case = Case::new("enc-seipdv2");
+    let public = write(case.tmp.path(), "v2.pub", cert.armored().to_vec().unwrap());
+    let secret = write(case.tmp.path(), "v2.sec", cert.as_tsk().armored().to_vec().unwrap());
+    let out = case.encrypt(&[public], "m.gpg");
+    assert_eq!(gpg_decrypt(&secret, &out), std::fs::read(&case.plain).unwrap());
+    case.assert_contained(&[]);
+}

@@ -9,6 +9,8 @@ mod check;
 mod cli;
 mod encrypt;
 mod generate;
+mod health;
+mod health_support;
 mod inspect;
 mod rotate;
 mod secrets_repo;

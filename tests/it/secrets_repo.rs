@@ -256,6 +256,13 @@ fn check_flags_a_file_that_is_not_openpgp_and_metadata_that_disagrees() {
         .iter()
         .any(|f| f["file"].as_str().unwrap().ends_with("JP_REGISTRY_PULL_SECRET_64.gpg") && f["ok"] == true);
     assert!(jp_ok, "{text}");
+    let junit = rekey()
+        .args(["--output", "junit", "recipients", "check", "--repo"])
+        .arg(repo.root())
+        .run();
+    junit.code(1);
+    assert_eq!(junit.stdout.matches("<testcase ").count(), 3, "{}", junit.stdout);
+    assert_eq!(junit.stdout.matches("<failure ").count(), 2, "{}", junit.stdout);
 }
 
 // ---- bad input: message, exit 2, nothing written ----
