@@ -1,6 +1,7 @@
 //! `rekey rotate` and `rekey rollback`: the CI rotation job, end to end.
 
 use crate::catalog::Catalog;
+use crate::cli::health::GateArgs;
 use crate::cli::keyarg::KeyArgs;
 use crate::cli::netargs::{NetArgs, region_targets};
 use crate::cli::output::{OutputFormat, Printer};
@@ -10,6 +11,7 @@ use crate::dockerconfig;
 use crate::exit::Exit;
 use crate::fsx::{self, WriteSet};
 use crate::git;
+use crate::health;
 use crate::host::Host;
 use crate::image::ImageRef;
 use crate::keyname;
@@ -70,10 +72,40 @@ pub struct Args {
     /// The image to pull (default: each region's probe_image).
     #[arg(long, value_name = "REPO:TAG")]
     pub image: Option<String>,
+    /// After publishing, gate on the auth health signals (see `rekey health`); needs --prometheus.
+    #[arg(long, requires = "prometheus")]
+    pub health_gate: bool,
+    /// The Prometheus the health gate queries.
+    #[arg(long, value_name = "URL", requires = "health_gate")]
+    pub prometheus: Option<String>,
+    /// The health gate's rules file (default: the built-in rules).
+    #[arg(long, value_name = "FILE", requires = "health_gate")]
+    pub health_rules: Option<PathBuf>,
+    /// How far back the health gate looks.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub health_window: String,
+    /// Evaluate the health gate at this time (RFC 3339) instead of now, e.g. to replay an incident.
+    #[arg(long, value_name = "TIME", requires = "health_gate")]
+    pub health_at: Option<String>,
     #[command(flatten)]
     pub net: NetArgs,
     #[command(flatten)]
     pub validity: ValidityArgs,
+}
+
+impl Args {
+    /// Returns the health gate's options, when the gate is asked for.
+    fn gate(&self) -> Option<GateArgs> {
+        self.health_gate.then(|| GateArgs {
+            prometheus: self.prometheus.clone(),
+            rules: self.health_rules.clone(),
+            window: self.health_window.clone(),
+            at: self.health_at.clone(),
+            timeout: "30s".to_owned(),
+            token_file: None,
+            token_env: None,
+        })
+    }
 }
 
 /// What the rotation does, or did, to one region.
@@ -109,6 +141,7 @@ struct Summary<'a> {
     key_fingerprint: String,
     commit: Option<String>,
     regions: &'a [RegionReport],
+    health: Option<&'a health::Report>,
 }
 
 fn journal_path(repo_dir: &Path) -> PathBuf {
@@ -166,6 +199,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         None => None,
     };
     args.net.client()?;
+    if let Some(gate) = args.gate() {
+        gate.prepare(chrono::Utc::now()).context("--health-gate")?;
+    }
     let key = args.key.read()?;
     let fingerprint = key.fingerprint().to_string();
     let now_sys = SystemTime::now();
@@ -227,7 +263,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     }
     if args.dry_run {
         let reports: Vec<RegionReport> = plans.into_iter().map(|(_, _, r)| r).collect();
-        print_summary(printer, &args, &fingerprint, None, &reports)?;
+        print_summary(printer, &args, &fingerprint, None, &reports, None)?;
         return Ok(Exit::Ok);
     }
 
@@ -360,8 +396,19 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         Err(e) => return Err(e).with_context(|| format!("removing {}", jpath.display())),
     }
     let reports: Vec<RegionReport> = plans.into_iter().map(|(_, _, r)| r).collect();
-    print_summary(printer, &args, &fingerprint, commit, &reports)?;
-    Ok(Exit::problem_if(reports.iter().any(|r| r.action == Action::Blocked)))
+    let blocked = Exit::problem_if(reports.iter().any(|r| r.action == Action::Blocked));
+    let health = match args.gate() {
+        None => None,
+        Some(gate) => match gate.evaluate(chrono::Utc::now()) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                print_summary(printer, &args, &fingerprint, commit, &reports, None)?;
+                return Err(e.context("the rotation is published, but the health gate could not be evaluated"));
+            }
+        },
+    };
+    print_summary(printer, &args, &fingerprint, commit, &reports, health.as_ref())?;
+    Ok(blocked.worst(health.map_or(Exit::Ok, |h| h.exit())))
 }
 
 fn print_summary(
@@ -370,8 +417,10 @@ fn print_summary(
     fingerprint: &str,
     commit: Option<String>,
     reports: &[RegionReport],
+    health: Option<&health::Report>,
 ) -> anyhow::Result<()> {
-    let ok = reports.iter().all(|r| r.action != Action::Blocked);
+    let ok = reports.iter().all(|r| r.action != Action::Blocked)
+        && health.is_none_or(|h| h.verdict == health::Status::Healthy);
     if printer.format() == OutputFormat::Json {
         return printer.json(&Summary {
             ok,
@@ -380,6 +429,7 @@ fn print_summary(
             key_fingerprint: fingerprint.to_owned(),
             commit,
             regions: reports,
+            health,
         });
     }
     let verb = if args.dry_run { "would rotate" } else { "rotated" };
@@ -409,6 +459,15 @@ fn print_summary(
         for h in &r.failing_hosts {
             let allowed = if r.action == Action::Blocked { "" } else { " (allowed)" };
             printer.line(format_args!("         {} {}: {}{allowed}", h.class, h.host, h.detail));
+        }
+    }
+    if let Some(h) = health {
+        printer.line(format_args!("health {}", h.verdict));
+        for incident in h.incidents() {
+            printer.line(format_args!("         open an incident: {incident}"));
+        }
+        for e in h.escalations() {
+            printer.line(format_args!("         escalate: {e}"));
         }
     }
     if let Some(c) = &commit {

@@ -421,3 +421,56 @@ fn copy_tree(from: &Path, to: &Path) {
     let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn the_health_gate_runs_after_publishing_and_reports_in_the_summary() {
+    use crate::health_support::{Scenario, prom};
+    let s = Setup::new("rot-health", &[]);
+    let p = prom();
+    let gated = |scenario| {
+        s.rotate()
+            .args(["--health-gate", "--prometheus", &p.url, "--health-at", &p.at(scenario)])
+            .run()
+    };
+    let run = gated(Scenario::Healthy);
+    run.code(0).stdout_has("rotated").stdout_has("health healthy");
+    // Already published: the rerun only gates, and an outage fails it.
+    let run = gated(Scenario::BothFailing);
+    run.code(1)
+        .stdout_has("unchanged")
+        .stdout_has("health outage")
+        .stdout_has("open an incident: The creation and deletion of OpenShift clusters is currently impacted");
+    let run = s
+        .rotate()
+        .args([
+            "--output",
+            "json",
+            "--health-gate",
+            "--prometheus",
+            &p.url,
+            "--health-at",
+        ])
+        .arg(p.at(Scenario::JwtFailing))
+        .run();
+    run.code(1);
+    assert_eq!(run.json()["health"]["verdict"], "degraded");
+    // An unreachable Prometheus is an error, never healthy.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    s.rotate()
+        .args(["--health-gate", "--prometheus"])
+        .arg(format!("http://{closed}"))
+        .run()
+        .code(2)
+        .stderr_has("health gate could not be evaluated");
+    // Bad gate options are found before anything is written.
+    let before = snapshot(&s.repo());
+    s.rotate()
+        .args(["--health-gate", "--prometheus", &p.url, "--health-window", "forever"])
+        .run()
+        .code(2)
+        .stderr_has("--health-gate");
+    assert_eq!(snapshot(&s.repo()), before);
+}
