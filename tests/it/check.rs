@@ -386,3 +386,45 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+#[test]
+fn the_ci_entry_point_runs_the_check_with_a_key_from_a_file() {
+    let pr = Pr::new("check-ci");
+    pr.seal(
+        &pr.new.key.clone(),
+        &repo_root().join("regions"),
+        "iks-registry-prod-test-20261123",
+    );
+    pr.commit("rotate");
+    let job = repo_root().join("ci/rekey-job");
+    let out = Command::new(&job)
+        .arg("check")
+        .env("REKEY", env!("CARGO_BIN_EXE_rekey"))
+        .env("REKEY_REPO", pr.repo())
+        .env("REKEY_REGIONS", repo_root().join("regions"))
+        .env("REKEY_BASE", "main")
+        .env("REKEY_HEAD", "pr")
+        .env("REKEY_DECRYPTION_KEY_FILE", keys().file("alice.sec"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("<testsuites") && stdout.contains("check.secret"),
+        "{stdout}"
+    );
+    assert!(!pr.new.found_in(&out.stdout) && !pr.new.found_in(&out.stderr));
+    let missing = Command::new(&job)
+        .arg("check")
+        .env("REKEY", env!("CARGO_BIN_EXE_rekey"))
+        .env_remove("REKEY_BASE")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("set REKEY_BASE and REKEY_HEAD"));
+}
