@@ -192,17 +192,22 @@ impl WriteSet {
             return Err(failure);
         }
         cleanup_backups(&backups);
-        let mut dirs: Vec<&Path> = backups.iter().map(|(p, _)| parent_of(p)).collect();
-        dirs.sort();
-        dirs.dedup();
-        for dir in dirs {
-            sync_dir(dir).map_err(|source| WriteError {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        Ok(())
+        sync_parents(backups.iter().map(|(p, _)| p.as_path()))
     }
+}
+
+/// Syncs the directory of each path once, so that renames in it are durable.
+fn sync_parents<'a>(paths: impl Iterator<Item = &'a Path>) -> Result<(), WriteError> {
+    let mut dirs: Vec<&Path> = paths.map(parent_of).collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        sync_dir(dir).map_err(|source| WriteError {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 impl WriteSet {
@@ -254,16 +259,7 @@ fn roll_forward(renames: &[(PathBuf, PathBuf)]) -> Result<(), WriteError> {
             }
         }
     }
-    let mut dirs: Vec<&Path> = renames.iter().map(|(_, t)| parent_of(t)).collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        sync_dir(dir).map_err(|source| WriteError {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    Ok(())
+    sync_parents(renames.iter().map(|(_, t)| t.as_path()))
 }
 
 /// Finishes a [`WriteSet::commit_logged`] that a crash interrupted, then

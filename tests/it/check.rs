@@ -16,22 +16,6 @@ struct Pr {
     new: Canary,
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 impl Pr {
     /// A secrets repo whose `main` holds jp and us sealed with an old key,
     /// and a branch `pr` checked out from it.
@@ -85,6 +69,16 @@ impl Pr {
         std::fs::remove_dir_all(gen_dir).unwrap();
     }
 
+    /// Seals the new key for jp and us with the shipped catalog and commits: a clean rotation.
+    fn rotate(&self) {
+        self.seal(
+            &self.new.key.clone(),
+            &repo_root().join("regions"),
+            "iks-registry-prod-test-20261123",
+        );
+        self.commit("rotate");
+    }
+
     fn commit(&self, message: &str) {
         git(&self.repo(), &["add", "-A"]);
         git(&self.repo(), &["commit", "-qm", message]);
@@ -132,12 +126,7 @@ fn failures(run: &Run) -> Vec<(String, String)> {
 #[test]
 fn a_clean_rotation_passes_and_shows_a_redacted_summary() {
     let pr = Pr::new("check-good");
-    pr.seal(
-        &pr.new.key.clone(),
-        &repo_root().join("regions"),
-        "iks-registry-prod-test-20261123",
-    );
-    pr.commit("rotate");
+    pr.rotate();
     let run = pr.check(&["--output", "json"]);
     run.code(0);
     assert_eq!(failures(&run), []);
@@ -390,12 +379,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn the_ci_entry_point_runs_the_check_with_a_key_from_a_file() {
     let pr = Pr::new("check-ci");
-    pr.seal(
-        &pr.new.key.clone(),
-        &repo_root().join("regions"),
-        "iks-registry-prod-test-20261123",
-    );
-    pr.commit("rotate");
+    pr.rotate();
     let job = repo_root().join("ci/rekey-job");
     let out = Command::new(&job)
         .arg("check")

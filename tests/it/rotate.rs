@@ -18,22 +18,6 @@ struct Setup {
     hosts: Vec<String>,
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 impl Setup {
     /// Regions `r1`, `r2` (two hosts each) plus `extra` hosts in r2.
     fn new(tag: &str, extra: &[&str]) -> Setup {
