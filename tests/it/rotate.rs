@@ -458,3 +458,40 @@ fn the_health_gate_runs_after_publishing_and_reports_in_the_summary() {
         .stderr_has("--health-gate");
     assert_eq!(snapshot(&s.repo()), before);
 }
+
+#[test]
+fn the_pre_merge_check_pulls_with_the_rotated_secrets() {
+    let s = Setup::new("rot-check-pull", &[]);
+    s.rotate().args(["--commit", "--branch", "pr"]).run().code(0);
+    let fx = &*FIXTURE;
+    let mut cmd = rekey()
+        .args([
+            "--output",
+            "json",
+            "check",
+            "--base",
+            "main",
+            "--head",
+            "pr",
+            "--verify-pull",
+            "--repo",
+        ])
+        .arg(s.repo())
+        .arg("--key")
+        .arg(keys().file("alice.sec"))
+        .arg("--ca-cert")
+        .arg(&fx.ca_pem);
+    for h in &s.hosts {
+        cmd = cmd.arg("--resolve").arg(format!("{h}={}", fx.basic));
+    }
+    let run = cmd.run();
+    run.code(0);
+    s.assert_no_leak(&run);
+    let pulls = run.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "pull")
+        .count();
+    assert_eq!(pulls, s.hosts.len(), "one pull check per host of each changed secret");
+}
