@@ -440,8 +440,14 @@ impl Session<'_> {
         let image = &self.target.image;
         let url = self.url(&format!("v2/{}/manifests/{reference}", image.repository))?;
         let what = format!("manifest {}@{reference}", image.repository);
-        let head = self.fetch(Method::HEAD, url.clone(), Some(MANIFEST_ACCEPT)).await?;
-        let head_digest = header_str(&head, "docker-content-digest");
+        // HEAD first, as clients do to learn the digest; a manifest named by
+        // digest needs no HEAD: its digest is already known.
+        let head_digest = if expected.is_some_and(|e| e == reference) && reference != image.reference {
+            None
+        } else {
+            let head = self.fetch(Method::HEAD, url.clone(), Some(MANIFEST_ACCEPT)).await?;
+            header_str(&head, "docker-content-digest")
+        };
         let resp = self.fetch(Method::GET, url, Some(MANIFEST_ACCEPT)).await?;
         if resp.status() != StatusCode::OK {
             let fail = self.status_failure(&what, &resp);
