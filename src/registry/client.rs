@@ -396,10 +396,15 @@ impl Session<'_> {
             }
         }
         let body = read_limited(resp, 1 << 20).await?;
+        // serde_json's messages can quote the body: report only the position.
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             Failure::new(
                 Class::ServerError,
-                format!("the token server's answer is not a token response: {e}"),
+                format!(
+                    "the token server's answer is not a token response (line {} column {})",
+                    e.line(),
+                    e.column()
+                ),
             )
         })?;
         parsed
