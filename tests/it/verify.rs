@@ -341,6 +341,21 @@ fn redirect_loop_is_server_error() {
 }
 
 #[test]
+fn hosts_are_checked_at_once_up_to_the_concurrency_limit() {
+    // Each gate host answers only once all four are in flight together.
+    let hosts = gate_hosts();
+    let run = run_hosts(&hosts, FIXTURE.fault, &["--concurrency", "4", "--timeout", "20"]);
+    run.code(0);
+    assert!(classes(&run).values().all(|c| c == "ok"), "{}", run.stdout);
+    // One at a time, the first host checked waits for company that never comes.
+    let hosts = gate_hosts();
+    let run = run_hosts(&hosts, FIXTURE.fault, &["--concurrency", "1", "--timeout", "1"]);
+    run.code(1);
+    let timeouts = classes(&run).values().filter(|c| *c == "timeout").count();
+    assert!(timeouts >= 1, "{}", run.stdout);
+}
+
+#[test]
 fn slow_host_is_timeout() {
     let (_, run, class) = fault_one("slow", &["--timeout", "1"]);
     assert_eq!(class, "timeout", "{}", run.stdout);
