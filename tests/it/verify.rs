@@ -274,6 +274,33 @@ fn fault_server_plain_registry_is_ok() {
 }
 
 #[test]
+fn anonymous_ping_then_challenge_on_the_manifest_is_answered() {
+    let (host, run, class) = fault_one("anonping", &[]);
+    assert_eq!(class, "ok", "{}", run.stdout);
+    assert!(
+        seen(&host)
+            .iter()
+            .any(|(_, p, auth)| p.contains("/manifests/") && auth.is_some())
+    );
+    let fx = &*FIXTURE;
+    let host = fault_host("anonping");
+    let tmp = tempdir();
+    let cat = catalog(tmp.path(), &[("t", std::slice::from_ref(&host), "probe/x:v1")]);
+    let wrong = Canary::new("verify-anon-wrong");
+    let run = verify_cmd(fx, &[(&host, fx.fault)])
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-env")
+        .arg("K")
+        .env("K", &wrong.key)
+        .args(["--output", "json"])
+        .run();
+    run.code(1);
+    assert_eq!(classes(&run)[&host], "bad_credentials", "{}", run.stdout);
+    wrong.assert_not_in_run(&run);
+}
+
+#[test]
 fn persistent_429_is_rate_limited_after_honouring_retry_after() {
     let (host, run, class) = fault_one("ratelimit", &["--timeout", "3"]);
     assert_eq!(class, "rate_limited", "{}", run.stdout);

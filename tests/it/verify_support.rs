@@ -739,6 +739,9 @@ async fn fault(req: &Req, key: &str, image: &FaultImage) -> Resp {
     } else {
         basic_ok(req, USER, key)
     };
+    if kind == "anonping" && req.path == "/v2/" {
+        return Resp::new(200).header("Docker-Distribution-API-Version", "registry/2.0");
+    }
     if !authed {
         let challenge = if oauth {
             format!("Bearer realm=\"https://{}/oauth/token\",service=\"fault\"", req.host)
