@@ -23,5 +23,6 @@ pub mod keyname;
 pub mod leakscan;
 pub mod manifest;
 pub mod pgp;
+pub mod registry;
 pub mod repo;
 pub mod secret;

@@ -15,6 +15,7 @@ pub mod reencrypt;
 pub mod repo_io;
 pub mod seal;
 pub mod secret_input;
+pub mod verify;
 
 use crate::exit::Exit;
 use clap::{Parser, Subcommand};
@@ -63,6 +64,7 @@ pub enum Command {
     Recipients(recipients::Args),
     Reencrypt(reencrypt::Args),
     Health(health::Args),
+    Verify(verify::Args),
     Completions(completions::Args),
 }
 
@@ -87,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Recipients(args) => recipients::run(&printer, args),
         Command::Reencrypt(args) => reencrypt::run(&printer, args),
         Command::Health(args) => health::run(&printer, args),
+        Command::Verify(args) => verify::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
     };
     match result {

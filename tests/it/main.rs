@@ -11,3 +11,5 @@ mod health;
 mod health_support;
 mod inspect;
 mod secrets_repo;
+mod verify;
+mod verify_support;

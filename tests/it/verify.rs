@@ -1,0 +1,583 @@
+//! `rekey verify` against real registries (Debian's docker-registry with
+//! htpasswd and with token auth) and a fault server for what a real
+//! registry cannot do on demand.
+
+use crate::support::*;
+use crate::verify_support::*;
+
+fn key_file(dir: &std::path::Path, key: &str) -> std::path::PathBuf {
+    write(dir, "key", format!("{key}\n"))
+}
+
+#[test]
+fn basic_and_token_registries_verify_ok() {
+    let fx = &*FIXTURE;
+    let tmp = tempdir();
+    let hosts = [BASIC_HOST.to_owned(), TOKEN_HOST.to_owned()];
+    let cat = catalog(tmp.path(), &[("t", &hosts, "armada-master/alpine:latest")]);
+    let run = verify_cmd(
+        fx,
+        &[(BASIC_HOST, fx.basic), (TOKEN_HOST, fx.token), (AUTH_HOST, fx.auth)],
+    )
+    .arg("--regions")
+    .arg(&cat)
+    .arg("--api-key-file")
+    .arg(key_file(tmp.path(), &fx.key))
+    .args(["--output", "json"])
+    .run();
+    run.code(0);
+    let c = classes(&run);
+    assert_eq!(c[BASIC_HOST], "ok", "{}", run.stdout);
+    assert_eq!(c[TOKEN_HOST], "ok", "{}", run.stdout);
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+}
+
+/// Runs `rekey verify --output json` for `hosts` (one region `t`) with the
+/// fixture's key, every host resolved to `addr`.
+fn run_hosts(hosts: &[String], addr: std::net::SocketAddr, extra: &[&str]) -> Run {
+    let fx = &*FIXTURE;
+    let tmp = tempdir();
+    let cat = catalog(tmp.path(), &[("t", hosts, "armada-master/alpine:latest")]);
+    let mut resolve: Vec<(&str, std::net::SocketAddr)> = hosts.iter().map(|h| (h.as_str(), addr)).collect();
+    resolve.push((AUTH_HOST, fx.auth));
+    let run = verify_cmd(fx, &resolve)
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-file")
+        .arg(key_file(tmp.path(), &fx.key))
+        .args(["--output", "json"])
+        .args(extra)
+        .run();
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+    run
+}
+
+/// Runs one image against both real registries; returns (basic, token) classes.
+fn both_registries(image: &str, key: Option<&str>, extra: &[&str]) -> (Run, String, String) {
+    let fx = &*FIXTURE;
+    let tmp = tempdir();
+    let hosts = [BASIC_HOST.to_owned(), TOKEN_HOST.to_owned()];
+    let cat = catalog(tmp.path(), &[("t", &hosts, image)]);
+    let key = key.unwrap_or(&fx.key);
+    let run = verify_cmd(
+        fx,
+        &[(BASIC_HOST, fx.basic), (TOKEN_HOST, fx.token), (AUTH_HOST, fx.auth)],
+    )
+    .arg("--regions")
+    .arg(&cat)
+    .arg("--api-key-env")
+    .arg("REKEY_TEST_KEY")
+    .env("REKEY_TEST_KEY", key)
+    .args(["--output", "json"])
+    .args(extra)
+    .run();
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+    Canary::with_value(key).assert_not_in_run(&run);
+    let c = classes(&run);
+    (run, c[BASIC_HOST].clone(), c[TOKEN_HOST].clone())
+}
+
+fn pushed(name: &str) -> String {
+    let _ = &*FIXTURE;
+    PUSHED
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, d)| d.clone())
+        .unwrap()
+}
+
+#[test]
+fn schema2_image_and_docker_manifest_list_verify_ok() {
+    for image in ["probe/single:v1", "probe/list:v1"] {
+        let (run, basic, token) = both_registries(image, None, &[]);
+        run.code(0);
+        assert_eq!(
+            (basic.as_str(), token.as_str()),
+            ("ok", "ok"),
+            "{image}: {}",
+            run.stdout
+        );
+    }
+    let (run, _, _) = both_registries("probe/list:v1", None, &[]);
+    run.stdout_has("linux/amd64 sha256:");
+}
+
+#[test]
+fn image_by_digest_verifies_ok_and_wrong_digest_is_missing() {
+    let digest = pushed("probe/single:v1");
+    let (run, basic, token) = both_registries(&format!("probe/single@{digest}"), None, &[]);
+    run.code(0);
+    assert_eq!((basic.as_str(), token.as_str()), ("ok", "ok"), "{}", run.stdout);
+    let other = format!("sha256:{}", "0".repeat(64));
+    let (run, basic, token) = both_registries(&format!("probe/single@{other}"), None, &[]);
+    run.code(1);
+    assert_eq!((basic.as_str(), token.as_str()), ("missing_image", "missing_image"));
+}
+
+#[test]
+fn full_fetches_every_layer() {
+    let (run, basic, token) = both_registries("armada-master/alpine:latest", None, &["--full"]);
+    run.code(0);
+    assert_eq!((basic.as_str(), token.as_str()), ("ok", "ok"), "{}", run.stdout);
+    run.stdout_has("config and all layers verified");
+}
+
+#[test]
+fn wrong_key_is_bad_credentials_on_both_registries() {
+    let wrong = Canary::new("verify-wrong");
+    let (run, basic, token) = both_registries("armada-master/alpine:latest", Some(&wrong.key), &[]);
+    run.code(1);
+    assert_eq!(
+        (basic.as_str(), token.as_str()),
+        ("bad_credentials", "bad_credentials"),
+        "{}",
+        run.stdout
+    );
+    wrong.assert_not_in_run(&run);
+}
+
+#[test]
+fn repository_outside_the_token_grant_is_no_access() {
+    let (run, basic, token) = both_registries("private/secret:v1", None, &[]);
+    run.code(1);
+    // htpasswd auth has no per-repository access control; the token server does.
+    assert_eq!(basic, "ok", "{}", run.stdout);
+    assert_eq!(token, "no_access", "{}", run.stdout);
+    run.stdout_has("insufficient_scope");
+}
+
+#[test]
+fn absent_repository_or_tag_is_missing_image() {
+    for image in ["probe/nothere:v1", "probe/single:nosuchtag"] {
+        let (run, basic, token) = both_registries(image, None, &[]);
+        run.code(1);
+        assert_eq!(
+            (basic.as_str(), token.as_str()),
+            ("missing_image", "missing_image"),
+            "{image}: {}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn index_without_linux_amd64_is_platform_missing() {
+    let (run, basic, token) = both_registries("probe/armonly:v1", None, &[]);
+    run.code(1);
+    assert_eq!(
+        (basic.as_str(), token.as_str()),
+        ("platform_missing", "platform_missing"),
+        "{}",
+        run.stdout
+    );
+    run.stdout_has("linux/arm64");
+}
+
+#[test]
+fn json_hosts_have_exactly_the_documented_fields() {
+    let (run, _, _) = both_registries("armada-master/alpine:latest", None, &[]);
+    let json = run.json();
+    assert_eq!(json["ok"], true);
+    for host in json["hosts"].as_array().unwrap() {
+        let mut keys: Vec<&str> = host.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["class", "detail", "elapsed_ms", "host", "region"]);
+        assert!(host["elapsed_ms"].is_u64());
+    }
+}
+
+#[test]
+fn junit_has_one_case_per_host_and_text_names_the_failure() {
+    let fx = &*FIXTURE;
+    let tmp = tempdir();
+    let hosts = [BASIC_HOST.to_owned(), TOKEN_HOST.to_owned()];
+    let cat = catalog(
+        tmp.path(),
+        &[
+            ("a", &hosts[..1], "probe/single:v1"),
+            ("b", &hosts[1..], "probe/armonly:v1"),
+        ],
+    );
+    let base = || {
+        verify_cmd(
+            fx,
+            &[(BASIC_HOST, fx.basic), (TOKEN_HOST, fx.token), (AUTH_HOST, fx.auth)],
+        )
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-file")
+        .arg("-")
+        .stdin(format!("{}\n", fx.key))
+    };
+    let run = base().args(["--output", "junit"]).run();
+    run.code(1);
+    assert_eq!(run.stdout.matches("<testcase ").count(), 2, "{}", run.stdout);
+    run.stdout_has("type=\"platform_missing\"");
+    run.stdout_has("a basic.reg.test");
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+    let run = base().run();
+    run.code(1);
+    run.stdout_has("platform_missing").stdout_has("token.reg.test");
+    run.stderr_has("1 of 2 hosts ok, 1 failed");
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+}
+
+#[test]
+fn a_generated_dockerconfig_verifies_as_shipped() {
+    let fx = &*FIXTURE;
+    let tmp = tempdir();
+    let hosts = [BASIC_HOST.to_owned(), TOKEN_HOST.to_owned()];
+    let cat = catalog(tmp.path(), &[("t", &hosts, "armada-master/alpine:latest")]);
+    let out = tmp.path().join("out");
+    rekey()
+        .arg("generate")
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-file")
+        .arg(key_file(tmp.path(), &fx.key))
+        .arg("--out")
+        .arg(&out)
+        .args(["--format", "secret-yaml"])
+        .run()
+        .code(0);
+    let run = verify_cmd(
+        fx,
+        &[(BASIC_HOST, fx.basic), (TOKEN_HOST, fx.token), (AUTH_HOST, fx.auth)],
+    )
+    .arg("--dockerconfig")
+    .arg(out.join("t.secret.yaml"))
+    .args(["--output", "json"])
+    .run();
+    run.code(0);
+    let c = classes(&run);
+    assert_eq!((c[BASIC_HOST].as_str(), c[TOKEN_HOST].as_str()), ("ok", "ok"));
+    assert_eq!(run.json()["hosts"][0]["region"], "t");
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+}
+
+// ------------------------------------------------------------ faults
+
+fn fault_one(kind: &str, extra: &[&str]) -> (String, Run, String) {
+    let host = fault_host(kind);
+    let run = run_hosts(std::slice::from_ref(&host), FIXTURE.fault, extra);
+    let class = classes(&run)[&host].clone();
+    (host, run, class)
+}
+
+#[test]
+fn fault_server_plain_registry_is_ok() {
+    let (_, run, class) = fault_one("ok", &[]);
+    assert_eq!(class, "ok", "{}", run.stdout);
+    run.code(0);
+}
+
+#[test]
+fn anonymous_ping_then_challenge_on_the_manifest_is_answered() {
+    let (host, run, class) = fault_one("anonping", &[]);
+    assert_eq!(class, "ok", "{}", run.stdout);
+    assert!(
+        seen(&host)
+            .iter()
+            .any(|(_, p, auth)| p.contains("/manifests/") && auth.is_some())
+    );
+    let fx = &*FIXTURE;
+    let host = fault_host("anonping");
+    let tmp = tempdir();
+    let cat = catalog(tmp.path(), &[("t", std::slice::from_ref(&host), "probe/x:v1")]);
+    let wrong = Canary::new("verify-anon-wrong");
+    let run = verify_cmd(fx, &[(&host, fx.fault)])
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-env")
+        .arg("K")
+        .env("K", &wrong.key)
+        .args(["--output", "json"])
+        .run();
+    run.code(1);
+    assert_eq!(classes(&run)[&host], "bad_credentials", "{}", run.stdout);
+    wrong.assert_not_in_run(&run);
+}
+
+#[test]
+fn persistent_429_is_rate_limited_after_honouring_retry_after() {
+    let (host, run, class) = fault_one("ratelimit", &["--timeout", "3"]);
+    assert_eq!(class, "rate_limited", "{}", run.stdout);
+    run.code(1);
+    // Retry-After: 1 within a 3 s budget: retried, but not hammered.
+    let n = seen(&host).len();
+    assert!((2..=4).contains(&n), "{n} requests");
+}
+
+#[test]
+fn one_429_then_success_is_ok() {
+    let (host, run, class) = fault_one("r429once", &[]);
+    assert_eq!(class, "ok", "{}", run.stdout);
+    let heads = seen(&host)
+        .iter()
+        .filter(|(m, p, _)| m == "HEAD" && p.contains("/manifests/"))
+        .count();
+    assert_eq!(heads, 2);
+}
+
+#[test]
+fn one_503_then_success_is_ok_and_persistent_503_is_server_error() {
+    let (host, run, class) = fault_one("r503once", &[]);
+    assert_eq!(class, "ok", "{}", run.stdout);
+    assert!(seen(&host).iter().filter(|(_, p, _)| p == "/v2/").count() >= 2);
+    let (_, run, class) = fault_one("always503", &["--timeout", "2"]);
+    assert_eq!(class, "server_error", "{}", run.stdout);
+    run.stdout_has("HTTP 503");
+}
+
+#[test]
+fn cross_host_redirect_does_not_carry_credentials() {
+    let fx = &*FIXTURE;
+    let host = fault_host("xredirect");
+    let id = host.split_once('-').unwrap().1.split('.').next().unwrap().to_owned();
+    let cdn = format!("cdn-{id}.fault.test");
+    let tmp = tempdir();
+    let cat = catalog(tmp.path(), &[("t", std::slice::from_ref(&host), "probe/x:v1")]);
+    let run = verify_cmd(fx, &[(&host, fx.fault), (&cdn, fx.fault)])
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-env")
+        .arg("K")
+        .env("K", &fx.key)
+        .args(["--output", "json", "--full"])
+        .run();
+    run.code(0);
+    assert_eq!(classes(&run)[&host], "ok", "{}", run.stdout);
+    let cdn_seen = seen(&cdn);
+    assert_eq!(cdn_seen.len(), 2, "config and layer fetched from the CDN: {cdn_seen:?}");
+    assert!(cdn_seen.iter().all(|(_, _, auth)| auth.is_none()), "{cdn_seen:?}");
+    assert!(
+        seen(&host)
+            .iter()
+            .any(|(_, p, auth)| p.contains("/blobs/") && auth.is_some())
+    );
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+}
+
+#[test]
+fn redirect_loop_is_server_error() {
+    let (_, run, class) = fault_one("loop", &[]);
+    assert_eq!(class, "server_error", "{}", run.stdout);
+    run.stdout_has("redirect loop");
+}
+
+#[test]
+fn hosts_are_checked_at_once_up_to_the_concurrency_limit() {
+    // Each gate host answers only once all four are in flight together.
+    let hosts = gate_hosts();
+    let run = run_hosts(&hosts, FIXTURE.fault, &["--concurrency", "4", "--timeout", "20"]);
+    run.code(0);
+    assert!(classes(&run).values().all(|c| c == "ok"), "{}", run.stdout);
+    // One at a time, the first host checked waits for company that never comes.
+    let hosts = gate_hosts();
+    let run = run_hosts(&hosts, FIXTURE.fault, &["--concurrency", "1", "--timeout", "1"]);
+    run.code(1);
+    let timeouts = classes(&run).values().filter(|c| *c == "timeout").count();
+    assert!(timeouts >= 1, "{}", run.stdout);
+}
+
+#[test]
+fn slow_host_is_timeout() {
+    let (_, run, class) = fault_one("slow", &["--timeout", "1"]);
+    assert_eq!(class, "timeout", "{}", run.stdout);
+    run.code(1);
+}
+
+#[test]
+fn wrong_manifest_digest_and_wrong_blob_are_digest_mismatch() {
+    let (_, run, class) = fault_one("baddigest", &[]);
+    assert_eq!(class, "digest_mismatch", "{}", run.stdout);
+    run.stdout_has("Docker-Content-Digest says");
+    let (_, run, class) = fault_one("badblob", &[]);
+    assert_eq!(class, "digest_mismatch", "{}", run.stdout);
+}
+
+#[test]
+fn http_404_on_v2_is_not_a_registry() {
+    let (_, run, class) = fault_one("notreg", &[]);
+    assert_eq!(class, "not_a_registry", "{}", run.stdout);
+}
+
+#[test]
+fn denied_manifest_is_no_access() {
+    let (_, run, class) = fault_one("forbidden", &[]);
+    assert_eq!(class, "no_access", "{}", run.stdout);
+    run.stdout_has("DENIED");
+}
+
+#[test]
+fn oauth2_password_grant_is_the_token_fallback() {
+    let (host, run, class) = fault_one("oauth", &[]);
+    assert_eq!(class, "ok", "{}", run.stdout);
+    let s = seen(&host);
+    assert!(s.iter().any(|(m, p, _)| m == "GET" && p.starts_with("/oauth/token")));
+    assert!(s.iter().any(|(m, p, _)| m == "POST" && p.starts_with("/oauth/token")));
+}
+
+#[test]
+fn unknown_ca_is_tls_refused_port_is_connect_and_unknown_name_is_dns() {
+    let fx = &*FIXTURE;
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let tls_host = fault_host("ok");
+    let refused_host = fault_host("ok");
+    let dns_host = "no-such-host.invalid".to_owned();
+    let tmp = tempdir();
+    let hosts = [tls_host.clone(), refused_host.clone(), dns_host.clone()];
+    let cat = catalog(tmp.path(), &[("t", &hosts, "probe/x:v1")]);
+    let run = verify_cmd(fx, &[(&tls_host, fx.unknown_ca), (&refused_host, refused)])
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-env")
+        .arg("K")
+        .env("K", &fx.key)
+        .args(["--output", "json", "--timeout", "20"])
+        .run();
+    run.code(1);
+    let c = classes(&run);
+    assert_eq!(c[&tls_host], "tls", "{}", run.stdout);
+    assert_eq!(c[&refused_host], "connect", "{}", run.stdout);
+    assert_eq!(c[&dns_host], "dns", "{}", run.stdout);
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+}
+
+#[test]
+fn insecure_http_is_needed_for_plain_http() {
+    // The fault server speaks TLS only; asking for plain http to it fails
+    // to connect as a registry rather than silently upgrading.
+    let host = fault_host("ok");
+    let run = run_hosts(std::slice::from_ref(&host), FIXTURE.fault, &["--insecure-http", &host]);
+    run.code(1);
+    assert_ne!(classes(&run)[&host], "ok", "{}", run.stdout);
+}
+
+// ------------------------------------------------------------ bad input
+
+fn assert_usage_error(run: &Run, needle: &str) {
+    run.code(2);
+    run.stderr_has(needle);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
+
+#[test]
+fn no_source_of_credentials_is_a_usage_error() {
+    let run = rekey().arg("verify").run();
+    assert_usage_error(&run, "nothing to verify");
+}
+
+#[test]
+fn regions_without_a_key_is_a_usage_error() {
+    let tmp = tempdir();
+    let cat = catalog(tmp.path(), &[("t", &["a.io".to_owned()], "probe/x:v1")]);
+    let run = rekey().arg("verify").arg("--regions").arg(&cat).run();
+    assert_usage_error(&run, "no API key source given");
+}
+
+#[test]
+fn malformed_resolve_is_a_usage_error() {
+    let tmp = tempdir();
+    let cat = catalog(tmp.path(), &[("t", &["a.io".to_owned()], "probe/x:v1")]);
+    let canary = Canary::new("verify-resolve");
+    for bad in ["a.io", "a.io=localhost", "A.io=127.0.0.1:1"] {
+        let run = rekey()
+            .arg("verify")
+            .arg("--regions")
+            .arg(&cat)
+            .arg("--api-key-env")
+            .arg("K")
+            .env("K", &canary.key)
+            .args(["--resolve", bad])
+            .run();
+        assert_usage_error(&run, &format!("--resolve `{bad}`"));
+        canary.assert_not_in_run(&run);
+    }
+}
+
+#[test]
+fn ca_cert_that_is_not_pem_is_a_usage_error() {
+    let tmp = tempdir();
+    let cat = catalog(tmp.path(), &[("t", &["a.io".to_owned()], "probe/x:v1")]);
+    let bad = write(tmp.path(), "ca.pem", "not a certificate");
+    let run = rekey()
+        .arg("verify")
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-env")
+        .arg("K")
+        .env("K", "k")
+        .arg("--ca-cert")
+        .arg(&bad)
+        .run();
+    assert_usage_error(&run, "no PEM certificate");
+    let run = rekey()
+        .arg("verify")
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-env")
+        .arg("K")
+        .env("K", "k")
+        .arg("--ca-cert")
+        .arg(tmp.path().join("missing.pem"))
+        .run();
+    assert_usage_error(&run, "reading --ca-cert");
+}
+
+#[test]
+fn invalid_image_and_insecure_host_are_usage_errors() {
+    let tmp = tempdir();
+    let cat = catalog(tmp.path(), &[("t", &["a.io".to_owned()], "probe/x:v1")]);
+    let base = || {
+        rekey()
+            .arg("verify")
+            .arg("--regions")
+            .arg(&cat)
+            .arg("--api-key-env")
+            .arg("K")
+            .env("K", "k")
+    };
+    assert_usage_error(&base().args(["--image", "Bad/Image"]).run(), "--image `Bad/Image`");
+    assert_usage_error(
+        &base().args(["--insecure-http", "http://a.io"]).run(),
+        "--insecure-http",
+    );
+    assert_usage_error(&base().args(["--concurrency", "0"]).run(), "--concurrency");
+}
+
+#[test]
+fn unreadable_or_malformed_dockerconfig_is_a_usage_error_without_leaking() {
+    let tmp = tempdir();
+    let canary = Canary::new("verify-dc");
+    let run = rekey()
+        .arg("verify")
+        .arg("--dockerconfig")
+        .arg(tmp.path().join("missing.json"))
+        .run();
+    assert_usage_error(&run, "missing.json");
+    // A password of the wrong type: serde would quote neighbouring values.
+    let bad = write(
+        tmp.path(),
+        "bad.dockerconfigjson",
+        format!(r#"{{"auths":{{"a.io":{{"username":"{}","password":5}}}}}}"#, canary.key),
+    );
+    let run = rekey().arg("verify").arg("--dockerconfig").arg(&bad).run();
+    assert_usage_error(&run, "bad.dockerconfigjson");
+    canary.assert_not_in_run(&run);
+    let noauth = write(tmp.path(), "noauth.dockerconfigjson", r#"{"auths":{"a.io":{}}}"#);
+    let run = rekey().arg("verify").arg("--dockerconfig").arg(&noauth).run();
+    assert_usage_error(&run, "field `auths.a.io`");
+    let badauth = write(
+        tmp.path(),
+        "badauth.dockerconfigjson",
+        r#"{"auths":{"a.io":{"auth":"!!"}}}"#,
+    );
+    let run = rekey().arg("verify").arg("--dockerconfig").arg(&badauth).run();
+    assert_usage_error(&run, "field `auths.a.io.auth` is not valid base64");
+}
