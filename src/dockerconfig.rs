@@ -81,9 +81,28 @@ pub struct DockerConfig {
     pub auths: BTreeMap<String, Entry>,
 }
 
+/// Why bytes are not a dockerconfigjson. Says where, never what: serde's own
+/// messages quote the offending value, which may be a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a dockerconfigjson: {kind} at line {line} column {column}")]
+pub struct ParseError {
+    pub kind: &'static str,
+    pub line: usize,
+    pub column: usize,
+}
+
 /// Parses dockerconfigjson bytes.
-pub fn parse(bytes: &[u8]) -> Result<DockerConfig, serde_json::Error> {
-    serde_json::from_slice(bytes)
+pub fn parse(bytes: &[u8]) -> Result<DockerConfig, ParseError> {
+    serde_json::from_slice(bytes).map_err(|e| ParseError {
+        kind: match e.classify() {
+            serde_json::error::Category::Io => "read error",
+            serde_json::error::Category::Syntax => "JSON syntax error",
+            serde_json::error::Category::Data => "a field of the wrong type or a missing `auths`",
+            serde_json::error::Category::Eof => "unexpected end",
+        },
+        line: e.line(),
+        column: e.column(),
+    })
 }
 
 /// What [`check`] found for one host.
@@ -277,6 +296,22 @@ mod tests {
         let report = check(&parse(out.as_bytes()).unwrap(), None);
         assert!(report.is_ok(), "{report:?}");
         assert_eq!(report.key_fingerprint, Some(Fingerprint::of(b"secret-1")));
+    }
+
+    #[test]
+    fn parse_errors_never_quote_values() {
+        let Err(e) = parse(br#"{"auths": "hunter2-secret"}"#) else {
+            panic!("parsed")
+        };
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert_eq!((e.line, e.kind), (1, "a field of the wrong type or a missing `auths`"));
+        assert!(matches!(
+            parse(b"{"),
+            Err(ParseError {
+                kind: "unexpected end",
+                ..
+            })
+        ));
     }
 
     #[test]

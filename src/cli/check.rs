@@ -1,20 +1,18 @@
 //! `rekey check`: pre-merge verification of a pull request to the secrets repo.
 
 use crate::catalog::Catalog;
-use crate::cli::netargs::NetArgs;
+use crate::cli::netargs::{NetArgs, config_targets};
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::SecretKeyArgs;
 use crate::dockerconfig;
 use crate::exit::Exit;
 use crate::git::{self, ChangeKind};
-use crate::host::Host;
 use crate::image::ImageRef;
 use crate::leakscan::{self, Allowlist};
 use crate::pgp::{self, Validity};
-use crate::registry::{Class, Credential, Target};
+use crate::registry::Class;
 use crate::repo::{self, Metadata};
 use anyhow::Context;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -417,11 +415,7 @@ fn secret_problems(plain: &[u8], meta: &Metadata, region: Option<&crate::catalog
         problems.push("the plaintext does not match the digest in the metadata".to_owned());
     }
     match dockerconfig::parse(plain) {
-        Err(e) => problems.push(format!(
-            "not a dockerconfigjson (line {} column {})",
-            e.line(),
-            e.column()
-        )),
+        Err(e) => problems.push(e.to_string()),
         Ok(config) => {
             let report = dockerconfig::check(&config, region);
             problems.extend(report.problems.iter().cloned());
@@ -465,24 +459,17 @@ fn pull_checks(
     plain: &Zeroizing<Vec<u8>>,
     image: &ImageRef,
 ) -> anyhow::Result<()> {
+    // A secret that cannot be parsed is already reported by its `secret` check.
     let Ok(config) = dockerconfig::parse(plain) else {
         return Ok(());
     };
-    let mut targets = Vec::new();
-    for (host, entry) in &config.auths {
-        let (Ok(host), Some(user), Some(pass)) = (Host::parse(host), &entry.username, &entry.password) else {
-            continue;
-        };
-        targets.push(Target {
-            region: name.to_owned(),
-            host,
-            image: image.clone(),
-            credential: Credential {
-                username: user.clone(),
-                password: SecretString::from(pass.expose_secret().to_owned()),
-            },
-        });
-    }
+    let targets = match config_targets(&config, name, image, name) {
+        Ok(targets) => targets,
+        Err(e) => {
+            ctx.record("pull", name, vec![format!("{e:#}")], "");
+            return Ok(());
+        }
+    };
     for r in args.net.check(printer, targets)? {
         let problems = if r.class == Class::Ok {
             Vec::new()

@@ -63,8 +63,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let bytes = zeroize::Zeroizing::new(bytes);
         let json = manifest::extract_dockerconfigjson(&bytes).with_context(|| format!("reading {}", path.display()))?;
-        let config = dockerconfig::parse(&json)
-            .map_err(|e| anyhow::anyhow!("{}: not a dockerconfigjson: {e}", path.display()))?;
+        let config = dockerconfig::parse(&json).with_context(|| format!("reading {}", path.display()))?;
         let report = dockerconfig::check(&config, region.as_ref());
         files.push(FileReport {
             file: path.clone(),

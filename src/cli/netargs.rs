@@ -4,12 +4,15 @@
 
 use crate::catalog::Region;
 use crate::cli::output::Printer;
+use crate::dockerconfig::DockerConfig;
 use crate::host::Host;
 use crate::image::ImageRef;
 use crate::registry::{self, ClientConfig, Credential, HostResult, Settings, Target};
 use crate::secret::ApiKey;
 use anyhow::{Context, bail};
-use secrecy::SecretString;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -145,4 +148,86 @@ pub fn region_targets<'a>(
         }
     }
     targets
+}
+
+/// Returns one target per host of a dockerconfigjson, each with its entry's
+/// own credentials (`username` and `password`, or else `auth`), reported
+/// under `region`; `source` names the file in errors.
+pub fn config_targets(
+    config: &DockerConfig,
+    region: &str,
+    image: &ImageRef,
+    source: &str,
+) -> anyhow::Result<Vec<Target>> {
+    if config.auths.is_empty() {
+        bail!("{source}: field `auths` lists no hosts");
+    }
+    let mut targets = Vec::with_capacity(config.auths.len());
+    for (name, entry) in &config.auths {
+        let field = |f: &str| format!("{source}: field `auths.{name}{f}`");
+        let host = Host::parse(name).map_err(|e| anyhow::anyhow!("{}: `{name}` {e}", field("")))?;
+        let from_auth = match entry.auth.as_ref().map(|a| a.expose_secret()).filter(|a| !a.is_empty()) {
+            Some(auth) => {
+                let decoded = zeroize::Zeroizing::new(
+                    STANDARD
+                        .decode(auth)
+                        .map_err(|_| anyhow::anyhow!("{} is not valid base64", field(".auth")))?,
+                );
+                let text =
+                    std::str::from_utf8(&decoded).map_err(|_| anyhow::anyhow!("{} is not UTF-8", field(".auth")))?;
+                let (user, pass) = text
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("{} does not decode to username:password", field(".auth")))?;
+                Some((user.to_owned(), SecretString::from(pass.to_owned())))
+            }
+            None => None,
+        };
+        let (username, password) = match (&entry.username, &entry.password, from_auth) {
+            (Some(u), Some(p), _) if !u.is_empty() && !p.expose_secret().is_empty() => (u.clone(), p.clone()),
+            (_, _, Some(pair)) => pair,
+            _ => bail!("{} has neither username and password nor auth", field("")),
+        };
+        if password.expose_secret().is_empty() {
+            bail!("{}: the password is empty", field(""));
+        }
+        targets.push(Target {
+            region: region.to_owned(),
+            host,
+            image: image.clone(),
+            credential: Credential { username, password },
+        });
+    }
+    Ok(targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_takes_host_equals_address() {
+        let (h, a) = parse_resolve("jp.icr.io=127.0.0.1:5000").unwrap();
+        assert_eq!((h.as_str(), a.to_string().as_str()), ("jp.icr.io", "127.0.0.1:5000"));
+        assert!(parse_resolve("jp.icr.io").is_err());
+        assert!(parse_resolve("jp.icr.io=127.0.0.1").is_err());
+        assert!(parse_resolve("JP=127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn config_targets_take_each_entrys_credentials() {
+        let json = br#"{"auths":{"a.io":{"username":"u","password":"p1"},"b.io":{"auth":"dTpwMg=="},"c.io":{}}}"#;
+        let config = crate::dockerconfig::parse(json).unwrap();
+        let image = ImageRef::parse("x/y:z").unwrap();
+        let Err(e) = config_targets(&config, "r", &image, "f.json") else {
+            panic!("c.io has no credentials")
+        };
+        assert_eq!(
+            e.to_string(),
+            "f.json: field `auths.c.io` has neither username and password nor auth"
+        );
+        let json = br#"{"auths":{"a.io":{"username":"u","password":"p1"},"b.io":{"auth":"dTpwMg=="}}}"#;
+        let t = config_targets(&crate::dockerconfig::parse(json).unwrap(), "r", &image, "f.json").unwrap();
+        assert_eq!(t[1].credential.username, "u");
+        assert_eq!(t[1].credential.password.expose_secret(), "p2");
+    }
 }

@@ -75,8 +75,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     let mut report = Vec::new();
     for (region, path) in regions {
         let plaintext = pgpargs::read_plaintext(&path)?;
-        let config =
-            dockerconfig::parse(&plaintext).with_context(|| format!("{}: not a dockerconfigjson", path.display()))?;
+        let config = dockerconfig::parse(&plaintext).with_context(|| format!("reading {}", path.display()))?;
         let check = dockerconfig::check(&config, None);
         let fingerprint = match (check.is_ok(), check.key_fingerprint) {
             (true, Some(fp)) => fp,

@@ -154,4 +154,26 @@ mod tests {
         );
         assert_eq!(classify_text(true, "operation"), Class::Timeout);
     }
+
+    #[tokio::test]
+    async fn transport_details_carry_no_url_credentials() {
+        let client = reqwest::Client::builder().use_rustls_tls().build().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = client
+            .get(format!("https://user:hunter2secret@127.0.0.1:{port}/v2/?token=tok3n"))
+            .send()
+            .await
+            .unwrap_err();
+        let f = transport(err);
+        assert_eq!(f.class, Class::Connect, "{}", f.detail);
+        assert!(
+            !f.detail.contains("hunter2secret") && !f.detail.contains("tok3n"),
+            "{}",
+            f.detail
+        );
+    }
 }

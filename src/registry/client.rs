@@ -271,55 +271,67 @@ impl Session<'_> {
         let resp = self.send(&Method::GET, &ping, None, false, None, false).await?;
         match resp.status() {
             StatusCode::OK => {
+                // Some registries answer /v2/ anonymously and challenge only
+                // for a repository: ask for the manifest to see.
+                let manifest = self.url(&format!(
+                    "v2/{}/manifests/{}",
+                    self.target.image.repository, self.target.image.reference
+                ))?;
+                let probe = self
+                    .send(&Method::HEAD, &manifest, Some(MANIFEST_ACCEPT), false, None, false)
+                    .await?;
+                if probe.status() == StatusCode::UNAUTHORIZED {
+                    return self.answer(&probe, "the manifest", &manifest).await;
+                }
                 tracing::info!(host = %self.target.host, "registry allows anonymous access");
                 Ok(())
             }
-            StatusCode::UNAUTHORIZED => {
-                let header = resp
-                    .headers()
-                    .get_all(WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let challenges = auth::parse_challenges(&header)
-                    .map_err(|e| Failure::new(Class::NotARegistry, format!("GET /v2/ answered 401: {e}")))?;
-                let Some(ch) = auth::pick(&challenges) else {
-                    return Err(Failure::new(
-                        Class::NotARegistry,
-                        "GET /v2/ asks for neither Basic nor Bearer authentication",
-                    ));
-                };
-                match ch.scheme {
-                    Scheme::Bearer => {
-                        let token = self.token(ch).await?;
-                        self.auth = Auth::Bearer(token);
-                        Ok(())
-                    }
-                    _ => {
-                        self.auth = Auth::Basic;
-                        let resp = self.send(&Method::GET, &ping, None, true, None, false).await?;
-                        match resp.status() {
-                            StatusCode::OK => Ok(()),
-                            StatusCode::UNAUTHORIZED => Err(Failure::new(
-                                Class::BadCredentials,
-                                "the registry rejected the credential (HTTP 401 on /v2/)",
-                            )),
-                            StatusCode::FORBIDDEN => Err(Failure::new(
-                                Class::NoAccess,
-                                "the registry refused the credential (HTTP 403 on /v2/)",
-                            )),
-                            other => Err(Failure::new(
-                                Class::NotARegistry,
-                                format!("GET /v2/ with credentials answered HTTP {}", other.as_u16()),
-                            )),
-                        }
-                    }
-                }
-            }
+            StatusCode::UNAUTHORIZED => self.answer(&resp, "GET /v2/", &ping).await,
             other => Err(Failure::new(
                 Class::NotARegistry,
                 format!("GET /v2/ answered HTTP {}; not a registry API v2", other.as_u16()),
+            )),
+        }
+    }
+
+    /// Answers the challenge in a 401 response to `what` (at `url`): a token
+    /// for Bearer; for Basic, the same request again with credentials.
+    async fn answer(&mut self, resp: &Response, what: &str, url: &Url) -> Result<(), Failure> {
+        let header = resp
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let challenges = auth::parse_challenges(&header)
+            .map_err(|e| Failure::new(Class::NotARegistry, format!("{what} answered 401: {e}")))?;
+        let Some(ch) = auth::pick(&challenges) else {
+            return Err(Failure::new(
+                Class::NotARegistry,
+                format!("{what} asks for neither Basic nor Bearer authentication"),
+            ));
+        };
+        if ch.scheme == Scheme::Bearer {
+            let token = self.token(ch).await?;
+            self.auth = Auth::Bearer(token);
+            return Ok(());
+        }
+        self.auth = Auth::Basic;
+        let resp = self.send(&resp_method(what), url, None, true, None, false).await?;
+        match resp.status() {
+            StatusCode::UNAUTHORIZED => Err(Failure::new(
+                Class::BadCredentials,
+                format!("the registry rejected the credential (HTTP 401 on {})", url.path()),
+            )),
+            StatusCode::FORBIDDEN => Err(Failure::new(
+                Class::NoAccess,
+                format!("the registry refused the credential (HTTP 403 on {})", url.path()),
+            )),
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            other => Err(Failure::new(
+                Class::NotARegistry,
+                format!("{} with credentials answered HTTP {}", url.path(), other.as_u16()),
             )),
         }
     }
@@ -396,10 +408,15 @@ impl Session<'_> {
             }
         }
         let body = read_limited(resp, 1 << 20).await?;
+        // serde_json's messages can quote the body: report only the position.
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             Failure::new(
                 Class::ServerError,
-                format!("the token server's answer is not a token response: {e}"),
+                format!(
+                    "the token server's answer is not a token response (line {} column {})",
+                    e.line(),
+                    e.column()
+                ),
             )
         })?;
         parsed
@@ -440,8 +457,14 @@ impl Session<'_> {
         let image = &self.target.image;
         let url = self.url(&format!("v2/{}/manifests/{reference}", image.repository))?;
         let what = format!("manifest {}@{reference}", image.repository);
-        let head = self.fetch(Method::HEAD, url.clone(), Some(MANIFEST_ACCEPT)).await?;
-        let head_digest = header_str(&head, "docker-content-digest");
+        // HEAD first, as clients do to learn the digest; a manifest named by
+        // digest needs no HEAD: its digest is already known.
+        let head_digest = if expected.is_some_and(|e| e == reference) && reference != image.reference {
+            None
+        } else {
+            let head = self.fetch(Method::HEAD, url.clone(), Some(MANIFEST_ACCEPT)).await?;
+            header_str(&head, "docker-content-digest")
+        };
         let resp = self.fetch(Method::GET, url, Some(MANIFEST_ACCEPT)).await?;
         if resp.status() != StatusCode::OK {
             let fail = self.status_failure(&what, &resp);
@@ -607,6 +630,15 @@ impl Session<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// The method that asked the challenge: GET for the ping, HEAD for a manifest.
+fn resp_method(what: &str) -> Method {
+    if what.starts_with("GET") {
+        Method::GET
+    } else {
+        Method::HEAD
     }
 }
 

@@ -129,7 +129,7 @@ pub async fn verify_all(
     let settings = Arc::new(settings);
     let done = Arc::new(done);
     let mut set = tokio::task::JoinSet::new();
-    let count = targets.len();
+    let names: Vec<(String, String)> = targets.iter().map(|t| (t.region.clone(), t.host.to_string())).collect();
     for (index, target) in targets.into_iter().enumerate() {
         let semaphore = semaphore.clone();
         let settings = settings.clone();
@@ -142,13 +142,26 @@ pub async fn verify_all(
             (index, result)
         });
     }
-    let mut results: Vec<Option<HostResult>> = (0..count).map(|_| None).collect();
+    let mut results: Vec<Option<HostResult>> = names.iter().map(|_| None).collect();
     while let Some(joined) = set.join_next().await {
         if let Ok((index, result)) = joined {
             results[index] = Some(result);
         }
     }
-    results.into_iter().flatten().collect()
+    // A check that panicked is reported, never silently dropped.
+    results
+        .into_iter()
+        .zip(names)
+        .map(|(r, (region, host))| {
+            r.unwrap_or(HostResult {
+                region,
+                host,
+                class: Class::ServerError,
+                detail: "the check stopped unexpectedly".to_owned(),
+                elapsed_ms: 0,
+            })
+        })
+        .collect()
 }
 
 /// Verifies one target within its time budget.

@@ -274,6 +274,33 @@ fn fault_server_plain_registry_is_ok() {
 }
 
 #[test]
+fn anonymous_ping_then_challenge_on_the_manifest_is_answered() {
+    let (host, run, class) = fault_one("anonping", &[]);
+    assert_eq!(class, "ok", "{}", run.stdout);
+    assert!(
+        seen(&host)
+            .iter()
+            .any(|(_, p, auth)| p.contains("/manifests/") && auth.is_some())
+    );
+    let fx = &*FIXTURE;
+    let host = fault_host("anonping");
+    let tmp = tempdir();
+    let cat = catalog(tmp.path(), &[("t", std::slice::from_ref(&host), "probe/x:v1")]);
+    let wrong = Canary::new("verify-anon-wrong");
+    let run = verify_cmd(fx, &[(&host, fx.fault)])
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-env")
+        .arg("K")
+        .env("K", &wrong.key)
+        .args(["--output", "json"])
+        .run();
+    run.code(1);
+    assert_eq!(classes(&run)[&host], "bad_credentials", "{}", run.stdout);
+    wrong.assert_not_in_run(&run);
+}
+
+#[test]
 fn persistent_429_is_rate_limited_after_honouring_retry_after() {
     let (host, run, class) = fault_one("ratelimit", &["--timeout", "3"]);
     assert_eq!(class, "rate_limited", "{}", run.stdout);
@@ -338,6 +365,21 @@ fn redirect_loop_is_server_error() {
     let (_, run, class) = fault_one("loop", &[]);
     assert_eq!(class, "server_error", "{}", run.stdout);
     run.stdout_has("redirect loop");
+}
+
+#[test]
+fn hosts_are_checked_at_once_up_to_the_concurrency_limit() {
+    // Each gate host answers only once all four are in flight together.
+    let hosts = gate_hosts();
+    let run = run_hosts(&hosts, FIXTURE.fault, &["--concurrency", "4", "--timeout", "20"]);
+    run.code(0);
+    assert!(classes(&run).values().all(|c| c == "ok"), "{}", run.stdout);
+    // One at a time, the first host checked waits for company that never comes.
+    let hosts = gate_hosts();
+    let run = run_hosts(&hosts, FIXTURE.fault, &["--concurrency", "1", "--timeout", "1"]);
+    run.code(1);
+    let timeouts = classes(&run).values().filter(|c| *c == "timeout").count();
+    assert!(timeouts >= 1, "{}", run.stdout);
 }
 
 #[test]

@@ -400,8 +400,24 @@ pub struct Fixture {
 
 pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(start);
 
+/// Removes fixture directories of test processes that are gone (a static
+/// fixture is never dropped, so each run cleans up after earlier ones).
+fn remove_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("verify-") {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
 fn start() -> Fixture {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("verify-{}", std::process::id()));
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    remove_stale(&root);
+    let dir = root.join(format!("verify-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let key = Canary::new("verify-fixture").key;
@@ -661,6 +677,17 @@ fn fault_server(key: String, image: Arc<FaultImage>) -> Handler {
 
 const FAULT_TOKEN: &str = "fault-oauth-token";
 
+/// How many `gate` hosts must be in flight together.
+pub const GATE_SIZE: usize = 4;
+static GATES: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Barrier>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Returns `GATE_SIZE` gate host names of one new group.
+pub fn gate_hosts() -> Vec<String> {
+    let group = unique_hex();
+    (0..GATE_SIZE).map(|i| format!("gate-{group}{i}.fault.test")).collect()
+}
+
 async fn fault(req: &Req, key: &str, image: &FaultImage) -> Resp {
     let kind = req.host.split('-').next().unwrap_or_default().to_owned();
     let nth = |part: &str| count(&req.host, part);
@@ -685,6 +712,23 @@ async fn fault(req: &Req, key: &str, image: &FaultImage) -> Resp {
             return Resp::new(200);
         }
         "r503once" if req.path == "/v2/" && nth("/v2/") == 1 => return Resp::new(503),
+        // Four `gate` hosts of one group: the first /v2/ of each waits until
+        // all four are in flight at once.
+        "gate" if req.path == "/v2/" && nth("/v2/") == 1 => {
+            let id = req
+                .host
+                .split_once('-')
+                .map(|(_, r)| r.split('.').next().unwrap_or_default())
+                .unwrap_or_default();
+            let group = id[..id.len().saturating_sub(1)].to_owned();
+            let barrier = GATES
+                .lock()
+                .unwrap()
+                .entry(group)
+                .or_insert_with(|| Arc::new(tokio::sync::Barrier::new(GATE_SIZE)))
+                .clone();
+            barrier.wait().await;
+        }
         "r429once" if req.path.contains("/manifests/") && nth("/manifests/") == 1 => {
             return Resp::new(429).header("Retry-After", "1");
         }
@@ -711,6 +755,9 @@ async fn fault(req: &Req, key: &str, image: &FaultImage) -> Resp {
     } else {
         basic_ok(req, USER, key)
     };
+    if kind == "anonping" && req.path == "/v2/" {
+        return Resp::new(200).header("Docker-Distribution-API-Version", "registry/2.0");
+    }
     if !authed {
         let challenge = if oauth {
             format!("Bearer realm=\"https://{}/oauth/token\",service=\"fault\"", req.host)
