@@ -19,3 +19,4 @@ pub mod host;
 pub mod image;
 pub mod manifest;
 pub mod secret;
+pub mod storage;
