@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod keyarg;
 pub mod output;
 pub mod secret_input;
+pub mod storage;
 
 use crate::exit::Exit;
 use clap::{Parser, Subcommand};
@@ -50,6 +51,7 @@ pub enum Command {
     Generate(generate::Args),
     Inspect(inspect::Args),
     Completions(completions::Args),
+    Storage(storage::Args),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -68,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(&printer, args),
         Command::Inspect(args) => inspect::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
+        Command::Storage(args) => storage::run(&printer, args),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 pub struct EtcdUrl {
     /// `http://HOST:PORT`.
     pub endpoint: String,
-    /// The key prefix (with its leading `/`, as etcd keys usually have).
+    /// The key prefix: `/PREFIX/` (leading and trailing `/` added).
     pub prefix: Vec<u8>,
 }
 
@@ -37,9 +37,14 @@ pub fn parse_url(text: &str) -> Result<EtcdUrl, EtcdError> {
     if host.is_empty() || port.parse::<u16>().is_err() || host.contains(['@', '?', '#']) {
         return Err(bad());
     }
+    // The prefix is a directory: `/truth` reads `/truth/...`, not `/truthx`.
+    let mut prefix = format!("/{path}");
+    if !prefix.ends_with('/') {
+        prefix.push('/');
+    }
     Ok(EtcdUrl {
         endpoint: format!("http://{host}:{port}"),
-        prefix: format!("/{path}").into_bytes(),
+        prefix: prefix.into_bytes(),
     })
 }
 
@@ -116,7 +121,8 @@ mod tests {
     fn parses_addresses() {
         let u = parse_url("etcd://127.0.0.1:2379/truth/us-south").unwrap();
         assert_eq!(u.endpoint, "http://127.0.0.1:2379");
-        assert_eq!(u.prefix, b"/truth/us-south");
+        assert_eq!(u.prefix, b"/truth/us-south/");
+        assert_eq!(parse_url("etcd://h:1").unwrap().prefix, b"/");
         assert!(parse_url("http://x:1/p").is_err());
         assert!(parse_url("etcd://x/p").is_err());
         assert!(parse_url("etcd://u@x:1/p").is_err());

@@ -98,6 +98,8 @@ pub struct Options {
     pub scope: Scope,
     /// Render the redacted diff for clusters that do not match.
     pub diff: bool,
+    /// Show values instead of fingerprints in diffs (the caller checked stdout is a terminal).
+    pub reveal: bool,
 }
 
 /// The warning for a classic infrastructure key in the secret.
@@ -260,7 +262,7 @@ pub fn verify(
             plain,
             expected,
             &secret.cluster,
-            false,
+            opts.reveal,
         ));
     }
     Ok(report)

@@ -5,3 +5,5 @@ mod support;
 
 mod generate;
 mod inspect;
+mod storage;
+mod storage_support;
