@@ -467,9 +467,6 @@ fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit> {
     let json = printer.format() == OutputFormat::Json;
     let mut summary = Summary::default();
     let mut first = true;
-    if json {
-        printer.raw(b"{\"clusters\": [")?;
-    }
 
     // A reader thread parses Secrets into batches while the pool verifies the previous one.
     let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<StorageSecret>>>(2);
@@ -499,6 +496,11 @@ fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit> {
                 .collect::<Result<_, _>>()?;
             drop(batch);
             let mut out = String::with_capacity(reports.len() * 256);
+            // The JSON opens with the first verified batch, so an input error
+            // in it leaves stdout empty rather than half a document.
+            if json && first {
+                out.push_str("{\"clusters\": [");
+            }
             for r in &reports {
                 summary.add(r);
                 if json {
@@ -517,7 +519,8 @@ fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit> {
     summary.ok = summary.clusters > 0 && summary.statuses.get("match") == Some(&summary.clusters);
     if json {
         let s = serde_json::to_string(&summary)?;
-        printer.raw(format!("\n],\n\"summary\": {s}}}\n").as_bytes())?;
+        let open = if first { "{\"clusters\": [" } else { "" };
+        printer.raw(format!("{open}\n],\n\"summary\": {s}}}\n").as_bytes())?;
     } else {
         printer.line(summary.text());
     }

@@ -92,7 +92,8 @@ pub struct Page {
 
 /// Decodes a range answer.
 pub fn parse_response(body: &[u8]) -> Result<Page, EtcdError> {
-    let r: RangeResponse = serde_json::from_slice(body).map_err(|e| EtcdError::Response(e.to_string()))?;
+    let r: RangeResponse =
+        serde_json::from_slice(body).map_err(|e| EtcdError::Response(crate::storage::kube::scrub(&e.to_string())))?;
     let mut kvs = Vec::with_capacity(r.kvs.len());
     for kv in r.kvs {
         let key = STANDARD

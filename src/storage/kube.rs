@@ -155,6 +155,31 @@ impl RawSecret {
     }
 }
 
+/// Returns a parser message with every double-quoted string replaced by
+/// `"…"`: serde quotes the offending value ("invalid type: string \"...\""),
+/// and in a Secret that value can be key material.
+pub fn scrub(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '"' {
+            let mut escaped = false;
+            for d in chars.by_ref() {
+                if escaped {
+                    escaped = false;
+                } else if d == '\\' {
+                    escaped = true;
+                } else if d == '"' {
+                    break;
+                }
+            }
+            out.push_str("…\"");
+        }
+    }
+    out
+}
+
 /// Why reading stopped: the input, or the sink that took the Secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError<E> {
@@ -187,7 +212,7 @@ pub fn read_json<R: std::io::Read, E>(
     if let Some(e) = state.stopped.take() {
         return Err(e);
     }
-    let top = result.map_err(|e| ReadError::Input(SecretError::Syntax(e.to_string())))?;
+    let top = result.map_err(|e| ReadError::Input(SecretError::Syntax(scrub(&e.to_string()))))?;
     finish(top, state.sink)
 }
 
@@ -205,7 +230,7 @@ pub fn read_yaml<E>(bytes: &[u8], sink: &mut dyn FnMut(Item, RawSecret) -> Resul
         items: Option<Vec<RawSecret>>,
     }
     let doc: Doc =
-        serde_yaml_ng::from_slice(bytes).map_err(|e| ReadError::Input(SecretError::Syntax(e.to_string())))?;
+        serde_yaml_ng::from_slice(bytes).map_err(|e| ReadError::Input(SecretError::Syntax(scrub(&e.to_string()))))?;
     match doc.items {
         Some(items) => {
             check_list_kind(doc.kind.as_deref()).map_err(ReadError::Input)?;
@@ -332,7 +357,7 @@ impl<'de, E> Visitor<'de> for ItemsSeed<'_, '_, E> {
 mod tests {
     use super::*;
 
-    fn collect_json(text: &str) -> Result<Vec<(Item, RawSecret)>, ReadError<()>> {
+    fn collect_json(text: &str) -> Result<Vec<(Item, RawSecret)>, ReadError<std::convert::Infallible>> {
         let mut out = Vec::new();
         read_json(text.as_bytes(), &mut |i, s| {
             out.push((i, s));
@@ -378,6 +403,18 @@ mod tests {
         assert!(matches!(e, ReadError::Input(SecretError::Syntax(_))));
         let e = collect_json("").unwrap_err();
         assert!(matches!(e, ReadError::Input(SecretError::Syntax(_))));
+    }
+
+    #[test]
+    fn parser_messages_do_not_quote_values() {
+        let text = r#"{"kind":"Secret","data":"SECRET-VALUE-\\"-x"}"#;
+        let e = collect_json(text).unwrap_err().to_string();
+        assert!(!e.contains("SECRET-VALUE") && !e.contains("-x"), "{e}");
+        assert!(e.contains("invalid type: string \"…\""), "{e}");
+        let e = read_yaml::<std::convert::Infallible>(b"kind: Secret\ndata: SECRET-VALUE\n", &mut |_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("SECRET-VALUE"), "{e}");
     }
 
     #[test]

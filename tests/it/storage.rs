@@ -933,3 +933,21 @@ fn check_log_of_an_empty_or_missing_file_is_an_error() {
         .code(2)
         .stderr_has("error: reading");
 }
+
+#[test]
+fn parser_errors_do_not_quote_secret_values() {
+    let mut case = Case::vpc("quote", None);
+    // `data` as a string instead of a map: serde would quote the value in its message.
+    let text = format!(
+        "{{\"kind\": \"Secret\", \"metadata\": {{\"name\": \"storage-secret-store\"}}, \"data\": \"{}\"}}",
+        case.api.key
+    );
+    case.secret = write(case.dir(), "c1.json", text);
+    assert_input_error(&case, &[], "invalid type: string \"…\", expected a map");
+    let yaml = format!(
+        "kind: Secret\nmetadata:\n  name: storage-secret-store\ndata: {}\n",
+        case.api.key
+    );
+    case.secret = write(case.dir(), "c1.yaml", yaml);
+    assert_input_error(&case, &[], "not JSON or YAML");
+}
