@@ -10,13 +10,14 @@ use crate::storage::envelope::{DecryptionKey, KeyFormat};
 use crate::storage::kube::{self, Item, RawSecret, StorageSecret};
 use crate::storage::truth::{self, Record, Scope, TruthIndex};
 use crate::storage::verify::{self, ClusterReport, Options, Status};
-use crate::storage::{etcd, joblog, redact};
+use crate::storage::{etcd, joblog, redact, split};
 use anyhow::{Context, bail};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -329,46 +330,131 @@ fn secret_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
 }
 
-/// Reads every Secret of `path` (file or directory), checks it and hands it
-/// to `sink`. JSON is streamed; YAML is read whole.
-fn read_secrets(path: &Path, sink: &mut dyn FnMut(StorageSecret) -> anyhow::Result<()>) -> anyhow::Result<usize> {
+/// Where a Secret came from, for cluster names and messages.
+struct Origin {
+    /// The file name without extension: the cluster ID when the Secret does not name one.
+    name: String,
+    /// The file as shown in messages.
+    shown: String,
+}
+
+/// A Secret read but not yet parsed (JSON: parsed on the pool) or already checked (YAML).
+enum Pending {
+    Raw {
+        origin: Arc<Origin>,
+        item: Item,
+        bytes: Zeroizing<Vec<u8>>,
+    },
+    Ready(StorageSecret),
+}
+
+/// Checks a Secret and names its cluster.
+fn check(origin: &Origin, item: Item, raw: RawSecret) -> anyhow::Result<StorageSecret> {
+    let fallback = || match item {
+        Item::Single => origin.name.clone(),
+        Item::Listed(i) => format!("{}[{i}]", origin.name),
+    };
+    raw.check(fallback).map_err(|e| match item {
+        Item::Single => anyhow::anyhow!("{}: {e}", origin.shown),
+        Item::Listed(i) => anyhow::anyhow!("{}: item {i}: {e}", origin.shown),
+    })
+}
+
+impl Pending {
+    /// Parses (if still raw) and checks the Secret.
+    fn prepare(self) -> anyhow::Result<StorageSecret> {
+        match self {
+            Pending::Ready(s) => Ok(s),
+            Pending::Raw { origin, item, bytes } => {
+                let raw: RawSecret = serde_json::from_slice(&bytes).map_err(|e| {
+                    let e = kube::scrub(&e.to_string());
+                    match item {
+                        Item::Single => anyhow::anyhow!("{}: not JSON or YAML: {e}", origin.shown),
+                        Item::Listed(i) => anyhow::anyhow!("{}: item {i}: not JSON: {e}", origin.shown),
+                    }
+                })?;
+                check(&origin, item, raw)
+            }
+        }
+    }
+}
+
+/// The top of a JSON document once its items were split off.
+#[derive(serde::Deserialize)]
+struct JsonTop {
+    kind: Option<String>,
+}
+
+/// Reads every Secret of `path` (file or directory) and hands it to `sink`.
+/// JSON is split into items as a stream (parsed later, on the pool); YAML is
+/// read whole and checked here.
+fn read_secrets(path: &Path, sink: &mut dyn FnMut(Pending) -> anyhow::Result<()>) -> anyhow::Result<usize> {
     let mut count = 0usize;
     for file in secret_files(path)? {
-        let name = stem(&file);
-        let shown = if file.as_os_str() == "-" {
-            "stdin".to_owned()
-        } else {
-            file.display().to_string()
-        };
+        let origin = Arc::new(Origin {
+            name: stem(&file),
+            shown: if file.as_os_str() == "-" {
+                "stdin".to_owned()
+            } else {
+                file.display().to_string()
+            },
+        });
+        let shown = &origin.shown;
         let mut reader = open_input(&file)?;
         let first = peek(&mut *reader).with_context(|| format!("reading {shown}"))?;
-        let mut handle = |item: Item, raw: RawSecret| -> anyhow::Result<()> {
-            let fallback = || match item {
-                Item::Single => name.clone(),
-                Item::Listed(i) => format!("{name}[{i}]"),
-            };
-            let secret = raw.check(fallback).map_err(|e| match item {
-                Item::Single => anyhow::anyhow!("{shown}: {e}"),
-                Item::Listed(i) => anyhow::anyhow!("{shown}: item {i}: {e}"),
-            })?;
-            count += 1;
-            sink(secret)
-        };
-        let result = match first {
-            None => Err(kube::ReadError::Input(kube::SecretError::Empty)),
-            Some(b'{') => kube::read_json(reader, &mut handle),
+        match first {
+            None => bail!("{shown}: {}", kube::SecretError::Empty),
+            Some(b'{') => {
+                let skeleton = split::split(reader, &mut |i, bytes| {
+                    count += 1;
+                    sink(Pending::Raw {
+                        origin: origin.clone(),
+                        item: Item::Listed(i),
+                        bytes: Zeroizing::new(bytes),
+                    })
+                })
+                .map_err(|e| match e {
+                    split::SplitError::Sink(e) => e,
+                    other => anyhow::anyhow!("{shown}: {other}"),
+                })?;
+                match skeleton.items {
+                    None => {
+                        count += 1;
+                        sink(Pending::Raw {
+                            origin: origin.clone(),
+                            item: Item::Single,
+                            bytes: Zeroizing::new(skeleton.bytes),
+                        })?;
+                    }
+                    Some(n) => {
+                        let top: JsonTop = serde_json::from_slice(&skeleton.bytes)
+                            .map_err(|e| anyhow::anyhow!("{shown}: not JSON: {}", kube::scrub(&e.to_string())))?;
+                        match top.kind.as_deref() {
+                            Some("List") | Some("SecretList") => {}
+                            Some(k) => bail!("{shown}: {}", kube::SecretError::WrongKind(k.to_owned())),
+                            None => bail!("{shown}: {}", kube::SecretError::NoKind),
+                        }
+                        if n == 0 {
+                            bail!("{shown}: {}", kube::SecretError::EmptyList);
+                        }
+                    }
+                }
+            }
             Some(_) => {
                 let mut bytes = Zeroizing::new(Vec::new());
                 reader
                     .read_to_end(&mut bytes)
                     .with_context(|| format!("reading {shown}"))?;
-                kube::read_yaml(&bytes, &mut handle)
+                let result = kube::read_yaml(&bytes, &mut |item, raw| {
+                    count += 1;
+                    sink(Pending::Ready(check(&origin, item, raw)?))
+                });
+                match result {
+                    Ok(()) => {}
+                    Err(kube::ReadError::Sink(e)) => return Err(e),
+                    Err(e) => bail!("{shown}: {e}"),
+                }
             }
-        };
-        match result {
-            Ok(()) => {}
-            Err(kube::ReadError::Sink(e)) => return Err(e),
-            Err(e) => bail!("{shown}: {e}"),
         }
     }
     Ok(count)
@@ -469,7 +555,7 @@ fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit> {
     let mut first = true;
 
     // A reader thread parses Secrets into batches while the pool verifies the previous one.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<StorageSecret>>>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<Pending>>>(2);
     let verified = std::thread::scope(|s| -> anyhow::Result<()> {
         // Owned here so that an early return drops it and unblocks the reader.
         let rx = rx;
@@ -491,10 +577,12 @@ fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit> {
         for batch in rx.iter() {
             let batch = batch?;
             let reports: Vec<ClusterReport> = batch
-                .par_iter()
-                .map(|secret| verify::verify(secret, &truth, key.as_ref(), &opts))
-                .collect::<Result<_, _>>()?;
-            drop(batch);
+                .into_par_iter()
+                .map(|pending| {
+                    let secret = pending.prepare()?;
+                    Ok(verify::verify(&secret, &truth, key.as_ref(), &opts)?)
+                })
+                .collect::<anyhow::Result<_>>()?;
             let mut out = String::with_capacity(reports.len() * 256);
             // The JSON opens with the first verified batch, so an input error
             // in it leaves stdout empty rather than half a document.
@@ -536,8 +624,8 @@ struct Snapshot {
 
 fn read_one(path: &Path, key: Option<&DecryptionKey>) -> anyhow::Result<Snapshot> {
     let mut secrets = Vec::new();
-    read_secrets(path, &mut |s| {
-        secrets.push(s);
+    read_secrets(path, &mut |p| {
+        secrets.push(p.prepare()?);
         Ok(())
     })?;
     if secrets.len() != 1 {

@@ -12,5 +12,6 @@ pub mod joblog;
 pub mod kube;
 pub mod redact;
 pub mod slclient;
+pub mod split;
 pub mod truth;
 pub mod verify;

@@ -546,7 +546,13 @@ fn secret_of_the_wrong_name_is_rejected() {
 fn secret_that_is_not_json_or_yaml_is_rejected() {
     let mut case = Case::vpc("syntax", None);
     case.secret = write(case.dir(), "c1.json", "{\"kind\": \"Secret\", ");
-    assert_input_error(&case, &[], "not JSON or YAML");
+    assert_input_error(&case, &[], "c1.json: not JSON: unexpected end of input");
+    case.secret = write(case.dir(), "c1.yaml", "kind: [Secret\n");
+    assert_input_error(&case, &[], "c1.yaml: not JSON or YAML");
+    // In a List, the broken item is named.
+    let good = secret_json("c1", &vpc_toml("x", "rg1", "us-south", true));
+    case.secret = write(case.dir(), "list.json", list_json(&[good, "{\"kind\": 5}".to_owned()]));
+    assert_input_error(&case, &[], "list.json: item 1: not JSON: invalid type: integer `5`");
 }
 
 #[test]
