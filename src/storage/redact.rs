@@ -4,7 +4,7 @@
 
 use crate::fingerprint::Fingerprint;
 use crate::secret::ApiKey;
-use crate::storage::slclient::{KeyField, SlClient};
+use crate::storage::slclient::{self, KeyField, SlClient};
 use similar::TextDiff;
 
 /// Returns true for field names that hold secrets (`*key*`, `*secret*`, `*token*`, `*password*`).
@@ -31,6 +31,7 @@ fn shown(bytes: &[u8], reveal: bool) -> String {
 pub fn render(client: &SlClient, field: Option<KeyField>, key_value: Option<&[u8]>, reveal: bool) -> String {
     let mut out = String::with_capacity(client.text.len());
     let mut section = String::new();
+    let table = client.table().unwrap_or_default();
     for line in client.text.lines() {
         let trimmed = line.trim();
         if trimmed.starts_with('[') {
@@ -53,7 +54,7 @@ pub fn render(client: &SlClient, field: Option<KeyField>, key_value: Option<&[u8
             continue;
         }
         let is_key_field = field.is_some_and(|f| f.name() == format!("{section}.{name}"));
-        let value = client.value(&section, name);
+        let value = slclient::value(&table, &section, name);
         let replacement = match (is_key_field, key_value, value) {
             (true, Some(v), _) => format!("{}  # decrypted", shown(v, reveal)),
             (_, _, Some("")) => "\"\"".to_owned(),

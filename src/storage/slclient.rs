@@ -67,7 +67,6 @@ pub struct SlClient {
     /// The region, from the first label of `[Bluemix] containers_api_route`
     /// or `[VPC] g2_riaas_endpoint_url` (a leading `private.` skipped).
     pub region: Option<String>,
-    table: toml::Table,
 }
 
 impl std::fmt::Debug for SlClient {
@@ -147,10 +146,70 @@ pub fn region_of_url(url: &str) -> Option<String> {
     ok.then(|| first.to_owned())
 }
 
+/// The fields rekey reads, for the fast path (unknown fields are skipped
+/// without building values for them).
+#[derive(serde::Deserialize)]
+struct Fast {
+    #[serde(rename = "Bluemix")]
+    bluemix: Option<FastSection>,
+    #[serde(rename = "Softlayer")]
+    softlayer: Option<FastSection>,
+    #[serde(rename = "VPC")]
+    vpc: Option<FastSection>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastSection {
+    iam_api_key: Option<String>,
+    containers_api_route: Option<String>,
+    softlayer_api_key: Option<String>,
+    g2_riaas_endpoint_url: Option<String>,
+    g2_resource_group_id: Option<String>,
+    g2_api_key: Option<String>,
+    encryption: Option<bool>,
+}
+
 impl SlClient {
-    /// Parses the decoded `slclient.toml`.
+    /// Parses the decoded `slclient.toml`. A typed fast path reads only the
+    /// known fields; when it fails, the generic parse names the field at fault.
     pub fn parse(bytes: &[u8]) -> Result<SlClient, ParseError> {
         let text = Zeroizing::new(std::str::from_utf8(bytes).map_err(|_| ParseError::NotUtf8)?.to_owned());
+        match toml::from_str::<Fast>(&text) {
+            Ok(fast) => Ok(SlClient::from_fast(text, fast)),
+            Err(_) => SlClient::parse_slow(text),
+        }
+    }
+
+    fn from_fast(text: Zeroizing<String>, mut fast: Fast) -> SlClient {
+        let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
+        let g2 = fast.vpc.as_mut().and_then(|s| nonempty(s.g2_api_key.take()));
+        let iam = fast.bluemix.as_mut().and_then(|s| nonempty(s.iam_api_key.take()));
+        let (key, section) = match (g2, iam) {
+            (Some(v), _) => (Some((KeyField::Vpc, Zeroizing::new(v))), fast.vpc.as_ref()),
+            (None, Some(v)) => (Some((KeyField::Bluemix, Zeroizing::new(v))), fast.bluemix.as_ref()),
+            (None, None) => (None, None),
+        };
+        let encrypted = section.and_then(|s| s.encryption).unwrap_or(false);
+        let softlayer_key_set = fast
+            .softlayer
+            .as_ref()
+            .and_then(|s| s.softlayer_api_key.as_deref())
+            .is_some_and(|v| !v.is_empty());
+        let resource_group = fast.vpc.as_mut().and_then(|s| nonempty(s.g2_resource_group_id.take()));
+        let route = fast.bluemix.as_ref().and_then(|s| s.containers_api_route.as_deref());
+        let riaas = fast.vpc.as_ref().and_then(|s| s.g2_riaas_endpoint_url.as_deref());
+        let region = route.and_then(region_of_url).or_else(|| riaas.and_then(region_of_url));
+        SlClient {
+            text,
+            key,
+            encrypted,
+            softlayer_key_set,
+            resource_group,
+            region,
+        }
+    }
+
+    fn parse_slow(text: Zeroizing<String>) -> Result<SlClient, ParseError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             // The message quotes the offending line, which may hold a key: keep only the reason.
             ParseError::Syntax(e.message().to_owned())
@@ -173,6 +232,14 @@ impl SlClient {
         let route = get_str(&table, "Bluemix", "containers_api_route")?;
         let riaas = get_str(&table, "VPC", "g2_riaas_endpoint_url")?;
         let region = route.and_then(region_of_url).or_else(|| riaas.and_then(region_of_url));
+        // The other known fields are type-checked too, as the fast path does.
+        for (sec, field) in [
+            ("Bluemix", "encryption"),
+            ("Softlayer", "encryption"),
+            ("VPC", "encryption"),
+        ] {
+            get_bool(&table, sec, field)?;
+        }
         Ok(SlClient {
             text,
             key,
@@ -180,14 +247,18 @@ impl SlClient {
             softlayer_key_set,
             resource_group,
             region,
-            table,
         })
     }
 
-    /// Returns the string value of `Section.field`, if it is a string.
-    pub fn value(&self, section: &str, field: &str) -> Option<&str> {
-        get_str(&self.table, section, field).ok().flatten()
+    /// Returns the file parsed as a generic table (for rendering diffs).
+    pub fn table(&self) -> Option<toml::Table> {
+        self.text.parse().ok()
     }
+}
+
+/// Returns the string value of `Section.field` in `table`, if it is a string.
+pub fn value<'a>(table: &'a toml::Table, section: &str, field: &str) -> Option<&'a str> {
+    get_str(table, section, field).ok().flatten()
 }
 
 #[cfg(test)]
@@ -246,6 +317,20 @@ mod tests {
         let e = SlClient::parse(b"[VPC\ng2_api_key = \"SECRETVALUE\"").unwrap_err();
         assert!(matches!(e, ParseError::Syntax(_)));
         assert!(!e.to_string().contains("SECRETVALUE"));
+    }
+
+    #[test]
+    fn fast_and_slow_paths_agree() {
+        for text in [VPC, "[Bluemix]\niam_api_key = \"k\"\nencryption = true\n", ""] {
+            let fast = SlClient::parse(text.as_bytes()).unwrap();
+            let slow = SlClient::parse_slow(Zeroizing::new(text.to_owned())).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+            assert_eq!(
+                fast.key.as_ref().map(|k| k.1.clone()),
+                slow.key.as_ref().map(|k| k.1.clone())
+            );
+            assert_eq!(fast.softlayer_key_set, slow.softlayer_key_set);
+        }
     }
 
     #[test]

@@ -31,8 +31,17 @@ fn syntax<E>(message: impl Into<String>) -> SplitError<E> {
     SplitError::Syntax(message.into())
 }
 
+/// Where the bytes being scanned go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Skeleton,
+    Item,
+    Nowhere,
+}
+
 /// Scans `reader` (a JSON object) and hands each element of its top-level
-/// `items` array to `on_item` with its index.
+/// `items` array to `on_item` with its index. Bytes are copied in spans and
+/// strings are skipped with `memchr`, so the scan runs at memory speed.
 pub fn split<R: BufRead, E>(
     mut reader: R,
     on_item: &mut dyn FnMut(usize, Vec<u8>) -> Result<(), E>,
@@ -47,67 +56,91 @@ pub fn split<R: BufRead, E>(
     let mut last_key_is_items = false;
     let mut in_items = false;
     let mut items: Option<usize> = None;
-    let mut cur: Option<Vec<u8>> = None;
+    let mut cur: Vec<u8> = Vec::new();
     let mut after_item = false;
     let mut n = 0usize;
-    let mut seen_any = false;
+    let mut dest = Dest::Skeleton;
     loop {
         let chunk = reader.fill_buf()?;
         if chunk.is_empty() {
             break;
         }
         let len = chunk.len();
-        for &b in chunk {
-            if in_items {
-                if let Some(item) = cur.as_mut() {
-                    item.push(b);
-                }
-                if in_str {
-                    if esc {
-                        esc = false;
-                    } else if b == b'\\' {
-                        esc = true;
-                    } else if b == b'"' {
-                        in_str = false;
-                    }
+        let mut mark = 0usize;
+        let mut i = 0usize;
+        while i < len {
+            if in_str {
+                if esc {
+                    esc = false;
+                    i += 1;
                     continue;
                 }
+                let Some(off) = memchr::memchr2(b'"', b'\\', &chunk[i..]) else {
+                    if collecting_key && key.len() < 16 {
+                        key.extend_from_slice(&chunk[i..len.min(i + 16)]);
+                    }
+                    break;
+                };
+                let j = i + off;
+                if collecting_key && key.len() < 16 {
+                    key.extend_from_slice(&chunk[i..j.min(i + 16)]);
+                }
+                if chunk[j] == b'\\' {
+                    esc = true;
+                } else {
+                    in_str = false;
+                    if collecting_key {
+                        last_key_is_items = key == b"items";
+                        collecting_key = false;
+                    }
+                }
+                i = j + 1;
+                continue;
+            }
+            let b = chunk[i];
+            if in_items {
                 match b {
                     b'"' => {
-                        if cur.is_none() {
+                        if dest != Dest::Item {
                             return Err(syntax(format!("items[{n}] is not an object")));
                         }
                         in_str = true;
                     }
                     b'{' | b'[' => {
-                        if cur.is_none() {
+                        if dest != Dest::Item {
                             if after_item {
                                 return Err(syntax(format!("expected `,` before items[{n}]")));
                             }
                             if b != b'{' {
                                 return Err(syntax(format!("items[{n}] is not an object")));
                             }
-                            cur = Some(Vec::with_capacity(2048));
-                            if let Some(item) = cur.as_mut() {
-                                item.push(b);
-                            }
+                            dest = Dest::Item;
+                            mark = i;
+                            cur = Vec::with_capacity(2048);
                         }
                         depth += 1;
                     }
                     b'}' | b']' => {
                         depth -= 1;
                         if depth == 1 {
-                            if b != b']' || cur.is_some() || (n > 0 && !after_item) {
+                            if b != b']' || dest == Dest::Item || (n > 0 && !after_item) {
                                 return Err(syntax("malformed `items` array"));
                             }
                             in_items = false;
                             items = Some(n);
                             skeleton.extend_from_slice(b"[]");
+                            dest = Dest::Skeleton;
+                            mark = i + 1;
                         } else if depth == 2 {
-                            let item = cur.take().ok_or_else(|| syntax("malformed `items` array"))?;
-                            on_item(n, item).map_err(SplitError::Sink)?;
+                            if dest != Dest::Item {
+                                return Err(syntax("malformed `items` array"));
+                            }
+                            cur.extend_from_slice(&chunk[mark..=i]);
+                            on_item(n, std::mem::take(&mut cur)).map_err(SplitError::Sink)?;
                             n += 1;
                             after_item = true;
+                            dest = Dest::Nowhere;
+                            mark = i + 1;
                         }
                     }
                     b',' if depth == 2 => {
@@ -117,35 +150,10 @@ pub fn split<R: BufRead, E>(
                         after_item = false;
                     }
                     b' ' | b'\t' | b'\n' | b'\r' => {}
-                    _ if cur.is_none() => return Err(syntax(format!("items[{n}] is not an object"))),
+                    _ if dest != Dest::Item => return Err(syntax(format!("items[{n}] is not an object"))),
                     _ => {}
                 }
-                continue;
-            }
-            if !seen_any {
-                if b.is_ascii_whitespace() {
-                    continue;
-                }
-                if b != b'{' {
-                    return Err(syntax("expected a JSON object"));
-                }
-                seen_any = true;
-            }
-            skeleton.push(b);
-            if in_str {
-                if esc {
-                    esc = false;
-                } else if b == b'\\' {
-                    esc = true;
-                } else if b == b'"' {
-                    in_str = false;
-                    if collecting_key {
-                        last_key_is_items = key == b"items";
-                        collecting_key = false;
-                    }
-                } else if collecting_key && key.len() < 16 {
-                    key.push(b);
-                }
+                i += 1;
                 continue;
             }
             match b {
@@ -155,12 +163,18 @@ pub fn split<R: BufRead, E>(
                     key.clear();
                 }
                 b'[' if depth == 1 && !expect_key && last_key_is_items && items.is_none() => {
-                    skeleton.pop();
+                    skeleton.extend_from_slice(&chunk[mark..i]);
                     in_items = true;
                     depth += 1;
                     after_item = false;
+                    dest = Dest::Nowhere;
+                    mark = i + 1;
                 }
                 b'{' | b'[' => {
+                    if depth == 0 && (b != b'{' || !skeleton.iter().chain(&chunk[mark..i]).all(u8::is_ascii_whitespace))
+                    {
+                        return Err(syntax("expected a JSON object"));
+                    }
                     depth += 1;
                     expect_key = depth == 1 && b == b'{';
                 }
@@ -172,8 +186,16 @@ pub fn split<R: BufRead, E>(
                 }
                 b':' if depth == 1 => expect_key = false,
                 b',' if depth == 1 => expect_key = true,
+                b' ' | b'\t' | b'\n' | b'\r' => {}
+                _ if depth == 0 => return Err(syntax("expected a JSON object")),
                 _ => {}
             }
+            i += 1;
+        }
+        match dest {
+            Dest::Skeleton => skeleton.extend_from_slice(&chunk[mark..len]),
+            Dest::Item => cur.extend_from_slice(&chunk[mark..len]),
+            Dest::Nowhere => {}
         }
         reader.consume(len);
     }
@@ -237,6 +259,7 @@ mod tests {
             r#"{"items":[,{"a":1}]}"#,
             r#"[]"#,
             r#"{"a":"#,
+            r#"x{"items":[]}"#,
         ] {
             assert!(matches!(run(bad), Err(SplitError::Syntax(_))), "{bad}");
         }
