@@ -484,7 +484,8 @@ impl Summary {
             .iter()
             .filter_map(|s| self.statuses.get(s.name()).map(|n| format!("{n} {}", s.name())))
             .collect();
-        format!("{} clusters: {}", self.clusters, parts.join(", "))
+        let noun = if self.clusters == 1 { "cluster" } else { "clusters" };
+        format!("{} {noun}: {}", self.clusters, parts.join(", "))
     }
 }
 

@@ -132,7 +132,7 @@ fn mismatch_exits_1_and_shows_a_redacted_diff() {
     let new = fingerprint(case.api.key.as_bytes());
     run.stdout_has(&format!("-  g2_api_key = \"<{old}>\"  # decrypted"));
     run.stdout_has(&format!("+  g2_api_key = \"<{new}>\"  # decrypted"));
-    run.stdout_has("1 clusters: 1 mismatch");
+    run.stdout_has("1 cluster: 1 mismatch");
     assert!(
         !run.stdout.contains("iam_client_secret = \"bx\""),
         "secret-named fields are redacted"
@@ -956,4 +956,31 @@ fn parser_errors_do_not_quote_secret_values() {
     );
     case.secret = write(case.dir(), "c1.yaml", yaml);
     assert_input_error(&case, &[], "not JSON or YAML");
+}
+
+#[test]
+fn reveal_shows_values_only_on_a_terminal() {
+    // util-linux `script` gives rekey a pseudo-terminal as stdout.
+    let stale = Canary::new("revealtty");
+    let case = Case::vpc("revealtty", Some(&stale.key));
+    let cmd = format!(
+        "{} storage diff --diff --reveal --secret {} --truth {} --decryption-key-file {}",
+        env!("CARGO_BIN_EXE_rekey"),
+        case.secret.display(),
+        case.truth.display(),
+        case.key_file.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("-  g2_api_key = \"{}\"", stale.key)), "{text}");
+    assert!(
+        text.contains(&format!("+  g2_api_key = \"{}\"", case.api.key)),
+        "{text}"
+    );
+    assert!(!text.contains("--reveal ignored"), "{text}");
 }
