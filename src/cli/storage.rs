@@ -813,7 +813,11 @@ fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit> {
             None => printer.status(line),
         }
         let matched = matches!(&result, Ok(r) if r.status == Status::Match);
-        if matched || elapsed + args.interval > args.timeout {
+        if matched
+            || elapsed
+                .checked_add(args.interval)
+                .is_none_or(|next| next > args.timeout)
+        {
             break match result {
                 Ok(r) => (Some(r), None),
                 Err(e) => (None, Some(e)),

@@ -212,9 +212,11 @@ impl DecryptionKey {
     }
 }
 
-/// Seals `plaintext` as the Go service does. For tests and the benchmark's
-/// generator only; verification never seals.
-pub fn seal_for_tests(key: &[u8], nonce: &[u8; NONCE_LEN], plaintext: &[u8]) -> Option<String> {
+/// Seals `plaintext` as the Go service does, for round-trip unit tests only:
+/// verification never seals, and the integration tests and the benchmark
+/// seal with an independent implementation (`fixtures/storage/seal.py`).
+#[cfg(test)]
+fn seal_for_tests(key: &[u8], nonce: &[u8; NONCE_LEN], plaintext: &[u8]) -> Option<String> {
     let nonce_ga = Nonce::<U12>::from_slice(nonce);
     let sealed = match Cipher::new(key)? {
         Cipher::A128(c) => c.encrypt(nonce_ga, plaintext).ok()?,
@@ -230,9 +232,33 @@ pub fn seal_for_tests(key: &[u8], nonce: &[u8; NONCE_LEN], plaintext: &[u8]) -> 
 mod tests {
     use super::*;
 
-    // NIST SP 800-38D test case 3-like vector checked against Python's
-    // `cryptography` AESGCM: key 00..1f, nonce 00..0b, plaintext "hello".
     const KEY32: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    /// Known answers from Python's `cryptography` (fixtures/storage/seal.py),
+    /// not from rekey: (key, envelope) for the plaintext `ApiKey-known-answer`.
+    const KNOWN: [(&[u8], &str); 2] = [
+        (
+            b"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk",
+            "AAECAwQFBgcICQoLK62dZWGpqx4t9CTkSaRmK4+LyDgqyqNp91HH+7CtjrzcC6g=",
+        ),
+        (
+            b"0123456789abcdef",
+            "CwoJCAcGBQQDAgEAwFekwt+EEQohfyBmyAKlu9cy6bzcbiehyRH4NjJ2TGB3gUY=",
+        ),
+    ];
+
+    #[test]
+    fn opens_envelopes_sealed_by_python() {
+        for (key, env) in KNOWN {
+            let dk = DecryptionKey::new(key, KeyFormat::Raw).unwrap();
+            assert_eq!(dk.open(env).unwrap().0.as_slice(), b"ApiKey-known-answer");
+        }
+        let nonce: [u8; 12] = std::array::from_fn(|i| i as u8);
+        assert_eq!(
+            seal_for_tests(KNOWN[0].0, &nonce, b"ApiKey-known-answer").unwrap(),
+            KNOWN[0].1
+        );
+    }
 
     #[test]
     fn round_trip_in_each_key_size() {
