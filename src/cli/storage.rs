@@ -345,7 +345,7 @@ enum Pending {
         item: Item,
         bytes: Zeroizing<Vec<u8>>,
     },
-    Ready(StorageSecret),
+    Ready(StorageSecret, Arc<Origin>),
 }
 
 /// Checks a Secret and names its cluster.
@@ -361,10 +361,10 @@ fn check(origin: &Origin, item: Item, raw: RawSecret) -> anyhow::Result<StorageS
 }
 
 impl Pending {
-    /// Parses (if still raw) and checks the Secret.
-    fn prepare(self) -> anyhow::Result<StorageSecret> {
+    /// Parses (if still raw) and checks the Secret; returns it with where it came from.
+    fn prepare(self) -> anyhow::Result<(StorageSecret, Arc<Origin>)> {
         match self {
-            Pending::Ready(s) => Ok(s),
+            Pending::Ready(s, origin) => Ok((s, origin)),
             Pending::Raw { origin, item, bytes } => {
                 let raw: RawSecret = serde_json::from_slice(&bytes).map_err(|e| {
                     let e = kube::scrub(&e.to_string());
@@ -373,7 +373,7 @@ impl Pending {
                         Item::Listed(i) => anyhow::anyhow!("{}: item {i}: not JSON: {e}", origin.shown),
                     }
                 })?;
-                check(&origin, item, raw)
+                Ok((check(&origin, item, raw)?, origin))
             }
         }
     }
@@ -447,7 +447,7 @@ fn read_secrets(path: &Path, sink: &mut dyn FnMut(Pending) -> anyhow::Result<()>
                     .with_context(|| format!("reading {shown}"))?;
                 let result = kube::read_yaml(&bytes, &mut |item, raw| {
                     count += 1;
-                    sink(Pending::Ready(check(&origin, item, raw)?))
+                    sink(Pending::Ready(check(&origin, item, raw)?, origin.clone()))
                 });
                 match result {
                     Ok(()) => {}
@@ -580,8 +580,9 @@ fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit> {
             let reports: Vec<ClusterReport> = batch
                 .into_par_iter()
                 .map(|pending| {
-                    let secret = pending.prepare()?;
-                    Ok(verify::verify(&secret, &truth, key.as_ref(), &opts)?)
+                    let (secret, origin) = pending.prepare()?;
+                    verify::verify(&secret, &truth, key.as_ref(), &opts)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", origin.shown))
                 })
                 .collect::<anyhow::Result<_>>()?;
             let mut out = String::with_capacity(reports.len() * 256);
@@ -626,7 +627,7 @@ struct Snapshot {
 fn read_one(path: &Path, key: Option<&DecryptionKey>) -> anyhow::Result<Snapshot> {
     let mut secrets = Vec::new();
     read_secrets(path, &mut |p| {
-        secrets.push(p.prepare()?);
+        secrets.push(p.prepare()?.0);
         Ok(())
     })?;
     if secrets.len() != 1 {

@@ -500,7 +500,11 @@ fn empty_decryption_key_is_rejected() {
 fn secret_data_that_is_not_base64_is_rejected() {
     let mut case = Case::vpc("datab64", None);
     case.secret = write(case.dir(), "c1.json", secret_json_raw("c1", "%%%not-base64%%%"));
-    assert_input_error(&case, &[], "cluster c1: field `data.slclient.toml` is not valid base64");
+    assert_input_error(
+        &case,
+        &[],
+        "c1.json: cluster c1: field `data.slclient.toml` is not valid base64",
+    );
 }
 
 #[test]
@@ -508,7 +512,7 @@ fn toml_that_does_not_parse_is_rejected_without_echoing_it() {
     let mut case = Case::vpc("badtoml", None);
     // A plain key on a broken line: the parser's quote of the line must not reach the user.
     case.set_toml(&format!("[VPC\n  g2_api_key = \"{}\"\n", case.api.key));
-    assert_input_error(&case, &[], "cluster c1: slclient.toml does not parse as TOML");
+    assert_input_error(&case, &[], "c1.json: cluster c1: slclient.toml does not parse as TOML");
 }
 
 #[test]
