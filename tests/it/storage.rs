@@ -988,3 +988,22 @@ fn reveal_shows_values_only_on_a_terminal() {
     );
     assert!(!text.contains("--reveal ignored"), "{text}");
 }
+
+#[test]
+fn yaml_list_on_stdin() {
+    let case = Case::vpc("yamlstdin", None);
+    let env = seal(case.aes.key.as_bytes(), &case.api.key);
+    let item = secret_yaml("c9", &vpc_toml(&env, "rg1", "us-south", true));
+    let indented: String = item.lines().map(|l| format!("  {l}\n")).collect();
+    let list = format!("apiVersion: v1\nkind: List\nitems:\n-{}", &indented[1..]);
+    let run = rekey()
+        .args(["storage", "diff", "--output", "json", "--secret", "-", "--truth"])
+        .arg(&case.truth)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .stdin(list)
+        .run();
+    case.no_leak(&run);
+    let json = run.code(0).json();
+    assert_eq!(cluster(&json, "c9")["status"], "match");
+}
