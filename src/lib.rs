@@ -28,3 +28,4 @@ pub mod registry;
 pub mod repo;
 pub mod rotation;
 pub mod secret;
+pub mod storage;

@@ -19,6 +19,7 @@ pub mod repo_io;
 pub mod rotate;
 pub mod seal;
 pub mod secret_input;
+pub mod storage;
 pub mod verify;
 
 use crate::exit::Exit;
@@ -74,6 +75,7 @@ pub enum Command {
     Audit(audit::Args),
     Health(health::Args),
     Completions(completions::Args),
+    Storage(storage::Args),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -103,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::run(&printer, args),
         Command::Health(args) => health::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
+        Command::Storage(args) => storage::run(&printer, args),
     };
     match result {
         Ok(exit) => exit.into(),

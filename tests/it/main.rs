@@ -14,5 +14,7 @@ mod health_support;
 mod inspect;
 mod rotate;
 mod secrets_repo;
+mod storage;
+mod storage_support;
 mod verify;
 mod verify_support;

@@ -1,0 +1,269 @@
+//! Verifying one cluster's storage secret against the source of truth:
+//! decode, find the key field, open the envelope, compare in constant time.
+
+use crate::fingerprint::Fingerprint;
+use crate::storage::envelope::{DecryptionKey, KeyFormat, OpenError};
+use crate::storage::kube::StorageSecret;
+use crate::storage::redact;
+use crate::storage::slclient::{self, KeyField, SlClient};
+use crate::storage::truth::{Lookup, Scope, TruthIndex};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// The verdict for one cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The decrypted key equals the record's `IAMAPIKey`.
+    Match,
+    /// It does not.
+    Mismatch,
+    /// `encryption = false`: the plain value was compared (see `plain_matches`).
+    NotEncrypted,
+    /// The envelope did not open (or is malformed).
+    Undecryptable,
+    /// No key field in `slclient.toml`.
+    MissingKey,
+    /// No single source-of-truth record for the cluster's scope.
+    NoTruth,
+}
+
+impl Status {
+    /// Returns the name shown in output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Match => "match",
+            Status::Mismatch => "mismatch",
+            Status::NotEncrypted => "not_encrypted",
+            Status::Undecryptable => "undecryptable",
+            Status::MissingKey => "missing_key",
+            Status::NoTruth => "no_truth",
+        }
+    }
+
+    /// Every status, in output order.
+    pub const ALL: [Status; 6] = [
+        Status::Match,
+        Status::Mismatch,
+        Status::NotEncrypted,
+        Status::Undecryptable,
+        Status::MissingKey,
+        Status::NoTruth,
+    ];
+}
+
+/// The result for one cluster. Holds fingerprints, never keys.
+#[derive(Debug, Serialize)]
+pub struct ClusterReport {
+    pub cluster: String,
+    pub status: Status,
+    pub field: Option<KeyField>,
+    pub expected_fingerprint: Option<Fingerprint>,
+    pub actual_fingerprint: Option<Fingerprint>,
+    /// The key encoding that opened the envelope.
+    pub key_format: Option<KeyFormat>,
+    /// For `not_encrypted`: whether the plain value equals the record's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain_matches: Option<bool>,
+    pub scope: Scope,
+    /// The record compared against.
+    pub truth: Option<String>,
+    /// Why the status is not `match`, in words.
+    pub detail: Option<String>,
+    pub warnings: Vec<String>,
+    /// The redacted diff of `slclient.toml` against the expected one, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// Why a secret could not be verified at all (an input error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cluster {cluster}: field `data.slclient.toml` is not valid base64")]
+    DataBase64 { cluster: String },
+    #[error("cluster {cluster}: {error}")]
+    SlClient {
+        cluster: String,
+        error: slclient::ParseError,
+    },
+}
+
+/// How to verify: scope overrides, and whether to render diffs.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Parts of the scope given on the command line; they override the secret's.
+    pub scope: Scope,
+    /// Render the redacted diff for clusters that do not match.
+    pub diff: bool,
+    /// Show values instead of fingerprints in diffs (the caller checked stdout is a terminal).
+    pub reveal: bool,
+}
+
+/// The warning for a classic infrastructure key in the secret.
+pub const WARN_SECRET_SL: &str = "classic infrastructure key set in [Softlayer] softlayer_api_key: it takes precedence over the IAM key for classic infrastructure resources";
+/// The warning for a classic infrastructure key in the record.
+pub const WARN_RECORD_SL: &str = "source of truth has SLAPIKey set: a classic infrastructure key takes precedence over the IAM key for classic infrastructure resources";
+
+/// Decodes `slclient.toml` from the secret's data.
+pub fn decode(secret: &StorageSecret) -> Result<SlClient, VerifyError> {
+    let bytes = Zeroizing::new(
+        STANDARD
+            .decode(secret.data.trim())
+            .map_err(|_| VerifyError::DataBase64 {
+                cluster: secret.cluster.clone(),
+            })?,
+    );
+    SlClient::parse(&bytes).map_err(|error| VerifyError::SlClient {
+        cluster: secret.cluster.clone(),
+        error,
+    })
+}
+
+/// Returns the cluster's scope: the options' parts, else the secret's
+/// labels/annotations, else what `slclient.toml` tells.
+pub fn scope_of(secret: &StorageSecret, client: &SlClient, opts: &Options) -> Scope {
+    Scope {
+        account: opts.scope.account.clone().or_else(|| secret.account.clone()),
+        resource_group: opts
+            .scope
+            .resource_group
+            .clone()
+            .or_else(|| secret.resource_group.clone())
+            .or_else(|| client.resource_group.clone()),
+        region: opts
+            .scope
+            .region
+            .clone()
+            .or_else(|| secret.region.clone())
+            .or_else(|| client.region.clone()),
+    }
+}
+
+/// The key field's value, opened if it is encrypted.
+pub struct Opened {
+    pub field: KeyField,
+    pub plain: Result<(Zeroizing<Vec<u8>>, Option<KeyFormat>), OpenError>,
+}
+
+/// Opens the key field of `client` (if any) with `key`.
+pub fn open_key(client: &SlClient, key: Option<&DecryptionKey>) -> Option<Opened> {
+    let (field, value) = client.key.as_ref()?;
+    let plain = if client.encrypted {
+        match key {
+            Some(k) => k.open(value).map(|(p, f)| (p, Some(f))),
+            None => Err(OpenError::Authentication),
+        }
+    } else {
+        Ok((Zeroizing::new(value.as_bytes().to_vec()), None))
+    };
+    Some(Opened { field: *field, plain })
+}
+
+/// Verifies one secret against the truth.
+pub fn verify(
+    secret: &StorageSecret,
+    truth: &TruthIndex,
+    key: Option<&DecryptionKey>,
+    opts: &Options,
+) -> Result<ClusterReport, VerifyError> {
+    let client = decode(secret)?;
+    let scope = scope_of(secret, &client, opts);
+    let mut report = ClusterReport {
+        cluster: secret.cluster.clone(),
+        status: Status::Match,
+        field: None,
+        expected_fingerprint: None,
+        actual_fingerprint: None,
+        key_format: None,
+        plain_matches: None,
+        scope,
+        truth: None,
+        detail: None,
+        warnings: Vec::new(),
+        diff: None,
+    };
+    if client.softlayer_key_set {
+        report.warnings.push(WARN_SECRET_SL.to_owned());
+    }
+    let record = match truth.lookup(&report.scope) {
+        Lookup::Found(r) => Some(r),
+        Lookup::None => None,
+        Lookup::Ambiguous(n) => {
+            report.detail = Some(format!(
+                "{n} source-of-truth records match {}; name the scope with --account, --resource-group or --region",
+                report.scope.describe()
+            ));
+            None
+        }
+    };
+    if let Some(r) = record {
+        report.truth = Some(r.origin.clone());
+        report.expected_fingerprint = r.iam_api_key.as_ref().map(|k| k.fingerprint());
+        if r.sl_api_key_set {
+            report.warnings.push(WARN_RECORD_SL.to_owned());
+        }
+    }
+    let Some(opened) = open_key(&client, key) else {
+        report.status = Status::MissingKey;
+        report.detail = Some("slclient.toml has neither [VPC] g2_api_key nor [Bluemix] iam_api_key".to_owned());
+        return Ok(report);
+    };
+    report.field = Some(opened.field);
+    let plain = match &opened.plain {
+        Ok((plain, format)) => {
+            report.actual_fingerprint = Some(Fingerprint::of(plain));
+            report.key_format = *format;
+            plain
+        }
+        Err(e) => {
+            report.status = Status::Undecryptable;
+            report.detail = Some(e.to_string());
+            return Ok(report);
+        }
+    };
+    let expected = match record {
+        None => {
+            report.status = Status::NoTruth;
+            if report.detail.is_none() {
+                report.detail = Some(format!("no source-of-truth record for {}", report.scope.describe()));
+            }
+            return Ok(report);
+        }
+        Some(r) => match &r.iam_api_key {
+            Some(k) => k,
+            None => {
+                report.status = Status::NoTruth;
+                report.detail = Some(format!("{} has no IAMAPIKey", r.origin));
+                return Ok(report);
+            }
+        },
+    };
+    let equal: bool = plain.as_slice().ct_eq(expected.expose_secret().as_bytes()).into();
+    report.status = if !client.encrypted {
+        report.plain_matches = Some(equal);
+        report.detail = Some(format!(
+            "encryption = false: the plain value was compared and {}",
+            if equal { "matches" } else { "does not match" }
+        ));
+        Status::NotEncrypted
+    } else if equal {
+        Status::Match
+    } else {
+        report.detail = Some("the decrypted key differs from the source of truth".to_owned());
+        Status::Mismatch
+    };
+    if opts.diff && report.status != Status::Match {
+        report.diff = Some(redact::diff_against_truth(
+            &client,
+            opened.field,
+            plain,
+            expected,
+            &secret.cluster,
+            opts.reveal,
+        ));
+    }
+    Ok(report)
+}

@@ -1,0 +1,1009 @@
+//! `rekey storage`: envelopes sealed by Python's `cryptography`, Secrets as
+//! kubectl prints them, truth from files and a real etcd.
+
+use crate::storage_support::*;
+use crate::support::*;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use std::path::{Path, PathBuf};
+
+const AUTH: &str = "authentication failed: wrong key, wrong key format, or corrupted ciphertext";
+
+/// One cluster, its truth and its AES key, written to a temp dir.
+struct Case {
+    tmp: tempfile::TempDir,
+    api: Canary,
+    aes: Canary,
+    secret: PathBuf,
+    truth: PathBuf,
+    key_file: PathBuf,
+}
+
+impl Case {
+    /// A VPC cluster whose g2_api_key is `stored` (sealed with the AES canary) and truth `api`.
+    fn vpc(tag: &str, stored: Option<&str>) -> Case {
+        let tmp = tempdir();
+        let api = Canary::new(tag);
+        let aes = aes_canary(tag);
+        let env = seal(aes.key.as_bytes(), stored.unwrap_or(&api.key));
+        let secret = write(
+            tmp.path(),
+            "c1.json",
+            secret_json("c1", &vpc_toml(&env, "rg1", "us-south", true)),
+        );
+        let truth = write_truth(
+            tmp.path(),
+            "truth.json",
+            &[record("acc1", "rg1", "us-south", Some(&api.key), None)],
+        );
+        let key_file = write(tmp.path(), "aes.key", format!("{}\n", aes.key));
+        Case {
+            tmp,
+            api,
+            aes,
+            secret,
+            truth,
+            key_file,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// `rekey storage diff` with the case's files and `extra` args.
+    fn diff(&self, extra: &[&str]) -> Run {
+        let run = rekey()
+            .args(["storage", "diff", "--secret"])
+            .arg(&self.secret)
+            .arg("--truth")
+            .arg(&self.truth)
+            .arg("--decryption-key-file")
+            .arg(&self.key_file)
+            .args(extra)
+            .run();
+        self.no_leak(&run);
+        run
+    }
+
+    fn no_leak(&self, run: &Run) {
+        self.api.assert_not_in_run(run);
+        self.aes.assert_not_in_run(run);
+    }
+
+    /// Rewrites the secret with a new slclient.toml.
+    fn set_toml(&mut self, toml: &str) {
+        self.secret = write(self.dir(), "c1.json", secret_json("c1", toml));
+    }
+}
+
+/// Asserts exit 2, the message, and that the run wrote nothing.
+#[track_caller]
+fn assert_input_error(case: &Case, extra: &[&str], message: &str) {
+    let before = snapshot(case.dir());
+    let run = case.diff(extra);
+    run.code(2).stderr_has(message);
+    assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    assert_eq!(snapshot(case.dir()), before, "a failed run changed files");
+}
+
+#[track_caller]
+fn one_status(case: &Case, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--output", "json"];
+    args.extend_from_slice(extra);
+    let run = case.diff(&args);
+    let json = run.json();
+    let c = cluster(&json, "c1").clone();
+    assert_eq!(run.code, if c["status"] == "match" { 0 } else { 1 }, "{}", run.stdout);
+    c
+}
+
+// ------------------------------------------------------------------ diff: the main paths
+
+#[test]
+fn vpc_cluster_matching_the_truth_exits_0_with_fingerprints() {
+    let case = Case::vpc("vpcmatch", None);
+    let run = case.diff(&["--output", "json"]);
+    run.code(0);
+    let json = run.json();
+    let c = cluster(&json, "c1");
+    assert_eq!(c["status"], "match");
+    assert_eq!(c["field"], "VPC.g2_api_key");
+    assert_eq!(c["key_format"], "raw");
+    assert_eq!(c["expected_fingerprint"], fingerprint(case.api.key.as_bytes()));
+    assert_eq!(c["actual_fingerprint"], fingerprint(case.api.key.as_bytes()));
+    assert_eq!(c["warnings"], serde_json::json!([]));
+    assert_eq!(c["scope"]["resource_group"], "rg1");
+    assert_eq!(c["scope"]["region"], "us-south");
+    assert_eq!(json["summary"]["ok"], true);
+    assert_eq!(json["summary"]["statuses"]["match"], 1);
+    case.api
+        .assert_not_in_tree(case.dir(), std::slice::from_ref(&case.truth));
+}
+
+#[test]
+fn mismatch_exits_1_and_shows_a_redacted_diff() {
+    let stale = Canary::new("stale");
+    let case = Case::vpc("mism", Some(&stale.key));
+    let run = case.diff(&["--diff"]);
+    stale.assert_not_in_run(&run);
+    run.code(1).stdout_has("c1  mismatch  field VPC.g2_api_key");
+    let old = fingerprint(stale.key.as_bytes());
+    let new = fingerprint(case.api.key.as_bytes());
+    run.stdout_has(&format!("-  g2_api_key = \"<{old}>\"  # decrypted"));
+    run.stdout_has(&format!("+  g2_api_key = \"<{new}>\"  # decrypted"));
+    run.stdout_has("1 cluster: 1 mismatch");
+    assert!(
+        !run.stdout.contains("iam_client_secret = \"bx\""),
+        "secret-named fields are redacted"
+    );
+}
+
+#[test]
+fn yaml_secret_and_classic_key_with_softlayer_warning() {
+    let mut case = Case::vpc("yaml", None);
+    let env = seal(case.aes.key.as_bytes(), &case.api.key);
+    let sl = Canary::new("slkey");
+    case.secret = write(
+        case.dir(),
+        "c1.yaml",
+        secret_yaml("c1", &classic_toml(&env, "us-south", &sl.key)),
+    );
+    let run = case.diff(&["--output", "json"]);
+    sl.assert_not_in_run(&run);
+    // Classic: no resource group in the file; the single us-south record is the match.
+    let c = cluster(&run.code(0).json(), "c1").clone();
+    assert_eq!(c["status"], "match");
+    assert_eq!(c["field"], "Bluemix.iam_api_key");
+    assert!(c["warnings"][0].as_str().unwrap().contains("softlayer_api_key"), "{c}");
+}
+
+#[test]
+fn truth_with_slapikey_is_warned_about() {
+    let mut case = Case::vpc("slrec", None);
+    let sl = Canary::new("slrec");
+    case.truth = write_truth(
+        case.dir(),
+        "truth.json",
+        &[record("acc1", "rg1", "us-south", Some(&case.api.key), Some(&sl.key))],
+    );
+    let run = case.diff(&["--output", "json"]);
+    sl.assert_not_in_run(&run);
+    let c = cluster(&run.code(0).json(), "c1").clone();
+    assert!(c["warnings"][0].as_str().unwrap().contains("SLAPIKey"), "{c}");
+}
+
+#[test]
+fn fleet_list_reports_every_status_and_a_summary() {
+    let tmp = tempdir();
+    let aes = aes_canary("fleet");
+    let other_aes = [7u8; 32];
+    let keys: Vec<Canary> = (0..4).map(|i| Canary::new(&format!("fleet{i}"))).collect();
+    let envs = seal_many(&[
+        (aes.key.as_bytes(), keys[0].key.as_bytes(), None), // match, rg0
+        (aes.key.as_bytes(), keys[3].key.as_bytes(), None), // mismatch, rg1
+        (&other_aes, keys[2].key.as_bytes(), None),         // undecryptable, rg2
+        (aes.key.as_bytes(), b"whatever-key", None),        // no_truth, rg-none
+    ]);
+    let items = vec![
+        secret_json("m", &vpc_toml(&envs[0], "rg0", "us-south", true)),
+        secret_json("x", &vpc_toml(&envs[1], "rg1", "us-south", true)),
+        secret_json("u", &vpc_toml(&envs[2], "rg2", "us-south", true)),
+        secret_json("n", &vpc_toml(&envs[3], "rg-none", "us-south", true)),
+        secret_json("p", &vpc_toml(&keys[1].key, "rg1b", "us-south", false)),
+        secret_json(
+            "k",
+            &vpc_toml("", "rg0", "us-south", true).replace("  g2_api_key = \"\"\n", ""),
+        ),
+    ];
+    let list = write(tmp.path(), "fleet.json", list_json(&items));
+    let truth = write_truth(
+        tmp.path(),
+        "truth.json",
+        &[
+            record("a", "rg0", "us-south", Some(&keys[0].key), None),
+            record("a", "rg1", "us-south", Some(&keys[1].key), None),
+            record("a", "rg1b", "us-south", Some(&keys[1].key), None),
+            record("a", "rg2", "us-south", Some(&keys[2].key), None),
+        ],
+    );
+    let key_file = write(tmp.path(), "aes.key", &aes.key);
+    let run = rekey()
+        .args(["storage", "diff", "--output", "json", "--secret"])
+        .arg(&list)
+        .arg("--truth")
+        .arg(&truth)
+        .arg("--decryption-key-file")
+        .arg(&key_file)
+        .run();
+    for k in keys.iter().chain([&aes]) {
+        k.assert_not_in_run(&run);
+    }
+    let json = run.code(1).json();
+    let status = |id: &str| cluster(&json, id)["status"].as_str().unwrap().to_owned();
+    assert_eq!(status("m"), "match");
+    assert_eq!(status("x"), "mismatch");
+    assert_eq!(status("u"), "undecryptable");
+    assert_eq!(cluster(&json, "u")["detail"], AUTH);
+    assert_eq!(status("n"), "no_truth");
+    assert_eq!(status("p"), "not_encrypted");
+    assert_eq!(cluster(&json, "p")["plain_matches"], true);
+    assert_eq!(status("k"), "missing_key");
+    let ids: Vec<&str> = json["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["m", "x", "u", "n", "p", "k"], "output keeps input order");
+    assert_eq!(json["summary"]["clusters"], 6);
+    assert_eq!(json["summary"]["ok"], false);
+    for s in [
+        "match",
+        "mismatch",
+        "undecryptable",
+        "no_truth",
+        "not_encrypted",
+        "missing_key",
+    ] {
+        assert_eq!(json["summary"]["statuses"][s], 1, "{s}");
+    }
+}
+
+#[test]
+fn directory_of_secrets_named_by_cluster_id() {
+    let tmp = tempdir();
+    let aes = aes_canary("dir");
+    let api = Canary::new("dir");
+    let envs = seal_many(&[
+        (aes.key.as_bytes(), api.key.as_bytes(), None),
+        (aes.key.as_bytes(), api.key.as_bytes(), None),
+    ]);
+    let dir = tmp.path().join("fleet");
+    // No cluster-id annotation: the file name is the cluster ID.
+    let strip = |s: String| s.replace("\"example.com/cluster-id\": \"x\"", "\"other\": \"y\"");
+    write(
+        &dir,
+        "c0ffee01.json",
+        strip(secret_json("x", &vpc_toml(&envs[0], "rg1", "us-south", true))),
+    );
+    write(
+        &dir,
+        "c0ffee02.yaml",
+        secret_yaml("c0ffee02", &vpc_toml(&envs[1], "rg1", "us-south", true)),
+    );
+    write(&dir, "README.txt", "not a secret");
+    let truth = write_truth(
+        tmp.path(),
+        "truth.json",
+        &[record("a", "rg1", "us-south", Some(&api.key), None)],
+    );
+    let key_file = write(tmp.path(), "aes.key", &aes.key);
+    let run = rekey()
+        .args(["storage", "diff", "--secret"])
+        .arg(&dir)
+        .arg("--truth")
+        .arg(&truth)
+        .arg("--decryption-key-file")
+        .arg(&key_file)
+        .run();
+    api.assert_not_in_run(&run);
+    aes.assert_not_in_run(&run);
+    run.code(0)
+        .stdout_has("c0ffee01  match")
+        .stdout_has("c0ffee02  match")
+        .stdout_has("2 clusters: 2 match");
+}
+
+#[test]
+fn scope_flags_pick_the_record_when_the_secret_cannot() {
+    let mut case = Case::vpc("scope", None);
+    case.truth = write_truth(
+        case.dir(),
+        "truth.json",
+        &[
+            record("acc1", "rg1", "us-south", Some(&case.api.key), None),
+            record("acc2", "rg1", "us-south", Some("other-key"), None),
+        ],
+    );
+    let c = one_status(&case, &[]);
+    assert_eq!(c["status"], "no_truth");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2 source-of-truth records match"),
+        "{c}"
+    );
+    let c = one_status(&case, &["--account", "acc1"]);
+    assert_eq!(c["status"], "match");
+    assert_eq!(c["truth"], format!("{} record 1", case.truth.display()));
+}
+
+#[test]
+fn every_key_encoding_opens_and_auto_reports_which() {
+    use sha2::Digest;
+    let api = Canary::new("enc");
+    let aes16 = b"0123456789abcdef";
+    let aes24 = b"0123456789abcdef01234567";
+    let pass = "correct horse battery staple";
+    let hexkey = [0x5au8; 32];
+    let b64key = [0xa5u8; 24];
+    let sha = sha2::Sha256::digest(pass.as_bytes());
+    let cases: Vec<(Vec<u8>, String, &str)> = vec![
+        (aes16.to_vec(), String::from_utf8(aes16.to_vec()).unwrap(), "raw"),
+        (aes24.to_vec(), String::from_utf8(aes24.to_vec()).unwrap(), "raw"),
+        (hexkey.to_vec(), hex::encode(hexkey), "hex"),
+        (b64key.to_vec(), STANDARD.encode(b64key), "base64"),
+        (sha.to_vec(), pass.to_owned(), "sha256"),
+    ];
+    let items: Vec<SealItem> = cases
+        .iter()
+        .map(|(k, _, _)| (k.as_slice(), api.key.as_bytes(), None))
+        .collect();
+    let envs = seal_many(&items);
+    for ((_, text, format), env) in cases.iter().zip(&envs) {
+        let tmp = tempdir();
+        let secret = write(
+            tmp.path(),
+            "c1.json",
+            secret_json("c1", &vpc_toml(env, "rg1", "us-south", true)),
+        );
+        let truth = write_truth(
+            tmp.path(),
+            "t.json",
+            &[record("a", "rg1", "us-south", Some(&api.key), None)],
+        );
+        for flag in ["auto", format] {
+            let run = rekey()
+                .args(["storage", "diff", "--output", "json", "--key-format", flag, "--secret"])
+                .arg(&secret)
+                .arg("--truth")
+                .arg(&truth)
+                .arg("--decryption-key-env")
+                .arg("REKEY_TEST_AES")
+                .env("REKEY_TEST_AES", text)
+                .run();
+            api.assert_not_in_run(&run);
+            Canary::with_value(text).assert_not_in_run(&run);
+            let json = run.code(0).json();
+            assert_eq!(cluster(&json, "c1")["key_format"], *format, "{flag} for {format}");
+        }
+    }
+}
+
+// ------------------------------------------------------------------ bad envelopes: per-cluster status
+
+fn with_envelope(tag: &str, envelope: impl FnOnce(&Case) -> String) -> serde_json::Value {
+    let mut case = Case::vpc(tag, None);
+    let env = envelope(&case);
+    case.set_toml(&vpc_toml(&env, "rg1", "us-south", true));
+    one_status(&case, &[])
+}
+
+#[test]
+fn envelope_that_is_not_base64_is_undecryptable() {
+    let c = with_envelope("envb64", |_| "not*base64*at*all".to_owned());
+    assert_eq!(c["status"], "undecryptable");
+    assert_eq!(c["detail"], "malformed envelope: not valid standard base64");
+}
+
+#[test]
+fn envelope_shorter_than_28_bytes_is_undecryptable() {
+    let c = with_envelope("short", |_| STANDARD.encode([1u8; 27]));
+    assert_eq!(c["status"], "undecryptable");
+    assert_eq!(
+        c["detail"],
+        "malformed envelope: 27 bytes, shorter than nonce and tag (28 bytes)"
+    );
+    let c = with_envelope("short28", |_| STANDARD.encode([1u8; 28]));
+    assert_eq!(c["detail"], AUTH);
+}
+
+fn flipped(case: &Case, at: impl Fn(usize) -> usize) -> String {
+    let env = seal(case.aes.key.as_bytes(), &case.api.key);
+    let mut raw = STANDARD.decode(env).unwrap();
+    let i = at(raw.len());
+    raw[i] ^= 0x01;
+    STANDARD.encode(raw)
+}
+
+#[test]
+fn flipped_bit_in_nonce_is_undecryptable_with_the_one_message() {
+    let c = with_envelope("fnonce", |case| flipped(case, |_| 3));
+    assert_eq!(
+        (c["status"].as_str(), c["detail"].as_str()),
+        (Some("undecryptable"), Some(AUTH))
+    );
+    assert_eq!(c["actual_fingerprint"], serde_json::Value::Null);
+}
+
+#[test]
+fn flipped_bit_in_ciphertext_is_undecryptable_with_the_one_message() {
+    let c = with_envelope("fct", |case| flipped(case, |_| 14));
+    assert_eq!(
+        (c["status"].as_str(), c["detail"].as_str()),
+        (Some("undecryptable"), Some(AUTH))
+    );
+}
+
+#[test]
+fn flipped_bit_in_tag_is_undecryptable_with_the_one_message() {
+    let c = with_envelope("ftag", |case| flipped(case, |n| n - 1));
+    assert_eq!(
+        (c["status"].as_str(), c["detail"].as_str()),
+        (Some("undecryptable"), Some(AUTH))
+    );
+}
+
+#[test]
+fn wrong_key_is_undecryptable_with_the_one_message() {
+    let c = with_envelope("wrongkey", |case| seal(&[9u8; 32], &case.api.key));
+    assert_eq!(
+        (c["status"].as_str(), c["detail"].as_str()),
+        (Some("undecryptable"), Some(AUTH))
+    );
+    // The wrong format is not told apart from a wrong key either.
+    let case = Case::vpc("wrongfmt", None);
+    let c = one_status(&case, &["--key-format", "sha256"]);
+    assert_eq!(
+        (c["status"].as_str(), c["detail"].as_str()),
+        (Some("undecryptable"), Some(AUTH))
+    );
+}
+
+// ------------------------------------------------------------------ bad input: exit 2, nothing written
+
+#[test]
+fn raw_keys_of_15_31_and_33_bytes_are_rejected() {
+    let mut case = Case::vpc("keylen", None);
+    for n in [15usize, 31, 33] {
+        case.key_file = write(case.dir(), "aes.key", "k".repeat(n));
+        assert_input_error(
+            &case,
+            &["--key-format", "raw"],
+            &format!("a raw key is {n} bytes; AES-GCM needs 16, 24 or 32"),
+        );
+    }
+}
+
+#[test]
+fn hex_key_of_63_digits_is_rejected() {
+    let mut case = Case::vpc("hex63", None);
+    case.key_file = write(case.dir(), "aes.key", "a".repeat(63));
+    assert_input_error(
+        &case,
+        &["--key-format", "hex"],
+        "a hex key has 63 hex digits; AES-GCM needs 32, 48 or 64",
+    );
+}
+
+#[test]
+fn base64_key_that_is_not_base64_is_rejected() {
+    let mut case = Case::vpc("keyb64", None);
+    case.key_file = write(case.dir(), "aes.key", "***");
+    assert_input_error(
+        &case,
+        &["--key-format", "base64"],
+        "the base64 key is not valid standard base64",
+    );
+}
+
+#[test]
+fn empty_decryption_key_is_rejected() {
+    let mut case = Case::vpc("keyempty", None);
+    case.key_file = write(case.dir(), "aes.key", "\n");
+    assert_input_error(&case, &[], "the decryption key is empty");
+}
+
+#[test]
+fn secret_data_that_is_not_base64_is_rejected() {
+    let mut case = Case::vpc("datab64", None);
+    case.secret = write(case.dir(), "c1.json", secret_json_raw("c1", "%%%not-base64%%%"));
+    assert_input_error(
+        &case,
+        &[],
+        "c1.json: cluster c1: field `data.slclient.toml` is not valid base64",
+    );
+}
+
+#[test]
+fn toml_that_does_not_parse_is_rejected_without_echoing_it() {
+    let mut case = Case::vpc("badtoml", None);
+    // A plain key on a broken line: the parser's quote of the line must not reach the user.
+    case.set_toml(&format!("[VPC\n  g2_api_key = \"{}\"\n", case.api.key));
+    assert_input_error(&case, &[], "c1.json: cluster c1: slclient.toml does not parse as TOML");
+}
+
+#[test]
+fn toml_field_of_the_wrong_type_is_rejected() {
+    let mut case = Case::vpc("tomltype", None);
+    case.set_toml("[VPC]\n  g2_api_key = 12\n");
+    assert_input_error(&case, &[], "field `VPC.g2_api_key` has type integer, expected string");
+}
+
+#[test]
+fn secret_of_the_wrong_kind_is_rejected() {
+    let mut case = Case::vpc("kind", None);
+    let text = std::fs::read_to_string(&case.secret)
+        .unwrap()
+        .replace("\"Secret\"", "\"ConfigMap\"");
+    case.secret = write(case.dir(), "c1.json", text);
+    assert_input_error(&case, &[], "field `kind` is \"ConfigMap\", expected \"Secret\"");
+}
+
+#[test]
+fn secret_of_the_wrong_name_is_rejected() {
+    let mut case = Case::vpc("name", None);
+    let text = std::fs::read_to_string(&case.secret)
+        .unwrap()
+        .replace("storage-secret-store", "all-icr-io");
+    case.secret = write(case.dir(), "c1.json", text);
+    assert_input_error(
+        &case,
+        &[],
+        "field `metadata.name` is \"all-icr-io\", expected \"storage-secret-store\"",
+    );
+}
+
+#[test]
+fn secret_that_is_not_json_or_yaml_is_rejected() {
+    let mut case = Case::vpc("syntax", None);
+    case.secret = write(case.dir(), "c1.json", "{\"kind\": \"Secret\", ");
+    assert_input_error(&case, &[], "c1.json: not JSON: unexpected end of input");
+    case.secret = write(case.dir(), "c1.yaml", "kind: [Secret\n");
+    assert_input_error(&case, &[], "c1.yaml: not JSON or YAML");
+    // In a List, the broken item is named.
+    let good = secret_json("c1", &vpc_toml("x", "rg1", "us-south", true));
+    case.secret = write(case.dir(), "list.json", list_json(&[good, "{\"kind\": 5}".to_owned()]));
+    assert_input_error(&case, &[], "list.json: item 1: not JSON: invalid type: integer `5`");
+}
+
+#[test]
+fn truth_with_wrong_types_is_rejected_naming_the_field() {
+    let mut case = Case::vpc("truthtype", None);
+    let mut rec = record("acc1", "rg1", "us-south", Some(&case.api.key), None);
+    rec["ResourceGroupID"] = serde_json::json!(42);
+    case.truth = write_truth(case.dir(), "truth.json", &[rec]);
+    assert_input_error(
+        &case,
+        &[],
+        &format!(
+            "{} record 1: field `ResourceGroupID` is a number, expected a string or null",
+            case.truth.display()
+        ),
+    );
+    let mut rec = record("acc1", "rg1", "us-south", Some(&case.api.key), None);
+    rec["IAMAPIKey"] = serde_json::json!({"v": 1});
+    case.truth = write_truth(case.dir(), "truth.json", &[rec]);
+    assert_input_error(&case, &[], "field `IAMAPIKey` is an object, expected a string or null");
+}
+
+#[test]
+fn duplicate_truth_records_for_one_scope_are_rejected() {
+    let mut case = Case::vpc("dup", None);
+    let r = record("acc1", "rg1", "us-south", Some(&case.api.key), None);
+    case.truth = write_truth(case.dir(), "truth.json", &[r.clone(), r]);
+    let t = case.truth.display().to_string();
+    assert_input_error(
+        &case,
+        &[],
+        &format!("{t} record 2 has the same account, resource group and region as {t} record 1"),
+    );
+}
+
+#[test]
+fn ndjson_truth_is_read() {
+    let mut case = Case::vpc("ndjson", None);
+    let a = record("acc0", "rg0", "eu-de", Some("k0"), None);
+    let b = record("acc1", "rg1", "us-south", Some(&case.api.key), None);
+    case.truth = write(case.dir(), "truth.ndjson", format!("{a}\n{b}\n"));
+    assert_eq!(one_status(&case, &[])["status"], "match");
+}
+
+#[test]
+fn empty_inputs_are_rejected() {
+    let mut case = Case::vpc("empty", None);
+    let good_secret = case.secret.clone();
+    case.secret = write(case.dir(), "empty.json", "");
+    assert_input_error(&case, &[], "the input is empty");
+    case.secret = write(case.dir(), "list.json", list_json(&[]));
+    assert_input_error(&case, &[], "the List has no items");
+    case.secret = good_secret;
+    case.truth = write(case.dir(), "truth.json", " \n");
+    assert_input_error(&case, &[], "truth.json: no records");
+    case.truth = write(case.dir(), "truth.json", "[]");
+    assert_input_error(&case, &[], "truth.json: no records");
+}
+
+// ------------------------------------------------------------------ before/after and --reveal
+
+#[test]
+fn before_and_after_snapshots_prove_the_key_changed() {
+    let case = Case::vpc("snap", None);
+    let new = Canary::new("snapnew");
+    let env = seal(case.aes.key.as_bytes(), &new.key);
+    let after = write(
+        case.dir(),
+        "after.json",
+        secret_json("c1", &vpc_toml(&env, "rg1", "us-south", true)),
+    );
+    let run = rekey()
+        .args(["storage", "diff", "--before"])
+        .arg(&case.secret)
+        .arg("--after")
+        .arg(&after)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .run();
+    case.no_leak(&run);
+    new.assert_not_in_run(&run);
+    run.code(0)
+        .stdout_has(&format!(
+            "-  g2_api_key = \"<{}>\"",
+            fingerprint(case.api.key.as_bytes())
+        ))
+        .stdout_has(&format!("+  g2_api_key = \"<{}>\"", fingerprint(new.key.as_bytes())))
+        .stdout_has("key changed");
+    // The same key re-encrypted (new nonce) is not a change.
+    let again = seal(case.aes.key.as_bytes(), &case.api.key);
+    let same = write(
+        case.dir(),
+        "same.json",
+        secret_json("c1", &vpc_toml(&again, "rg1", "us-south", true)),
+    );
+    let run = rekey()
+        .args(["storage", "diff", "--output", "json", "--before"])
+        .arg(&case.secret)
+        .arg("--after")
+        .arg(&same)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .run();
+    case.no_leak(&run);
+    let json = run.code(1).json();
+    assert_eq!(json["key_changed"], false);
+    assert_eq!(json["diff"], "");
+}
+
+#[test]
+fn reveal_is_ignored_when_stdout_is_not_a_terminal() {
+    let stale = Canary::new("reveal");
+    let case = Case::vpc("reveal", Some(&stale.key));
+    let run = case.diff(&["--diff", "--reveal"]);
+    stale.assert_not_in_run(&run);
+    run.code(1)
+        .stderr_has("warning: --reveal ignored: stdout is not a terminal");
+}
+
+// ------------------------------------------------------------------ etcd
+
+#[test]
+fn truth_from_a_real_etcd() {
+    let etcd = etcd();
+    let prefix = format!("truth-{}", unique_hex());
+    let case = Case::vpc("etcd", None);
+    etcd.put(
+        &format!("/{prefix}/acc1/rg1/us-south"),
+        &record("acc1", "rg1", "us-south", Some(&case.api.key), None).to_string(),
+    );
+    etcd.put(
+        &format!("/{prefix}/acc1/rg9/eu-de"),
+        &record("acc1", "rg9", "eu-de", Some("x"), None).to_string(),
+    );
+    // A key beside the prefix that must not be read.
+    etcd.put(
+        &format!("/{prefix}x/dup"),
+        &record("acc1", "rg1", "us-south", Some("y"), None).to_string(),
+    );
+    let run = rekey()
+        .args(["storage", "diff", "--output", "json", "--secret"])
+        .arg(&case.secret)
+        .arg("--truth")
+        .arg(etcd.url(&prefix))
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .run();
+    case.no_leak(&run);
+    let json = run.code(0).json();
+    assert_eq!(
+        cluster(&json, "c1")["truth"],
+        format!("etcd key /{prefix}/acc1/rg1/us-south")
+    );
+}
+
+#[test]
+fn etcd_record_with_wrong_types_is_rejected() {
+    let etcd = etcd();
+    let prefix = format!("bad-{}", unique_hex());
+    let case = Case::vpc("etcdbad", None);
+    let mut rec = record("acc1", "rg1", "us-south", Some(&case.api.key), None);
+    rec["Region"] = serde_json::json!(true);
+    etcd.put(&format!("/{prefix}/r"), &rec.to_string());
+    let run = rekey()
+        .args(["storage", "diff", "--secret"])
+        .arg(&case.secret)
+        .arg("--truth")
+        .arg(etcd.url(&prefix))
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .run();
+    case.no_leak(&run);
+    run.code(2).stderr_has(&format!(
+        "etcd key /{prefix}/r: field `Region` is a boolean, expected a string or null"
+    ));
+    let run = rekey()
+        .args(["storage", "diff", "--secret"])
+        .arg(&case.secret)
+        .arg("--truth")
+        .arg(etcd.url("nothing-here"))
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .run();
+    run.code(2).stderr_has("no keys under prefix /nothing-here/");
+}
+
+// ------------------------------------------------------------------ wait
+
+/// A fake kubectl that prints `before` for the first `flip_after` calls, then `after`,
+/// and records its arguments.
+fn fake_kubectl(dir: &Path, before: &str, after: &str, flip_after: u32) -> PathBuf {
+    let before = write(dir, "before.json", before);
+    let after = write(dir, "after.json", after);
+    let count = dir.join("count");
+    let args = dir.join("args");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> '{args}'\nn=$(cat '{count}' 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > '{count}'\nif [ $n -le {flip_after} ]; then cat '{before}'; else cat '{after}'; fi\n",
+        args = args.display(),
+        count = count.display(),
+        before = before.display(),
+        after = after.display()
+    );
+    let path = write(dir, "kubectl", script);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn wait_polls_until_the_key_arrives() {
+    let stale = Canary::new("waitold");
+    let case = Case::vpc("wait", None);
+    let old_env = seal(case.aes.key.as_bytes(), &stale.key);
+    let old = secret_json("c1", &vpc_toml(&old_env, "rg1", "us-south", true));
+    let new = std::fs::read_to_string(&case.secret).unwrap();
+    let kubectl = fake_kubectl(case.dir(), &old, &new, 2);
+    let run = rekey()
+        .args([
+            "storage",
+            "wait",
+            "--output",
+            "json",
+            "--interval",
+            "50ms",
+            "--timeout",
+            "1h",
+            "--context",
+            "ctx1",
+        ])
+        .arg("--truth")
+        .arg(&case.truth)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .arg("--kubectl")
+        .arg(&kubectl)
+        .run();
+    case.no_leak(&run);
+    stale.assert_not_in_run(&run);
+    let json = run.code(0).json();
+    assert_eq!(json["attempts"], 3);
+    assert_eq!(json["matched"], true);
+    assert_eq!(json["cluster"]["status"], "match");
+    run.stderr_has("attempt 1: c1 mismatch")
+        .stderr_has("attempt 3: c1 match");
+    let args = std::fs::read_to_string(case.dir().join("args")).unwrap();
+    assert_eq!(
+        args.lines().next(),
+        Some("--context ctx1 get secret storage-secret-store -n kube-system -o json")
+    );
+}
+
+#[test]
+fn wait_gives_up_at_the_timeout_with_exit_1() {
+    let stale = Canary::new("waitto");
+    let case = Case::vpc("waitto", None);
+    let old_env = seal(case.aes.key.as_bytes(), &stale.key);
+    let old = secret_json("c1", &vpc_toml(&old_env, "rg1", "us-south", true));
+    let kubectl = fake_kubectl(case.dir(), &old, &old, 1000);
+    let run = rekey()
+        .args(["storage", "wait", "--interval", "20ms", "--timeout", "100ms"])
+        .arg("--truth")
+        .arg(&case.truth)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .arg("--kubectl")
+        .arg(&kubectl)
+        .run();
+    case.no_leak(&run);
+    stale.assert_not_in_run(&run);
+    run.code(1).stdout_has("c1  mismatch").stdout_has("timed out after");
+}
+
+#[test]
+fn wait_with_a_missing_kubectl_times_out_naming_the_error() {
+    let case = Case::vpc("waitnokc", None);
+    let run = rekey()
+        .args([
+            "storage",
+            "wait",
+            "--interval",
+            "20ms",
+            "--timeout",
+            "50ms",
+            "--kubectl",
+        ])
+        .arg(case.dir().join("no-such-kubectl"))
+        .arg("--truth")
+        .arg(&case.truth)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .run();
+    case.no_leak(&run);
+    run.code(1).stdout_has("last error: running");
+}
+
+// ------------------------------------------------------------------ check-log
+
+const PHRASES: [&str; 5] = [
+    "Successfully populated secret information from network.toml",
+    "Updating the cluster secret",
+    "Storage Encryption is enabled.  Encrypting Bluemix.IAMAPIKey",
+    "Successfully Uploaded config to cluster updater within 5s with StatusCode: 200",
+    "About to send the credential Audit event for cluster secret update",
+];
+
+fn job_log(skip: Option<usize>) -> String {
+    let mut s =
+        String::from("2026-11-23T10:00:00Z INFO cluster_secret_update start cluster=c0ffee resourceGroup=rg77\n");
+    for (i, p) in PHRASES.iter().enumerate() {
+        if Some(i) != skip {
+            s.push_str(&format!("2026-11-23T10:00:0{i}Z INFO {p}\n"));
+        }
+    }
+    s
+}
+
+#[test]
+fn check_log_accepts_a_complete_log() {
+    let tmp = tempdir();
+    let log = write(tmp.path(), "job.log", job_log(None));
+    let run = rekey()
+        .args(["storage", "check-log"])
+        .arg(&log)
+        .args(["--cluster", "c0ffee", "--resource-group", "rg77"])
+        .run();
+    run.code(0)
+        .stdout_has("ok: all 5 phrases in order; names cluster c0ffee and resource group rg77");
+}
+
+#[test]
+fn check_log_reports_the_first_missing_phrase() {
+    let tmp = tempdir();
+    let log = write(tmp.path(), "job.log", job_log(Some(3)));
+    let run = rekey()
+        .args(["storage", "check-log", "--output", "json"])
+        .arg(&log)
+        .args(["--cluster", "c0ffee"])
+        .run();
+    let json = run.code(1).json();
+    assert_eq!(json["ok"], false);
+    assert_eq!(
+        json["first_missing"],
+        format!("phrase 4 missing after phrase 3: \"{}\"", PHRASES[3])
+    );
+    assert_eq!(json["phrases"][2]["line"], 4);
+}
+
+#[test]
+fn check_log_requires_cluster_and_resource_group_names() {
+    let tmp = tempdir();
+    let log = write(tmp.path(), "job.log", job_log(None));
+    let run = rekey()
+        .args(["storage", "check-log"])
+        .arg(&log)
+        .args(["--cluster", "deadbeef"])
+        .run();
+    run.code(1)
+        .stdout_has("problem: the log does not name cluster deadbeef");
+    let run = rekey()
+        .args(["storage", "check-log"])
+        .arg(&log)
+        .args(["--cluster", "c0ffee", "--resource-group", "rg00"])
+        .run();
+    run.code(1)
+        .stdout_has("problem: the log does not name resource group rg00");
+}
+
+#[test]
+fn check_log_of_an_empty_or_missing_file_is_an_error() {
+    let tmp = tempdir();
+    let log = write(tmp.path(), "job.log", "");
+    rekey()
+        .args(["storage", "check-log"])
+        .arg(&log)
+        .args(["--cluster", "c0ffee"])
+        .run()
+        .code(2)
+        .stderr_has("the log is empty");
+    rekey()
+        .args(["storage", "check-log"])
+        .arg(tmp.path().join("nope.log"))
+        .args(["--cluster", "c0ffee"])
+        .run()
+        .code(2)
+        .stderr_has("error: reading");
+}
+
+#[test]
+fn parser_errors_do_not_quote_secret_values() {
+    let mut case = Case::vpc("quote", None);
+    // `data` as a string instead of a map: serde would quote the value in its message.
+    let text = format!(
+        "{{\"kind\": \"Secret\", \"metadata\": {{\"name\": \"storage-secret-store\"}}, \"data\": \"{}\"}}",
+        case.api.key
+    );
+    case.secret = write(case.dir(), "c1.json", text);
+    assert_input_error(&case, &[], "invalid type: string \"…\", expected a map");
+    let yaml = format!(
+        "kind: Secret\nmetadata:\n  name: storage-secret-store\ndata: {}\n",
+        case.api.key
+    );
+    case.secret = write(case.dir(), "c1.yaml", yaml);
+    assert_input_error(&case, &[], "not JSON or YAML");
+}
+
+#[test]
+fn reveal_shows_values_only_on_a_terminal() {
+    // util-linux `script` gives rekey a pseudo-terminal as stdout.
+    let stale = Canary::new("revealtty");
+    let case = Case::vpc("revealtty", Some(&stale.key));
+    let cmd = format!(
+        "{} storage diff --diff --reveal --secret {} --truth {} --decryption-key-file {}",
+        env!("CARGO_BIN_EXE_rekey"),
+        case.secret.display(),
+        case.truth.display(),
+        case.key_file.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("-  g2_api_key = \"{}\"", stale.key)), "{text}");
+    assert!(
+        text.contains(&format!("+  g2_api_key = \"{}\"", case.api.key)),
+        "{text}"
+    );
+    assert!(!text.contains("--reveal ignored"), "{text}");
+}
+
+#[test]
+fn yaml_list_on_stdin() {
+    let case = Case::vpc("yamlstdin", None);
+    let env = seal(case.aes.key.as_bytes(), &case.api.key);
+    let item = secret_yaml("c9", &vpc_toml(&env, "rg1", "us-south", true));
+    let indented: String = item.lines().map(|l| format!("  {l}\n")).collect();
+    let list = format!("apiVersion: v1\nkind: List\nitems:\n-{}", &indented[1..]);
+    let run = rekey()
+        .args(["storage", "diff", "--output", "json", "--secret", "-", "--truth"])
+        .arg(&case.truth)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .stdin(list)
+        .run();
+    case.no_leak(&run);
+    let json = run.code(0).json();
+    assert_eq!(cluster(&json, "c9")["status"], "match");
+}
