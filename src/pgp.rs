@@ -241,14 +241,14 @@ pub fn check_recipients(certs: &[Cert], now: SystemTime, validity: Validity) -> 
         let recipient = RecipientCert { name, expires, key_ids };
         if let Some(exp) = expires {
             let left = exp.duration_since(now).unwrap_or_default();
-            if let Some(min) = validity.min {
-                if left < min {
-                    return Err(PgpError::ExpiresTooSoon {
-                        expires: show_time(exp),
-                        min: humantime::format_duration(min).to_string(),
-                        cert: recipient.name,
-                    });
-                }
+            if let Some(min) = validity.min
+                && left < min
+            {
+                return Err(PgpError::ExpiresTooSoon {
+                    expires: show_time(exp),
+                    min: humantime::format_duration(min).to_string(),
+                    cert: recipient.name,
+                });
             }
             if left < validity.warn {
                 set.expiring_soon.push(recipient.clone());
@@ -403,10 +403,10 @@ impl DecryptionHelper for Helper<'_> {
                     continue;
                 }
                 let mut pair = key.clone().into_keypair()?;
-                if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo) {
-                    if decrypt(algo, &sk) {
-                        return Ok(None);
-                    }
+                if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
+                    && decrypt(algo, &sk)
+                {
+                    return Ok(None);
                 }
             }
         }

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 /// The recipient policy keyring, relative to the repo root.
 pub const RECIPIENTS_FILE: &str = ".rekey/recipients.asc";
+/// The redo log of a multi-file write in progress, relative to the repo root (local state, never committed).
+pub const WRITE_LOG_FILE: &str = ".rekey/writes.json";
 /// The directory holding registry pull secrets, relative to the repo root.
 pub const REGISTRY_DIR: &str = "registry";
 /// The metadata schema version written.
@@ -161,10 +163,10 @@ impl Metadata {
         if meta.active.state == State::Previous {
             return Err(bad("active.state: must be pending or current".to_owned()));
         }
-        if let Some(p) = &meta.previous {
-            if p.state != State::Previous {
-                return Err(bad("previous.state: must be previous".to_owned()));
-            }
+        if let Some(p) = &meta.previous
+            && p.state != State::Previous
+        {
+            return Err(bad("previous.state: must be previous".to_owned()));
         }
         Ok(meta)
     }

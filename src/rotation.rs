@@ -15,8 +15,6 @@ use std::collections::BTreeMap;
 
 /// The journal file, relative to the repo root (not committed).
 pub const JOURNAL_FILE: &str = ".rekey/journal.json";
-/// The redo log of a multi-file write in progress, relative to the repo root.
-pub const WRITE_LOG_FILE: &str = ".rekey/writes.json";
 /// The journal schema version written.
 pub const SCHEMA: u32 = 1;
 

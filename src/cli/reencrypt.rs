@@ -54,6 +54,11 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     let now = SystemTime::now();
     let policy = repo_io::load_policy(printer, &args.repo, &args.validity, now)?;
     let keys = args.key.load()?;
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(repo_io::lock_and_recover(printer, &args.repo)?)
+    };
     let dir = repo_io::registry_dir(&args.repo);
     let mut writes = WriteSet::new();
     let mut items = Vec::new();
@@ -121,7 +126,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             }
         }
     }
-    writes.commit()?;
+    writes.commit_logged(&repo_io::write_log(&args.repo))?;
     match printer.format() {
         OutputFormat::Json => printer.json(&serde_json::json!({
             "dry_run": args.dry_run,

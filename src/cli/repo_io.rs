@@ -92,3 +92,40 @@ pub fn random_salt() -> anyhow::Result<[u8; 32]> {
     sequoia_openpgp::crypto::random(&mut salt).map_err(|e| anyhow::anyhow!("no random numbers for a salt: {e}"))?;
     Ok(salt)
 }
+
+/// The exclusive right to write to a secrets repo, held until dropped.
+pub struct RepoLock {
+    _file: std::fs::File,
+}
+
+/// Takes the repo's write lock, then finishes or cleans up what a killed
+/// rekey left half done (a redo log to roll forward, stray temporaries).
+/// Fails at once when another rekey holds the lock.
+pub fn lock_and_recover(printer: &Printer, repo_dir: &Path) -> anyhow::Result<RepoLock> {
+    // The lock is on the `.rekey` directory itself, so taking it writes nothing.
+    let path = repo_dir.join(".rekey");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!(
+                "another rekey is writing to {} (it holds a lock on {})",
+                repo_dir.display(),
+                path.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    let log = write_log(repo_dir);
+    let dirs = [registry_dir(repo_dir), repo_dir.join(".rekey")];
+    let rolled = crate::fsx::recover(&log, &[&dirs[0], &dirs[1]])?;
+    if rolled > 0 {
+        printer.status(format_args!("finished {rolled} file writes of an interrupted run"));
+    }
+    Ok(RepoLock { _file: file })
+}
+
+/// Returns the path of the repo's redo log for multi-file writes.
+pub fn write_log(repo_dir: &Path) -> PathBuf {
+    repo_dir.join(repo::WRITE_LOG_FILE)
+}

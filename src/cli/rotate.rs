@@ -148,21 +148,6 @@ fn journal_path(repo_dir: &Path) -> PathBuf {
     repo_dir.join(rotation::JOURNAL_FILE)
 }
 
-/// Finishes or undoes what a killed rekey left half done in the repo.
-pub fn recover_repo(printer: &Printer, repo_dir: &Path) -> anyhow::Result<()> {
-    let log = repo_dir.join(rotation::WRITE_LOG_FILE);
-    let dirs = [repo_io::registry_dir(repo_dir), repo_dir.join(".rekey")];
-    let rolled = fsx::recover(&log, &[&dirs[0], &dirs[1]])?;
-    if rolled > 0 {
-        printer.status(format_args!("finished {rolled} file writes of an interrupted run"));
-    }
-    Ok(())
-}
-
-fn write_log(repo_dir: &Path) -> PathBuf {
-    repo_dir.join(rotation::WRITE_LOG_FILE)
-}
-
 fn write_journal(repo_dir: &Path, journal: &Journal) -> anyhow::Result<()> {
     fsx::write_atomic(&journal_path(repo_dir), &journal.render(), fsx::PUBLIC_MODE)?;
     Ok(())
@@ -208,9 +193,11 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     let now = chrono::DateTime::<chrono::Utc>::from(now_sys);
     let policy = repo_io::load_policy(printer, &args.repo, &args.validity, now_sys)?;
     let dir = repo_io::registry_dir(&args.repo);
-    if !args.dry_run {
-        recover_repo(printer, &args.repo)?;
-    }
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(repo_io::lock_and_recover(printer, &args.repo)?)
+    };
     let jpath = journal_path(&args.repo);
     let mut journal = match std::fs::read(&jpath) {
         Ok(bytes) => Some(Journal::parse(&bytes, &jpath.display().to_string())?),
@@ -361,7 +348,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                     &meta.render(),
                     fsx::PUBLIC_MODE,
                 )?;
-                set.commit_logged(&write_log(&args.repo))?;
+                set.commit_logged(&repo_io::write_log(&args.repo))?;
             }
             let stage = if target == State::Pending {
                 Stage::Sealed
@@ -502,7 +489,7 @@ pub struct RollbackArgs {
 pub fn rollback(printer: &Printer, args: RollbackArgs) -> anyhow::Result<Exit> {
     printer.require("rollback", &[OutputFormat::Text, OutputFormat::Json])?;
     let dir = repo_io::registry_dir(&args.repo);
-    recover_repo(printer, &args.repo)?;
+    let _lock = repo_io::lock_and_recover(printer, &args.repo)?;
     let name = repo::secret_name(&args.region);
     let meta = repo_io::read_meta(&dir, &name)?.with_context(|| {
         format!(
@@ -522,7 +509,7 @@ pub fn rollback(printer: &Printer, args: RollbackArgs) -> anyhow::Result<Exit> {
     set.stage(&dir.join(repo::active_file(&name)), &new_active, fsx::PUBLIC_MODE)?;
     set.stage(&dir.join(repo::previous_file(&name)), &new_previous, fsx::PUBLIC_MODE)?;
     set.stage(&dir.join(repo::meta_file(&name)), &new_meta.render(), fsx::PUBLIC_MODE)?;
-    set.commit_logged(&write_log(&args.repo))?;
+    set.commit_logged(&repo_io::write_log(&args.repo))?;
     let commit = if args.commit {
         let message = format!(
             "Roll back the {} registry pull secret to {}\n\n{} ({}) is current again; {} ({}) is kept as previous.\n",

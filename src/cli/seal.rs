@@ -57,14 +57,15 @@ struct Sealed {
 /// Runs `rekey seal`.
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     printer.require("seal", &[OutputFormat::Text, OutputFormat::Json])?;
-    if let Some(name) = &args.key_name {
-        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            anyhow::bail!("--key-name: must be non-empty without whitespace or control characters");
-        }
+    if let Some(name) = &args.key_name
+        && (name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        anyhow::bail!("--key-name: must be non-empty without whitespace or control characters");
     }
     let now_sys = SystemTime::now();
     let now = chrono::DateTime::<chrono::Utc>::from(now_sys);
     let policy = repo_io::load_policy(printer, &args.repo, &args.validity, now_sys)?;
+    let _lock = repo_io::lock_and_recover(printer, &args.repo)?;
     let regions = generated_regions(&args.input)?;
     if regions.is_empty() {
         anyhow::bail!("{}: no <region>.dockerconfigjson files", args.input.display());
@@ -138,7 +139,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             writes.stage(&dir.join(repo::meta_file(&name)), &meta.render(), fsx::PUBLIC_MODE)?;
         }
     }
-    writes.commit()?;
+    writes.commit_logged(&repo_io::write_log(&args.repo))?;
     match printer.format() {
         OutputFormat::Json => printer.json(&serde_json::json!({ "secrets": report }))?,
         _ => {

@@ -508,11 +508,11 @@ fn burst(rule: &Rule, b: &Burst, totals: &[Sample], peaks: &[Series]) -> Outcome
     for series in peaks {
         let k = key(&series.labels);
         let g = groups.entry(k.clone()).or_insert_with(|| empty(k));
-        if let Some((t, v)) = max_point(series) {
-            if v > g.peak.0 {
-                g.peak = Count(v);
-                g.peak_at = DateTime::from_timestamp_millis((t * 1000.0).round() as i64);
-            }
+        if let Some((t, v)) = max_point(series)
+            && v > g.peak.0
+        {
+            g.peak = Count(v);
+            g.peak_at = DateTime::from_timestamp_millis((t * 1000.0).round() as i64);
         }
     }
     for g in groups.values_mut() {

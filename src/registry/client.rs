@@ -480,13 +480,13 @@ impl Session<'_> {
             ("HEAD Docker-Content-Digest", head_digest.as_deref()),
             ("the reference", expected),
         ] {
-            if let Some(claimed) = claimed.filter(|c| c.starts_with("sha256:")) {
-                if claimed != actual {
-                    return Err(Failure::new(
-                        Class::DigestMismatch,
-                        format!("{what} hashes to {actual} but {source} says {claimed}"),
-                    ));
-                }
+            if let Some(claimed) = claimed.filter(|c| c.starts_with("sha256:"))
+                && claimed != actual
+            {
+                return Err(Failure::new(
+                    Class::DigestMismatch,
+                    format!("{what} hashes to {actual} but {source} says {claimed}"),
+                ));
             }
         }
         Ok((body, actual, content_type))
@@ -614,13 +614,13 @@ impl Session<'_> {
             }
             hasher.update(&chunk);
         }
-        if let Some(want) = desc.size {
-            if size != want {
-                return Err(Failure::new(
-                    Class::DigestMismatch,
-                    format!("{what} has {size} bytes, the manifest says {want}"),
-                ));
-            }
+        if let Some(want) = desc.size
+            && size != want
+        {
+            return Err(Failure::new(
+                Class::DigestMismatch,
+                format!("{what} has {size} bytes, the manifest says {want}"),
+            ));
         }
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if actual != desc.digest {

@@ -497,3 +497,22 @@ fn the_pre_merge_check_pulls_with_the_rotated_secrets() {
         .count();
     assert_eq!(pulls, s.hosts.len(), "one pull check per host of each changed secret");
 }
+
+#[test]
+fn a_second_writer_is_refused_while_another_holds_the_repo() {
+    let s = Setup::new("rot-lock", &[]);
+    // What a concurrent rekey would hold: a lock on the repo's .rekey directory.
+    let held = std::fs::File::open(s.repo().join(".rekey")).unwrap();
+    held.lock().unwrap();
+    let before = snapshot(&s.repo());
+    s.rotate().run().code(2).stderr_has("another rekey is writing to");
+    rekey()
+        .args(["rollback", "--region", "r1", "--repo"])
+        .arg(s.repo())
+        .run()
+        .code(2)
+        .stderr_has("another rekey");
+    assert_eq!(snapshot(&s.repo()), before);
+    drop(held);
+    s.rotate().run().code(0);
+}
