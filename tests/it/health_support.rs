@@ -12,9 +12,10 @@
 //! process: `PR_SET_PDEATHSIG` kills the server when that thread (and so the
 //! process) dies, even on a panic or a SIGKILL of the test binary.
 
+use crate::support::{die_with_spawning_thread, free_port};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -238,10 +239,6 @@ pub fn openmetrics(s: Scenario, start: i64) -> String {
     out
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Returns true when GET `path` answers 200.
 fn http_ok(port: u16, path: &str) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -321,16 +318,7 @@ fn start() -> Result<Prom, String> {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            die_with_spawning_thread(&mut cmd);
             match cmd.spawn() {
                 Ok(mut child) => {
                     let _ = tx.send(Ok(child.id()));

@@ -206,14 +206,6 @@ pub struct Etcd {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Returns the shared etcd, starting it on first use. The process is spawned
 /// from a thread that lives as long as the test binary, with
 /// PR_SET_PDEATHSIG, so it dies when the tests exit.
@@ -229,7 +221,6 @@ fn start_etcd() -> Etcd {
     let data = dir.path().join("data");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("/usr/bin/etcd");
         cmd.arg("--name=rekey-test")
             .arg(format!("--data-dir={}", data.display()))
@@ -242,12 +233,7 @@ fn start_etcd() -> Etcd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_spawning_thread(&mut cmd);
         let child = cmd
             .spawn()
             .expect("start /usr/bin/etcd (etcd-server, see script/setup)");

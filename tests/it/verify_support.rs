@@ -334,25 +334,11 @@ fn token_server(signer: Arc<Signer>, key: String) -> Handler {
 
 /// Spawns `cmd` so that it dies with the test process.
 fn spawn_dying(mut cmd: Command) -> Child {
-    use std::os::unix::process::CommandExt;
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    die_with_spawning_thread(&mut cmd);
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("starting docker-registry (apt-get install docker-registry)")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_listening(addr: SocketAddr) {
