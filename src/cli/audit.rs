@@ -12,8 +12,10 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-/// Report how old each secret's key is and which recipient certificates
-/// expire soon, for the quarterly rotation.
+/// Report key ages and expiring recipient certificates.
+///
+/// For the quarterly rotation: how old each secret's key is, and which
+/// recipient certificates expire soon.
 ///
 /// A key's age comes from the -YYYYMMDD suffix of its name (its creation
 /// date), or from when it was sealed when the name has none. Exits 1 when a

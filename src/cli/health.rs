@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
-/// Check the auth health signals in Prometheus and say what an on-call
-/// engineer would conclude.
+/// Read the auth health signals in Prometheus and give a verdict.
+///
+/// Says what an on-call engineer would conclude: healthy, degraded or
+/// outage, whom to escalate to, and whether to open an incident.
 ///
 /// Evaluates each rule (default: the built-in rules/health.toml) over the
 /// window ending at --at (default: now):

@@ -9,9 +9,11 @@ use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
 
-/// Check pull secrets: each `auth` matches its username and password, every
-/// host carries the same key, the key has no stray whitespace and (with
-/// --region) the hosts are exactly the region's.
+/// Check pull secrets for the inconsistencies that break pulls.
+///
+/// Each `auth` must match its username and password, every host must carry
+/// the same key, the key must have no stray whitespace and (with --region)
+/// the hosts must be exactly the region's.
 ///
 /// Reads raw dockerconfigjson files or Kubernetes Secret manifests (JSON or
 /// YAML). Shows keys only as fingerprints. Exits 1 on any inconsistency.

@@ -74,8 +74,8 @@ pub enum Command {
     Check(check::Args),
     Audit(audit::Args),
     Health(health::Args),
-    Completions(completions::Args),
     Storage(storage::Args),
+    Completions(completions::Args),
 }
 
 /// Runs the command line and returns the process exit code.

@@ -24,8 +24,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// Rotate every region's pull secret to a new key: generate, prove the key
-/// pulls from every host, seal into the secrets repo, and optionally commit.
+/// Rotate every region's pull secret to a new key, end to end.
+///
+/// Generates, proves the key pulls from every host, seals into the secrets
+/// repo, and optionally commits.
 ///
 /// For each region the new secret is generated in memory, the probe image
 /// is pulled from every host with the new key (a failing host blocks that
