@@ -108,6 +108,18 @@ impl Pr {
     }
 }
 
+/// Returns (a copy of) the first element of the array `v[list]` that `pred` accepts.
+#[track_caller]
+fn entry(v: &serde_json::Value, list: &str, pred: impl Fn(&&serde_json::Value) -> bool) -> serde_json::Value {
+    v[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(pred)
+        .unwrap_or_else(|| panic!("no such entry in {list}: {v}"))
+        .clone()
+}
+
 fn failures(run: &Run) -> Vec<(String, String)> {
     run.json()["checks"]
         .as_array()
@@ -144,13 +156,7 @@ fn a_clean_rotation_passes_and_shows_a_redacted_summary() {
     let run = pr.check_with_key(&["--output", "json"]);
     run.code(0);
     let v = run.json();
-    let jp = v["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["region"] == "jp")
-        .unwrap()
-        .clone();
+    let jp = entry(&v, "changes", |c| c["region"] == "jp");
     assert_eq!(jp["change"], "rotated");
     assert_eq!(
         jp["old_key_fingerprint"],
@@ -186,12 +192,7 @@ fn a_plain_text_secret_is_rejected_even_inside_base64() {
         "{f:?}"
     );
     assert!(f.contains(&("leak".into(), "deploy/secret.yaml".into())), "{f:?}");
-    let detail = run.json()["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["target"] == "deploy/secret.yaml")
-        .unwrap()["detail"]
+    let detail = entry(&run.json(), "checks", |c| c["target"] == "deploy/secret.yaml")["detail"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -296,13 +297,7 @@ fn a_secret_missing_a_region_host_is_rejected_with_the_key() {
     let run = pr.check_with_key(&["--output", "json"]);
     run.code(1);
     let v = run.json();
-    let secret = v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "secret" && c["ok"] == false)
-        .unwrap()
-        .clone();
+    let secret = entry(&v, "checks", |c| c["kind"] == "secret" && c["ok"] == false);
     assert!(
         secret["detail"]
             .as_str()
@@ -310,13 +305,7 @@ fn a_secret_missing_a_region_host_is_rejected_with_the_key() {
             .contains("region `jp` hosts missing: private.jp.icr.io"),
         "{secret}"
     );
-    let jp = v["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["region"] == "jp")
-        .unwrap()
-        .clone();
+    let jp = entry(&v, "changes", |c| c["region"] == "jp");
     assert_eq!(jp["hosts_removed"], serde_json::json!(["private.jp.icr.io"]));
 }
 

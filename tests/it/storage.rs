@@ -51,6 +51,12 @@ impl Case {
         self.tmp.path()
     }
 
+    /// Rewrites the secret file with `from` replaced by `to`.
+    fn edit_secret(&mut self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.secret).unwrap().replace(from, to);
+        self.secret = write(self.dir(), "c1.json", text);
+    }
+
     /// `rekey storage diff` with the case's files and `extra` args.
     fn diff(&self, extra: &[&str]) -> Run {
         let run = rekey()
@@ -525,20 +531,14 @@ fn toml_field_of_the_wrong_type_is_rejected() {
 #[test]
 fn secret_of_the_wrong_kind_is_rejected() {
     let mut case = Case::vpc("kind", None);
-    let text = std::fs::read_to_string(&case.secret)
-        .unwrap()
-        .replace("\"Secret\"", "\"ConfigMap\"");
-    case.secret = write(case.dir(), "c1.json", text);
+    case.edit_secret("\"Secret\"", "\"ConfigMap\"");
     assert_input_error(&case, &[], "field `kind` is \"ConfigMap\", expected \"Secret\"");
 }
 
 #[test]
 fn secret_of_the_wrong_name_is_rejected() {
     let mut case = Case::vpc("name", None);
-    let text = std::fs::read_to_string(&case.secret)
-        .unwrap()
-        .replace("storage-secret-store", "all-icr-io");
-    case.secret = write(case.dir(), "c1.json", text);
+    case.edit_secret("storage-secret-store", "all-icr-io");
     assert_input_error(
         &case,
         &[],

@@ -88,17 +88,25 @@ fn pushed(name: &str) -> String {
         .unwrap()
 }
 
+/// Verifies `image` on both registries and asserts that both hosts get
+/// `class`, with exit code 0 for `ok` and 1 otherwise.
+#[track_caller]
+fn both_are(image: &str, key: Option<&str>, extra: &[&str], class: &str) -> Run {
+    let (run, basic, token) = both_registries(image, key, extra);
+    run.code(if class == "ok" { 0 } else { 1 });
+    assert_eq!(
+        (basic.as_str(), token.as_str()),
+        (class, class),
+        "{image}: {}",
+        run.stdout
+    );
+    run
+}
+
 #[test]
 fn schema2_image_and_docker_manifest_list_verify_ok() {
     for image in ["probe/single:v1", "probe/list:v1"] {
-        let (run, basic, token) = both_registries(image, None, &[]);
-        run.code(0);
-        assert_eq!(
-            (basic.as_str(), token.as_str()),
-            ("ok", "ok"),
-            "{image}: {}",
-            run.stdout
-        );
+        both_are(image, None, &[], "ok");
     }
     let (run, _, _) = both_registries("probe/list:v1", None, &[]);
     run.stdout_has("linux/amd64 sha256:");
@@ -107,34 +115,21 @@ fn schema2_image_and_docker_manifest_list_verify_ok() {
 #[test]
 fn image_by_digest_verifies_ok_and_wrong_digest_is_missing() {
     let digest = pushed("probe/single:v1");
-    let (run, basic, token) = both_registries(&format!("probe/single@{digest}"), None, &[]);
-    run.code(0);
-    assert_eq!((basic.as_str(), token.as_str()), ("ok", "ok"), "{}", run.stdout);
+    both_are(&format!("probe/single@{digest}"), None, &[], "ok");
     let other = format!("sha256:{}", "0".repeat(64));
-    let (run, basic, token) = both_registries(&format!("probe/single@{other}"), None, &[]);
-    run.code(1);
-    assert_eq!((basic.as_str(), token.as_str()), ("missing_image", "missing_image"));
+    both_are(&format!("probe/single@{other}"), None, &[], "missing_image");
 }
 
 #[test]
 fn full_fetches_every_layer() {
-    let (run, basic, token) = both_registries("armada-master/alpine:latest", None, &["--full"]);
-    run.code(0);
-    assert_eq!((basic.as_str(), token.as_str()), ("ok", "ok"), "{}", run.stdout);
+    let run = both_are("armada-master/alpine:latest", None, &["--full"], "ok");
     run.stdout_has("config and all layers verified");
 }
 
 #[test]
 fn wrong_key_is_bad_credentials_on_both_registries() {
     let wrong = Canary::new("verify-wrong");
-    let (run, basic, token) = both_registries("armada-master/alpine:latest", Some(&wrong.key), &[]);
-    run.code(1);
-    assert_eq!(
-        (basic.as_str(), token.as_str()),
-        ("bad_credentials", "bad_credentials"),
-        "{}",
-        run.stdout
-    );
+    let run = both_are("armada-master/alpine:latest", Some(&wrong.key), &[], "bad_credentials");
     wrong.assert_not_in_run(&run);
 }
 
@@ -151,27 +146,13 @@ fn repository_outside_the_token_grant_is_no_access() {
 #[test]
 fn absent_repository_or_tag_is_missing_image() {
     for image in ["probe/nothere:v1", "probe/single:nosuchtag"] {
-        let (run, basic, token) = both_registries(image, None, &[]);
-        run.code(1);
-        assert_eq!(
-            (basic.as_str(), token.as_str()),
-            ("missing_image", "missing_image"),
-            "{image}: {}",
-            run.stdout
-        );
+        both_are(image, None, &[], "missing_image");
     }
 }
 
 #[test]
 fn index_without_linux_amd64_is_platform_missing() {
-    let (run, basic, token) = both_registries("probe/armonly:v1", None, &[]);
-    run.code(1);
-    assert_eq!(
-        (basic.as_str(), token.as_str()),
-        ("platform_missing", "platform_missing"),
-        "{}",
-        run.stdout
-    );
+    let run = both_are("probe/armonly:v1", None, &[], "platform_missing");
     run.stdout_has("linux/arm64");
 }
 
