@@ -5,7 +5,7 @@ use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::{SecretKeyArgs, ValidityArgs};
 use crate::cli::repo_io;
 use crate::exit::Exit;
-use crate::fsx::{self, WriteSet};
+use crate::fsx::WriteSet;
 use crate::pgp;
 use crate::repo;
 use anyhow::Context;
@@ -100,19 +100,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                 files,
                 action: "unchanged",
             }),
-            Some(repo::Rewrite {
-                meta: new_meta,
-                active: new_active,
-                previous: new_previous,
-            }) => {
+            Some(rewrite) => {
                 if !args.dry_run {
-                    if let Some(bytes) = new_active {
-                        writes.stage(&dir.join(&new_meta.active.file), &bytes, fsx::PUBLIC_MODE)?;
-                    }
-                    if let (Some(v), Some(bytes)) = (&new_meta.previous, new_previous) {
-                        writes.stage(&dir.join(&v.file), &bytes, fsx::PUBLIC_MODE)?;
-                    }
-                    writes.stage(&dir.join(repo::meta_file(&name)), &new_meta.render(), fsx::PUBLIC_MODE)?;
+                    repo_io::stage_rewrite(&mut writes, &dir, rewrite)?;
                 }
                 items.push(Item {
                     name,

@@ -129,3 +129,21 @@ pub fn lock_and_recover(printer: &Printer, repo_dir: &Path) -> anyhow::Result<Re
 pub fn write_log(repo_dir: &Path) -> PathBuf {
     repo_dir.join(repo::WRITE_LOG_FILE)
 }
+
+/// Stages a secret's rewritten files (active and previous versions, if they
+/// change, and the metadata) under the names its metadata gives them.
+pub fn stage_rewrite(set: &mut crate::fsx::WriteSet, dir: &Path, rewrite: repo::Rewrite) -> anyhow::Result<()> {
+    let repo::Rewrite { meta, active, previous } = rewrite;
+    if let Some(bytes) = active {
+        set.stage(&dir.join(&meta.active.file), &bytes, crate::fsx::PUBLIC_MODE)?;
+    }
+    if let (Some(v), Some(bytes)) = (&meta.previous, previous) {
+        set.stage(&dir.join(&v.file), &bytes, crate::fsx::PUBLIC_MODE)?;
+    }
+    set.stage(
+        &dir.join(repo::meta_file(&meta.name)),
+        &meta.render(),
+        crate::fsx::PUBLIC_MODE,
+    )?;
+    Ok(())
+}

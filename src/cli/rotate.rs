@@ -337,19 +337,8 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                 repo::plan_seal(existing, &req, &policy).with_context(|| format!("sealing {}", report.secret))?;
             if let Plan::Write(w) = plan {
                 fsx::ensure_dir(&dir).with_context(|| format!("{} is not writable", dir.display()))?;
-                let repo::Rewrite { meta, active, previous } = *w;
                 let mut set = WriteSet::new();
-                if let Some(bytes) = active {
-                    set.stage(&dir.join(repo::active_file(&report.secret)), &bytes, fsx::PUBLIC_MODE)?;
-                }
-                if let Some(bytes) = previous {
-                    set.stage(&dir.join(repo::previous_file(&report.secret)), &bytes, fsx::PUBLIC_MODE)?;
-                }
-                set.stage(
-                    &dir.join(repo::meta_file(&report.secret)),
-                    &meta.render(),
-                    fsx::PUBLIC_MODE,
-                )?;
+                repo_io::stage_rewrite(&mut set, &dir, *w)?;
                 set.commit_logged(&repo_io::write_log(&args.repo))?;
             }
             let stage = if target == State::Pending {
@@ -508,9 +497,12 @@ pub fn rollback(printer: &Printer, args: RollbackArgs) -> anyhow::Result<Exit> {
     let previous = repo_io::read(&dir, &prev.file)?;
     let (new_meta, new_active, new_previous) = repo::rollback(&meta, &active, &previous)?;
     let mut set = WriteSet::new();
-    set.stage(&dir.join(repo::active_file(&name)), &new_active, fsx::PUBLIC_MODE)?;
-    set.stage(&dir.join(repo::previous_file(&name)), &new_previous, fsx::PUBLIC_MODE)?;
-    set.stage(&dir.join(repo::meta_file(&name)), &new_meta.render(), fsx::PUBLIC_MODE)?;
+    let rewrite = repo::Rewrite {
+        meta: new_meta.clone(),
+        active: Some(new_active),
+        previous: Some(new_previous),
+    };
+    repo_io::stage_rewrite(&mut set, &dir, rewrite)?;
     set.commit_logged(&repo_io::write_log(&args.repo))?;
     let commit = if args.commit {
         let message = format!(

@@ -127,16 +127,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     if plans.iter().any(|(_, p)| matches!(p, Plan::Write(_))) {
         fsx::ensure_dir(&dir).with_context(|| format!("{} is not writable", dir.display()))?;
     }
-    for (name, plan) in plans {
+    for (_, plan) in plans {
         if let Plan::Write(w) = plan {
-            let repo::Rewrite { meta, active, previous } = *w;
-            if let Some(bytes) = active {
-                writes.stage(&dir.join(repo::active_file(&name)), &bytes, fsx::PUBLIC_MODE)?;
-            }
-            if let Some(bytes) = previous {
-                writes.stage(&dir.join(repo::previous_file(&name)), &bytes, fsx::PUBLIC_MODE)?;
-            }
-            writes.stage(&dir.join(repo::meta_file(&name)), &meta.render(), fsx::PUBLIC_MODE)?;
+            repo_io::stage_rewrite(&mut writes, &dir, *w)?;
         }
     }
     writes.commit_logged(&repo_io::write_log(&args.repo))?;
