@@ -516,3 +516,21 @@ fn a_second_writer_is_refused_while_another_holds_the_repo() {
     drop(held);
     s.rotate().run().code(0);
 }
+
+#[test]
+fn bad_rollback_input_writes_nothing() {
+    let s = Setup::new("rot-back-bad", &[]);
+    let before = snapshot(&s.repo());
+    let rollback = |region: &str| {
+        rekey()
+            .args(["rollback", "--region", region, "--repo"])
+            .arg(s.repo())
+            .run()
+    };
+    rollback("mars").code(2).stderr_has("no secret for region `mars`");
+    // Only sealed once: there is no previous version to go back to.
+    let run = rollback("r1");
+    run.code(2).stderr_has("no previous version to roll back to");
+    s.old.assert_not_in_run(&run);
+    assert_eq!(snapshot(&s.repo()), before);
+}
