@@ -8,24 +8,15 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 
-pub mod audit;
-pub mod catalog;
+pub mod childenv;
 pub mod cli;
-pub mod dockerconfig;
 pub mod exit;
 pub mod fingerprint;
 pub mod fsx;
-pub mod git;
-pub mod gojson;
 pub mod health;
-pub mod host;
-pub mod image;
-pub mod keyname;
-pub mod leakscan;
-pub mod manifest;
-pub mod pgp;
+pub mod ops;
+pub mod pullsecret;
 pub mod registry;
-pub mod repo;
-pub mod rotation;
 pub mod secret;
+pub mod secrets_repo;
 pub mod storage;

@@ -1,12 +1,12 @@
 //! `rekey audit`: key age and recipient expiry across the secrets repo.
 
-use crate::audit::{self, AgePolicy, AgeStatus};
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::repo_io;
 use crate::exit::Exit;
-use crate::keyname;
-use crate::pgp::{self, Validity};
-use crate::repo;
+use crate::pullsecret::keyname;
+use crate::secrets_repo::audit::{self, AgePolicy, AgeStatus};
+use crate::secrets_repo::layout;
+use crate::secrets_repo::pgp::{self, Validity};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -164,7 +164,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
 
 /// Checks each policy certificate on its own, so one bad certificate does not hide the others.
 fn audit_recipients(args: &Args, now: SystemTime) -> anyhow::Result<Vec<Recipient>> {
-    let file = args.repo.join(repo::RECIPIENTS_FILE);
+    let file = args.repo.join(layout::RECIPIENTS_FILE);
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let certs = pgp::parse_certs(&bytes, &file.display().to_string())?;
     let mut out = Vec::with_capacity(certs.len());

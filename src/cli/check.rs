@@ -1,17 +1,17 @@
 //! `rekey check`: pre-merge verification of a pull request to the secrets repo.
 
-use crate::catalog::Catalog;
 use crate::cli::netargs::{NetArgs, config_targets};
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::SecretKeyArgs;
-use crate::dockerconfig;
 use crate::exit::Exit;
-use crate::git::{self, ChangeKind};
-use crate::image::ImageRef;
-use crate::leakscan::{self, Allowlist};
-use crate::pgp::{self, Validity};
+use crate::pullsecret::catalog::Catalog;
+use crate::pullsecret::dockerconfig;
+use crate::pullsecret::image::ImageRef;
 use crate::registry::Class;
-use crate::repo::{self, Metadata};
+use crate::secrets_repo::git::{self, ChangeKind};
+use crate::secrets_repo::layout::{self, Metadata};
+use crate::secrets_repo::leakscan::{self, Allowlist};
+use crate::secrets_repo::pgp::{self, Validity};
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long, requires = "key")]
     pub verify_pull: bool,
     /// The image to pull with --verify-pull.
-    #[arg(long, value_name = "REPO:TAG", default_value = crate::catalog::DEFAULT_PROBE_IMAGE)]
+    #[arg(long, value_name = "REPO:TAG", default_value = crate::pullsecret::catalog::DEFAULT_PROBE_IMAGE)]
     pub image: String,
     #[command(flatten)]
     pub net: NetArgs,
@@ -137,7 +137,7 @@ impl Ctx {
 
 /// Splits `registry/<NAME>.gpg|.previous.gpg|.meta.json` into the secret name.
 fn secret_of(path: &str) -> Option<(String, &'static str)> {
-    let file = path.strip_prefix(&format!("{}/", repo::REGISTRY_DIR))?;
+    let file = path.strip_prefix(&format!("{}/", layout::REGISTRY_DIR))?;
     if file.contains('/') {
         return None;
     }
@@ -201,9 +201,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     let changes = git::changed_files(&ctx.repo, &ctx.base, &ctx.head)?;
 
     // The recipient policy at the head.
-    let policy = match ctx.at_head(repo::RECIPIENTS_FILE)? {
-        None => Err(format!("{} is missing at the head", repo::RECIPIENTS_FILE)),
-        Some(bytes) => pgp::parse_certs(&bytes, repo::RECIPIENTS_FILE)
+    let policy = match ctx.at_head(layout::RECIPIENTS_FILE)? {
+        None => Err(format!("{} is missing at the head", layout::RECIPIENTS_FILE)),
+        Some(bytes) => pgp::parse_certs(&bytes, layout::RECIPIENTS_FILE)
             .and_then(|certs| {
                 pgp::check_recipients(
                     &certs,
@@ -216,12 +216,12 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             })
             .map_err(|e| e.to_string()),
     };
-    let policy_changed = changes.iter().any(|c| c.path == repo::RECIPIENTS_FILE);
+    let policy_changed = changes.iter().any(|c| c.path == layout::RECIPIENTS_FILE);
     if policy_changed || policy.is_err() {
         let problems = policy.as_ref().err().cloned().into_iter().collect();
         ctx.record(
             "policy",
-            repo::RECIPIENTS_FILE,
+            layout::RECIPIENTS_FILE,
             problems,
             "the recipient policy is usable",
         );
@@ -247,7 +247,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             })
             .collect();
         ctx.record("leak", &change.path, problems, "no plain-text secret");
-        if change.path.starts_with(&format!("{}/", repo::REGISTRY_DIR)) {
+        if change.path.starts_with(&format!("{}/", layout::REGISTRY_DIR)) {
             match secret_of(&change.path) {
                 Some((name, _)) => {
                     secrets.insert(name);
@@ -257,7 +257,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                     &change.path,
                     vec![format!(
                         "{}/ holds only <NAME>.gpg, <NAME>.previous.gpg and <NAME>.meta.json",
-                        repo::REGISTRY_DIR
+                        layout::REGISTRY_DIR
                     )],
                     "",
                 ),
@@ -273,15 +273,15 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     // Each changed secret: addressed to the policy, metadata consistent, contents sound.
     let mut summary = Vec::new();
     for name in &secrets {
-        let meta_path = format!("{}/{}", repo::REGISTRY_DIR, repo::meta_file(name));
+        let meta_path = format!("{}/{}", layout::REGISTRY_DIR, layout::meta_file(name));
         let changed = |suffix: &str| {
-            let path = format!("{}/{name}{suffix}", repo::REGISTRY_DIR);
+            let path = format!("{}/{name}{suffix}", layout::REGISTRY_DIR);
             changes.iter().any(|c| c.path == path)
         };
         let head_meta = match ctx.at_head(&meta_path)? {
             None => {
                 let deleted = ctx
-                    .at_head(&format!("{}/{}", repo::REGISTRY_DIR, repo::active_file(name)))?
+                    .at_head(&format!("{}/{}", layout::REGISTRY_DIR, layout::active_file(name)))?
                     .is_none();
                 let problems = if deleted {
                     Vec::new()
@@ -325,11 +325,11 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         }
         let versions = [Some(&head_meta.active), head_meta.previous.as_ref()];
         for version in versions.into_iter().flatten() {
-            let path = format!("{}/{}", repo::REGISTRY_DIR, version.file);
+            let path = format!("{}/{}", layout::REGISTRY_DIR, version.file);
             match (ctx.at_head(&path)?, &policy) {
                 (None, _) => meta_problems.push(format!("`{}` names {path}, which does not exist", version.state)),
                 (Some(bytes), Ok(policy)) => {
-                    let (_, problems) = repo::check_file(&bytes, Some(version), policy);
+                    let (_, problems) = layout::check_file(&bytes, Some(version), policy);
                     ctx.record(
                         "recipients",
                         &path,
@@ -364,7 +364,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             hosts_removed: Vec::new(),
         };
         if let Some(keys) = &keys {
-            let active_path = format!("{}/{}", repo::REGISTRY_DIR, head_meta.active.file);
+            let active_path = format!("{}/{}", layout::REGISTRY_DIR, head_meta.active.file);
             let region = catalog.as_ref().and_then(|c| c.get(&head_meta.region));
             let mut problems = Vec::new();
             if catalog.is_some() && region.is_none() {
@@ -385,7 +385,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                 let base_plain = base_meta
                     .as_ref()
                     .and_then(|b| {
-                        ctx.at_base(&format!("{}/{}", repo::REGISTRY_DIR, b.active.file))
+                        ctx.at_base(&format!("{}/{}", layout::REGISTRY_DIR, b.active.file))
                             .ok()
                             .flatten()
                     })
@@ -409,7 +409,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
 }
 
 /// Checks a decrypted secret as `rekey inspect` does, against its metadata and region.
-fn secret_problems(plain: &[u8], meta: &Metadata, region: Option<&crate::catalog::Region>) -> Vec<String> {
+fn secret_problems(plain: &[u8], meta: &Metadata, region: Option<&crate::pullsecret::catalog::Region>) -> Vec<String> {
     let mut problems = Vec::new();
     if !meta.active.plaintext_digest.matches(plain) {
         problems.push("the plaintext does not match the digest in the metadata".to_owned());

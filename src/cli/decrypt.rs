@@ -5,7 +5,7 @@ use crate::cli::output::Printer;
 use crate::cli::pgpargs::SecretKeyArgs;
 use crate::exit::Exit;
 use crate::fsx;
-use crate::pgp;
+use crate::secrets_repo::pgp;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::SystemTime;

@@ -4,7 +4,7 @@ use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::{self, ValidityArgs};
 use crate::exit::Exit;
 use crate::fsx::{self, WriteSet};
-use crate::pgp;
+use crate::secrets_repo::pgp;
 use anyhow::Context;
 use rayon::prelude::*;
 use serde::Serialize;

@@ -1,13 +1,13 @@
 //! `rekey generate`: per-region `kubernetes.io/dockerconfigjson` pull secrets.
 
-use crate::catalog::{self, Catalog, Region};
 use crate::cli::keyarg::KeyArgs;
 use crate::cli::output::{OutputFormat, Printer};
-use crate::dockerconfig;
 use crate::exit::Exit;
 use crate::fingerprint::Fingerprint;
 use crate::fsx::{self, WriteSet};
-use crate::manifest;
+use crate::pullsecret::catalog::{self, Catalog, Region};
+use crate::pullsecret::dockerconfig;
+use crate::pullsecret::manifest;
 use crate::secret::ApiKey;
 use anyhow::Context;
 use serde::Serialize;

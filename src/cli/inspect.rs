@@ -1,10 +1,10 @@
 //! `rekey inspect`: check dockerconfigjson pull secrets for consistency.
 
-use crate::catalog::Catalog;
 use crate::cli::output::{OutputFormat, Printer};
-use crate::dockerconfig::{self, Report};
 use crate::exit::Exit;
-use crate::manifest;
+use crate::pullsecret::catalog::Catalog;
+use crate::pullsecret::dockerconfig::{self, Report};
+use crate::pullsecret::manifest;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;

@@ -2,11 +2,11 @@
 //! `rotate`, `check --verify-pull`), and running the checks with a progress
 //! bar on a terminal.
 
-use crate::catalog::Region;
 use crate::cli::output::Printer;
-use crate::dockerconfig::DockerConfig;
-use crate::host::Host;
-use crate::image::ImageRef;
+use crate::pullsecret::catalog::Region;
+use crate::pullsecret::dockerconfig::DockerConfig;
+use crate::pullsecret::host::Host;
+use crate::pullsecret::image::ImageRef;
 use crate::registry::{self, ClientConfig, Credential, HostResult, Settings, Target};
 use crate::secret::ApiKey;
 use anyhow::{Context, bail};
@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn config_targets_take_each_entrys_credentials() {
         let json = br#"{"auths":{"a.io":{"username":"u","password":"p1"},"b.io":{"auth":"dTpwMg=="},"c.io":{}}}"#;
-        let config = crate::dockerconfig::parse(json).unwrap();
+        let config = crate::pullsecret::dockerconfig::parse(json).unwrap();
         let image = ImageRef::parse("x/y:z").unwrap();
         let Err(e) = config_targets(&config, "r", &image, "f.json") else {
             panic!("c.io has no credentials")
@@ -226,7 +226,13 @@ mod tests {
             "f.json: field `auths.c.io` has neither username and password nor auth"
         );
         let json = br#"{"auths":{"a.io":{"username":"u","password":"p1"},"b.io":{"auth":"dTpwMg=="}}}"#;
-        let t = config_targets(&crate::dockerconfig::parse(json).unwrap(), "r", &image, "f.json").unwrap();
+        let t = config_targets(
+            &crate::pullsecret::dockerconfig::parse(json).unwrap(),
+            "r",
+            &image,
+            "f.json",
+        )
+        .unwrap();
         assert_eq!(t[1].credential.username, "u");
         assert_eq!(t[1].credential.password.expose_secret(), "p2");
     }

@@ -113,3 +113,12 @@ fn format_name(f: OutputFormat) -> &'static str {
         OutputFormat::Junit => "junit",
     }
 }
+
+impl crate::ops::world::Events for Printer {
+    fn event(&self, event: crate::ops::world::Event) {
+        match event {
+            crate::ops::world::Event::Status(line) => self.status(line),
+            crate::ops::world::Event::Warning(line) => self.warn(line),
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use crate::cli::output::Printer;
 use crate::cli::secret_input::SecretSource;
-use crate::pgp::{self, RecipientSet, SecretKeys, Validity};
+use crate::secrets_repo::pgp::{self, RecipientSet, SecretKeys, Validity};
 use anyhow::Context;
 use sequoia_openpgp::crypto::Password;
 use std::path::{Path, PathBuf};

@@ -5,8 +5,8 @@ use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::ValidityArgs;
 use crate::cli::repo_io;
 use crate::exit::Exit;
-use crate::pgp::RecipientCert;
-use crate::repo::{self, Metadata};
+use crate::secrets_repo::layout::{self, Metadata};
+use crate::secrets_repo::pgp::RecipientCert;
 use clap::Subcommand;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -102,7 +102,7 @@ fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
                 }
                 if !problems.is_empty() {
                     files.push(FileReport {
-                        file: dir.join(repo::meta_file(&name)),
+                        file: dir.join(layout::meta_file(&name)),
                         key_ids: Vec::new(),
                         ok: false,
                         problems,
@@ -112,7 +112,7 @@ fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
             }
             Ok(None) => {}
             Err(e) => files.push(FileReport {
-                file: dir.join(repo::meta_file(&name)),
+                file: dir.join(layout::meta_file(&name)),
                 key_ids: Vec::new(),
                 ok: false,
                 problems: vec![format!("{e:#}")],
@@ -126,7 +126,7 @@ fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
                 .chain(m.previous.as_ref())
                 .find(|v| v.file == file)
         });
-        let (key_ids, problems) = repo::check_file(&bytes, version, &policy);
+        let (key_ids, problems) = layout::check_file(&bytes, version, &policy);
         files.push(FileReport {
             file: dir.join(&file),
             key_ids,

@@ -6,8 +6,8 @@ use crate::cli::pgpargs::{SecretKeyArgs, ValidityArgs};
 use crate::cli::repo_io;
 use crate::exit::Exit;
 use crate::fsx::WriteSet;
-use crate::pgp;
-use crate::repo;
+use crate::secrets_repo::layout;
+use crate::secrets_repo::pgp;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -82,7 +82,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             }
             None => None,
         };
-        let plan = repo::plan_reencrypt(
+        let plan = layout::plan_reencrypt(
             &meta,
             &active_ids,
             &plain_active,

@@ -3,8 +3,8 @@
 
 use crate::cli::output::Printer;
 use crate::cli::pgpargs::{self, ValidityArgs};
-use crate::pgp::RecipientSet;
-use crate::repo::{self, Metadata};
+use crate::secrets_repo::layout::{self, Metadata};
+use crate::secrets_repo::pgp::RecipientSet;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -16,12 +16,12 @@ pub fn load_policy(
     validity: &ValidityArgs,
     now: SystemTime,
 ) -> anyhow::Result<RecipientSet> {
-    let file = repo_dir.join(repo::RECIPIENTS_FILE);
+    let file = repo_dir.join(layout::RECIPIENTS_FILE);
     if !file.is_file() {
         anyhow::bail!(
             "{} is missing: put the policy keyring there (gpg --export --armor ... > {})",
             file.display(),
-            repo::RECIPIENTS_FILE
+            layout::RECIPIENTS_FILE
         );
     }
     pgpargs::load_recipients(printer, &[file], validity, now)
@@ -29,12 +29,12 @@ pub fn load_policy(
 
 /// Returns the registry directory of a repo.
 pub fn registry_dir(repo_dir: &Path) -> PathBuf {
-    repo_dir.join(repo::REGISTRY_DIR)
+    repo_dir.join(layout::REGISTRY_DIR)
 }
 
 /// Reads a secret's metadata, if its file exists.
 pub fn read_meta(dir: &Path, name: &str) -> anyhow::Result<Option<Metadata>> {
-    let path = dir.join(repo::meta_file(name));
+    let path = dir.join(layout::meta_file(name));
     match std::fs::read(&path) {
         Ok(bytes) => Ok(Some(Metadata::parse(&bytes, &path.display().to_string())?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -127,13 +127,13 @@ pub fn lock_and_recover(printer: &Printer, repo_dir: &Path) -> anyhow::Result<Re
 
 /// Returns the path of the repo's redo log for multi-file writes.
 pub fn write_log(repo_dir: &Path) -> PathBuf {
-    repo_dir.join(repo::WRITE_LOG_FILE)
+    repo_dir.join(layout::WRITE_LOG_FILE)
 }
 
 /// Stages a secret's rewritten files (active and previous versions, if they
 /// change, and the metadata) under the names its metadata gives them.
-pub fn stage_rewrite(set: &mut crate::fsx::WriteSet, dir: &Path, rewrite: repo::Rewrite) -> anyhow::Result<()> {
-    let repo::Rewrite { meta, active, previous } = rewrite;
+pub fn stage_rewrite(set: &mut crate::fsx::WriteSet, dir: &Path, rewrite: layout::Rewrite) -> anyhow::Result<()> {
+    let layout::Rewrite { meta, active, previous } = rewrite;
     if let Some(bytes) = active {
         set.stage(&dir.join(&meta.active.file), &bytes, crate::fsx::PUBLIC_MODE)?;
     }
@@ -141,7 +141,7 @@ pub fn stage_rewrite(set: &mut crate::fsx::WriteSet, dir: &Path, rewrite: repo::
         set.stage(&dir.join(&v.file), &bytes, crate::fsx::PUBLIC_MODE)?;
     }
     set.stage(
-        &dir.join(repo::meta_file(&meta.name)),
+        &dir.join(layout::meta_file(&meta.name)),
         &meta.render(),
         crate::fsx::PUBLIC_MODE,
     )?;

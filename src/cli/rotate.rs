@@ -1,23 +1,23 @@
 //! `rekey rotate` and `rekey rollback`: the CI rotation job, end to end.
 
-use crate::catalog::Catalog;
 use crate::cli::health::GateArgs;
 use crate::cli::keyarg::KeyArgs;
 use crate::cli::netargs::{NetArgs, region_targets};
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::ValidityArgs;
 use crate::cli::repo_io;
-use crate::dockerconfig;
 use crate::exit::Exit;
 use crate::fsx::{self, WriteSet};
-use crate::git;
 use crate::health;
-use crate::host::Host;
-use crate::image::ImageRef;
-use crate::keyname;
+use crate::pullsecret::catalog::Catalog;
+use crate::pullsecret::dockerconfig;
+use crate::pullsecret::host::Host;
+use crate::pullsecret::image::ImageRef;
+use crate::pullsecret::keyname;
 use crate::registry::{Class, HostResult};
-use crate::repo::{self, Digest, Existing, Metadata, Plan, SealRequest, State};
-use crate::rotation::{self, Journal, Stage};
+use crate::secrets_repo::git;
+use crate::secrets_repo::journal::{self, Journal, Stage};
+use crate::secrets_repo::layout::{self, Digest, Existing, Metadata, Plan, SealRequest, State};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -147,7 +147,7 @@ struct Summary<'a> {
 }
 
 fn journal_path(repo_dir: &Path) -> PathBuf {
-    repo_dir.join(rotation::JOURNAL_FILE)
+    repo_dir.join(journal::JOURNAL_FILE)
 }
 
 fn write_journal(repo_dir: &Path, journal: &Journal) -> anyhow::Result<()> {
@@ -222,7 +222,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     let mut plans = Vec::with_capacity(regions.len());
     for region in &regions {
         let plaintext = dockerconfig::render(&region.hosts, &region.username, &key, region.email.as_deref());
-        let name = repo::secret_name(&region.name);
+        let name = layout::secret_name(&region.name);
         let old = existing(&dir, &name)?;
         let unchanged = old.as_ref().is_some_and(|(m, _)| {
             m.active.state == State::Current
@@ -274,7 +274,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     }
 
     // Verify the regions not verified by an earlier, interrupted run.
-    let to_verify: Vec<&crate::catalog::Region> = plans
+    let to_verify: Vec<&crate::pullsecret::catalog::Region> = plans
         .iter()
         .filter(|(r, _, rep)| rep.action == Action::Rotate && journal.stage(&r.name) <= Stage::Blocked)
         .map(|(r, _, _)| **r)
@@ -334,7 +334,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             };
             let existing = old.as_ref().map(|(meta, active)| Existing { meta, active });
             let plan =
-                repo::plan_seal(existing, &req, &policy).with_context(|| format!("sealing {}", report.secret))?;
+                layout::plan_seal(existing, &req, &policy).with_context(|| format!("sealing {}", report.secret))?;
             if let Plan::Write(w) = plan {
                 fsx::ensure_dir(&dir).with_context(|| format!("{} is not writable", dir.display()))?;
                 let mut set = WriteSet::new();
@@ -358,11 +358,11 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         .map(|(r, _, rep)| (r.name.clone(), rep.old_key_fingerprint.clone()))
         .collect();
     let commit = if args.commit && !published.is_empty() {
-        let message = rotation::commit_message(&args.key_name, &fingerprint, &published);
+        let message = journal::commit_message(&args.key_name, &fingerprint, &published);
         git::commit(
             &args.repo,
             args.branch.as_deref(),
-            &[repo::REGISTRY_DIR.to_owned()],
+            &[layout::REGISTRY_DIR.to_owned()],
             &message,
         )?
     } else {
@@ -481,23 +481,23 @@ pub fn rollback(printer: &Printer, args: RollbackArgs) -> anyhow::Result<Exit> {
     printer.require("rollback", &[OutputFormat::Text, OutputFormat::Json])?;
     let dir = repo_io::registry_dir(&args.repo);
     let _lock = repo_io::lock_and_recover(printer, &args.repo)?;
-    let name = repo::secret_name(&args.region);
+    let name = layout::secret_name(&args.region);
     let meta = repo_io::read_meta(&dir, &name)?.with_context(|| {
         format!(
             "{}: no secret for region `{}`",
-            dir.join(repo::meta_file(&name)).display(),
+            dir.join(layout::meta_file(&name)).display(),
             args.region
         )
     })?;
     let prev = meta
         .previous
         .as_ref()
-        .context(repo::RepoError::NoPrevious(name.clone()))?;
+        .context(layout::RepoError::NoPrevious(name.clone()))?;
     let active = repo_io::read(&dir, &meta.active.file)?;
     let previous = repo_io::read(&dir, &prev.file)?;
-    let (new_meta, new_active, new_previous) = repo::rollback(&meta, &active, &previous)?;
+    let (new_meta, new_active, new_previous) = layout::rollback(&meta, &active, &previous)?;
     let mut set = WriteSet::new();
-    let rewrite = repo::Rewrite {
+    let rewrite = layout::Rewrite {
         meta: new_meta.clone(),
         active: Some(new_active),
         previous: Some(new_previous),
@@ -514,7 +514,7 @@ pub fn rollback(printer: &Printer, args: RollbackArgs) -> anyhow::Result<Exit> {
             meta.active.key_name.as_deref().unwrap_or("unnamed key"),
             meta.active.key_fingerprint,
         );
-        git::commit(&args.repo, None, &[repo::REGISTRY_DIR.to_owned()], &message)?
+        git::commit(&args.repo, None, &[layout::REGISTRY_DIR.to_owned()], &message)?
     } else {
         None
     };

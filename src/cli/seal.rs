@@ -3,10 +3,10 @@
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::{self, ValidityArgs};
 use crate::cli::repo_io;
-use crate::dockerconfig;
 use crate::exit::Exit;
 use crate::fsx::{self, WriteSet};
-use crate::repo::{self, Existing, Plan, SealRequest, State};
+use crate::pullsecret::dockerconfig;
+use crate::secrets_repo::layout::{self, Existing, Plan, SealRequest, State};
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -86,7 +86,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                 check.problems.join("; ")
             ),
         };
-        let name = repo::secret_name(&region);
+        let name = layout::secret_name(&region);
         let meta = repo_io::read_meta(&dir, &name)?;
         let active = match &meta {
             Some(m) => Some(repo_io::read(&dir, &m.active.file)?),
@@ -106,7 +106,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             now,
             salt: repo_io::random_salt()?,
         };
-        let plan = repo::plan_seal(existing, &req, &policy).with_context(|| format!("sealing {name}"))?;
+        let plan = layout::plan_seal(existing, &req, &policy).with_context(|| format!("sealing {name}"))?;
         let changed = matches!(plan, Plan::Write(_));
         let final_state = match &plan {
             Plan::Write(w) => w.meta.active.state,
@@ -114,7 +114,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         };
         report.push(Sealed {
             region,
-            file: dir.join(repo::active_file(&name)),
+            file: dir.join(layout::active_file(&name)),
             name: name.clone(),
             changed,
             state: final_state,

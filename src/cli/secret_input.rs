@@ -50,6 +50,7 @@ impl SecretSource {
                 use std::os::unix::ffi::OsStringExt;
                 let value =
                     std::env::var_os(name).with_context(|| format!("environment variable {name} is not set"))?;
+                crate::childenv::mark_secret(name);
                 *buf = value.into_vec();
             }
         }

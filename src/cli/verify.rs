@@ -1,14 +1,14 @@
 //! `rekey verify`: prove that a key pulls the probe image from every
 //! registry host, all hosts at once.
 
-use crate::catalog::Catalog;
 use crate::cli::netargs::{NetArgs, config_targets, region_targets};
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::secret_input::SecretSource;
-use crate::dockerconfig;
 use crate::exit::Exit;
-use crate::image::ImageRef;
-use crate::manifest;
+use crate::pullsecret::catalog::Catalog;
+use crate::pullsecret::dockerconfig;
+use crate::pullsecret::image::ImageRef;
+use crate::pullsecret::manifest;
 use crate::registry::{Class, HostResult, Target};
 use crate::secret::ApiKey;
 use anyhow::{Context, bail};
@@ -109,7 +109,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         Some(path) => {
             let image = match image {
                 Some(i) => i,
-                None => ImageRef::parse(crate::catalog::DEFAULT_PROBE_IMAGE)?,
+                None => ImageRef::parse(crate::pullsecret::catalog::DEFAULT_PROBE_IMAGE)?,
             };
             load_dockerconfig(path, &image)?
         }

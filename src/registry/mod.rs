@@ -13,8 +13,8 @@ pub mod client;
 
 pub use classify::{Class, Failure};
 
-use crate::host::Host;
-use crate::image::ImageRef;
+use crate::pullsecret::host::Host;
+use crate::pullsecret::image::ImageRef;
 use secrecy::SecretString;
 use serde::Serialize;
 use std::collections::BTreeSet;

@@ -55,7 +55,7 @@ fn poll_once(
     key: Option<&DecryptionKey>,
     opts: &Options,
 ) -> Result<ClusterReport, String> {
-    let mut cmd = std::process::Command::new(&args.kubectl);
+    let mut cmd = crate::childenv::command(&args.kubectl);
     if let Some(ctx) = &args.context {
         cmd.arg("--context").arg(ctx);
     }

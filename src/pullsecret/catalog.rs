@@ -4,8 +4,8 @@
 //! because hosts are added and retired. This module parses and validates
 //! them; reading the directory is the one edge it has.
 
-use crate::host::Host;
-use crate::image::ImageRef;
+use crate::pullsecret::host::Host;
+use crate::pullsecret::image::ImageRef;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,6 @@
 //! so that the user's configuration, hooks and credentials apply as usual.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A git command that failed, with git's own message.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +29,7 @@ pub struct Change {
 }
 
 fn run(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
-    let out = Command::new("git")
+    let out = crate::childenv::command("git")
         .arg("-C")
         .arg(repo)
         .args(args)

@@ -4,10 +4,10 @@
 //! `json.Marshal`); [`parse`] and [`check`] read one back and find every
 //! inconsistency an operator would otherwise find by hand.
 
-use crate::catalog::Region;
 use crate::fingerprint::Fingerprint;
-use crate::gojson::push_string;
-use crate::host::Host;
+use crate::pullsecret::catalog::Region;
+use crate::pullsecret::gojson::push_string;
+use crate::pullsecret::host::Host;
 use crate::secret::ApiKey;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -1,7 +1,7 @@
 //! Kubernetes `Secret` manifests that carry a dockerconfigjson, written as
 //! kubectl writes them and read back from JSON or YAML.
 
-use crate::gojson::push_string;
+use crate::pullsecret::gojson::push_string;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;

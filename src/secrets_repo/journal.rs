@@ -8,7 +8,7 @@
 //! repeats a step whose result is already on disk; the repo's plaintext
 //! digests make that repeat a no-op.
 
-use crate::repo::Digest;
+use crate::secrets_repo::layout::Digest;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -20,7 +20,7 @@
 //! plaintext to the same recipients again leaves every file as it is.
 
 use crate::fingerprint::Fingerprint;
-use crate::pgp::{self, PgpError, RecipientSet};
+use crate::secrets_repo::pgp::{self, PgpError, RecipientSet};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};

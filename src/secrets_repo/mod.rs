@@ -1,0 +1,10 @@
+//! The secrets repo: its layout and per-secret metadata, rotation states and
+//! their transitions, OpenPGP sealing and the recipient policy, the rotation
+//! journal, the git edge, the leak scanner and the key-age audit.
+
+pub mod audit;
+pub mod git;
+pub mod journal;
+pub mod layout;
+pub mod leakscan;
+pub mod pgp;
