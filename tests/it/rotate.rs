@@ -173,7 +173,7 @@ fn rotates_every_region_commits_and_a_rerun_changes_nothing() {
         "{message}"
     );
     assert!(message.contains(" -> sha256:"), "{message}");
-    assert!(!s.repo().join(".rekey/journal.json").exists());
+    assert!(!s.repo().join(".git/rekey/journal.json").exists());
     assert_eq!(
         git(&s.repo(), &["status", "--porcelain"]),
         "",
@@ -262,7 +262,7 @@ fn an_unfinished_rotation_to_another_key_is_not_overwritten() {
         "key_digest": {"algorithm": "hmac-sha256", "salt": "00".repeat(32), "value": "11".repeat(32)},
         "started_at": "2026-11-22T10:00:00Z", "regions": {"r1": "verified"}
     });
-    write(&s.repo(), ".rekey/journal.json", journal.to_string());
+    write(&s.repo(), ".git/rekey/journal.json", journal.to_string());
     let before = snapshot(&s.repo());
     let run = s.rotate().run();
     run.code(2)
@@ -345,8 +345,8 @@ fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
             .iter()
             .map(|r| password_in(&decrypt(&s.file(r, false))) == new_key)
             .chain([
-                s.repo().join(".rekey/journal.json").exists(),
-                s.repo().join(".rekey/writes.json").exists(),
+                s.repo().join(".git/rekey/journal.json").exists(),
+                s.repo().join(".git/rekey/writes.json").exists(),
             ])
             .collect();
         states.insert(state);
@@ -501,8 +501,9 @@ fn the_pre_merge_check_pulls_with_the_rotated_secrets() {
 #[test]
 fn a_second_writer_is_refused_while_another_holds_the_repo() {
     let s = Setup::new("rot-lock", &[]);
-    // What a concurrent rekey would hold: a lock on the repo's .rekey directory.
-    let held = std::fs::File::open(s.repo().join(".rekey")).unwrap();
+    // What a concurrent rekey would hold: a lock on the repo's state directory.
+    std::fs::create_dir_all(s.repo().join(".git/rekey")).unwrap();
+    let held = std::fs::File::open(s.repo().join(".git/rekey")).unwrap();
     held.lock().unwrap();
     let before = snapshot(&s.repo());
     s.rotate().run().code(2).stderr_has("another rekey is writing to");
