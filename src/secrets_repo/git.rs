@@ -100,6 +100,49 @@ pub fn ls_tree(repo: &Path, rev: &str) -> Result<Vec<String>, GitError> {
         .collect())
 }
 
+/// One entry of a tree at a revision, as `git ls-tree --long` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// The git file mode: `100644` a file, `100755` an executable, `120000` a symbolic link, `040000` a tree.
+    pub mode: String,
+    /// `blob`, `tree` or `commit`.
+    pub kind: String,
+    pub oid: String,
+    /// The blob's size (`None` for trees and submodules).
+    pub size: Option<u64>,
+}
+
+/// Returns the entry at `path` in `rev`'s tree, or `None` when there is none.
+pub fn tree_entry(repo: &Path, rev: &str, path: &str) -> Result<Option<TreeEntry>, GitError> {
+    let out = run(repo, &["ls-tree", "-z", "--long", "--full-tree", rev, "--", path])?;
+    for record in out.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let text = String::from_utf8_lossy(record);
+        let Some((meta, name)) = text.split_once('\t') else {
+            continue;
+        };
+        if name != path {
+            continue;
+        }
+        let mut fields = meta.split_whitespace();
+        if let (Some(mode), Some(kind), Some(oid), Some(size)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        {
+            return Ok(Some(TreeEntry {
+                mode: mode.to_owned(),
+                kind: kind.to_owned(),
+                oid: oid.to_owned(),
+                size: size.parse().ok(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Returns the contents of the blob `oid`.
+pub fn blob(repo: &Path, oid: &str) -> Result<Vec<u8>, GitError> {
+    run(repo, &["cat-file", "blob", oid])
+}
+
 /// Returns true when `dir` is inside a git work tree.
 pub fn is_work_tree(dir: &Path) -> bool {
     run(dir, &["rev-parse", "--is-inside-work-tree"]).is_ok_and(|o| o.starts_with(b"true"))

@@ -294,6 +294,53 @@ impl Store {
     }
 }
 
+/// Reads the file at `path` (relative to the repo root) as committed at
+/// `rev`, with the same rules as the work tree: it must be a regular,
+/// non-executable file (git mode 100644) of at most `max` bytes; a symbolic
+/// link, an executable or a directory is an error naming the path. `None`
+/// when `rev` has no such path. For reading a pull request's content.
+pub fn read_at_revision(repo: &Path, rev: &str, path: &str, max: u64) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(entry) = git::tree_entry(repo, rev, path)? else {
+        return Ok(None);
+    };
+    let why = match (entry.kind.as_str(), entry.mode.as_str()) {
+        ("blob", "100644") => None,
+        ("blob", "120000") => Some("is a symbolic link (rekey does not follow links in the repo)".to_owned()),
+        ("blob", "100755") => Some("is executable".to_owned()),
+        _ => Some("is not a regular file".to_owned()),
+    };
+    if let Some(why) = why {
+        bail!("{path} at {rev}: {why}");
+    }
+    if entry.size.is_none_or(|s| s > max) {
+        bail!("{path} at {rev}: is larger than {max} bytes");
+    }
+    let bytes = git::blob(repo, &entry.oid)?;
+    if bytes.len() as u64 > max {
+        bail!("{path} at {rev}: is larger than {max} bytes");
+    }
+    Ok(Some(bytes))
+}
+
+/// Reads `name`'s metadata as committed at `rev` (pinned like [`Store::read_meta`]).
+pub fn read_meta_at_revision(repo: &Path, rev: &str, name: &str) -> anyhow::Result<Option<Metadata>> {
+    check_name(name)?;
+    let path = Store::repo_path(name, Slot::Meta);
+    let Some(bytes) = read_at_revision(repo, rev, &path, MAX_FILE_BYTES)? else {
+        return Ok(None);
+    };
+    let shown = format!("{path} at {rev}");
+    let meta = Metadata::parse(&bytes, &shown)?;
+    meta.check_pinned(name, &shown)?;
+    Ok(Some(meta))
+}
+
+/// Reads `name`'s encrypted file in `slot` as committed at `rev`.
+pub fn read_file_at_revision(repo: &Path, rev: &str, name: &str, slot: Slot) -> anyhow::Result<Option<Vec<u8>>> {
+    check_name(name)?;
+    read_at_revision(repo, rev, &Store::repo_path(name, slot), MAX_FILE_BYTES)
+}
+
 /// Fails unless `name` is a secret name that can only name files in `registry/`.
 pub fn check_name(name: &str) -> anyhow::Result<()> {
     if !layout::is_secret_name(name) {
@@ -568,6 +615,42 @@ mod tests {
         assert_eq!(std::fs::read(tmp.path().join("registry/JP.gpg")).unwrap(), b"new");
         assert!(!state.join(WRITE_LOG_FILE).exists());
         assert_eq!(events.events().len(), 1);
+    }
+
+    #[test]
+    fn reads_at_a_revision_are_pinned_too() {
+        let (tmp, _) = repo();
+        let d = tmp.path();
+        let reg = d.join("registry");
+        std::fs::write(reg.join("JP.gpg"), b"sealed").unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", reg.join("US.gpg")).unwrap();
+        std::fs::write(reg.join("DE.gpg"), b"#!/bin/sh").unwrap();
+        std::fs::set_permissions(reg.join("DE.gpg"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        git(d, &["add", "."]);
+        git(d, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]);
+        assert_eq!(
+            read_file_at_revision(d, "HEAD", "JP", Slot::Active).unwrap().unwrap(),
+            b"sealed"
+        );
+        assert_eq!(read_file_at_revision(d, "HEAD", "UK", Slot::Active).unwrap(), None);
+        let err = read_file_at_revision(d, "HEAD", "US", Slot::Active)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "registry/US.gpg at HEAD: is a symbolic link (rekey does not follow links in the repo)"
+        );
+        let err = read_file_at_revision(d, "HEAD", "DE", Slot::Active)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("is executable"), "{err}");
+        let err = read_at_revision(d, "HEAD", "registry", 10).unwrap_err().to_string();
+        assert!(err.ends_with("is not a regular file"), "{err}");
+        let err = read_at_revision(d, "HEAD", "registry/JP.gpg", 3)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("is larger than 3 bytes"), "{err}");
+        assert!(read_file_at_revision(d, "HEAD", "../x", Slot::Active).is_err());
     }
 
     #[test]
