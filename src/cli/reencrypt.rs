@@ -16,7 +16,8 @@ use std::path::PathBuf;
 /// decrypted with --key, checked against its metadata digest, and encrypted
 /// to exactly the policy set. Files already addressed to the policy set are
 /// not rewritten. With --dry-run the plan is printed and nothing is written;
-/// otherwise all files change or none.
+/// otherwise all files change or none. REPO must be the top of a git work
+/// tree: rekey keeps its lock and redo log in the git directory.
 ///
 /// Example:
 ///   gpg --export --armor ops@example.com new@example.com > secrets/.rekey/recipients.asc
