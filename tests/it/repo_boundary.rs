@@ -44,10 +44,17 @@ fn a_committed_redo_log_never_installs_a_hook() {
         [repo.join(".rekey/hook"), hook],
     ]);
     write(&repo, ".rekey/writes.json", log.to_string());
+    // A journal at the old place, for another key, would block the rotation if it were read.
+    let journal = serde_json::json!({
+        "schema": 1, "key_name": "other-key-20261122", "key_fingerprint": "sha256:00000000",
+        "key_digest": {"algorithm": "hmac-sha256", "salt": "00".repeat(32), "value": "11".repeat(32)},
+        "started_at": "2026-11-22T10:00:00Z", "regions": {"r1": "verified"}
+    });
+    write(&repo, ".rekey/journal.json", journal.to_string());
     merge(&repo, "a harmless-looking PR");
     let before = std::fs::read(repo.join(".rekey/hook")).unwrap();
 
-    // The old redo log location is never read: the rotation runs and commits.
+    // The old state files are never read: the rotation runs and commits.
     let run = s.rotate().arg("--commit").run();
     run.code(0).stdout_has("rotated");
     s.assert_no_leak(&run);
