@@ -25,7 +25,7 @@ use crate::secrets_repo::journal::Journal;
 use crate::secrets_repo::layout::{self, Metadata, Rewrite, Slot};
 use crate::secrets_repo::pgp::{self, RecipientSet, Validity};
 use anyhow::{Context, bail};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// The directory under the repo's git directory that holds rekey's state.
@@ -377,14 +377,12 @@ fn read_journal(state: &Path) -> anyhow::Result<Option<Journal>> {
 /// Checks one rename of a redo log (relative to the repo root): a temporary
 /// of rekey's in `registry/` onto a pinned secret file in `registry/`.
 pub fn check_rename(tmp: &Path, target: &Path) -> Result<(), String> {
+    // The exact spelling `registry/<file>`: no `.`, `..`, doubled or trailing slashes.
     fn in_registry(p: &Path) -> Option<String> {
-        let parts: Vec<Component<'_>> = p.components().collect();
-        match parts.as_slice() {
-            [Component::Normal(dir), Component::Normal(file)] if *dir == layout::REGISTRY_DIR => {
-                file.to_str().map(str::to_owned)
-            }
-            _ => None,
-        }
+        let text = p.to_str()?;
+        let file = text.strip_prefix(layout::REGISTRY_DIR)?.strip_prefix('/')?;
+        let plain = !file.is_empty() && !file.contains('/') && file != "." && file != "..";
+        plain.then(|| file.to_owned())
     }
     let tmp_ok = in_registry(tmp).is_some_and(|f| {
         f.strip_prefix(".rekey-tmp-")
@@ -591,6 +589,9 @@ mod tests {
         std::fs::write(tmp.path().join(".rekey-hook"), b"#!/bin/sh").unwrap();
         for hostile in [
             r#"[[".rekey-hook", ".git/hooks/post-commit"]]"#,
+            r#"[["registry/.rekey-tmp-abc/", "registry/JP.gpg"]]"#,
+            r#"[["registry//.rekey-tmp-abc", "registry/JP.gpg"]]"#,
+            r#"[["registry/.rekey-tmp-abc", "./registry/JP.gpg"]]"#,
             r#"[["registry/.rekey-tmp-abc", "registry/../x.gpg"]]"#,
             r#"[["registry/.rekey-tmp-abc", "/tmp/X.gpg"]]"#,
             r#"[["registry/.rekey-tmp-abc", "registry/notes.txt"]]"#,
@@ -615,6 +616,57 @@ mod tests {
         assert_eq!(std::fs::read(tmp.path().join("registry/JP.gpg")).unwrap(), b"new");
         assert!(!state.join(WRITE_LOG_FILE).exists());
         assert_eq!(events.events().len(), 1);
+    }
+
+    /// Property: whatever bytes a redo log holds (mutations of a real one),
+    /// parsing never panics and every rename that passes validation is one
+    /// of rekey's temporaries in `registry/` onto a pinned file there.
+    #[test]
+    fn no_mutated_redo_log_passes_with_a_rename_outside_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("writes.json");
+        let seeds: [&[u8]; 3] = [
+            br#"[["registry/.rekey-tmp-aB3","registry/JP_X.gpg"],["registry/.rekey-tmp-Zz9","registry/JP_X.meta.json"]]"#,
+            br#"[["registry/.rekey-tmp-q","registry/US.previous.gpg"]]"#,
+            br#"[[".rekey/hook",".git/hooks/post-commit"]]"#,
+        ];
+        let alphabet = b"./\"[]_-,xX09registy\0\n";
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut accepted = 0;
+        for i in 0..2000 {
+            let mut bytes = seeds[i % seeds.len()].to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % (bytes.len() + 1);
+                match next() % 3 {
+                    0 if at < bytes.len() => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ => bytes.truncate(at.max(1)),
+                }
+            }
+            std::fs::write(&log, &bytes).unwrap();
+            let Ok(Some(renames)) = fsx::read_log(&log) else {
+                continue;
+            };
+            if renames.iter().all(|(t, g)| check_rename(t, g).is_ok()) {
+                accepted += 1;
+                for (tmp, target) in &renames {
+                    let (tmp, target) = (tmp.to_string_lossy(), target.to_string_lossy());
+                    assert!(
+                        tmp.starts_with("registry/.rekey-tmp-") && !tmp[9..].contains('/'),
+                        "{tmp}"
+                    );
+                    let file = target.strip_prefix("registry/").unwrap();
+                    assert!(layout::parse_file_name(file).is_some(), "{target}");
+                }
+            }
+        }
+        assert!(accepted > 0, "the seeds themselves pass");
     }
 
     #[test]
