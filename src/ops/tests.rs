@@ -168,6 +168,37 @@ impl Repo {
         rotate(&req, &world)
     }
 
+    fn dry_run(&self) -> anyhow::Result<RotateReport> {
+        let key = ApiKey::from_str_checked(NEW).unwrap();
+        let req = RotateRequest {
+            regions: self.regions.iter().collect(),
+            key: &key,
+            key_name: NEW_NAME.to_owned(),
+            allowed_failing_hosts: BTreeSet::new(),
+            image: None,
+            dry_run: true,
+            commit: true,
+            branch: Some("never".to_owned()),
+            validity: validity(),
+        };
+        let store = self.store();
+        let verifier = StaticVerifier::default();
+        let git = GitCli {
+            repo: self.root().to_owned(),
+        };
+        let world = RotateWorld {
+            store: &store,
+            git: &git,
+            verifier: &verifier,
+            clock: &self.clock,
+            random: &OsRandom,
+            events: &NoEvents,
+        };
+        let report = rotate(&req, &world);
+        assert!(verifier.asked().is_empty(), "a dry run verifies nothing");
+        report
+    }
+
     fn rotate(&self, verifier: &StaticVerifier) -> anyhow::Result<RotateReport> {
         let git = GitCli {
             repo: self.root().to_owned(),
@@ -350,6 +381,28 @@ fn a_rotation_resumes_from_each_journal_stage() {
         "{message}"
     );
     assert!(!repo.journal_path().exists());
+}
+
+#[test]
+fn a_dry_run_plans_shows_the_resume_point_and_writes_nothing() {
+    let repo = Repo::new();
+    repo.write_journal(&[("r1", Stage::Sealed)]);
+    let journal = std::fs::read(repo.journal_path()).unwrap();
+    let head = repo.head();
+    let report = repo.dry_run().unwrap();
+    assert!(report.dry_run);
+    assert_eq!(report.regions[0].stage, Some(Stage::Sealed));
+    assert_eq!(report.regions[1].stage, Some(Stage::Planned));
+    assert!(report.regions.iter().all(|r| r.action == Action::Rotate));
+    assert_eq!(report.commit, None);
+    assert_eq!(std::fs::read(repo.journal_path()).unwrap(), journal);
+    assert_eq!(repo.head(), head);
+    assert_eq!(git(repo.root(), &["status", "--porcelain"]), "");
+    assert_eq!(git(repo.root(), &["branch", "--list", "never"]), "");
+    // A dry run refuses a registry/ with unknown files too.
+    std::fs::write(repo.root().join("registry/extra.gpg"), "x").unwrap();
+    let err = repo.dry_run().unwrap_err().to_string();
+    assert!(err.contains("does not know: extra.gpg"), "{err}");
 }
 
 #[test]
