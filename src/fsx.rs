@@ -210,91 +210,210 @@ fn sync_parents<'a>(paths: impl Iterator<Item = &'a Path>) -> Result<(), WriteEr
     Ok(())
 }
 
+/// The prefixes of the temporary files rekey names in a directory it writes:
+/// staged contents, hard-linked backups and writability probes. A file with
+/// one of them is never a target, so removing it is always safe once no
+/// rekey is writing the directory.
+pub const TEMP_PREFIXES: [&str; 3] = [".rekey-tmp-", ".rekey-bak-", ".rekey-probe-"];
+
+/// The largest redo log [`read_log`] accepts.
+pub const MAX_LOG_BYTES: u64 = 1 << 20;
+
+/// One rename of a redo log: a staged temporary and its target, both
+/// relative to the log's base directory.
+pub type Rename = (PathBuf, PathBuf);
+
 impl WriteSet {
     /// Renames every staged file into place so that even a crash (SIGKILL,
-    /// power loss) leaves all of them old or all new once [`recover`] has run.
+    /// power loss) leaves all of them old or all new once the log has been
+    /// rolled forward ([`read_log`], then [`finish_log`]).
     ///
     /// The staged temporary files are kept, then a redo log naming each
-    /// rename is written atomically to `log`; only then are the renames done
-    /// and the log removed. A crash before the log exists leaves the targets
-    /// untouched (the temporaries are stray files that `recover` removes); a
-    /// crash after it is rolled forward by `recover`.
-    pub fn commit_logged(self, log: &Path) -> Result<(), WriteError> {
-        let mut renames: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(self.staged.len());
+    /// rename (relative to `base`, under which every target must be) is
+    /// written atomically to `log`; only then are the renames done and the
+    /// log removed. A crash before the log exists leaves the targets
+    /// untouched (the temporaries are stray files that [`remove_strays`]
+    /// removes); a crash after it is rolled forward by the next run.
+    /// Returns the targets, relative to `base`.
+    pub fn commit_logged(self, log: &Path, base: &Path) -> Result<Vec<PathBuf>, WriteError> {
+        let mut renames: Vec<Rename> = Vec::with_capacity(self.staged.len());
         for (path, tmp) in self.staged {
             let kept = tmp.into_temp_path().keep().map_err(|e| WriteError {
                 path: path.clone(),
                 source: e.error,
             })?;
-            renames.push((kept, path));
+            let relative = |p: &Path| {
+                p.strip_prefix(base).map(Path::to_owned).map_err(|_| WriteError {
+                    path: p.to_owned(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, "not under the redo log's base directory"),
+                })
+            };
+            renames.push((relative(&kept)?, relative(&path)?));
         }
         let text = serde_json::to_vec(&renames).map_err(|e| WriteError {
             path: log.to_owned(),
             source: e.into(),
         })?;
         write_atomic(log, &text, PUBLIC_MODE)?;
-        roll_forward(&renames)?;
-        fs::remove_file(log).map_err(|source| WriteError {
-            path: log.to_owned(),
-            source,
-        })?;
-        sync_dir(parent_of(log)).map_err(|source| WriteError {
-            path: log.to_owned(),
-            source,
-        })
+        finish_log(log, base, &renames)?;
+        Ok(renames.into_iter().map(|(_, target)| target).collect())
     }
 }
 
-fn roll_forward(renames: &[(PathBuf, PathBuf)]) -> Result<(), WriteError> {
+fn roll_forward(base: &Path, renames: &[Rename]) -> Result<(), WriteError> {
     for (tmp, target) in renames {
-        match fs::rename(tmp, target) {
+        let (tmp, target) = (base.join(tmp), base.join(target));
+        match fs::rename(&tmp, &target) {
             Ok(()) => {}
             // Renamed before a crash: nothing left to do for this one.
             Err(e) if e.kind() == io::ErrorKind::NotFound && target.exists() => {}
-            Err(source) => {
-                return Err(WriteError {
-                    path: target.clone(),
-                    source,
-                });
-            }
+            Err(source) => return Err(WriteError { path: target, source }),
         }
     }
-    sync_parents(renames.iter().map(|(_, t)| t.as_path()))
+    let targets: Vec<PathBuf> = renames.iter().map(|(_, t)| base.join(t)).collect();
+    sync_parents(targets.iter().map(PathBuf::as_path))
 }
 
-/// Finishes a [`WriteSet::commit_logged`] that a crash interrupted, then
-/// removes temporary files left by writes that never reached their log, in
-/// each of `dirs`. Returns the number of files rolled forward.
-pub fn recover(log: &Path, dirs: &[&Path]) -> Result<usize, WriteError> {
+/// Reads a redo log that a crash left, without acting on it: `None` when
+/// there is none. The log must be a regular file (not a link) of at most
+/// [`MAX_LOG_BYTES`]; its renames are relative to the log's base directory.
+/// The caller validates every rename before calling [`finish_log`].
+pub fn read_log(log: &Path) -> Result<Option<Vec<Rename>>, WriteError> {
+    let err = |source| WriteError {
+        path: log.to_owned(),
+        source,
+    };
+    let Some(bytes) = read_regular(log, MAX_LOG_BYTES).map_err(err)? else {
+        return Ok(None);
+    };
+    let renames: Vec<Rename> =
+        serde_json::from_slice(&bytes).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    Ok(Some(renames))
+}
+
+/// Does the renames of a redo log (those not done before a crash), then
+/// removes the log. Returns the number of files renamed.
+pub fn finish_log(log: &Path, base: &Path, renames: &[Rename]) -> Result<usize, WriteError> {
+    let pending = renames.iter().filter(|(tmp, _)| base.join(tmp).exists()).count();
+    roll_forward(base, renames)?;
+    let err = |source| WriteError {
+        path: log.to_owned(),
+        source,
+    };
+    fs::remove_file(log).map_err(err)?;
+    sync_dir(parent_of(log)).map_err(err)?;
+    Ok(pending)
+}
+
+/// Removes the temporary files ([`TEMP_PREFIXES`]) that a killed rekey left
+/// in `dir`; returns how many. Call it only while no other rekey writes
+/// `dir` (hold the directory's lock). A missing `dir` has none.
+pub fn remove_strays(dir: &Path) -> Result<usize, WriteError> {
     let err = |path: &Path, source| WriteError {
         path: path.to_owned(),
         source,
     };
-    let mut done = 0;
-    match fs::read(log) {
-        Ok(bytes) => {
-            let renames: Vec<(PathBuf, PathBuf)> =
-                serde_json::from_slice(&bytes).map_err(|e| err(log, io::Error::new(io::ErrorKind::InvalidData, e)))?;
-            done = renames.iter().filter(|(tmp, _)| tmp.exists()).count();
-            roll_forward(&renames)?;
-            fs::remove_file(log).map_err(|e| err(log, e))?;
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(log, e)),
-    }
-    for dir in dirs {
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(err(dir, e)),
-        };
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(".rekey-tmp-") {
-                fs::remove_file(entry.path()).map_err(|e| err(&entry.path(), e))?;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(err(dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| err(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if TEMP_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err(&entry.path(), e)),
             }
         }
     }
-    Ok(done)
+    Ok(removed)
+}
+
+/// An exclusive lock on a directory (an advisory `flock` on the directory
+/// itself, so taking it writes nothing), held until dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    _dir: File,
+}
+
+/// Why a directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds the lock.
+    #[error("another rekey is writing to {} (it holds a lock on it)", .0.display())]
+    Busy(PathBuf),
+    #[error("locking {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Takes the exclusive lock on the directory `dir` without waiting.
+pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
+    let io_err = |source| LockError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(io_err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _dir: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(LockError::Busy(dir.to_owned())),
+        Err(fs::TryLockError::Error(e)) => Err(io_err(e)),
+    }
+}
+
+/// Reads `path` if it is a regular file of at most `max` bytes: `None` when
+/// it does not exist. A symbolic link (not followed), a directory, a FIFO or
+/// a device, and a file over `max` are errors (`InvalidData`), so that no
+/// read ever leaves the file the caller named or blocks on it.
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // ELOOP: the last component is a symbolic link.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "is a symbolic link (rekey does not follow links in the repo)",
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "is not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("is larger than {max} bytes"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("is larger than {max} bytes"),
+        ));
+    }
+    Ok(Some(bytes))
 }
 
 fn backup_path(path: &Path) -> PathBuf {
@@ -313,9 +432,15 @@ fn cleanup_backups(backups: &[(PathBuf, Option<PathBuf>)]) {
     }
 }
 
-/// Creates `dir` (and parents) if missing, and checks it is a writable directory.
+/// Mode of the directories rekey creates: they may hold secrets.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` (and parents) if missing, mode 0700 whatever the umask,
+/// and checks it is a writable directory. Existing directories keep their mode.
 pub fn ensure_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
+    use std::os::unix::fs::DirBuilderExt;
+    // The umask can only remove bits, so 0700 stays 0700 even under umask 000.
+    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
     // Probe writability now, so that no work is done for an output that cannot be written.
     let probe = dir.join(format!(".rekey-probe-{}", std::process::id()));
     OpenOptions::new()
@@ -343,27 +468,85 @@ mod tests {
     }
 
     #[test]
-    fn recover_rolls_a_logged_commit_forward_and_removes_strays() {
+    fn a_logged_commit_is_rolled_forward_and_strays_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, log) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("log"));
         fs::write(&a, b"old a").unwrap();
         fs::write(&b, b"old b").unwrap();
         // Simulate a crash after the log and the first rename: stage by hand.
-        let ta = dir.path().join(".rekey-tmp-a");
-        let tb = dir.path().join(".rekey-tmp-b");
-        fs::write(&tb, b"new b").unwrap();
-        fs::write(&log, serde_json::to_vec(&[(&ta, &a), (&tb, &b)]).unwrap()).unwrap();
+        fs::write(dir.path().join(".rekey-tmp-b"), b"new b").unwrap();
+        fs::write(&log, br#"[[".rekey-tmp-a", "a"], [".rekey-tmp-b", "b"]]"#).unwrap();
         fs::write(&a, b"new a").unwrap();
         fs::write(dir.path().join(".rekey-tmp-stray"), b"partial").unwrap();
-        assert_eq!(recover(&log, &[dir.path()]).unwrap(), 1);
+        fs::write(dir.path().join(".rekey-bak-1-a"), b"old a").unwrap();
+        let renames = read_log(&log).unwrap().unwrap();
+        assert_eq!(finish_log(&log, dir.path(), &renames).unwrap(), 1);
         assert_eq!(fs::read(&a).unwrap(), b"new a");
         assert_eq!(fs::read(&b).unwrap(), b"new b");
+        assert_eq!(remove_strays(dir.path()).unwrap(), 2);
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
-        assert_eq!(recover(&log, &[dir.path()]).unwrap(), 0);
+        assert!(read_log(&log).unwrap().is_none());
+    }
+
+    #[test]
+    fn read_regular_refuses_links_special_files_and_big_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"12345").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap().unwrap(), b"12345");
+        assert!(
+            read_regular(&file, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("larger than 4 bytes")
+        );
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(
+            read_regular(&link, 5)
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
+        assert!(
+            read_regular(dir.path(), 5)
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(
+            read_regular(&fifo, 5)
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
+        assert!(read_regular(&dir.path().join("missing"), 5).unwrap().is_none());
+    }
+
+    #[test]
+    fn created_directories_are_private_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b");
+        ensure_dir(&deep).unwrap();
+        for d in [dir.path().join("a"), deep] {
+            assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, DIR_MODE, "{}", d.display());
+        }
+        let lock = lock_dir(dir.path()).unwrap();
+        assert!(matches!(lock_dir(dir.path()), Err(LockError::Busy(_))));
+        drop(lock);
+        lock_dir(dir.path()).unwrap();
     }
 
     #[test]
@@ -373,7 +556,8 @@ mod tests {
         let mut set = WriteSet::new();
         set.stage(&dir.path().join("x"), b"1", SECRET_MODE).unwrap();
         set.stage(&dir.path().join("y"), b"2", PUBLIC_MODE).unwrap();
-        set.commit_logged(&log).unwrap();
+        let written = set.commit_logged(&log, dir.path()).unwrap();
+        assert_eq!(written, [PathBuf::from("x"), PathBuf::from("y")]);
         assert_eq!(fs::read(dir.path().join("y")).unwrap(), b"2");
         assert_eq!(fs::metadata(dir.path().join("x")).unwrap().mode() & 0o777, 0o600);
         assert!(!log.exists());

@@ -2,9 +2,10 @@
 //! service's clusters depend on: registry pull secrets, their encrypted copies
 //! in a secrets repo, and the keys inside clusters' storage secrets.
 //!
-//! The crate is split into a core that works on values (this file's modules
-//! other than `cli`) and a `cli` layer that owns every file, terminal,
-//! network and clock access. See `ARCHITECTURE.md`.
+//! The crate has three layers: domain modules that work on values, `ops`
+//! (the workflows as library operations, which see the outside world only
+//! through narrow interfaces), and a `cli` layer that parses flags, builds
+//! the world and renders reports. See `ARCHITECTURE.md`.
 
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 

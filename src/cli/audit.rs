@@ -1,12 +1,12 @@
 //! `rekey audit`: key age and recipient expiry across the secrets repo.
 
 use crate::cli::output::{OutputFormat, Printer};
-use crate::cli::repo_io;
 use crate::exit::Exit;
 use crate::pullsecret::keyname;
 use crate::secrets_repo::audit::{self, AgePolicy, AgeStatus};
 use crate::secrets_repo::layout;
 use crate::secrets_repo::pgp::{self, Validity};
+use crate::secrets_repo::store::Store;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -92,11 +92,13 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     }
     let now = SystemTime::now();
     let today = chrono::DateTime::<chrono::Utc>::from(now).date_naive();
-    let dir = repo_io::registry_dir(&args.repo);
-    let names = repo_io::secret_names(&dir)?;
+    let store = Store::new(&args.repo);
+    let names = store.secret_names()?;
     let mut keys = Vec::new();
     for name in &names {
-        let meta = repo_io::read_meta(&dir, name)?.with_context(|| format!("reading metadata of {name}"))?;
+        let meta = store
+            .read_meta(name)?
+            .with_context(|| format!("reading metadata of {name}"))?;
         let v = &meta.active;
         let from_name = v.key_name.as_deref().and_then(|n| keyname::created_on(n).ok());
         let (created, created_from) = match from_name {
@@ -155,7 +157,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                 ));
             }
             if keys.is_empty() {
-                printer.status(format_args!("{} holds no secrets", dir.display()));
+                printer.status(format_args!("{} holds no secrets", store.registry_dir().display()));
             }
         }
     }

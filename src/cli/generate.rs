@@ -122,6 +122,10 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     }
     let key = args.key.read()?;
     fsx::ensure_dir(&args.out).with_context(|| format!("output directory {} is not writable", args.out.display()))?;
+    // Hold the directory while writing, and remove what a killed run left
+    // there (temporaries holding a new key, backups holding the old one).
+    let _lock = fsx::lock_dir(&args.out)?;
+    fsx::remove_strays(&args.out)?;
 
     let mut set = WriteSet::new();
     let mut written = Vec::with_capacity(regions.len());

@@ -15,7 +15,7 @@ pub mod output;
 pub mod pgpargs;
 pub mod recipients;
 pub mod reencrypt;
-pub mod repo_io;
+pub mod rollback;
 pub mod rotate;
 pub mod seal;
 pub mod secret_input;
@@ -70,7 +70,7 @@ pub enum Command {
     Reencrypt(reencrypt::Args),
     Verify(verify::Args),
     Rotate(rotate::Args),
-    Rollback(rotate::RollbackArgs),
+    Rollback(rollback::RollbackArgs),
     Check(check::Args),
     Audit(audit::Args),
     Health(health::Args),
@@ -100,7 +100,7 @@ pub fn main() -> ExitCode {
         Command::Reencrypt(args) => reencrypt::run(&printer, args),
         Command::Verify(args) => verify::run(&printer, args),
         Command::Rotate(args) => rotate::run(&printer, args),
-        Command::Rollback(args) => rotate::rollback(&printer, args),
+        Command::Rollback(args) => rollback::run(&printer, args),
         Command::Check(args) => check::run(&printer, args),
         Command::Audit(args) => audit::run(&printer, args),
         Command::Health(args) => health::run(&printer, args),

@@ -3,12 +3,10 @@
 //! bar on a terminal.
 
 use crate::cli::output::Printer;
-use crate::pullsecret::catalog::Region;
 use crate::pullsecret::dockerconfig::DockerConfig;
 use crate::pullsecret::host::Host;
 use crate::pullsecret::image::ImageRef;
 use crate::registry::{self, ClientConfig, Credential, HostResult, Settings, Target};
-use crate::secret::ApiKey;
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -127,28 +125,7 @@ impl NetArgs {
     }
 }
 
-/// Returns one target per host of each region, all with `key`.
-pub fn region_targets<'a>(
-    regions: impl IntoIterator<Item = &'a Region>,
-    key: &ApiKey,
-    image: Option<&ImageRef>,
-) -> Vec<Target> {
-    let mut targets = Vec::new();
-    for region in regions {
-        for host in &region.hosts {
-            targets.push(Target {
-                region: region.name.clone(),
-                host: host.clone(),
-                image: image.cloned().unwrap_or_else(|| region.probe_image.clone()),
-                credential: Credential {
-                    username: region.username.clone(),
-                    password: SecretString::from(key.expose_secret().to_owned()),
-                },
-            });
-        }
-    }
-    targets
-}
+pub use crate::ops::rotate::region_targets;
 
 /// Returns one target per host of a dockerconfigjson, each with its entry's
 /// own credentials (`username` and `password`, or else `auth`), reported
@@ -198,6 +175,19 @@ pub fn config_targets(
         });
     }
     Ok(targets)
+}
+
+/// The registry verifier of the operations: the real registries, through
+/// these network options, with a progress bar on a terminal.
+pub struct NetVerifier<'a> {
+    pub net: &'a NetArgs,
+    pub printer: &'a Printer,
+}
+
+impl crate::ops::world::Verifier for NetVerifier<'_> {
+    fn verify(&self, targets: Vec<Target>) -> anyhow::Result<Vec<HostResult>> {
+        self.net.check(self.printer, targets)
+    }
 }
 
 #[cfg(test)]

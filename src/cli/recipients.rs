@@ -3,10 +3,10 @@
 
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::ValidityArgs;
-use crate::cli::repo_io;
 use crate::exit::Exit;
-use crate::secrets_repo::layout::{self, Metadata};
+use crate::secrets_repo::layout::{self, Metadata, Slot};
 use crate::secrets_repo::pgp::RecipientCert;
+use crate::secrets_repo::store::Store;
 use clap::Subcommand;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -84,19 +84,22 @@ fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
         "recipients check",
         &[OutputFormat::Text, OutputFormat::Json, OutputFormat::Junit],
     )?;
-    let policy = repo_io::load_policy(printer, &args.repo, &args.validity, SystemTime::now())?;
-    let dir = repo_io::registry_dir(&args.repo);
+    let store = Store::new(&args.repo);
+    let policy = store.load_policy(args.validity.validity(), SystemTime::now(), printer)?;
+    let dir = store.registry_dir();
     let mut files = Vec::new();
     let mut metas: BTreeMap<String, Metadata> = BTreeMap::new();
-    for name in repo_io::secret_names(&dir)? {
-        match repo_io::read_meta(&dir, &name) {
+    for name in store.secret_names()? {
+        match store.read_meta(&name) {
             Ok(Some(meta)) => {
                 let mut problems = Vec::new();
                 if meta.name != name {
                     problems.push(format!("name: `{}` does not match the file name", meta.name));
                 }
-                for v in std::iter::once(&meta.active).chain(meta.previous.as_ref()) {
-                    if !dir.join(&v.file).is_file() {
+                for (v, slot) in std::iter::once((&meta.active, Slot::Active))
+                    .chain(meta.previous.as_ref().map(|p| (p, Slot::Previous)))
+                {
+                    if !store.path(&name, slot).is_file() {
                         problems.push(format!("{} version's file {} is missing", v.state, v.file));
                     }
                 }
@@ -119,8 +122,11 @@ fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
             }),
         }
     }
-    for file in repo_io::encrypted_files(&dir)? {
-        let bytes = repo_io::read(&dir, &file)?;
+    for file in store.encrypted_files()? {
+        let Some((name, slot)) = layout::parse_file_name(&file) else {
+            continue;
+        };
+        let bytes = store.read_file(&name, slot)?;
         let version = metas.values().find_map(|m| {
             std::iter::once(&m.active)
                 .chain(m.previous.as_ref())

@@ -1,7 +1,15 @@
 //! Workflows as library operations: each takes a typed request and the
 //! outside world as narrow interfaces (the secrets repo store, git, the
-//! registry verifier, the clock, an event sink) and returns a typed report.
-//! The `cli` layer builds the request, calls the operation and renders the
-//! report; operations never print, read the environment or the terminal.
+//! registry verifier, the clock, randomness, an event sink) and returns a
+//! typed, serializable report. The `cli` layer builds the request, calls
+//! the operation and renders the report; operations never print, read the
+//! environment or the terminal.
 
+pub mod reencrypt;
+pub mod rollback;
+pub mod rotate;
+pub mod seal;
 pub mod world;
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,11 @@
-//! The narrow interfaces through which operations see the outside world
-//! that is not the secrets repo or git: the clock and the event sink.
+//! The narrow interfaces through which operations see the outside world:
+//! the clock, the event sink, randomness, git and the registry verifier.
+//! (The secrets repo on disk is `secrets_repo::store::Store`.)
 
+use crate::registry::{Class, HostResult, Target};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// Tells an operation what time it is.
@@ -86,6 +90,100 @@ impl Events for RecordedEvents {
         if let Ok(mut v) = self.0.lock() {
             v.push(event);
         }
+    }
+}
+
+/// Random bytes for the salts of plaintext digests.
+pub trait Random {
+    /// Returns a fresh 32-byte salt.
+    fn salt(&self) -> anyhow::Result<[u8; 32]>;
+}
+
+/// The operating system's random numbers (through sequoia).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsRandom;
+
+impl Random for OsRandom {
+    fn salt(&self) -> anyhow::Result<[u8; 32]> {
+        let mut salt = [0u8; 32];
+        sequoia_openpgp::crypto::random(&mut salt).map_err(|e| anyhow::anyhow!("no random numbers for a salt: {e}"))?;
+        Ok(salt)
+    }
+}
+
+/// Records changed files in the secrets repo's history.
+pub trait Git {
+    /// Commits exactly `paths` (relative to the repo root) with `message`,
+    /// on `branch` when given; returns the commit ID, or `None` when none
+    /// of them changed.
+    fn commit(&self, branch: Option<&str>, paths: &[String], message: &str) -> anyhow::Result<Option<String>>;
+}
+
+/// The git CLI in the repo at `repo`.
+#[derive(Debug, Clone)]
+pub struct GitCli {
+    pub repo: PathBuf,
+}
+
+impl Git for GitCli {
+    fn commit(&self, branch: Option<&str>, paths: &[String], message: &str) -> anyhow::Result<Option<String>> {
+        Ok(crate::secrets_repo::git::commit(&self.repo, branch, paths, message)?)
+    }
+}
+
+/// Proves that credentials pull from registry hosts.
+pub trait Verifier {
+    /// Checks every target; returns one result per target, in order.
+    fn verify(&self, targets: Vec<Target>) -> anyhow::Result<Vec<HostResult>>;
+}
+
+/// An in-memory registry (tests, where the registry is not the point):
+/// every host pulls except those listed with the class they fail with.
+/// Records the hosts it was asked about.
+#[derive(Debug, Default)]
+pub struct StaticVerifier {
+    pub failing: BTreeMap<String, Class>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl StaticVerifier {
+    /// A verifier for which `failing` hosts fail with `class`.
+    pub fn failing(hosts: &[&str], class: Class) -> StaticVerifier {
+        StaticVerifier {
+            failing: hosts.iter().map(|h| ((*h).to_owned(), class)).collect(),
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Returns every host asked about so far, in order.
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl Verifier for StaticVerifier {
+    fn verify(&self, targets: Vec<Target>) -> anyhow::Result<Vec<HostResult>> {
+        Ok(targets
+            .into_iter()
+            .map(|t| {
+                let host = t.host.to_string();
+                if let Ok(mut asked) = self.asked.lock() {
+                    asked.push(host.clone());
+                }
+                let class = self.failing.get(&host).copied().unwrap_or(Class::Ok);
+                HostResult {
+                    region: t.region,
+                    detail: if class == Class::Ok {
+                        "pulled".to_owned()
+                    } else {
+                        "refused by the test registry".to_owned()
+                    },
+                    host,
+                    class,
+                    elapsed_ms: 0,
+                }
+            })
+            .collect())
     }
 }
 

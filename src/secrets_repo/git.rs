@@ -100,15 +100,95 @@ pub fn ls_tree(repo: &Path, rev: &str) -> Result<Vec<String>, GitError> {
         .collect())
 }
 
+/// One entry of a tree at a revision, as `git ls-tree --long` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// The git file mode: `100644` a file, `100755` an executable, `120000` a symbolic link, `040000` a tree.
+    pub mode: String,
+    /// `blob`, `tree` or `commit`.
+    pub kind: String,
+    pub oid: String,
+    /// The blob's size (`None` for trees and submodules).
+    pub size: Option<u64>,
+}
+
+/// Returns the entry at `path` in `rev`'s tree, or `None` when there is none.
+pub fn tree_entry(repo: &Path, rev: &str, path: &str) -> Result<Option<TreeEntry>, GitError> {
+    let out = run(repo, &["ls-tree", "-z", "--long", "--full-tree", rev, "--", path])?;
+    for record in out.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let text = String::from_utf8_lossy(record);
+        let Some((meta, name)) = text.split_once('\t') else {
+            continue;
+        };
+        if name != path {
+            continue;
+        }
+        let mut fields = meta.split_whitespace();
+        if let (Some(mode), Some(kind), Some(oid), Some(size)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        {
+            return Ok(Some(TreeEntry {
+                mode: mode.to_owned(),
+                kind: kind.to_owned(),
+                oid: oid.to_owned(),
+                size: size.parse().ok(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Returns the contents of the blob `oid`.
+pub fn blob(repo: &Path, oid: &str) -> Result<Vec<u8>, GitError> {
+    run(repo, &["cat-file", "blob", oid])
+}
+
 /// Returns true when `dir` is inside a git work tree.
 pub fn is_work_tree(dir: &Path) -> bool {
     run(dir, &["rev-parse", "--is-inside-work-tree"]).is_ok_and(|o| o.starts_with(b"true"))
 }
 
-/// Commits `paths` (relative to the repo) on `branch`, creating or moving the
-/// branch to the current HEAD first when `branch` is given. Uses the
+/// Returns the git directory of the work tree whose top level is `repo`
+/// (`git rev-parse --absolute-git-dir`; per work tree for linked work
+/// trees). Fails when `repo` is not the top of a git work tree.
+pub fn git_dir(repo: &Path) -> Result<PathBuf, GitError> {
+    let out = run(
+        repo,
+        &[
+            "rev-parse",
+            "--path-format=absolute",
+            "--show-toplevel",
+            "--absolute-git-dir",
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out);
+    let mut lines = text.lines();
+    let (Some(top), Some(dir)) = (lines.next(), lines.next()) else {
+        return Err(GitError {
+            repo: repo.to_owned(),
+            args: "rev-parse --show-toplevel --absolute-git-dir".to_owned(),
+            stderr: "not a work tree".to_owned(),
+        });
+    };
+    let same = match (std::fs::canonicalize(top), std::fs::canonicalize(repo)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same {
+        return Err(GitError {
+            repo: repo.to_owned(),
+            args: "rev-parse --show-toplevel".to_owned(),
+            stderr: format!("the directory is inside the work tree {top}, not its top level"),
+        });
+    }
+    Ok(PathBuf::from(dir))
+}
+
+/// Commits exactly `paths` (files relative to the repo) on `branch`,
+/// creating or moving the branch to the current HEAD first when `branch` is
+/// given; nothing else in the work tree or the index is committed. Uses the
 /// configured identity, or `rekey <rekey@localhost>` when none is set.
-/// Returns the new commit ID, or `None` when nothing changed.
+/// Returns the new commit ID, or `None` when none of `paths` changed.
 pub fn commit(repo: &Path, branch: Option<&str>, paths: &[String], message: &str) -> Result<Option<String>, GitError> {
     if let Some(branch) = branch {
         let current = run(repo, &["symbolic-ref", "--quiet", "--short", "HEAD"]).unwrap_or_default();
@@ -116,10 +196,17 @@ pub fn commit(repo: &Path, branch: Option<&str>, paths: &[String], message: &str
             run(repo, &["checkout", "--quiet", "-B", branch])?;
         }
     }
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    // Literal pathspecs: a path is a file name, never a pattern.
+    let specs: Vec<String> = paths.iter().map(|p| format!(":(literal){p}")).collect();
     let mut add = vec!["add", "--all", "--"];
-    add.extend(paths.iter().map(String::as_str));
+    add.extend(specs.iter().map(String::as_str));
     run(repo, &add)?;
-    if run(repo, &["diff", "--cached", "--quiet"]).is_ok() {
+    let mut diff = vec!["diff", "--cached", "--quiet", "--"];
+    diff.extend(specs.iter().map(String::as_str));
+    if run(repo, &diff).is_ok() {
         return Ok(None);
     }
     let has_identity = run(repo, &["config", "user.email"]).is_ok();
@@ -127,7 +214,8 @@ pub fn commit(repo: &Path, branch: Option<&str>, paths: &[String], message: &str
     if !has_identity {
         args.extend(["-c", "user.name=rekey", "-c", "user.email=rekey@localhost"]);
     }
-    args.extend(["commit", "--quiet", "--no-verify", "-m", message]);
+    args.extend(["commit", "--quiet", "--no-verify", "-m", message, "--only", "--"]);
+    args.extend(specs.iter().map(String::as_str));
     run(repo, &args)?;
     rev_parse(repo, "HEAD").map(Some)
 }
@@ -162,7 +250,11 @@ mod tests {
         std::fs::write(d.join("a"), "2").unwrap();
         std::fs::remove_file(d.join("b")).unwrap();
         std::fs::write(d.join("c d"), "3").unwrap();
-        let head = commit(d, Some("rotate"), &[".".into()], "two").unwrap().unwrap();
+        std::fs::write(d.join("staged"), "not mine").unwrap();
+        git(d, &["add", "staged"]);
+        let head = commit(d, Some("rotate"), &["a".into(), "b".into(), "c d".into()], "two")
+            .unwrap()
+            .unwrap();
         let changes = changed_files(d, &base, &head).unwrap();
         let got: Vec<(ChangeKind, &str)> = changes.iter().map(|c| (c.kind, c.path.as_str())).collect();
         assert_eq!(
@@ -175,6 +267,7 @@ mod tests {
         );
         assert_eq!(show(d, &base, "b").unwrap().unwrap(), b"1");
         assert_eq!(show(d, &head, "b").unwrap(), None);
+        // Only the named files: the file staged by someone else is not committed.
         assert_eq!(ls_tree(d, &head).unwrap(), ["a", "c d"]);
         assert!(
             rev_parse(d, "nope")
@@ -182,7 +275,16 @@ mod tests {
                 .to_string()
                 .contains("`nope` is not a commit")
         );
-        assert_eq!(commit(d, None, &[".".into()], "nothing").unwrap(), None);
+        assert_eq!(commit(d, None, &["a".into()], "nothing").unwrap(), None);
         assert!(is_work_tree(d));
+        assert_eq!(
+            std::fs::canonicalize(git_dir(d).unwrap()).unwrap(),
+            std::fs::canonicalize(d.join(".git")).unwrap()
+        );
+        std::fs::create_dir(d.join("sub")).unwrap();
+        let err = git_dir(&d.join("sub")).unwrap_err().to_string();
+        assert!(err.contains("not its top level"), "{err}");
+        let plain = tempfile::tempdir().unwrap();
+        assert!(git_dir(plain.path()).is_err());
     }
 }

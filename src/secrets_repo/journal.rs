@@ -13,8 +13,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The journal file, relative to the repo root (not committed).
-pub const JOURNAL_FILE: &str = ".rekey/journal.json";
 /// The journal schema version written.
 pub const SCHEMA: u32 = 1;
 

@@ -27,8 +27,6 @@ use serde::{Deserialize, Serialize};
 
 /// The recipient policy keyring, relative to the repo root.
 pub const RECIPIENTS_FILE: &str = ".rekey/recipients.asc";
-/// The redo log of a multi-file write in progress, relative to the repo root (local state, never committed).
-pub const WRITE_LOG_FILE: &str = ".rekey/writes.json";
 /// The directory holding registry pull secrets, relative to the repo root.
 pub const REGISTRY_DIR: &str = "registry";
 /// The metadata schema version written.
@@ -177,6 +175,83 @@ impl Metadata {
         out.push(b'\n');
         out
     }
+
+    /// Checks that metadata read from `<name>.meta.json` (`file` in errors)
+    /// describes `name` and names only its pinned files: rekey derives every
+    /// path from the secret's name, so a `file` field that says anything
+    /// else (another file, a path outside the repo) is refused, never followed.
+    pub fn check_pinned(&self, name: &str, file: &str) -> Result<(), RepoError> {
+        let bad = |reason: String| RepoError::BadMetadata {
+            file: file.to_owned(),
+            reason,
+        };
+        if self.name != name {
+            return Err(bad(format!("name: must be {name}, the name in the file name")));
+        }
+        if self.active.file != active_file(name) {
+            return Err(bad(format!(
+                "active.file: must be {} (rekey reads only the file named after the secret)",
+                active_file(name)
+            )));
+        }
+        if let Some(p) = &self.previous
+            && p.file != previous_file(name)
+        {
+            return Err(bad(format!(
+                "previous.file: must be {} (rekey reads only the file named after the secret)",
+                previous_file(name)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One of the files of a secret, each at a path pinned by the secret's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// `<NAME>.gpg`
+    Active,
+    /// `<NAME>.previous.gpg`
+    Previous,
+    /// `<NAME>.meta.json`
+    Meta,
+}
+
+impl Slot {
+    /// Every slot.
+    pub const ALL: [Slot; 3] = [Slot::Active, Slot::Previous, Slot::Meta];
+
+    /// Returns the file name of `name`'s file in this slot.
+    pub fn file(self, name: &str) -> String {
+        match self {
+            Slot::Active => active_file(name),
+            Slot::Previous => previous_file(name),
+            Slot::Meta => meta_file(name),
+        }
+    }
+}
+
+/// Returns true when `name` is a secret name rekey accepts: 1 to 128 of
+/// `A-Z`, `0-9` and `_`, so a name can never spell a path.
+pub fn is_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Returns the secret and slot a file name in `registry/` is pinned to, or
+/// `None` when it is no file rekey knows.
+pub fn parse_file_name(file: &str) -> Option<(String, Slot)> {
+    let (stem, slot) = if let Some(stem) = file.strip_suffix(".previous.gpg") {
+        (stem, Slot::Previous)
+    } else if let Some(stem) = file.strip_suffix(".meta.json") {
+        (stem, Slot::Meta)
+    } else {
+        (file.strip_suffix(".gpg")?, Slot::Active)
+    };
+    is_secret_name(stem).then(|| (stem.to_owned(), slot))
 }
 
 /// Returns the environment variable name for a region's pull secret.
@@ -487,6 +562,51 @@ mod tests {
         match plan {
             Plan::Write(w) => (w.meta, w.active, w.previous),
             Plan::Unchanged => panic!("expected a write"),
+        }
+    }
+
+    #[test]
+    fn file_names_are_pinned_to_secret_names() {
+        assert_eq!(
+            parse_file_name("JP_X.previous.gpg"),
+            Some(("JP_X".to_owned(), Slot::Previous))
+        );
+        assert_eq!(parse_file_name("JP_X.gpg"), Some(("JP_X".to_owned(), Slot::Active)));
+        assert_eq!(parse_file_name("JP_X.meta.json"), Some(("JP_X".to_owned(), Slot::Meta)));
+        for bad in [
+            "notes.txt",
+            ".gpg",
+            "../X.gpg",
+            "jp.gpg",
+            "A B.gpg",
+            ".rekey-tmp-x",
+            "X.gpg.bak",
+        ] {
+            assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+        assert!(!is_secret_name(&"A".repeat(129)));
+    }
+
+    #[test]
+    fn metadata_naming_another_file_is_refused() {
+        let set = recipients(1);
+        let (meta, _, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        meta.check_pinned("JP_REGISTRY_PULL_SECRET_64", "m.json").unwrap();
+        let err = meta.check_pinned("US_REGISTRY_PULL_SECRET_64", "m.json").unwrap_err();
+        assert!(err.to_string().starts_with("m.json: name: must be US_"), "{err}");
+        for hostile in [
+            "/proc/self/environ",
+            "../../x",
+            "JP_REGISTRY_PULL_SECRET_64.previous.gpg",
+        ] {
+            let mut m = meta.clone();
+            m.active.file = hostile.to_owned();
+            let err = m.check_pinned("JP_REGISTRY_PULL_SECRET_64", "m.json").unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("active.file: must be JP_REGISTRY_PULL_SECRET_64.gpg"),
+                "{err}"
+            );
         }
     }
 

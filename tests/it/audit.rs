@@ -37,6 +37,7 @@ fn policy(repo: &Path, who: &[&str]) {
         ring.extend(std::fs::read(keys().file(&format!("{w}.pub"))).unwrap());
     }
     write(repo, ".rekey/recipients.asc", ring);
+    git(repo, &["init", "-q", "-b", "main"]);
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod generate;
 mod health;
 mod health_support;
 mod inspect;
+mod repo_boundary;
 mod rotate;
 mod secrets_repo;
 mod storage;

@@ -7,20 +7,20 @@ use crate::verify_support::FIXTURE;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const OLD_KEY_NAME: &str = "iks-registry-access-prod-test-20260801";
-const NEW_KEY_NAME: &str = "iks-registry-access-prod-test-20261123";
+pub(crate) const OLD_KEY_NAME: &str = "iks-registry-access-prod-test-20260801";
+pub(crate) const NEW_KEY_NAME: &str = "iks-registry-access-prod-test-20261123";
 
 /// A catalog of test regions pointing at the test registry, and a git
 /// secrets repo holding secrets sealed with an old key.
-struct Setup {
-    tmp: tempfile::TempDir,
-    old: Canary,
-    hosts: Vec<String>,
+pub(crate) struct Setup {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) old: Canary,
+    pub(crate) hosts: Vec<String>,
 }
 
 impl Setup {
     /// Regions `r1`, `r2` (two hosts each) plus `extra` hosts in r2.
-    fn new(tag: &str, extra: &[&str]) -> Setup {
+    pub(crate) fn new(tag: &str, extra: &[&str]) -> Setup {
         let tmp = tempdir();
         let uniq = unique_hex();
         let mut hosts = Vec::new();
@@ -75,20 +75,20 @@ impl Setup {
         setup
     }
 
-    fn regions(&self) -> PathBuf {
+    pub(crate) fn regions(&self) -> PathBuf {
         self.tmp.path().join("regions")
     }
 
-    fn repo(&self) -> PathBuf {
+    pub(crate) fn repo(&self) -> PathBuf {
         self.tmp.path().join("repo")
     }
 
     /// `rekey rotate` to the key the test registry accepts, with every host resolved to it.
-    fn rotate(&self) -> Rekey {
+    pub(crate) fn rotate(&self) -> Rekey {
         self.rotate_named(NEW_KEY_NAME)
     }
 
-    fn rotate_named(&self, key_name: &str) -> Rekey {
+    pub(crate) fn rotate_named(&self, key_name: &str) -> Rekey {
         let fx = &*FIXTURE;
         let mut cmd = rekey()
             .arg("rotate")
@@ -106,7 +106,7 @@ impl Setup {
         cmd
     }
 
-    fn meta(&self, region: &str) -> serde_json::Value {
+    pub(crate) fn meta(&self, region: &str) -> serde_json::Value {
         let path = self.repo().join(format!(
             "registry/{}_REGISTRY_PULL_SECRET_64.meta.json",
             region.to_uppercase()
@@ -114,7 +114,7 @@ impl Setup {
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 
-    fn file(&self, region: &str, previous: bool) -> PathBuf {
+    pub(crate) fn file(&self, region: &str, previous: bool) -> PathBuf {
         let suffix = if previous { ".previous.gpg" } else { ".gpg" };
         self.repo().join(format!(
             "registry/{}_REGISTRY_PULL_SECRET_64{suffix}",
@@ -123,7 +123,7 @@ impl Setup {
     }
 
     /// Checks the whole output and repo (git history included) for both keys.
-    fn assert_no_leak(&self, run: &Run) {
+    pub(crate) fn assert_no_leak(&self, run: &Run) {
         let new = Canary::with_value(&FIXTURE.key);
         for c in [&self.old, &new] {
             c.assert_not_in_run(run);
@@ -135,7 +135,7 @@ impl Setup {
 }
 
 /// Returns the password in a decrypted dockerconfigjson's first entry.
-fn password_in(plaintext: &[u8]) -> String {
+pub(crate) fn password_in(plaintext: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(plaintext).unwrap();
     let first = v["auths"].as_object().unwrap().values().next().unwrap().clone();
     first["password"].as_str().unwrap().to_owned()
@@ -173,7 +173,7 @@ fn rotates_every_region_commits_and_a_rerun_changes_nothing() {
         "{message}"
     );
     assert!(message.contains(" -> sha256:"), "{message}");
-    assert!(!s.repo().join(".rekey/journal.json").exists());
+    assert!(!s.repo().join(".git/rekey/journal.json").exists());
     assert_eq!(
         git(&s.repo(), &["status", "--porcelain"]),
         "",
@@ -262,7 +262,7 @@ fn an_unfinished_rotation_to_another_key_is_not_overwritten() {
         "key_digest": {"algorithm": "hmac-sha256", "salt": "00".repeat(32), "value": "11".repeat(32)},
         "started_at": "2026-11-22T10:00:00Z", "regions": {"r1": "verified"}
     });
-    write(&s.repo(), ".rekey/journal.json", journal.to_string());
+    write(&s.repo(), ".git/rekey/journal.json", journal.to_string());
     let before = snapshot(&s.repo());
     let run = s.rotate().run();
     run.code(2)
@@ -345,8 +345,8 @@ fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
             .iter()
             .map(|r| password_in(&decrypt(&s.file(r, false))) == new_key)
             .chain([
-                s.repo().join(".rekey/journal.json").exists(),
-                s.repo().join(".rekey/writes.json").exists(),
+                s.repo().join(".git/rekey/journal.json").exists(),
+                s.repo().join(".git/rekey/writes.json").exists(),
             ])
             .collect();
         states.insert(state);
@@ -501,8 +501,9 @@ fn the_pre_merge_check_pulls_with_the_rotated_secrets() {
 #[test]
 fn a_second_writer_is_refused_while_another_holds_the_repo() {
     let s = Setup::new("rot-lock", &[]);
-    // What a concurrent rekey would hold: a lock on the repo's .rekey directory.
-    let held = std::fs::File::open(s.repo().join(".rekey")).unwrap();
+    // What a concurrent rekey would hold: a lock on the repo's state directory.
+    std::fs::create_dir_all(s.repo().join(".git/rekey")).unwrap();
+    let held = std::fs::File::open(s.repo().join(".git/rekey")).unwrap();
     held.lock().unwrap();
     let before = snapshot(&s.repo());
     s.rotate().run().code(2).stderr_has("another rekey is writing to");

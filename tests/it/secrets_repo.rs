@@ -20,6 +20,8 @@ impl Repo {
             canary: Canary::new(tag),
         };
         repo.set_policy(policy);
+        // rekey keeps its lock and redo log in the repo's git directory.
+        git(&repo.root(), &["init", "-q", "-b", "main"]);
         repo.generate(&repo.canary.key.clone());
         repo
     }

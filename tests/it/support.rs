@@ -57,6 +57,19 @@ impl Rekey {
         self
     }
 
+    /// Runs rekey under this umask (e.g. 0 to prove modes do not depend on it).
+    pub fn umask(mut self, mask: u32) -> Rekey {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask(2) is async-signal-safe and touches no memory.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                libc::umask(mask as libc::mode_t);
+                Ok(())
+            });
+        }
+        self
+    }
+
     pub fn current_dir(mut self, dir: &Path) -> Rekey {
         self.cmd.current_dir(dir);
         self

@@ -1,0 +1,121 @@
+//! Sealing generated pull secrets into the secrets repo: each is checked,
+//! encrypted to exactly the recipient policy in memory, then all are
+//! written or none.
+
+use crate::ops::world::{Clock, Events, Random};
+use crate::pullsecret::dockerconfig;
+use crate::secrets_repo::layout::{self, Existing, Plan, SealRequest as SealOne, Slot, State};
+use crate::secrets_repo::pgp::Validity;
+use crate::secrets_repo::store::{Store, WritePlan};
+use anyhow::Context;
+use serde::Serialize;
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+/// One generated pull secret to seal.
+pub struct Generated {
+    /// The region (a-z, 0-9, -).
+    pub region: String,
+    /// Where it was read from, for messages.
+    pub source: PathBuf,
+    /// The dockerconfigjson.
+    pub plaintext: Zeroizing<Vec<u8>>,
+}
+
+/// What to seal.
+pub struct SealRequest {
+    pub secrets: Vec<Generated>,
+    /// The key's name to record (not the key).
+    pub key_name: Option<String>,
+    /// Record new versions as pending instead of current.
+    pub pending: bool,
+    pub validity: Validity,
+}
+
+/// One sealed secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sealed {
+    pub region: String,
+    pub name: String,
+    pub file: PathBuf,
+    pub changed: bool,
+    pub state: State,
+    pub key_fingerprint: String,
+}
+
+/// A seal's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct SealReport {
+    pub secrets: Vec<Sealed>,
+    /// How many certificates the secrets are encrypted to.
+    pub recipients: usize,
+    /// The files written, relative to the repo root.
+    pub files: Vec<String>,
+}
+
+/// Seals every secret of `req` into the repo, all or nothing.
+pub fn seal(
+    req: &SealRequest,
+    store: &Store,
+    clock: &dyn Clock,
+    random: &dyn Random,
+    events: &dyn Events,
+) -> anyhow::Result<SealReport> {
+    let now = clock.now();
+    let policy = store.load_policy(req.validity, now.into(), events)?;
+    let lock = store.lock(events)?;
+    let state = if req.pending { State::Pending } else { State::Current };
+    let mut writes = WritePlan::default();
+    let mut report = Vec::new();
+    for g in &req.secrets {
+        let config = dockerconfig::parse(&g.plaintext).with_context(|| format!("reading {}", g.source.display()))?;
+        let check = dockerconfig::check(&config, None);
+        let fingerprint = match (check.is_ok(), check.key_fingerprint) {
+            (true, Some(fp)) => fp,
+            _ => anyhow::bail!(
+                "{}: not a consistent pull secret (check it with `rekey inspect`): {}",
+                g.source.display(),
+                check.problems.join("; ")
+            ),
+        };
+        let name = layout::secret_name(&g.region);
+        let old = store.read_secret(&name)?;
+        let one = SealOne {
+            name: &name,
+            region: &g.region,
+            plaintext: &g.plaintext,
+            key_name: req.key_name.as_deref(),
+            key_fingerprint: fingerprint,
+            state,
+            now,
+            salt: random.salt()?,
+        };
+        let existing = old.as_ref().map(|s| Existing {
+            meta: &s.meta,
+            active: &s.active,
+        });
+        let plan = layout::plan_seal(existing, &one, &policy).with_context(|| format!("sealing {name}"))?;
+        let final_state = match &plan {
+            Plan::Write(w) => w.meta.active.state,
+            Plan::Unchanged => old.as_ref().map(|s| s.meta.active.state).unwrap_or(state),
+        };
+        report.push(Sealed {
+            region: g.region.clone(),
+            file: store.path(&name, Slot::Active),
+            name: name.clone(),
+            changed: matches!(plan, Plan::Write(_)),
+            state: final_state,
+            key_fingerprint: fingerprint.to_string(),
+        });
+        if let Plan::Write(w) = plan {
+            lock.stage(&mut writes, *w)?;
+        }
+    }
+    // Everything is validated and encrypted: now write, all or nothing.
+    let files = lock.apply(writes)?;
+    Ok(SealReport {
+        secrets: report,
+        recipients: policy.certs.len(),
+        files,
+    })
+}

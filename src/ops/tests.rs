@@ -1,0 +1,560 @@
+//! In-process tests of the operations: a real git repo in a temp dir, real
+//! OpenPGP files (sequoia-made certificates), a fixed clock, recorded
+//! events and an in-memory registry verifier.
+
+use crate::ops::reencrypt::{ItemAction, ReencryptRequest, reencrypt};
+use crate::ops::rollback::{RollbackRequest, rollback};
+use crate::ops::rotate::{Action, RotateReport, RotateRequest, RotateWorld, rotate};
+use crate::ops::seal::{Generated, SealRequest, seal};
+use crate::ops::world::{FixedClock, Git, GitCli, NoEvents, OsRandom, RecordedEvents, StaticVerifier};
+use crate::pullsecret::catalog::Region;
+use crate::pullsecret::dockerconfig;
+use crate::pullsecret::host::Host;
+use crate::pullsecret::image::ImageRef;
+use crate::registry::Class;
+use crate::secret::ApiKey;
+use crate::secrets_repo::journal::{Journal, Stage};
+use crate::secrets_repo::layout::{self, Digest, Slot, State};
+use crate::secrets_repo::pgp::{self, SecretKeys, Validity};
+use crate::secrets_repo::store::{self, Store};
+use chrono::Utc;
+use sequoia_openpgp::cert::{Cert, CertBuilder};
+use sequoia_openpgp::serialize::SerializeInto;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+const OLD: &str = "old-key-value-0001";
+const NEW: &str = "new-key-value-0002";
+const NEW_NAME: &str = "iks-registry-test-20261123";
+
+/// Two recipients, made once for all tests.
+static CERTS: LazyLock<Vec<Cert>> = LazyLock::new(|| {
+    ["alice", "bob"]
+        .iter()
+        .map(|n| {
+            CertBuilder::general_purpose(Some(format!("{n} <{n}@example.com>")))
+                .set_creation_time(std::time::SystemTime::now() - Duration::from_secs(86_400))
+                .generate()
+                .unwrap()
+                .0
+        })
+        .collect()
+});
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn region(name: &str) -> Region {
+    Region {
+        name: name.to_owned(),
+        hosts: vec![
+            Host::parse(&format!("{name}.reg.test")).unwrap(),
+            Host::parse(&format!("private-{name}.reg.test")).unwrap(),
+        ],
+        username: "iamapikey".to_owned(),
+        probe_image: ImageRef::parse("armada-master/alpine:latest").unwrap(),
+        email: None,
+        source: PathBuf::from(format!("{name}.toml")),
+    }
+}
+
+fn validity() -> Validity {
+    Validity {
+        min: None,
+        warn: Duration::ZERO,
+    }
+}
+
+/// A git secrets repo with a two-recipient policy and r1, r2 sealed with the old key, committed.
+struct Repo {
+    tmp: tempfile::TempDir,
+    regions: Vec<Region>,
+    clock: FixedClock,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_owned();
+        let root = root.as_path();
+        git(root, &["init", "-q", "-b", "main"]);
+        let mut ring = Vec::new();
+        for c in CERTS.iter() {
+            ring.extend(c.armored().to_vec().unwrap());
+        }
+        std::fs::create_dir(root.join(".rekey")).unwrap();
+        std::fs::write(root.join(layout::RECIPIENTS_FILE), ring).unwrap();
+        let repo = Repo {
+            tmp,
+            regions: vec![region("r1"), region("r2")],
+            clock: FixedClock(Utc::now()),
+        };
+        repo.seal(OLD, Some("old-20260801"), false).unwrap();
+        git(root, &["add", "."]);
+        git(root, &["commit", "-qm", "old key"]);
+        repo
+    }
+
+    fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn store(&self) -> Store {
+        Store::new(self.root())
+    }
+
+    fn seal(&self, key: &str, key_name: Option<&str>, pending: bool) -> anyhow::Result<crate::ops::seal::SealReport> {
+        let key = ApiKey::from_str_checked(key).unwrap();
+        let secrets = self
+            .regions
+            .iter()
+            .map(|r| Generated {
+                region: r.name.clone(),
+                source: PathBuf::from(format!("{}.dockerconfigjson", r.name)),
+                plaintext: zeroize::Zeroizing::new(
+                    dockerconfig::render(&r.hosts, &r.username, &key, None)
+                        .as_bytes()
+                        .to_vec(),
+                ),
+            })
+            .collect();
+        let req = SealRequest {
+            secrets,
+            key_name: key_name.map(str::to_owned),
+            pending,
+            validity: validity(),
+        };
+        seal(&req, &self.store(), &self.clock, &OsRandom, &NoEvents)
+    }
+
+    fn rotate_with(&self, verifier: &StaticVerifier, git: &dyn Git, commit: bool) -> anyhow::Result<RotateReport> {
+        let key = ApiKey::from_str_checked(NEW).unwrap();
+        let req = RotateRequest {
+            regions: self.regions.iter().collect(),
+            key: &key,
+            key_name: NEW_NAME.to_owned(),
+            allowed_failing_hosts: BTreeSet::new(),
+            image: None,
+            dry_run: false,
+            commit,
+            branch: None,
+            validity: validity(),
+        };
+        let store = self.store();
+        let events = RecordedEvents::default();
+        let world = RotateWorld {
+            store: &store,
+            git,
+            verifier,
+            clock: &self.clock,
+            random: &OsRandom,
+            events: &events,
+        };
+        rotate(&req, &world)
+    }
+
+    fn dry_run(&self) -> anyhow::Result<RotateReport> {
+        let key = ApiKey::from_str_checked(NEW).unwrap();
+        let req = RotateRequest {
+            regions: self.regions.iter().collect(),
+            key: &key,
+            key_name: NEW_NAME.to_owned(),
+            allowed_failing_hosts: BTreeSet::new(),
+            image: None,
+            dry_run: true,
+            commit: true,
+            branch: Some("never".to_owned()),
+            validity: validity(),
+        };
+        let store = self.store();
+        let verifier = StaticVerifier::default();
+        let git = GitCli {
+            repo: self.root().to_owned(),
+        };
+        let world = RotateWorld {
+            store: &store,
+            git: &git,
+            verifier: &verifier,
+            clock: &self.clock,
+            random: &OsRandom,
+            events: &NoEvents,
+        };
+        let report = rotate(&req, &world);
+        assert!(verifier.asked().is_empty(), "a dry run verifies nothing");
+        report
+    }
+
+    fn rotate(&self, verifier: &StaticVerifier) -> anyhow::Result<RotateReport> {
+        let git = GitCli {
+            repo: self.root().to_owned(),
+        };
+        self.rotate_with(verifier, &git, true)
+    }
+
+    /// The key in a region's active (or previous) file, decrypted with alice's key.
+    fn key_in(&self, region: &str, slot: Slot) -> String {
+        let keys = secret_keys();
+        let bytes = self.store().read_file(&layout::secret_name(region), slot).unwrap();
+        let plain = pgp::open(&bytes, &keys, std::time::SystemTime::now()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        let first = v["auths"].as_object().unwrap().values().next().unwrap().clone();
+        first["password"].as_str().unwrap().to_owned()
+    }
+
+    fn state(&self, region: &str) -> State {
+        let meta = self.store().read_meta(&layout::secret_name(region)).unwrap().unwrap();
+        meta.active.state
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.root().join(".git/rekey").join(store::JOURNAL_FILE)
+    }
+
+    fn write_journal(&self, stages: &[(&str, Stage)]) {
+        let mut j = Journal::new(
+            NEW_NAME,
+            crate::fingerprint::Fingerprint::of(NEW.as_bytes()).to_string(),
+            Digest::compute(&[3; 32], NEW.as_bytes()),
+            self.clock.0,
+            &[],
+        );
+        for (r, s) in stages {
+            j.set(r, *s);
+        }
+        std::fs::create_dir_all(self.journal_path().parent().unwrap()).unwrap();
+        std::fs::write(self.journal_path(), j.render()).unwrap();
+    }
+
+    fn head(&self) -> String {
+        git(self.root(), &["rev-parse", "HEAD"]).trim().to_owned()
+    }
+
+    fn committed_files(&self) -> Vec<String> {
+        git(self.root(), &["show", "--name-only", "--format=", "HEAD"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn secret_keys() -> SecretKeys {
+    let tsk = CERTS[0].as_tsk().armored().to_vec().unwrap();
+    SecretKeys::parse(&tsk, "alice.sec", None).unwrap()
+}
+
+fn files_of(regions: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = regions
+        .iter()
+        .flat_map(|r| Slot::ALL.map(|s| Store::repo_path(&layout::secret_name(r), s)))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn rotation_publishes_every_region_and_commits_exactly_its_files() {
+    let repo = Repo::new();
+    // Someone else's staged work is not swept into the rotation's commit.
+    std::fs::write(repo.root().join("NOTES.md"), "mine").unwrap();
+    git(repo.root(), &["add", "NOTES.md"]);
+    let verifier = StaticVerifier::default();
+    let report = repo.rotate(&verifier).unwrap();
+    assert!(!report.blocked());
+    assert!(report.regions.iter().all(|r| r.action == Action::Rotate));
+    assert_eq!(verifier.asked().len(), 4, "every host of both regions");
+    for r in ["r1", "r2"] {
+        assert_eq!(repo.key_in(r, Slot::Active), NEW);
+        assert_eq!(repo.key_in(r, Slot::Previous), OLD);
+        assert_eq!(repo.state(r), State::Current);
+    }
+    let mut committed = repo.committed_files();
+    committed.sort();
+    assert_eq!(committed, files_of(&["r1", "r2"]));
+    assert_eq!(report.commit.as_deref(), Some(repo.head().as_str()));
+    assert!(!repo.journal_path().exists());
+    assert!(!repo.root().join(".rekey/journal.json").exists());
+
+    // A rerun writes, verifies and commits nothing.
+    let head = repo.head();
+    let again = repo.rotate(&verifier).unwrap();
+    assert!(again.regions.iter().all(|r| r.action == Action::Unchanged));
+    assert_eq!(again.commit, None);
+    assert_eq!(repo.head(), head);
+    assert_eq!(verifier.asked().len(), 4);
+}
+
+#[test]
+fn a_blocked_region_keeps_its_key_and_is_not_committed() {
+    let repo = Repo::new();
+    let before = std::fs::read(repo.store().path(&layout::secret_name("r2"), Slot::Active)).unwrap();
+    let verifier = StaticVerifier::failing(&["private-r2.reg.test"], Class::BadCredentials);
+    let report = repo.rotate(&verifier).unwrap();
+    assert!(report.blocked());
+    assert_eq!(report.regions[0].action, Action::Rotate);
+    assert_eq!(report.regions[1].action, Action::Blocked);
+    assert_eq!(report.regions[1].hosts_ok, 1);
+    assert_eq!(report.regions[1].failing_hosts[0].host, "private-r2.reg.test");
+    assert_eq!(
+        std::fs::read(repo.store().path(&layout::secret_name("r2"), Slot::Active)).unwrap(),
+        before
+    );
+    let mut committed = repo.committed_files();
+    committed.sort();
+    assert_eq!(committed, files_of(&["r1"]));
+    // The blocked region is verified again on the next run, and then published.
+    let report = repo.rotate(&StaticVerifier::default()).unwrap();
+    assert_eq!(report.regions[1].action, Action::Rotate);
+    assert_eq!(repo.key_in("r2", Slot::Active), NEW);
+}
+
+#[test]
+fn a_rotation_resumes_from_each_journal_stage() {
+    // Verified: not verified again, then sealed and published.
+    let repo = Repo::new();
+    repo.write_journal(&[("r1", Stage::Verified), ("r2", Stage::Planned)]);
+    let verifier = StaticVerifier::default();
+    let report = repo.rotate(&verifier).unwrap();
+    assert_eq!(verifier.asked(), ["r2.reg.test", "private-r2.reg.test"]);
+    assert!(report.regions.iter().all(|r| r.stage == Some(Stage::Published)));
+    assert_eq!(repo.key_in("r1", Slot::Active), NEW);
+
+    // Blocked: verified again.
+    let repo = Repo::new();
+    repo.write_journal(&[("r1", Stage::Blocked), ("r2", Stage::Blocked)]);
+    let verifier = StaticVerifier::default();
+    repo.rotate(&verifier).unwrap();
+    assert_eq!(verifier.asked().len(), 4);
+
+    // Sealed: the new version is on disk as pending; the resume promotes it
+    // without re-encrypting (the file stays byte for byte).
+    let repo = Repo::new();
+    repo.seal(NEW, Some(NEW_NAME), true).unwrap();
+    let pending = std::fs::read(repo.store().path(&layout::secret_name("r1"), Slot::Active)).unwrap();
+    assert_eq!(repo.state("r1"), State::Pending);
+    repo.write_journal(&[("r1", Stage::Sealed), ("r2", Stage::Sealed)]);
+    let verifier = StaticVerifier::default();
+    repo.rotate(&verifier).unwrap();
+    assert!(verifier.asked().is_empty());
+    assert_eq!(repo.state("r1"), State::Current);
+    assert_eq!(
+        std::fs::read(repo.store().path(&layout::secret_name("r1"), Slot::Active)).unwrap(),
+        pending
+    );
+
+    // Published, but killed before the commit: the rerun commits both regions.
+    let repo = Repo::new();
+    struct FailingGit;
+    impl Git for FailingGit {
+        fn commit(&self, _: Option<&str>, _: &[String], _: &str) -> anyhow::Result<Option<String>> {
+            anyhow::bail!("git is down")
+        }
+    }
+    let err = repo
+        .rotate_with(&StaticVerifier::default(), &FailingGit, true)
+        .unwrap_err();
+    assert!(err.to_string().contains("git is down"));
+    assert!(repo.journal_path().exists(), "the journal survives the failed commit");
+    let report = repo.rotate(&StaticVerifier::default()).unwrap();
+    assert!(report.regions.iter().all(|r| r.action == Action::Unchanged));
+    assert!(report.commit.is_some());
+    let mut committed = repo.committed_files();
+    committed.sort();
+    assert_eq!(committed, files_of(&["r1", "r2"]));
+    let message = git(repo.root(), &["log", "-1", "--format=%B"]);
+    assert!(
+        message.starts_with("Rotate registry pull secrets of r1, r2"),
+        "{message}"
+    );
+    assert!(!repo.journal_path().exists());
+}
+
+#[test]
+fn a_dry_run_plans_shows_the_resume_point_and_writes_nothing() {
+    let repo = Repo::new();
+    repo.write_journal(&[("r1", Stage::Sealed)]);
+    let journal = std::fs::read(repo.journal_path()).unwrap();
+    let head = repo.head();
+    let report = repo.dry_run().unwrap();
+    assert!(report.dry_run);
+    assert_eq!(report.regions[0].stage, Some(Stage::Sealed));
+    assert_eq!(report.regions[1].stage, Some(Stage::Planned));
+    assert!(report.regions.iter().all(|r| r.action == Action::Rotate));
+    assert_eq!(report.commit, None);
+    assert_eq!(std::fs::read(repo.journal_path()).unwrap(), journal);
+    assert_eq!(repo.head(), head);
+    assert_eq!(git(repo.root(), &["status", "--porcelain"]), "");
+    assert_eq!(git(repo.root(), &["branch", "--list", "never"]), "");
+    // A dry run refuses a registry/ with unknown files too.
+    std::fs::write(repo.root().join("registry/extra.gpg"), "x").unwrap();
+    let err = repo.dry_run().unwrap_err().to_string();
+    assert!(err.contains("does not know: extra.gpg"), "{err}");
+}
+
+#[test]
+fn refusals_write_nothing() {
+    let repo = Repo::new();
+    let snapshot = || git(repo.root(), &["status", "--porcelain", "--ignored"]);
+    // A journal of a rotation to another key.
+    repo.write_journal(&[("r1", Stage::Verified)]);
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(repo.journal_path()).unwrap()).unwrap();
+    j["key_name"] = "other-20261122".into();
+    std::fs::write(repo.journal_path(), j.to_string()).unwrap();
+    let err = repo.rotate(&StaticVerifier::default()).unwrap_err().to_string();
+    assert!(err.contains("a rotation to other-20261122"), "{err}");
+    assert!(err.contains(".git/rekey/journal.json"), "{err}");
+    std::fs::remove_file(repo.journal_path()).unwrap();
+    assert_eq!(snapshot(), "");
+
+    // Metadata pointing outside the repo.
+    let meta_path = repo.store().path(&layout::secret_name("r1"), Slot::Meta);
+    let good = std::fs::read(&meta_path).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    meta["active"]["file"] = "/proc/self/environ".into();
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let err = repo.rotate(&StaticVerifier::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("active.file: must be R1_REGISTRY_PULL_SECRET_64.gpg"),
+        "{err}"
+    );
+    let err = rollback(
+        &RollbackRequest {
+            region: "r1".into(),
+            commit: true,
+        },
+        &repo.store(),
+        &GitCli {
+            repo: repo.root().to_owned(),
+        },
+        &NoEvents,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("active.file"), "{err}");
+    std::fs::write(&meta_path, good).unwrap();
+
+    // A file rekey does not know.
+    std::fs::write(repo.root().join("registry/creds.txt"), "plain").unwrap();
+    let err = repo.rotate(&StaticVerifier::default()).unwrap_err().to_string();
+    assert!(err.contains("holds files rekey does not know: creds.txt"), "{err}");
+    std::fs::remove_file(repo.root().join("registry/creds.txt")).unwrap();
+    assert_eq!(snapshot(), "", "nothing written by any refused run");
+    assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+}
+
+#[test]
+fn rollback_swaps_and_commits_exactly_the_secret() {
+    let repo = Repo::new();
+    repo.rotate(&StaticVerifier::default()).unwrap();
+    let git = GitCli {
+        repo: repo.root().to_owned(),
+    };
+    let req = RollbackRequest {
+        region: "r1".into(),
+        commit: true,
+    };
+    let report = rollback(&req, &repo.store(), &git, &NoEvents).unwrap();
+    assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+    assert_eq!(repo.key_in("r1", Slot::Previous), NEW);
+    assert_eq!(report.commit.as_deref(), Some(repo.head().as_str()));
+    let mut committed = repo.committed_files();
+    committed.sort();
+    assert_eq!(committed, files_of(&["r1"]));
+    assert_eq!(report.files.len(), 3);
+    // No previous version: refused.
+    let repo = Repo::new();
+    let err = rollback(&req, &repo.store(), &git, &NoEvents).unwrap_err().to_string();
+    assert!(err.contains("no previous version to roll back to"), "{err}");
+}
+
+#[test]
+fn seal_is_unchanged_on_a_rerun_and_reencrypt_follows_the_policy() {
+    let repo = Repo::new();
+    let report = repo.seal(OLD, Some("old-20260801"), false).unwrap();
+    assert!(report.secrets.iter().all(|s| !s.changed));
+    assert!(report.files.is_empty());
+
+    // The policy loses bob: everything is re-encrypted, to alice only.
+    std::fs::write(
+        repo.root().join(layout::RECIPIENTS_FILE),
+        CERTS[0].armored().to_vec().unwrap(),
+    )
+    .unwrap();
+    let keys = secret_keys();
+    let req = ReencryptRequest {
+        keys: &keys,
+        dry_run: true,
+        validity: validity(),
+    };
+    let before = git(repo.root(), &["status", "--porcelain"]);
+    let plan = reencrypt(&req, &repo.store(), &repo.clock, &NoEvents).unwrap();
+    assert!(plan.secrets.iter().all(|i| i.action == ItemAction::WouldReencrypt));
+    assert_eq!(
+        git(repo.root(), &["status", "--porcelain"]),
+        before,
+        "a dry run writes nothing"
+    );
+    let req = ReencryptRequest { dry_run: false, ..req };
+    let done = reencrypt(&req, &repo.store(), &repo.clock, &NoEvents).unwrap();
+    assert!(done.secrets.iter().all(|i| i.action == ItemAction::Reencrypted));
+    assert_eq!(done.written.len(), 4, "active file and metadata of two secrets");
+    assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+    let again = reencrypt(&req, &repo.store(), &repo.clock, &NoEvents).unwrap();
+    assert!(again.secrets.iter().all(|i| i.action == ItemAction::Unchanged));
+}
+
+#[test]
+fn seal_reports_expiring_recipients_as_events() {
+    let repo = Repo::new();
+    let soon = CertBuilder::general_purpose(Some("soon <soon@example.com>"))
+        .set_creation_time(std::time::SystemTime::now() - Duration::from_secs(86_400))
+        .set_validity_period(Duration::from_secs(86_400 * 10))
+        .generate()
+        .unwrap()
+        .0;
+    let mut ring = CERTS[0].armored().to_vec().unwrap();
+    ring.extend(soon.armored().to_vec().unwrap());
+    std::fs::write(repo.root().join(layout::RECIPIENTS_FILE), ring).unwrap();
+    let events = RecordedEvents::default();
+    let key = ApiKey::from_str_checked(OLD).unwrap();
+    let r = &repo.regions[0];
+    let req = SealRequest {
+        secrets: vec![Generated {
+            region: r.name.clone(),
+            source: PathBuf::from("r1.dockerconfigjson"),
+            plaintext: zeroize::Zeroizing::new(
+                dockerconfig::render(&r.hosts, &r.username, &key, None)
+                    .as_bytes()
+                    .to_vec(),
+            ),
+        }],
+        key_name: None,
+        pending: false,
+        validity: Validity {
+            min: None,
+            warn: Duration::from_secs(86_400 * 30),
+        },
+    };
+    let report = seal(&req, &repo.store(), &repo.clock, &OsRandom, &events).unwrap();
+    assert_eq!(report.recipients, 2);
+    let events = events.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        matches!(&events[0], crate::ops::world::Event::Warning(w) if w.contains("soon") && w.contains("expires at")),
+        "{events:?}"
+    );
+}
