@@ -14,6 +14,7 @@ pub mod exit;
 pub mod fingerprint;
 pub mod fsx;
 pub mod health;
+pub mod iam;
 pub mod ops;
 pub mod pullsecret;
 pub mod registry;

@@ -8,13 +8,16 @@ pub mod decrypt;
 pub mod encrypt;
 pub mod generate;
 pub mod health;
+pub mod iamargs;
 pub mod inspect;
 pub mod keyarg;
+pub mod keys;
 pub mod netargs;
 pub mod output;
 pub mod pgpargs;
 pub mod recipients;
 pub mod reencrypt;
+pub mod regionkeys;
 pub mod repo_io;
 pub mod rotate;
 pub mod seal;
@@ -75,6 +78,7 @@ pub enum Command {
     Audit(audit::Args),
     Health(health::Args),
     Storage(storage::Args),
+    Keys(keys::Args),
     Completions(completions::Args),
 }
 
@@ -104,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(&printer, args),
         Command::Audit(args) => audit::run(&printer, args),
         Command::Health(args) => health::run(&printer, args),
+        Command::Keys(args) => keys::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
         Command::Storage(args) => storage::run(&printer, args),
     };
