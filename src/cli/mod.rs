@@ -9,9 +9,11 @@ pub mod encrypt;
 pub mod generate;
 pub mod health;
 pub mod iamargs;
+pub mod init;
 pub mod inspect;
 pub mod keyarg;
 pub mod keys;
+pub mod man;
 pub mod netargs;
 pub mod output;
 pub mod pgpargs;
@@ -78,8 +80,10 @@ pub enum Command {
     Audit(audit::Args),
     Health(health::Args),
     Storage(storage::Args),
+    Init(init::Args),
     Keys(keys::Args),
     Completions(completions::Args),
+    Man(man::Args),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -108,8 +112,10 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(&printer, args),
         Command::Audit(args) => audit::run(&printer, args),
         Command::Health(args) => health::run(&printer, args),
+        Command::Init(args) => init::run(&printer, args),
         Command::Keys(args) => keys::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
+        Command::Man(args) => man::run(&printer, args),
         Command::Storage(args) => storage::run(&printer, args),
     };
     match result {

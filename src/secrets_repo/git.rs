@@ -105,6 +105,11 @@ pub fn is_work_tree(dir: &Path) -> bool {
     run(dir, &["rev-parse", "--is-inside-work-tree"]).is_ok_and(|o| o.starts_with(b"true"))
 }
 
+/// Makes `dir` a new git repository whose first branch is `main`.
+pub fn init(dir: &Path) -> Result<(), GitError> {
+    run(dir, &["-c", "init.defaultBranch=main", "init", "--quiet"]).map(|_| ())
+}
+
 /// Commits `paths` (relative to the repo) on `branch`, creating or moving the
 /// branch to the current HEAD first when `branch` is given. Uses the
 /// configured identity, or `rekey <rekey@localhost>` when none is set.
