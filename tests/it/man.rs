@@ -7,7 +7,12 @@ use crate::support::*;
 fn man_writes_a_page_for_every_subcommand_with_its_example() {
     let dir = tempdir();
     let out = dir.path().join("man1");
-    rekey().args(["man", "--out-dir"]).arg(&out).run().code(0).stdout_has("man pages");
+    rekey()
+        .args(["man", "--out-dir"])
+        .arg(&out)
+        .run()
+        .code(0)
+        .stdout_has("man pages");
     let help = rekey().arg("--help").run();
     let mut commands: Vec<String> = help
         .stdout
@@ -24,7 +29,11 @@ fn man_writes_a_page_for_every_subcommand_with_its_example() {
     for c in &commands {
         let page = out.join(format!("rekey-{c}.1"));
         let text = std::fs::read_to_string(&page).unwrap_or_else(|_| panic!("no page {}", page.display()));
-        assert!(text.starts_with(".ie") || text.contains(".TH"), "{} is not a man page", page.display());
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{} is not a man page",
+            page.display()
+        );
         assert!(text.contains("Example"), "{} shows no example", page.display());
         assert_eq!(mode(&page), 0o644);
     }
