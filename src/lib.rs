@@ -21,3 +21,4 @@ pub mod registry;
 pub mod secret;
 pub mod secrets_repo;
 pub mod storage;
+pub mod untrusted;

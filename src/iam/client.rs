@@ -201,7 +201,7 @@ impl Iam {
             200 => {
                 let token: TokenAnswer = serde_json::from_slice(&answer.body).map_err(|e| IamError::Malformed {
                     call: CALL,
-                    what: without_document(&e),
+                    what: crate::untrusted::json_error(&e),
                 })?;
                 Ok(Exchange::Token(token.access_token))
             }
@@ -297,7 +297,7 @@ impl Iam {
         }
         let created: Created = serde_json::from_slice(&answer.body).map_err(|e| IamError::Malformed {
             call: CALL,
-            what: without_document(&e),
+            what: crate::untrusted::json_error(&e),
         })?;
         let key = ApiKey::from_str_checked(created.apikey.expose_secret()).map_err(|e| IamError::Malformed {
             call: CALL,
@@ -360,7 +360,7 @@ fn path_segment(id: &str) -> String {
 fn parse<T: serde::de::DeserializeOwned>(call: &'static str, body: &[u8]) -> Result<T, IamError> {
     serde_json::from_slice(body).map_err(|e| IamError::Malformed {
         call,
-        what: without_document(&e),
+        what: crate::untrusted::json_error(&e),
     })
 }
 
@@ -370,17 +370,6 @@ fn refused(call: &'static str, status: u16, body: &[u8]) -> IamError {
         status,
         text: ErrorText::parse(body),
     }
-}
-
-/// A serde error's category and position, never the text it quotes.
-fn without_document(e: &serde_json::Error) -> String {
-    let what = match e.classify() {
-        serde_json::error::Category::Io => "unreadable",
-        serde_json::error::Category::Syntax => "not JSON",
-        serde_json::error::Category::Data => "missing or mistyped fields",
-        serde_json::error::Category::Eof => "cut short",
-    };
-    format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
 fn transport_detail(e: &reqwest::Error) -> String {
