@@ -23,9 +23,18 @@ use std::time::{Duration, SystemTime};
 /// revoked or otherwise unusable; keys older than --warn-age and
 /// certificates expiring within --warn-validity are listed as due.
 ///
+/// A key whose name carries a date after today is reported as `future`
+/// (exit 1): its age, and every alert on it, would be wrong.
+///
+/// --output openmetrics writes gauges for Prometheus's textfile collector
+/// (rekey_key_age_seconds, rekey_key_created_timestamp_seconds,
+/// rekey_key_retirement_seconds, rekey_recipient_expiry_timestamp_seconds,
+/// rekey_audit_ok), so key-age alerts live beside the team's other alerts.
+///
 /// Example:
 ///   rekey audit --repo secrets
 ///   rekey audit --repo secrets --max-age 90d --warn-age 75d --output json
+///   rekey audit --repo secrets --output openmetrics > /var/lib/node_exporter/rekey.prom
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -78,7 +87,10 @@ struct Report<'a> {
 
 /// Runs `rekey audit`.
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
-    printer.require("audit", &[OutputFormat::Text, OutputFormat::Json])?;
+    printer.require(
+        "audit",
+        &[OutputFormat::Text, OutputFormat::Json, OutputFormat::Openmetrics],
+    )?;
     let policy = AgePolicy {
         warn_days: audit::days(args.warn_age),
         max_days: audit::days(args.max_age),
@@ -120,8 +132,12 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         });
     }
     let recipients = audit_recipients(&args, now)?;
-    let ok = keys.iter().all(|k| k.status != AgeStatus::Overdue) && recipients.iter().all(|r| r.status != "unusable");
+    let ok = keys
+        .iter()
+        .all(|k| !matches!(k.status, AgeStatus::Overdue | AgeStatus::Future))
+        && recipients.iter().all(|r| r.status != "unusable");
     match printer.format() {
+        OutputFormat::Openmetrics => printer.raw(openmetrics(&keys, &recipients, policy, ok).as_bytes())?,
         OutputFormat::Json => printer.json(&Report {
             ok,
             max_age_days: policy.max_days,
@@ -136,6 +152,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             ));
             for k in &keys {
                 let status = match k.status {
+                    AgeStatus::Future => "FUTURE",
                     AgeStatus::Ok => "ok",
                     AgeStatus::Due => "due",
                     AgeStatus::Overdue => "OVERDUE",
@@ -148,6 +165,14 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                     k.created,
                     k.key_name.as_deref().unwrap_or("(unnamed)"),
                     k.key_fingerprint
+                ));
+            }
+            for k in keys.iter().filter(|k| k.status == AgeStatus::Future) {
+                printer.warn(format_args!(
+                    "{}: key name {} carries a date after today ({}): its age cannot be trusted",
+                    k.secret,
+                    k.key_name.as_deref().unwrap_or("(unnamed)"),
+                    k.created
                 ));
             }
             for r in &recipients {
@@ -164,6 +189,77 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     Ok(Exit::problem_if(!ok))
 }
 
+/// Escapes a label value as the exposition formats require.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Renders the audit as OpenMetrics text (also valid Prometheus text format,
+/// which the node exporter's textfile collector reads). Times are in
+/// seconds, as Prometheus's conventions (and promtool) want: alert with
+/// e.g. `rekey_key_age_seconds > 75 * 86400`.
+fn openmetrics(keys: &[KeyAge], recipients: &[Recipient], policy: AgePolicy, ok: bool) -> String {
+    use std::fmt::Write;
+    const DAY: i64 = 86_400;
+    let mut out = String::new();
+    let key_labels = |k: &KeyAge| {
+        format!(
+            "region=\"{}\",secret=\"{}\",key_name=\"{}\",key_fingerprint=\"{}\"",
+            label(&k.region),
+            label(&k.secret),
+            label(k.key_name.as_deref().unwrap_or("")),
+            label(&k.key_fingerprint)
+        )
+    };
+    let mut gauge = |name: &str, help: &str, rows: &mut dyn Iterator<Item = (String, i64)>| {
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "# HELP {name} {help}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    gauge(
+        "rekey_key_age_seconds",
+        "Age of each secret's current key (whole days), from its name's date or its sealing time.",
+        &mut keys.iter().map(|k| (key_labels(k), k.age_days * DAY)),
+    );
+    gauge(
+        "rekey_key_created_timestamp_seconds",
+        "When each secret's current key was created (midnight UTC of its date).",
+        &mut keys.iter().filter_map(|k| {
+            let date = chrono::NaiveDate::parse_from_str(&k.created, "%Y-%m-%d").ok()?;
+            Some((key_labels(k), date.and_hms_opt(0, 0, 0)?.and_utc().timestamp()))
+        }),
+    );
+    gauge(
+        "rekey_key_retirement_seconds",
+        "Time until the key passes the maximum age (negative: overdue).",
+        &mut keys
+            .iter()
+            .map(|k| (key_labels(k), (policy.max_days - k.age_days) * DAY)),
+    );
+    gauge(
+        "rekey_recipient_expiry_timestamp_seconds",
+        "When each recipient certificate stops being usable (absent: never).",
+        &mut recipients.iter().filter_map(|r| {
+            let expires = chrono::DateTime::parse_from_rfc3339(r.expires.as_deref()?).ok()?;
+            let labels = format!(
+                "fingerprint=\"{}\",user_id=\"{}\"",
+                label(&r.fingerprint),
+                label(&r.user_id)
+            );
+            Some((labels, expires.timestamp()))
+        }),
+    );
+    let _ = writeln!(out, "# TYPE rekey_audit_ok gauge");
+    let _ = writeln!(
+        out,
+        "# HELP rekey_audit_ok 1 when no key is overdue or future-dated and every recipient is usable."
+    );
+    let _ = writeln!(out, "rekey_audit_ok {}", u8::from(ok));
+    out.push_str("# EOF\n");
+    out
+}
 /// Checks each policy certificate on its own, so one bad certificate does not hide the others.
 fn audit_recipients(args: &Args, now: SystemTime) -> anyhow::Result<Vec<Recipient>> {
     let file = args.repo.join(layout::RECIPIENTS_FILE);

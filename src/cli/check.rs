@@ -492,7 +492,7 @@ fn print(printer: &Printer, ctx: &Ctx, summary: &[SecretChange]) -> anyhow::Resu
             changes: summary,
         }),
         OutputFormat::Junit => printer.junit(&junit(&ctx.results)),
-        OutputFormat::Text => {
+        OutputFormat::Text | OutputFormat::Openmetrics => {
             for r in &ctx.results {
                 let verdict = if r.ok { "ok  " } else { "FAIL" };
                 printer.line(format_args!("{verdict}  {:<10} {}  {}", r.kind, r.target, r.detail));

@@ -28,7 +28,7 @@ pub struct Args {
     #[command(flatten)]
     pub key: SecretKeyArgs,
     /// Where to write the plain text (`-` writes it to stdout).
-    #[arg(short = 'o', long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub out_file: PathBuf,
     /// The encrypted file (armored or binary).
     #[arg(value_name = "INPUT")]

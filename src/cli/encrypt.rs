@@ -34,7 +34,6 @@ pub struct Args {
     pub validity: ValidityArgs,
     /// The encrypted file to write (one INPUT only).
     #[arg(
-        short = 'o',
         long,
         value_name = "FILE",
         conflicts_with = "out_dir",

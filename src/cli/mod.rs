@@ -8,13 +8,18 @@ pub mod decrypt;
 pub mod encrypt;
 pub mod generate;
 pub mod health;
+pub mod iamargs;
+pub mod init;
 pub mod inspect;
 pub mod keyarg;
+pub mod keys;
+pub mod man;
 pub mod netargs;
 pub mod output;
 pub mod pgpargs;
 pub mod recipients;
 pub mod reencrypt;
+pub mod regionkeys;
 pub mod rollback;
 pub mod rotate;
 pub mod seal;
@@ -48,15 +53,45 @@ pub struct Cli {
 /// Options every command accepts.
 #[derive(Debug, clap::Args)]
 pub struct GlobalArgs {
-    /// Write the result as text, JSON or JUnit XML (JUnit only for commands that verify).
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    /// Write the result as text, JSON, JUnit XML (commands that verify) or
+    /// OpenMetrics (`audit`).
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text, help_heading = "Global options")]
     pub output: OutputFormat,
     /// Print no status lines or progress on stderr.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
     /// Log what is done on stderr (-vv for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
     pub verbose: u8,
+}
+
+impl Command {
+    /// Returns the command's name as typed and the output formats it
+    /// writes, so that every command refuses an unsupported `--output` the
+    /// same way, before it reads anything.
+    pub fn formats(&self) -> (&'static str, &'static [OutputFormat]) {
+        use OutputFormat::{Json, Junit, Openmetrics, Text};
+        match self {
+            Command::Generate(_) => ("generate", &[Text, Json]),
+            Command::Inspect(_) => ("inspect", &[Text, Json]),
+            Command::Encrypt(_) => ("encrypt", &[Text, Json]),
+            Command::Decrypt(_) => ("decrypt", &[Text]),
+            Command::Seal(_) => ("seal", &[Text, Json]),
+            Command::Recipients(_) => ("recipients check", &[Text, Json, Junit]),
+            Command::Reencrypt(_) => ("reencrypt", &[Text, Json]),
+            Command::Verify(_) => ("verify", &[Text, Json, Junit]),
+            Command::Rotate(_) => ("rotate", &[Text, Json]),
+            Command::Rollback(_) => ("rollback", &[Text, Json]),
+            Command::Check(_) => ("check", &[Text, Json, Junit]),
+            Command::Audit(_) => ("audit", &[Text, Json, Openmetrics]),
+            Command::Health(_) => ("health", &[Text, Json]),
+            Command::Storage(_) => ("storage", &[Text, Json]),
+            Command::Init(_) => ("init", &[Text, Json]),
+            Command::Keys(_) => ("keys", &[Text, Json]),
+            Command::Completions(_) => ("completions", &[Text]),
+            Command::Man(_) => ("man", &[Text]),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,7 +110,10 @@ pub enum Command {
     Audit(audit::Args),
     Health(health::Args),
     Storage(storage::Args),
+    Init(init::Args),
+    Keys(keys::Args),
     Completions(completions::Args),
+    Man(man::Args),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -90,6 +128,11 @@ pub fn main() -> ExitCode {
     };
     init_logging(cli.global.verbose);
     let printer = Printer::new(cli.global.output, cli.global.quiet);
+    let (name, formats) = cli.command.formats();
+    if let Err(err) = printer.require(name, formats) {
+        printer.error(&err);
+        return Exit::Error.into();
+    }
     let result = match cli.command {
         Command::Generate(args) => generate::run(&printer, args),
         Command::Inspect(args) => inspect::run(&printer, args),
@@ -104,7 +147,10 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(&printer, args),
         Command::Audit(args) => audit::run(&printer, args),
         Command::Health(args) => health::run(&printer, args),
+        Command::Init(args) => init::run(&printer, args),
+        Command::Keys(args) => keys::run(&printer, args),
         Command::Completions(args) => completions::run(&printer, args),
+        Command::Man(args) => man::run(&printer, args),
         Command::Storage(args) => storage::run(&printer, args),
     };
     match result {

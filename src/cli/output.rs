@@ -17,6 +17,8 @@ pub enum OutputFormat {
     Json,
     /// JUnit XML, one test case per checked item (commands that verify).
     Junit,
+    /// OpenMetrics text, for Prometheus's textfile collector (`audit`).
+    Openmetrics,
 }
 
 /// Writes results to stdout and diagnostics to stderr.
@@ -111,6 +113,7 @@ fn format_name(f: OutputFormat) -> &'static str {
         OutputFormat::Text => "text",
         OutputFormat::Json => "json",
         OutputFormat::Junit => "junit",
+        OutputFormat::Openmetrics => "openmetrics",
     }
 }
 

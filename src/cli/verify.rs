@@ -131,7 +131,7 @@ fn report(printer: &Printer, results: &[HostResult]) -> anyhow::Result<()> {
             hosts: results,
         })?,
         OutputFormat::Junit => printer.junit(&junit(results))?,
-        OutputFormat::Text => {
+        OutputFormat::Text | OutputFormat::Openmetrics => {
             for r in results {
                 printer.line(format_args!(
                     "{:<16} {:<6} {:<32} {} ({} ms)",

@@ -6,6 +6,7 @@
 //! environment or the terminal.
 
 pub mod reencrypt;
+pub mod retire;
 pub mod rollback;
 pub mod rotate;
 pub mod seal;

@@ -69,6 +69,7 @@ fn region(name: &str) -> Region {
         username: "iamapikey".to_owned(),
         probe_image: ImageRef::parse("armada-master/alpine:latest").unwrap(),
         email: None,
+        key_code: None,
         source: PathBuf::from(format!("{name}.toml")),
     }
 }

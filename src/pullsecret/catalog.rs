@@ -23,6 +23,8 @@ pub struct Region {
     pub username: String,
     pub probe_image: ImageRef,
     pub email: Option<String>,
+    /// The code in the names of this region's API keys (`ap-north` for jp).
+    pub key_code: Option<String>,
     /// The file the region was read from, for messages.
     pub source: PathBuf,
 }
@@ -79,6 +81,8 @@ struct RegionFile {
     probe_image: Option<String>,
     #[serde(default)]
     email: Option<String>,
+    #[serde(default)]
+    key_code: Option<String>,
 }
 
 fn field_error(path: &Path, field: impl Into<String>, problem: impl Into<String>) -> CatalogError {
@@ -130,7 +134,17 @@ pub fn parse_region(path: &Path, text: &str) -> Result<Region, CatalogError> {
     if let Some(email) = &file.email {
         validate_email(email).map_err(|problem| field_error(path, "email", problem))?;
     }
+    if let Some(code) = &file.key_code
+        && !valid_region_name(code)
+    {
+        return Err(field_error(
+            path,
+            "key_code",
+            format!("`{code}` is not a key code: use 1 to 32 of a-z, 0-9 and `-`"),
+        ));
+    }
     Ok(Region {
+        key_code: file.key_code,
         name: file.name,
         hosts,
         username,

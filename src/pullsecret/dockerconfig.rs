@@ -194,6 +194,17 @@ pub fn check(config: &DockerConfig, region: Option<&Region>) -> Report {
     }
 }
 
+/// Shows a user name only when it is one a catalog expects (`iamapikey` or
+/// the region's); any other value is shown as a fingerprint, because a
+/// secret with username and password swapped carries the key there.
+fn shown_user(value: &str, region: Option<&Region>) -> String {
+    if value == crate::pullsecret::catalog::DEFAULT_USERNAME || region.is_some_and(|r| r.username == value) {
+        value.to_owned()
+    } else {
+        format!("(a value with fingerprint {})", Fingerprint::of(value.as_bytes()))
+    }
+}
+
 fn check_entry(host: &str, entry: &Entry, region: Option<&Region>) -> HostFinding {
     let mut problems = Vec::new();
     if let Err(e) = Host::parse(host) {
@@ -207,8 +218,10 @@ fn check_entry(host: &str, entry: &Entry, region: Option<&Region>) -> HostFindin
         && u != region.username
     {
         problems.push(format!(
-            "`username` is `{u}`, region `{}` uses `{}`",
-            region.name, region.username
+            "`username` is {}, region `{}` uses `{}`",
+            shown_user(u, Some(region)),
+            region.name,
+            region.username
         ));
     }
     let password = entry
@@ -236,8 +249,9 @@ fn check_entry(host: &str, entry: &Entry, region: Option<&Region>) -> HostFindin
                     Some((auth_user, auth_pass)) => {
                         if Some(auth_user) != username {
                             problems.push(format!(
-                                "`auth` names user `{auth_user}`, `username` is `{}`",
-                                username.unwrap_or("")
+                                "`auth` names user {}, `username` is {}",
+                                shown_user(auth_user, region),
+                                username.map_or_else(|| "missing".to_owned(), |u| shown_user(u, region))
                             ));
                         }
                         let fp = Fingerprint::of(auth_pass.as_bytes());
@@ -258,7 +272,7 @@ fn check_entry(host: &str, entry: &Entry, region: Option<&Region>) -> HostFindin
     let key_fingerprint = password.map(|p| Fingerprint::of(p.as_bytes())).or(auth_password_fp);
     HostFinding {
         host: host.to_owned(),
-        username: username.map(str::to_owned),
+        username: username.map(|u| shown_user(u, region)),
         key_fingerprint,
         problems,
     }

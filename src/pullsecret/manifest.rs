@@ -2,6 +2,7 @@
 //! kubectl writes them and read back from JSON or YAML.
 
 use crate::pullsecret::gojson::push_string;
+use crate::untrusted;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
@@ -84,7 +85,7 @@ struct Document {
 /// Why a file holds no dockerconfigjson.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("not valid JSON or YAML: {0}")]
+    #[error("{0}")]
     Syntax(String),
     #[error("neither a dockerconfigjson (no `auths`) nor a Kubernetes Secret")]
     Unrecognized,
@@ -101,9 +102,10 @@ pub enum ReadError {
 pub fn extract_dockerconfigjson(bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     let doc: Document = if first == Some(&b'{') {
-        serde_json::from_slice(bytes).map_err(|e| ReadError::Syntax(e.to_string()))?
+        serde_json::from_slice(bytes).map_err(|e| ReadError::Syntax(untrusted::json_error(&e)))?
     } else {
-        serde_yaml_ng::from_slice(bytes).map_err(|e| ReadError::Syntax(e.to_string()))?
+        untrusted::check_depth(bytes, untrusted::MAX_DEPTH).map_err(|e| ReadError::Syntax(e.to_string()))?;
+        serde_yaml_ng::from_slice(bytes).map_err(|e| ReadError::Syntax(untrusted::yaml_error(&e)))?
     };
     if doc.auths.is_some() {
         return Ok(Zeroizing::new(bytes.to_vec()));

@@ -11,6 +11,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgeStatus {
+    /// The key's name says it was created after today: its age cannot be
+    /// trusted, so alerts on it would be silently wrong.
+    Future,
     Ok,
     /// Older than the warning age: plan the rotation.
     Due,
@@ -28,7 +31,9 @@ pub struct AgePolicy {
 /// Returns a key's age in days and its status on `today`.
 pub fn assess(created: NaiveDate, today: NaiveDate, policy: AgePolicy) -> (i64, AgeStatus) {
     let age = (today - created).num_days();
-    let status = if age > policy.max_days {
+    let status = if age < 0 {
+        AgeStatus::Future
+    } else if age > policy.max_days {
         AgeStatus::Overdue
     } else if age > policy.warn_days {
         AgeStatus::Due
@@ -61,6 +66,7 @@ mod tests {
         assert_eq!(assess(d("2026-09-01"), d("2026-11-23"), p), (83, AgeStatus::Due));
         assert_eq!(assess(d("2026-08-24"), d("2026-11-23"), p), (91, AgeStatus::Overdue));
         assert_eq!(assess(d("2026-08-25"), d("2026-11-23"), p), (90, AgeStatus::Due));
+        assert_eq!(assess(d("2026-11-30"), d("2026-11-23"), p), (-7, AgeStatus::Future));
         assert_eq!(days(std::time::Duration::from_secs(90 * 86_400)), 90);
     }
 }

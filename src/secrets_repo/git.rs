@@ -184,6 +184,11 @@ pub fn git_dir(repo: &Path) -> Result<PathBuf, GitError> {
     Ok(PathBuf::from(dir))
 }
 
+/// Makes `dir` a new git repository whose first branch is `main`.
+pub fn init(dir: &Path) -> Result<(), GitError> {
+    run(dir, &["-c", "init.defaultBranch=main", "init", "--quiet"]).map(|_| ())
+}
+
 /// Commits exactly `paths` (files relative to the repo) on `branch`,
 /// creating or moving the branch to the current HEAD first when `branch` is
 /// given; nothing else in the work tree or the index is committed. Uses the

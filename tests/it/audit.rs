@@ -156,3 +156,81 @@ fn bad_audit_input_is_an_error() {
         .code(2)
         .stderr_has("JP_REGISTRY_PULL_SECRET_64.meta.json");
 }
+
+#[test]
+fn openmetrics_output_passes_promtool_and_carries_every_gauge() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("repo");
+    policy(&repo, &["alice", "soon"]);
+    let canaries = [
+        seal(tmp.path(), &repo, "jp", Some(&key_name(100))),
+        seal(tmp.path(), &repo, "us", Some(&key_name(3))),
+    ];
+    let run = rekey()
+        .args(["--output", "openmetrics", "audit", "--repo"])
+        .arg(&repo)
+        .run();
+    run.code(1);
+    for c in &canaries {
+        c.assert_not_in_run(&run);
+    }
+    let text = &run.stdout;
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for needle in [
+        "rekey_key_age_seconds{region=\"jp\"",
+        "rekey_key_created_timestamp_seconds{region=\"jp\"",
+        "rekey_key_retirement_seconds{region=\"jp\"",
+        "rekey_recipient_expiry_timestamp_seconds{fingerprint=",
+        "rekey_audit_ok 0",
+    ] {
+        assert!(text.contains(needle), "no {needle} in:\n{text}");
+    }
+    let jp_age = text
+        .lines()
+        .find(|l| l.starts_with("rekey_key_age_seconds{region=\"jp\""))
+        .unwrap();
+    assert!(jp_age.ends_with(&format!(" {}", 100 * 86_400)), "{jp_age}");
+    let retire = text
+        .lines()
+        .find(|l| l.starts_with("rekey_key_retirement_seconds{region=\"jp\""))
+        .unwrap();
+    assert!(retire.ends_with(&format!(" {}", -10 * 86_400)), "{retire}");
+    // promtool, as Prometheus itself reads it (the textfile collector's format).
+    let file = write(tmp.path(), "rekey.prom", text);
+    let lint = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool (apt-get install prometheus)");
+    assert!(
+        lint.status.success(),
+        "promtool rejected the output: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+}
+
+#[test]
+fn a_key_named_with_a_future_date_fails_the_audit() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("repo");
+    policy(&repo, &["alice"]);
+    let canary = seal(tmp.path(), &repo, "jp", Some(&key_name(-7)));
+    let run = rekey().args(["audit", "--repo"]).arg(&repo).run();
+    run.code(1)
+        .stdout_has("FUTURE")
+        .stderr_has("carries a date after today");
+    canary.assert_not_in_run(&run);
+    let json = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
+    assert_eq!(json.json()["keys"][0]["status"], "future");
+}
+
+#[test]
+fn openmetrics_is_refused_by_commands_that_do_not_speak_it() {
+    let run = rekey()
+        .args(["--output", "openmetrics", "keys", "check", "--regions"])
+        .arg(repo_root().join("regions"))
+        .args(["--api-key-env", "NOPE"])
+        .run();
+    run.code(2).stderr_has("does not support --output openmetrics");
+}

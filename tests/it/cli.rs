@@ -49,3 +49,89 @@ fn usage_errors_exit_2_and_help_exits_0() {
         .code(2)
         .stderr_has("cannot be used with");
 }
+
+#[test]
+fn dash_o_is_the_output_format_on_every_command() {
+    let dir = tempdir();
+    // `decrypt -o json` once wrote the plain text to a file named `json`.
+    let run = rekey()
+        .current_dir(dir.path())
+        .args([
+            "decrypt",
+            "-o",
+            "json",
+            "--key",
+            "missing.key",
+            "missing.gpg",
+            "--out-file",
+            "plain",
+        ])
+        .run();
+    run.code(2).stderr_has("`rekey decrypt` does not support --output json");
+    assert!(
+        snapshot(dir.path()).is_empty(),
+        "decrypt wrote {:?}",
+        snapshot(dir.path()).keys()
+    );
+    // Every command refuses a format it does not write, the same way, before reading its inputs.
+    for (argv, name) in [
+        (&["audit", "-o", "junit", "--repo", "nowhere"][..], "audit"),
+        (
+            &[
+                "verify",
+                "-o",
+                "openmetrics",
+                "--regions",
+                "nowhere",
+                "--api-key-env",
+                "UNSET",
+            ][..],
+            "verify",
+        ),
+        (
+            &[
+                "generate",
+                "-o",
+                "junit",
+                "--regions",
+                "nowhere",
+                "--api-key-env",
+                "UNSET",
+                "--out",
+                "x",
+            ][..],
+            "generate",
+        ),
+        (
+            &["health", "-o", "openmetrics", "--prometheus", "http://127.0.0.1:9"][..],
+            "health",
+        ),
+        (&["completions", "-o", "json", "bash"][..], "completions"),
+    ] {
+        let run = rekey().current_dir(dir.path()).args(argv).run();
+        run.code(2)
+            .stderr_has(&format!("`rekey {name}` does not support --output"));
+        assert!(
+            !run.stderr.contains("nowhere"),
+            "{name} read its inputs first: {}",
+            run.stderr
+        );
+    }
+    // `-o` and `--output` are the same option, before or after the subcommand.
+    let a = rekey().args(["-o", "json", "audit", "--repo", "nowhere"]).run();
+    let b = rekey().args(["audit", "--output", "json", "--repo", "nowhere"]).run();
+    assert_eq!((a.code, a.stderr.clone()), (b.code, b.stderr.clone()));
+}
+
+#[test]
+fn help_groups_global_options_apart() {
+    let run = rekey().args(["audit", "--help"]).run();
+    run.code(0);
+    let global = run.stdout.find("Global options:").expect("a Global options heading");
+    let output = run
+        .stdout
+        .find("-o, --output <OUTPUT>")
+        .expect("the --output option line");
+    let repo = run.stdout.find("--repo <DIR>").expect("the --repo option line");
+    assert!(output > global && repo < global, "{}", run.stdout);
+}

@@ -36,7 +36,7 @@ impl Case {
         for r in recipients {
             cmd = cmd.arg("--recipients").arg(r);
         }
-        let run = cmd.arg(&self.plain).arg("-o").arg(&out).run();
+        let run = cmd.arg(&self.plain).arg("--out-file").arg(&out).run();
         run.code(0);
         self.canary.assert_not_in_run(&run);
         out
@@ -98,7 +98,7 @@ fn rekey_decrypts_gpg_output_to_a_0600_file() {
         .arg("--key")
         .arg(seckey("alice"))
         .arg(&msg)
-        .arg("-o")
+        .arg("--out-file")
         .arg(&out)
         .run();
     run.code(0);
@@ -117,7 +117,7 @@ fn decrypt_writes_to_stdout_only_when_asked() {
         .arg("--key")
         .arg(seckey("bob"))
         .arg(&msg)
-        .arg("-o")
+        .arg("--out-file")
         .arg("-")
         .run();
     run.code(0);
@@ -167,7 +167,7 @@ fn passphrase_protected_key_decrypts_with_passphrase_file_or_env() {
         .arg("--passphrase-file")
         .arg(&pass)
         .arg(&msg)
-        .arg("-o")
+        .arg("--out-file")
         .arg(&out)
         .run()
         .code(0);
@@ -179,7 +179,7 @@ fn passphrase_protected_key_decrypts_with_passphrase_file_or_env() {
         .args(["--passphrase-env", "RK_TEST_PASS"])
         .env("RK_TEST_PASS", "correct horse")
         .arg(&msg)
-        .arg("-o")
+        .arg("--out-file")
         .arg(&out2)
         .run()
         .code(0);
@@ -197,7 +197,7 @@ fn recipient_expiring_within_warn_window_is_warned_about() {
         .arg("--recipients")
         .arg(pubkey("soon"))
         .arg(&case.plain)
-        .arg("-o")
+        .arg("--out-file")
         .arg(&out)
         .run();
     run.code(0);
@@ -222,7 +222,7 @@ fn assert_encrypt_refused(recipients: &[PathBuf], extra: &[&str], message: &str)
     let run = cmd
         .args(extra)
         .arg(&case.plain)
-        .arg("-o")
+        .arg("--out-file")
         .arg(case.path("out.gpg"))
         .run();
     run.code(2);
@@ -323,7 +323,7 @@ fn assert_decrypt_refused(case: &Case, key: &Path, extra: &[&str], message: &Pat
             .arg(key)
             .args(extra)
             .arg(message)
-            .arg("-o")
+            .arg("--out-file")
             .arg(&out)
             .run();
         run.code(2);

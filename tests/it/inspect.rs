@@ -113,7 +113,77 @@ fn wrong_username_and_bad_base64() {
     let run = rekey().arg("inspect").arg(&file).run();
     run.code(1)
         .stdout_has("not valid standard base64")
-        .stdout_has("`auth` names user `someone`");
+        .stdout_has("`auth` names user (a value with fingerprint sha256:")
+        .stdout_has("`username` is iamapikey");
+}
+
+/// 200 KB of nested brackets under a Secret's data once took 40 s to parse.
+#[test]
+fn deeply_nested_yaml_is_refused_at_once() {
+    let tmp = tempdir();
+    let n = 100_000;
+    let file = write(
+        tmp.path(),
+        "nested.yaml",
+        format!("kind: Secret\ndata:\n  x: {}{}\n", "[".repeat(n), "]".repeat(n)),
+    );
+    let started = std::time::Instant::now();
+    rekey()
+        .arg("inspect")
+        .arg(&file)
+        .run()
+        .code(2)
+        .stderr_has("nests deeper than 64 levels");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A parse error once quoted the offending value, which in a pull secret is the key.
+#[test]
+fn parse_errors_never_quote_the_document() {
+    let tmp = tempdir();
+    let canary = Canary::new("inspect-parse");
+    for (name, text) in [
+        ("a.json", format!("{{\"auths\": \"{}\"}}", canary.key)),
+        ("b.yaml", format!("kind: Secret\ntype: 7\ndata: \"{}\"\n", canary.key)),
+        ("c.yaml", format!("kind: [\"{}\"\n", canary.key)),
+    ] {
+        let file = write(tmp.path(), name, text);
+        let run = rekey().arg("inspect").arg(&file).run();
+        run.code(2);
+        canary.assert_not_in_run(&run);
+    }
+}
+
+/// A secret with username and password swapped carries the key in
+/// `username`; inspect once printed it in "`username` is `<KEY>`".
+#[test]
+fn swapped_username_and_password_never_print_the_key() {
+    let tmp = tempdir();
+    let canary = Canary::new("inspect-swapped");
+    let key = canary.key.clone();
+    let file = tampered(tmp.path(), &key, |v| {
+        for (_, entry) in v["auths"].as_object_mut().unwrap() {
+            entry["username"] = key.clone().into();
+            entry["password"] = "iamapikey".into();
+            entry["auth"] = STANDARD.encode(format!("{key}:iamapikey")).into();
+        }
+    });
+    let regions = repo_root().join("regions");
+    for format in ["text", "json"] {
+        let run = rekey()
+            .args(["--output", format, "inspect", "--regions"])
+            .arg(&regions)
+            .args(["--region", "jp"])
+            .arg(&file)
+            .run();
+        run.code(1);
+        canary.assert_not_in_run(&run);
+        assert!(run.stdout.contains("fingerprint sha256:"), "{}", run.stdout);
+    }
 }
 
 #[test]
@@ -157,7 +227,7 @@ fn reads_secret_manifests_in_yaml_and_json() {
 fn bad_input_is_an_error_not_a_finding() {
     let tmp = tempdir();
     let cases: &[(&str, &str, &str)] = &[
-        ("broken.json", "{\"auths\": {", "not valid JSON or YAML"),
+        ("broken.json", "{\"auths\": {", "cut short (line 1, column 11)"),
         (
             "configmap.yaml",
             "kind: ConfigMap\ndata: {}\n",

@@ -386,7 +386,7 @@ fn decrypt(file: &Path) -> Vec<u8> {
         .arg("--key")
         .arg(keys().file("alice.sec"))
         .arg(file)
-        .args(["-o", "-"])
+        .args(["--out-file", "-"])
         .run();
     assert_eq!(run.code, 0, "decrypting {}: {}", file.display(), run.stderr);
     run.stdout.into_bytes()

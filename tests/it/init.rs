@@ -1,0 +1,75 @@
+//! `rekey init`: a secrets repo that sets itself up, never overwriting.
+
+use crate::pgp_support::keys;
+use crate::support::*;
+
+#[test]
+fn init_sets_up_a_repo_that_rotate_and_check_can_use() {
+    let dir = tempdir();
+    let repo = dir.path().join("secrets");
+    let run = rekey()
+        .arg("init")
+        .arg(&repo)
+        .arg("--recipients")
+        .arg(keys().file("team.pub"))
+        .arg("--signers")
+        .arg(keys().file("alice.pub"))
+        .arg("--commit")
+        .run();
+    run.code(0).stdout_has("2 recipients").stdout_has("committed ");
+    for f in [
+        ".rekey/recipients.asc",
+        ".rekey/signers.asc",
+        ".gitignore",
+        "README.md",
+        ".github/workflows/rekey-check.yml",
+        ".github/workflows/rekey-rotation.yml",
+        "ci/rekey-job",
+    ] {
+        assert!(repo.join(f).is_file(), "{f} was not written");
+        assert_eq!(mode(&repo.join(f)) & 0o111, 0, "{f} is executable");
+    }
+    assert_eq!(
+        std::fs::read(repo.join(".rekey/recipients.asc")).unwrap(),
+        std::fs::read(keys().file("team.pub")).unwrap()
+    );
+    let tracked = git(&repo, &["ls-files"]);
+    assert!(tracked.contains(".rekey/recipients.asc"), "{tracked}");
+    assert!(tracked.contains(".github/workflows/rekey-check.yml"), "{tracked}");
+    assert_eq!(git(&repo, &["status", "--porcelain"]).trim(), "");
+    // The repo is usable at once: the recipient check reads its policy.
+    rekey().args(["recipients", "check", "--repo"]).arg(&repo).run().code(0);
+}
+
+#[test]
+fn init_never_overwrites_an_existing_repo() {
+    let dir = tempdir();
+    let repo = dir.path().join("secrets");
+    std::fs::create_dir_all(repo.join(".rekey")).unwrap();
+    write(&repo.join(".rekey"), "recipients.asc", "the team's policy");
+    let before = snapshot(&repo);
+    let run = rekey()
+        .arg("init")
+        .arg(&repo)
+        .arg("--recipients")
+        .arg(keys().file("team.pub"))
+        .run();
+    run.code(2)
+        .stderr_has("never overwrites")
+        .stderr_has(".rekey/recipients.asc");
+    assert_eq!(snapshot(&repo), before);
+}
+
+#[test]
+fn init_refuses_an_expired_recipient_and_writes_nothing() {
+    let dir = tempdir();
+    let repo = dir.path().join("secrets");
+    let run = rekey()
+        .arg("init")
+        .arg(&repo)
+        .arg("--recipients")
+        .arg(keys().file("expired.pub"))
+        .run();
+    run.code(2).stderr_has("expired");
+    assert!(!repo.exists(), "init created {} for a refused policy", repo.display());
+}

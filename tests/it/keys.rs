@@ -1,0 +1,271 @@
+//! `rekey keys check` against the IAM stand-in: valid, invalid, disabled,
+//! expired and unreachable keys, retries, and keys never printed.
+
+use crate::iam_support::{Fault, Iam};
+use crate::support::*;
+use std::path::Path;
+
+const CODES: &[(&str, &str)] = &[
+    ("au", "ap-south"),
+    ("de", "eu-central"),
+    ("fr2", "eu-fr2"),
+    ("jp", "ap-north"),
+    ("uk", "uk-south"),
+    ("us", "us-east"),
+];
+
+fn key_name(code: &str) -> String {
+    format!("iks-armada-master-registry-access-read-only-prod-{code}-20260820")
+}
+
+/// Gives every shipped region a key in IAM and in DIR/<region>.key; returns the canaries.
+fn six_keys(iam: &Iam, dir: &Path) -> Vec<(String, Canary)> {
+    CODES
+        .iter()
+        .map(|(region, code)| {
+            let canary = Canary::new(&format!("keys-{region}"));
+            iam.add_key(&key_name(code), &canary.key);
+            write(dir, &format!("{region}.key"), format!("{}\n", canary.key));
+            (region.to_string(), canary)
+        })
+        .collect()
+}
+
+fn check(iam: &Iam, keys: &Path, admin: &str) -> Rekey {
+    rekey()
+        .args(["keys", "check", "--regions"])
+        .arg(repo_root().join("regions"))
+        .arg("--api-keys-dir")
+        .arg(keys)
+        .args([
+            "--iam-url",
+            &iam.url(),
+            "--iam-timeout",
+            "10s",
+            "--iam-api-key-env",
+            "REKEY_TEST_IAM_ADMIN",
+        ])
+        .env("REKEY_TEST_IAM_ADMIN", admin)
+}
+
+#[test]
+fn six_valid_keys_pass_with_their_names_ids_and_ages() {
+    let (iam, admin) = Iam::start();
+    let dir = tempdir();
+    let canaries = six_keys(&iam, dir.path());
+    let run = check(&iam, dir.path(), &admin).arg("--output").arg("json").run();
+    run.code(0);
+    let doc = run.json();
+    let rows = doc["keys"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    for row in rows {
+        assert_eq!(row["class"], "valid", "{row}");
+        let region = row["region"].as_str().unwrap();
+        let code = CODES.iter().find(|(r, _)| *r == region).unwrap().1;
+        assert_eq!(row["details"]["name"], key_name(code).as_str());
+        assert!(row["details"]["id"].as_str().unwrap().starts_with("ApiKey-"));
+        assert!(row["age_days"].as_i64().unwrap() >= 90, "{row}");
+    }
+    for (_, c) in &canaries {
+        c.assert_not_in_run(&run);
+    }
+    let text = check(&iam, dir.path(), &admin).run();
+    text.code(0).stdout_has("6 keys valid in IAM");
+    for (_, c) in &canaries {
+        c.assert_not_in_run(&text);
+    }
+}
+
+#[test]
+fn deleted_disabled_and_expired_keys_are_named_by_class() {
+    let (iam, admin) = Iam::start();
+    let dir = tempdir();
+    let canaries = six_keys(&iam, dir.path());
+    let by_region = |r: &str| canaries.iter().find(|(n, _)| n == r).unwrap().1.key.clone();
+    iam.edit(&by_region("jp"), |k| k.deleted = true);
+    iam.edit(&by_region("au"), |k| k.disabled = true);
+    iam.edit(&by_region("de"), |k| {
+        k.disabled = true;
+        k.expires_at = Some("2026-01-01T00:00+0000".into());
+    });
+    let run = check(&iam, dir.path(), &admin).args(["--output", "json"]).run();
+    run.code(1);
+    let doc = run.json();
+    let class = |r: &str| {
+        doc["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["region"] == r)
+            .unwrap()["class"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(class("jp"), "invalid");
+    assert_eq!(class("au"), "disabled");
+    assert_eq!(class("de"), "disabled");
+    assert_eq!(class("us"), "valid");
+    let text = check(&iam, dir.path(), &admin).run();
+    text.code(1)
+        .stdout_has("BXNIM0415E: Provided API key could not be found.")
+        .stdout_has("3 of 6 keys not valid in IAM");
+    for (_, c) in &canaries {
+        c.assert_not_in_run(&run);
+        c.assert_not_in_run(&text);
+    }
+}
+
+#[test]
+fn an_expired_key_is_expired() {
+    let (iam, admin) = Iam::start();
+    let dir = tempdir();
+    let canary = Canary::new("keys-expired");
+    iam.add_key(&key_name("ap-north"), &canary.key);
+    iam.edit(&canary.key, |k| k.expires_at = Some("2026-02-01T00:00+0000".into()));
+    write(dir.path(), "jp.key", &canary.key);
+    let run = check(&iam, dir.path(), &admin)
+        .args(["--region", "jp", "--output", "json"])
+        .run();
+    run.code(1);
+    assert_eq!(run.json()["keys"][0]["class"], "expired");
+    canary.assert_not_in_run(&run);
+}
+
+#[test]
+fn a_key_named_for_another_region_is_reported() {
+    let (iam, admin) = Iam::start();
+    let dir = tempdir();
+    let canary = Canary::new("keys-wrong-code");
+    iam.add_key(&key_name("ap-south"), &canary.key);
+    write(dir.path(), "jp.key", &canary.key);
+    let run = check(&iam, dir.path(), &admin).args(["--region", "jp"]).run();
+    run.code(1).stdout_has("does not carry region jp's key code `ap-north`");
+}
+
+#[test]
+fn iam_429_and_503_are_retried() {
+    let (iam, admin) = Iam::start();
+    let dir = tempdir();
+    let canary = Canary::new("keys-retry");
+    iam.add_key(&key_name("ap-north"), &canary.key);
+    write(dir.path(), "jp.key", &canary.key);
+    iam.fail_next([Fault::RetryAfter(429, 1), Fault::Status(503), Fault::Status(502)]);
+    let run = check(&iam, dir.path(), &admin).args(["--region", "jp"]).run();
+    run.code(0).stdout_has("1 key valid in IAM");
+}
+
+#[test]
+fn iam_that_keeps_failing_is_unreachable_exit_2() {
+    let (iam, admin) = Iam::start();
+    let dir = tempdir();
+    let canary = Canary::new("keys-down");
+    iam.add_key(&key_name("ap-north"), &canary.key);
+    write(dir.path(), "jp.key", &canary.key);
+    let _ = admin;
+    iam.fail_next(std::iter::repeat_n(Fault::Status(503), 10));
+    let down = rekey()
+        .args(["keys", "check", "--regions"])
+        .arg(repo_root().join("regions"))
+        .args(["--region", "jp", "--api-keys-dir"])
+        .arg(dir.path())
+        .args(["--iam-url", &iam.url(), "--iam-timeout", "10s", "--output", "json"])
+        .run();
+    down.code(2);
+    assert_eq!(down.json()["keys"][0]["class"], "iam_unreachable");
+    canary.assert_not_in_run(&down);
+}
+
+#[test]
+fn a_closed_port_is_unreachable_exit_2() {
+    let dir = tempdir();
+    let canary = Canary::new("keys-closed");
+    write(dir.path(), "jp.key", &canary.key);
+    let port = free_port();
+    let run = rekey()
+        .args(["keys", "check", "--regions"])
+        .arg(repo_root().join("regions"))
+        .args(["--region", "jp", "--api-keys-dir"])
+        .arg(dir.path())
+        .args(["--iam-url", &format!("http://127.0.0.1:{port}"), "--iam-timeout", "3s"])
+        .run();
+    run.code(2).stdout_has("iam_unreachable");
+    canary.assert_not_in_run(&run);
+}
+
+#[test]
+fn a_huge_iam_answer_is_refused_not_buffered() {
+    let (iam, admin) = Iam::start();
+    let dir = tempdir();
+    let canary = Canary::new("keys-huge");
+    iam.add_key(&key_name("ap-north"), &canary.key);
+    write(dir.path(), "jp.key", &canary.key);
+    iam.fail_next([Fault::Body(200, vec![b' '; 4 << 20])]);
+    let run = check(&iam, dir.path(), &admin).args(["--region", "jp"]).run();
+    run.code(2).stderr_has("larger than 256 KiB");
+    canary.assert_not_in_run(&run);
+}
+
+#[test]
+fn iam_error_text_is_printed_with_control_characters_escaped() {
+    let (iam, admin) = Iam::start();
+    let dir = tempdir();
+    let canary = Canary::new("keys-escape");
+    write(dir.path(), "jp.key", &canary.key);
+    let _ = admin;
+    iam.fail_next([Fault::Body(
+        400,
+        br#"{"errorCode":"BXNIM0415E\u001b]0;owned\u0007","errorMessage":"gone\u001b[2J"}"#.to_vec(),
+    )]);
+    let run = rekey()
+        .args(["keys", "check", "--regions"])
+        .arg(repo_root().join("regions"))
+        .args(["--region", "jp", "--api-keys-dir"])
+        .arg(dir.path())
+        .args(["--iam-url", &iam.url()])
+        .run();
+    run.code(1);
+    assert!(
+        !run.stdout.contains('\u{1b}'),
+        "an escape sequence reached the terminal: {}",
+        run.stdout
+    );
+    run.stdout_has("\\u{1b}[2J");
+}
+
+#[test]
+fn per_region_key_flags_need_every_region_and_know_their_regions() {
+    let (iam, _) = Iam::start();
+    let dir = tempdir();
+    let jp = write(dir.path(), "jp.key", "k1");
+    let run = rekey()
+        .args(["keys", "check", "--regions"])
+        .arg(repo_root().join("regions"))
+        .args(["--region", "jp", "--region", "au"])
+        .arg(format!("--api-key-file=jp={}", jp.display()))
+        .args(["--iam-url", &iam.url()])
+        .run();
+    run.code(2).stderr_has("no API key for region `au`");
+    let run = rekey()
+        .args(["keys", "check", "--regions"])
+        .arg(repo_root().join("regions"))
+        .args(["--region", "jp"])
+        .arg(format!("--api-key-file=xx={}", jp.display()))
+        .args(["--iam-url", &iam.url()])
+        .run();
+    run.code(2).stderr_has("`xx` is not a region being handled");
+    assert!(iam.calls().is_empty(), "IAM was called before the inputs were valid");
+}
+
+#[test]
+fn plain_http_iam_outside_loopback_is_refused_before_reading_keys() {
+    let dir = tempdir();
+    let run = rekey()
+        .args(["keys", "check", "--regions"])
+        .arg(repo_root().join("regions"))
+        .args(["--api-keys-dir"])
+        .arg(dir.path())
+        .args(["--iam-url", "http://iam.example.com"])
+        .run();
+    run.code(2).stderr_has("unencrypted");
+}
