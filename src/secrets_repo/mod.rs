@@ -8,3 +8,4 @@ pub mod journal;
 pub mod layout;
 pub mod leakscan;
 pub mod pgp;
+pub mod signing;

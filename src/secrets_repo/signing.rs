@@ -1,0 +1,808 @@
+//! Authorship of the secrets repo: who wrote a sealed secret.
+//!
+//! Exists because encryption proves nothing about the author: anyone holding
+//! the public recipient certificates can seal a pull secret. A signer's
+//! secret key ([`SigningKey`]) signs a canonical [`Statement`] about each
+//! secret (detached OpenPGP signature, [`sign_statement`]), and anyone can
+//! check it with public keys only against the allowed signers
+//! ([`AllowedSigners`], `.rekey/signers.asc`) with [`verify_statement`].
+//! Signers pass the same kind of policy as recipients, for signing: not
+//! expired, not revoked, a usable signing key, no SHA-1 self-signatures.
+//! Every function takes the time as an argument; nothing here reads files,
+//! the clock or the environment.
+
+use crate::secrets_repo::pgp::{self, CertName, PgpError};
+use chrono::{DateTime, Utc};
+use sequoia_openpgp as openpgp;
+
+use openpgp::cert::prelude::*;
+use openpgp::crypto::{KeyPair, Password};
+use openpgp::packet::Key;
+use openpgp::packet::key::{SecretParts, UnspecifiedRole};
+use openpgp::parse::stream::{
+    DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationError, VerificationHelper, VerificationResult,
+};
+use openpgp::parse::{PacketParser, PacketParserResult, Parse};
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::stream::{Armorer, Message};
+use openpgp::types::{RevocationStatus, SignatureType};
+use openpgp::{Cert, Fingerprint, KeyHandle, Packet};
+use sha2::Digest as _;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::SystemTime;
+
+/// The largest detached signature file rekey reads.
+pub const MAX_SIGNATURE_BYTES: usize = 64 * 1024;
+/// The largest statement rekey reads.
+pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
+
+/// Why a signing key, a signer policy or a signature is refused. Never
+/// carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error(transparent)]
+    Pgp(#[from] PgpError),
+    #[error("there is no signature")]
+    NoSignature,
+    #[error("signed by key {issuers}, which is not an allowed signer")]
+    UnknownSigner { issuers: String },
+    #[error("signer {signer} expired at {expired}")]
+    ExpiredSigner { signer: CertName, expired: String },
+    #[error("signer {0} is revoked")]
+    RevokedSigner(CertName),
+    #[error("bad signature{}: {reason}", signer.as_ref().map(|s| format!(" by {s}")).unwrap_or_default())]
+    BadSignature { signer: Option<CertName>, reason: String },
+    #[error("the {role} ciphertext's SHA-256 is {actual}, the signed statement says {expected}")]
+    HashMismatch {
+        role: FileRole,
+        expected: String,
+        actual: String,
+    },
+    #[error("signer {cert} is rejected by the OpenPGP standard policy: {reason}")]
+    Policy { cert: CertName, reason: String },
+    #[error("signer {0} has no usable signing key")]
+    NotSigningCapable(CertName),
+    #[error("signer certificate {0} holds secret key material: pass public certificates only (gpg --export --armor)")]
+    SecretMaterial(CertName),
+    #[error("{source_name}: holds no secret signing key")]
+    NoSigningKey { source_name: String },
+    #[error("{source_name}: holds {count} secret keys; give exactly one signing key")]
+    SeveralSigningKeys { source_name: String, count: usize },
+    #[error("signing key {0} is protected by a passphrase: give --signing-passphrase-file or --signing-passphrase-env")]
+    PassphraseRequired(CertName),
+    #[error("signing key {0}: the passphrase does not unlock it")]
+    WrongPassphrase(CertName),
+    #[error("malformed statement: {0}")]
+    Statement(String),
+    #[error("signing failed: {0}")]
+    Sign(String),
+    #[error("{what} is larger than the limit of {limit} bytes")]
+    TooLarge { what: &'static str, limit: usize },
+}
+
+/// Who made a signature that verified.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Signer {
+    /// The signer's certificate: primary fingerprint and first user ID.
+    #[serde(flatten)]
+    pub name: CertName,
+    /// The fingerprint of the (sub)key that made the signature.
+    pub key_fingerprint: String,
+    /// The signature's creation time.
+    #[serde(serialize_with = "serialize_time")]
+    pub signed_at: SystemTime,
+}
+
+impl std::fmt::Display for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, signed at {}", self.name, pgp::show_time(self.signed_at))
+    }
+}
+
+fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&pgp::show_time(*t))
+}
+
+// ---------------------------------------------------------------------------
+// The statement.
+
+/// Which ciphertext file of a secret a hash is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileRole {
+    /// `<NAME>.gpg`, the version in use.
+    Current,
+    /// `<NAME>.previous.gpg`, the version kept for rollback.
+    Previous,
+    /// A version sealed but not yet promoted.
+    Pending,
+}
+
+impl FileRole {
+    /// Returns the role's word in the statement encoding.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileRole::Current => "current",
+            FileRole::Previous => "previous",
+            FileRole::Pending => "pending",
+        }
+    }
+
+    fn parse(s: &str) -> Option<FileRole> {
+        match s {
+            "current" => Some(FileRole::Current),
+            "previous" => Some(FileRole::Previous),
+            "pending" => Some(FileRole::Pending),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for FileRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The SHA-256 of one ciphertext file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHash {
+    pub role: FileRole,
+    pub sha256: [u8; 32],
+}
+
+impl FileHash {
+    /// Returns the hash of `bytes` (the file exactly as stored) in `role`.
+    pub fn of(role: FileRole, bytes: &[u8]) -> FileHash {
+        FileHash {
+            role,
+            sha256: sha2::Sha256::digest(bytes).into(),
+        }
+    }
+}
+
+/// What a signer vouches for about one version of one secret.
+///
+/// Encoded by [`Statement::encode`] into canonical bytes (the signed data);
+/// [`Statement::parse`] accepts exactly those bytes and nothing else, so
+/// one statement has one encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The secret's name (`<NAME>.gpg` in the repo).
+    pub secret: String,
+    /// The region the secret is for.
+    pub region: String,
+    /// The version number, strictly increasing per secret (from 1).
+    pub version: u64,
+    /// The API key's name, when known.
+    pub key_name: Option<String>,
+    /// The API key's fingerprint as the metadata records it.
+    pub key_fingerprint: String,
+    /// When the version was sealed (encoded to the second, UTC).
+    pub rotated_at: DateTime<Utc>,
+    /// For a rollback: the version number this version restores.
+    pub restores: Option<u64>,
+    /// The hashes of every ciphertext file of the secret, at most one per
+    /// role, `current` required.
+    pub files: Vec<FileHash>,
+}
+
+const STATEMENT_MAGIC: &str = "rekey-statement 1";
+
+fn check_value(field: &str, v: &str) -> Result<(), SignError> {
+    if v.is_empty() {
+        return Err(SignError::Statement(format!("{field} is empty")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(SignError::Statement(format!("{field} holds a control character")));
+    }
+    if v.starts_with(' ') || v.ends_with(' ') {
+        return Err(SignError::Statement(format!("{field} starts or ends with a space")));
+    }
+    Ok(())
+}
+
+impl Statement {
+    /// Checks the fields can be encoded unambiguously.
+    fn check(&self) -> Result<(), SignError> {
+        check_value("secret", &self.secret)?;
+        check_value("region", &self.region)?;
+        if let Some(k) = &self.key_name {
+            check_value("key-name", k)?;
+        }
+        check_value("key-fingerprint", &self.key_fingerprint)?;
+        if self.version == 0 {
+            return Err(SignError::Statement("version must be at least 1".to_owned()));
+        }
+        if let Some(r) = self.restores
+            && (r == 0 || r >= self.version)
+        {
+            return Err(SignError::Statement(format!(
+                "restores {r} is not an earlier version than {}",
+                self.version
+            )));
+        }
+        let mut roles: Vec<FileRole> = self.files.iter().map(|f| f.role).collect();
+        roles.sort();
+        roles.dedup();
+        if roles.len() != self.files.len() {
+            return Err(SignError::Statement("a file role is given twice".to_owned()));
+        }
+        if !roles.contains(&FileRole::Current) {
+            return Err(SignError::Statement("no hash of the current ciphertext".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Returns the canonical bytes that are signed. See the README's
+    /// "Statement format": UTF-8, LF-terminated `field value` lines in a
+    /// fixed order, optional lines omitted, file lines ordered current,
+    /// previous, pending.
+    pub fn encode(&self) -> Result<Vec<u8>, SignError> {
+        use std::fmt::Write as _;
+        self.check()?;
+        let mut s = String::new();
+        let _ = writeln!(s, "{STATEMENT_MAGIC}");
+        let _ = writeln!(s, "secret {}", self.secret);
+        let _ = writeln!(s, "region {}", self.region);
+        let _ = writeln!(s, "version {}", self.version);
+        if let Some(k) = &self.key_name {
+            let _ = writeln!(s, "key-name {k}");
+        }
+        let _ = writeln!(s, "key-fingerprint {}", self.key_fingerprint);
+        let _ = writeln!(
+            s,
+            "rotated-at {}",
+            self.rotated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        if let Some(r) = self.restores {
+            let _ = writeln!(s, "restores {r}");
+        }
+        let mut files = self.files.clone();
+        files.sort_by_key(|f| f.role);
+        for f in &files {
+            let _ = writeln!(s, "file {} sha256:{}", f.role, hex::encode(f.sha256));
+        }
+        Ok(s.into_bytes())
+    }
+
+    /// Parses canonical statement bytes; anything [`Statement::encode`]
+    /// would not produce byte for byte is refused.
+    pub fn parse(bytes: &[u8]) -> Result<Statement, SignError> {
+        if bytes.len() > MAX_STATEMENT_BYTES {
+            return Err(SignError::TooLarge {
+                what: "the statement",
+                limit: MAX_STATEMENT_BYTES,
+            });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| SignError::Statement("not UTF-8".to_owned()))?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or_else(|| SignError::Statement("does not end with a newline".to_owned()))?;
+        let mut lines = body.split('\n').peekable();
+        if lines.next() != Some(STATEMENT_MAGIC) {
+            return Err(SignError::Statement(format!(
+                "the first line is not `{STATEMENT_MAGIC}`"
+            )));
+        }
+        let mut take = |field: &str, optional: bool| -> Result<Option<String>, SignError> {
+            match lines.peek().and_then(|l| l.strip_prefix(field)?.strip_prefix(' ')) {
+                Some(v) => {
+                    let v = v.to_owned();
+                    lines.next();
+                    Ok(Some(v))
+                }
+                None if optional => Ok(None),
+                None => Err(SignError::Statement(format!("expected the `{field}` line"))),
+            }
+        };
+        let number = |field: &str, v: String| -> Result<u64, SignError> {
+            v.parse::<u64>()
+                .map_err(|_| SignError::Statement(format!("{field} is not a number: {v}")))
+        };
+        let secret = take("secret", false)?.unwrap_or_default();
+        let region = take("region", false)?.unwrap_or_default();
+        let version = number("version", take("version", false)?.unwrap_or_default())?;
+        let key_name = take("key-name", true)?;
+        let key_fingerprint = take("key-fingerprint", false)?.unwrap_or_default();
+        let rotated = take("rotated-at", false)?.unwrap_or_default();
+        let rotated_at = DateTime::parse_from_rfc3339(&rotated)
+            .map_err(|_| SignError::Statement(format!("rotated-at is not an RFC 3339 time: {rotated}")))?
+            .with_timezone(&Utc);
+        let restores = take("restores", true)?.map(|v| number("restores", v)).transpose()?;
+        let mut files = Vec::new();
+        while let Some(v) = take("file", true)? {
+            let (role, hash) = v
+                .split_once(' ')
+                .ok_or_else(|| SignError::Statement(format!("bad file line: {v}")))?;
+            let role =
+                FileRole::parse(role).ok_or_else(|| SignError::Statement(format!("unknown file role {role}")))?;
+            let sha256 = hash
+                .strip_prefix("sha256:")
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                .ok_or_else(|| SignError::Statement(format!("bad SHA-256 for the {role} file")))?;
+            files.push(FileHash { role, sha256 });
+        }
+        if let Some(extra) = lines.next() {
+            return Err(SignError::Statement(format!(
+                "unexpected line: {}",
+                extra.chars().take(60).collect::<String>().escape_default()
+            )));
+        }
+        let statement = Statement {
+            secret,
+            region,
+            version,
+            key_name,
+            key_fingerprint,
+            rotated_at,
+            restores,
+            files,
+        };
+        if statement.encode()? != bytes {
+            return Err(SignError::Statement(
+                "not in canonical form (numbers, time or line order)".to_owned(),
+            ));
+        }
+        Ok(statement)
+    }
+
+    /// Checks that the ciphertext files of the secret are exactly those the
+    /// statement hashes: each role present on both sides, hashes equal.
+    pub fn check_files(&self, files: &[(FileRole, &[u8])]) -> Result<(), SignError> {
+        for want in &self.files {
+            let actual = files
+                .iter()
+                .find(|(role, _)| *role == want.role)
+                .map(|(role, bytes)| FileHash::of(*role, bytes).sha256);
+            if actual != Some(want.sha256) {
+                return Err(SignError::HashMismatch {
+                    role: want.role,
+                    expected: hex::encode(want.sha256),
+                    actual: actual.map(hex::encode).unwrap_or_else(|| "(no such file)".to_owned()),
+                });
+            }
+        }
+        if let Some((role, bytes)) = files
+            .iter()
+            .find(|(role, _)| !self.files.iter().any(|f| f.role == *role))
+        {
+            return Err(SignError::HashMismatch {
+                role: *role,
+                expected: "(not in the statement)".to_owned(),
+                actual: hex::encode(FileHash::of(*role, bytes).sha256),
+            });
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The signer policy.
+
+/// Checks `cert` against the signer policy at `now`: valid under the
+/// standard policy (no SHA-1 self-signatures), not revoked, not expired,
+/// with a live signing key; when `key` is given, that key must be the live,
+/// unrevoked, signing-capable one.
+pub fn check_signer(cert: &Cert, key: Option<&Fingerprint>, now: SystemTime) -> Result<(), SignError> {
+    let policy = StandardPolicy::new();
+    let name = CertName::of(cert);
+    let vc = cert.with_policy(&policy, now).map_err(|e| SignError::Policy {
+        cert: name.clone(),
+        reason: format!("{e:#}"),
+    })?;
+    if let RevocationStatus::Revoked(_) = vc.revocation_status() {
+        return Err(SignError::RevokedSigner(name));
+    }
+    let expired = |t: Option<SystemTime>, name: CertName| SignError::ExpiredSigner {
+        signer: name,
+        expired: t.map(pgp::show_time).unwrap_or_else(|| "an unknown time".to_owned()),
+    };
+    if vc.alive().is_err() {
+        return Err(expired(vc.primary_key().key_expiration_time(), name));
+    }
+    match key {
+        None => {
+            if vc.keys().alive().revoked(false).for_signing().next().is_none() {
+                return Err(SignError::NotSigningCapable(name));
+            }
+        }
+        Some(fpr) => {
+            let Some(ka) = vc.keys().key_handle(fpr.clone()).next() else {
+                return Err(SignError::NotSigningCapable(name));
+            };
+            if let RevocationStatus::Revoked(_) = ka.revocation_status() {
+                return Err(SignError::RevokedSigner(name));
+            }
+            if ka.alive().is_err() {
+                return Err(expired(ka.key_expiration_time(), name));
+            }
+            if !ka.for_signing() {
+                return Err(SignError::NotSigningCapable(name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The certificates allowed to sign (`.rekey/signers.asc`).
+///
+/// Parsing refuses unreadable files and secret material; the policy is
+/// applied per signature at verification time, so one expired signer does
+/// not lock out the others ([`AllowedSigners::check`] reports them all).
+#[derive(Debug, Clone)]
+pub struct AllowedSigners {
+    certs: Vec<Cert>,
+}
+
+impl AllowedSigners {
+    /// Parses a keyring of signer certificates.
+    pub fn parse(bytes: &[u8], source_name: &str) -> Result<AllowedSigners, SignError> {
+        let mut seen = BTreeSet::new();
+        let mut certs = Vec::new();
+        for cert in pgp::parse_certs(bytes, source_name)? {
+            if cert.is_tsk() {
+                return Err(SignError::SecretMaterial(CertName::of(&cert)));
+            }
+            if seen.insert(cert.fingerprint()) {
+                certs.push(cert);
+            }
+        }
+        Ok(AllowedSigners { certs })
+    }
+
+    /// Returns an empty set: every signature is by an unknown signer.
+    pub fn none() -> AllowedSigners {
+        AllowedSigners { certs: Vec::new() }
+    }
+
+    /// Returns the signers' certificates.
+    pub fn certs(&self) -> &[Cert] {
+        &self.certs
+    }
+
+    /// Returns the signers' names, sorted by fingerprint.
+    pub fn names(&self) -> Vec<CertName> {
+        let mut v: Vec<CertName> = self.certs.iter().map(CertName::of).collect();
+        v.sort();
+        v
+    }
+
+    /// Checks every signer against the policy at `now`.
+    pub fn check(&self, now: SystemTime) -> Vec<(CertName, Result<(), SignError>)> {
+        self.certs
+            .iter()
+            .map(|c| (CertName::of(c), check_signer(c, None, now)))
+            .collect()
+    }
+}
+
+/// Turns one signature verification result into the signer, or the reason
+/// it is refused, applying the signer policy at `now`.
+pub(crate) fn classify(result: &VerificationResult, now: SystemTime) -> Result<Signer, SignError> {
+    match result {
+        Ok(good) => {
+            let cert = good.ka.cert();
+            let fpr = good.ka.key().fingerprint();
+            check_signer(cert, Some(&fpr), now)?;
+            Ok(Signer {
+                name: CertName::of(cert),
+                key_fingerprint: fpr.to_hex(),
+                signed_at: good.sig.signature_creation_time().unwrap_or(SystemTime::UNIX_EPOCH),
+            })
+        }
+        Err(VerificationError::MissingKey { sig }) => Err(SignError::UnknownSigner {
+            issuers: issuers(sig.get_issuers()),
+        }),
+        Err(VerificationError::UnboundKey { cert, error, .. }) => {
+            check_signer(cert, None, now)?;
+            Err(SignError::BadSignature {
+                signer: Some(CertName::of(cert)),
+                reason: format!("{error:#}"),
+            })
+        }
+        Err(VerificationError::BadKey { ka, error, .. }) => {
+            let cert = ka.cert();
+            check_signer(cert, Some(&ka.key().fingerprint()), now)?;
+            Err(SignError::BadSignature {
+                signer: Some(CertName::of(cert)),
+                reason: format!("{error:#}"),
+            })
+        }
+        Err(VerificationError::BadSignature { ka, error, .. }) => Err(SignError::BadSignature {
+            signer: Some(CertName::of(ka.cert())),
+            reason: format!("{error:#}"),
+        }),
+        Err(e) => Err(SignError::BadSignature {
+            signer: None,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn issuers(handles: Vec<KeyHandle>) -> String {
+    let v: Vec<String> = handles.iter().map(|h| h.to_hex()).collect();
+    if v.is_empty() {
+        "(no issuer)".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+struct DetachedHelper<'a> {
+    certs: &'a [Cert],
+    now: SystemTime,
+    results: Vec<Result<Signer, SignError>>,
+}
+
+impl VerificationHelper for DetachedHelper<'_> {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(self.certs.to_vec())
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        for layer in structure {
+            if let MessageLayer::SignatureGroup { results } = layer {
+                for r in &results {
+                    self.results.push(classify(r, self.now));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `signature` holds exactly one binary-document signature and
+/// nothing else.
+fn check_signature_packets(signature: &[u8]) -> Result<(), SignError> {
+    if signature.len() > MAX_SIGNATURE_BYTES {
+        return Err(SignError::TooLarge {
+            what: "the signature",
+            limit: MAX_SIGNATURE_BYTES,
+        });
+    }
+    if signature.trim_ascii().is_empty() {
+        return Err(SignError::NoSignature);
+    }
+    let malformed = |reason: String| SignError::BadSignature { signer: None, reason };
+    let mut ppr = PacketParser::from_bytes(signature).map_err(|e| malformed(format!("{e:#}")))?;
+    let mut count = 0;
+    while let PacketParserResult::Some(pp) = ppr {
+        match &pp.packet {
+            Packet::Signature(sig) if sig.typ() == SignatureType::Binary => count += 1,
+            Packet::Signature(sig) => {
+                return Err(malformed(format!(
+                    "a {} signature, not a detached binary one",
+                    sig.typ()
+                )));
+            }
+            other => return Err(malformed(format!("a {} packet in the signature", other.tag()))),
+        }
+        ppr = pp.next().map_err(|e| malformed(format!("{e:#}")))?.1;
+    }
+    match count {
+        0 => Err(SignError::NoSignature),
+        1 => Ok(()),
+        n => Err(malformed(format!("{n} signatures; exactly one is expected"))),
+    }
+}
+
+/// Verifies a detached OpenPGP signature over `data` (e.g. statement
+/// bytes) with public keys only, and names the signer. The signature must
+/// be one binary-document signature by an allowed signer that passes the
+/// signer policy at `now`.
+pub fn verify_detached(
+    data: &[u8],
+    signature: &[u8],
+    signers: &AllowedSigners,
+    now: SystemTime,
+) -> Result<Signer, SignError> {
+    check_signature_packets(signature)?;
+    let run = || -> Result<Signer, SignError> {
+        let policy = StandardPolicy::new();
+        let helper = DetachedHelper {
+            certs: &signers.certs,
+            now,
+            results: Vec::new(),
+        };
+        let bad = |e: anyhow::Error| SignError::BadSignature {
+            signer: None,
+            reason: format!("{e:#}"),
+        };
+        let mut v = DetachedVerifierBuilder::from_bytes(signature)
+            .map_err(bad)?
+            .with_policy(&policy, now, helper)
+            .map_err(bad)?;
+        v.verify_bytes(data).map_err(bad)?;
+        v.into_helper()
+            .results
+            .into_iter()
+            .next()
+            .unwrap_or(Err(SignError::NoSignature))
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
+        Err(SignError::BadSignature {
+            signer: None,
+            reason: "the OpenPGP parser failed on this signature".to_owned(),
+        })
+    })
+}
+
+/// Verifies a statement's detached signature ([`verify_detached`]) and
+/// that the bytes are a canonical [`Statement`]; returns both.
+pub fn verify_statement(
+    statement: &[u8],
+    signature: &[u8],
+    signers: &AllowedSigners,
+    now: SystemTime,
+) -> Result<(Statement, Signer), SignError> {
+    let signer = verify_detached(statement, signature, signers, now)?;
+    Ok((Statement::parse(statement)?, signer))
+}
+
+/// Verifies everything a reviewer needs about one secret, without any
+/// private key: the statement's signature by an allowed signer, and that
+/// the ciphertext files are exactly those it hashes.
+pub fn verify_secret(
+    statement: &[u8],
+    signature: &[u8],
+    files: &[(FileRole, &[u8])],
+    signers: &AllowedSigners,
+    now: SystemTime,
+) -> Result<(Statement, Signer), SignError> {
+    let (st, signer) = verify_statement(statement, signature, signers, now)?;
+    st.check_files(files)?;
+    Ok((st, signer))
+}
+
+// ---------------------------------------------------------------------------
+// The signing key.
+
+/// An unlocked secret signing key. Key material stays in sequoia's
+/// protected memory; `Debug` shows the certificate's name only.
+pub struct SigningKey {
+    key: Key<SecretParts, UnspecifiedRole>,
+    cert: Cert,
+    name: CertName,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("cert", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Parses an armored (or binary) secret key holding one certificate,
+    /// checks it against the signer policy at `now`, and unlocks its
+    /// signing key with `passphrase` when it is protected.
+    pub fn parse(
+        bytes: &[u8],
+        source_name: &str,
+        passphrase: Option<&Password>,
+        now: SystemTime,
+    ) -> Result<SigningKey, SignError> {
+        let certs: Vec<Cert> = pgp::parse_certs(bytes, source_name)?
+            .into_iter()
+            .filter(Cert::is_tsk)
+            .collect();
+        let cert = match certs.len() {
+            0 => {
+                return Err(SignError::NoSigningKey {
+                    source_name: source_name.to_owned(),
+                });
+            }
+            1 => certs.into_iter().next().ok_or(SignError::NoSigningKey {
+                source_name: source_name.to_owned(),
+            })?,
+            count => {
+                return Err(SignError::SeveralSigningKeys {
+                    source_name: source_name.to_owned(),
+                    count,
+                });
+            }
+        };
+        let name = CertName::of(&cert);
+        check_signer(&cert, None, now)?;
+        let policy = StandardPolicy::new();
+        let vc = cert.with_policy(&policy, now).map_err(|e| SignError::Policy {
+            cert: name.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        // The newest live signing key that has secret material.
+        let ka = vc
+            .keys()
+            .secret()
+            .alive()
+            .revoked(false)
+            .for_signing()
+            .max_by_key(|ka| ka.key().creation_time())
+            .ok_or_else(|| SignError::NoSigningKey {
+                source_name: source_name.to_owned(),
+            })?;
+        let key = ka.key().clone().role_into_unspecified();
+        if !key.has_unencrypted_secret() && !key.secret().is_encrypted() {
+            // A GnuPG stub (e.g. the key lives on a card).
+            return Err(SignError::NoSigningKey {
+                source_name: source_name.to_owned(),
+            });
+        }
+        let key = if key.secret().is_encrypted() {
+            match passphrase {
+                None => return Err(SignError::PassphraseRequired(name)),
+                Some(p) => key
+                    .decrypt_secret(p)
+                    .map_err(|_| SignError::WrongPassphrase(name.clone()))?,
+            }
+        } else {
+            key
+        };
+        let public = cert.strip_secret_key_material();
+        Ok(SigningKey {
+            key,
+            cert: public,
+            name,
+        })
+    }
+
+    /// Returns the signer's certificate name.
+    pub fn name(&self) -> &CertName {
+        &self.name
+    }
+
+    /// Returns the signer's public certificate (for `signers.asc`).
+    pub fn cert(&self) -> &Cert {
+        &self.cert
+    }
+
+    /// Returns the fingerprint of the key that signs.
+    pub fn key_fingerprint(&self) -> String {
+        self.key.fingerprint().to_hex()
+    }
+
+    /// Returns a key pair to sign with.
+    pub(crate) fn keypair(&self) -> Result<KeyPair, SignError> {
+        self.key
+            .clone()
+            .into_keypair()
+            .map_err(|e| SignError::Sign(format!("{e:#}")))
+    }
+}
+
+/// Makes an ASCII-armored detached signature over `data` at `now`.
+pub fn sign_detached(data: &[u8], key: &SigningKey, now: SystemTime) -> Result<Vec<u8>, SignError> {
+    let err = |e: anyhow::Error| SignError::Sign(format!("{e:#}"));
+    let mut sink = Vec::new();
+    {
+        let message = Message::new(&mut sink);
+        let message = Armorer::new(message)
+            .kind(openpgp::armor::Kind::Signature)
+            .build()
+            .map_err(err)?;
+        let mut signer = openpgp::serialize::stream::Signer::new(message, key.keypair()?)
+            .map_err(err)?
+            .detached()
+            .creation_time(now)
+            .build()
+            .map_err(err)?;
+        signer.write_all(data).map_err(|e| err(e.into()))?;
+        signer.finalize().map_err(err)?;
+    }
+    Ok(sink)
+}
+
+/// Encodes `statement` and signs it; returns the encoded statement and its
+/// armored detached signature.
+pub fn sign_statement(
+    statement: &Statement,
+    key: &SigningKey,
+    now: SystemTime,
+) -> Result<(Vec<u8>, Vec<u8>), SignError> {
+    let bytes = statement.encode()?;
+    let sig = sign_detached(&bytes, key, now)?;
+    Ok((bytes, sig))
+}
