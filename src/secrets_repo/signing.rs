@@ -806,3 +806,403 @@ pub fn sign_statement(
     let sig = sign_detached(&bytes, key, now)?;
     Ok((bytes, sig))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets_repo::pgp::{RecipientSet, SecretKeys, Validity};
+    use openpgp::cert::CertBuilder;
+    use openpgp::serialize::Serialize;
+    use std::time::Duration;
+
+    fn now() -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn statement() -> Statement {
+        Statement {
+            secret: "JP_REGISTRY".to_owned(),
+            region: "jp".to_owned(),
+            version: 7,
+            key_name: Some("rekey-jp-20261124".to_owned()),
+            key_fingerprint: "sha256:3f2a9c".to_owned(),
+            rotated_at: DateTime::parse_from_rfc3339("2026-11-24T07:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            restores: None,
+            files: vec![
+                FileHash::of(FileRole::Previous, b"old ciphertext"),
+                FileHash::of(FileRole::Current, b"new ciphertext"),
+            ],
+        }
+    }
+
+    fn tsk_bytes(cert: &Cert) -> Vec<u8> {
+        let mut out = Vec::new();
+        cert.as_tsk().armored().serialize(&mut out).unwrap();
+        out
+    }
+
+    fn public(cert: &Cert) -> Vec<u8> {
+        let mut out = Vec::new();
+        cert.armored().serialize(&mut out).unwrap();
+        out
+    }
+
+    fn signer_cert(uid: &str) -> Cert {
+        CertBuilder::new()
+            .add_userid(uid)
+            .add_signing_subkey()
+            .generate()
+            .unwrap()
+            .0
+    }
+
+    fn key_of(cert: &Cert) -> SigningKey {
+        SigningKey::parse(&tsk_bytes(cert), "signer.key", None, now()).unwrap()
+    }
+
+    fn signers(certs: &[&Cert]) -> AllowedSigners {
+        let mut ring = Vec::new();
+        for c in certs {
+            ring.extend(public(c));
+        }
+        AllowedSigners::parse(&ring, "signers.asc").unwrap()
+    }
+
+    #[test]
+    fn statement_encoding_is_the_documented_one() {
+        let bytes = statement().encode().unwrap();
+        let want = format!(
+            "rekey-statement 1\nsecret JP_REGISTRY\nregion jp\nversion 7\nkey-name rekey-jp-20261124\n\
+             key-fingerprint sha256:3f2a9c\nrotated-at 2026-11-24T07:00:00Z\n\
+             file current sha256:{}\nfile previous sha256:{}\n",
+            hex::encode(sha2::Sha256::digest(b"new ciphertext")),
+            hex::encode(sha2::Sha256::digest(b"old ciphertext")),
+        );
+        assert_eq!(String::from_utf8(bytes.clone()).unwrap(), want);
+        let parsed = Statement::parse(&bytes).unwrap();
+        assert_eq!(parsed.encode().unwrap(), bytes);
+        let mut rollback = statement();
+        rollback.restores = Some(5);
+        rollback.key_name = None;
+        let bytes = rollback.encode().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains("rotated-at 2026-11-24T07:00:00Z\nrestores 5\nfile current"),
+            "{text}"
+        );
+        assert!(!text.contains("key-name"));
+        assert_eq!(
+            Statement::parse(&bytes).unwrap(),
+            Statement::parse(&rollback.encode().unwrap()).unwrap()
+        );
+    }
+
+    #[test]
+    fn only_canonical_statements_parse() {
+        let good = String::from_utf8(statement().encode().unwrap()).unwrap();
+        let bad = [
+            good.replace("version 7", "version 07"),
+            good.replace("version 7", "version +7"),
+            good.replace('\n', "\r\n"),
+            good.trim_end().to_owned(),
+            good.replace("region jp\n", ""),
+            good.replace("secret JP_REGISTRY\nregion jp\n", "region jp\nsecret JP_REGISTRY\n"),
+            good.replace("07:00:00Z", "07:00:00+00:00"),
+            good.replace("07:00:00Z", "07:00:00.000Z"),
+            good.replace("file current", "file pending"),
+            good.replace("file previous", "file current"),
+            good.clone() + "extra line\n",
+            good.replace("rekey-statement 1", "rekey-statement 2"),
+            good.replace("region jp", "region  jp"),
+            good.replace("region jp", "region j\u{1b}p"),
+            good.replace("sha256:", "sha1:"),
+        ];
+        for (i, b) in bad.iter().enumerate() {
+            assert!(Statement::parse(b.as_bytes()).is_err(), "case {i}: {b}");
+        }
+        let mut s = statement();
+        s.restores = Some(7);
+        assert!(s.encode().is_err());
+        s.restores = None;
+        s.version = 0;
+        assert!(s.encode().is_err());
+        let mut s = statement();
+        s.files.retain(|f| f.role != FileRole::Current);
+        assert!(s.encode().is_err());
+        let mut s = statement();
+        s.secret = "a\nregion x".to_owned();
+        assert!(s.encode().is_err());
+    }
+
+    #[test]
+    fn file_hashes_must_match_exactly() {
+        let s = statement();
+        s.check_files(&[
+            (FileRole::Current, b"new ciphertext"),
+            (FileRole::Previous, b"old ciphertext"),
+        ])
+        .unwrap();
+        let err = s
+            .check_files(&[(FileRole::Current, b"swapped"), (FileRole::Previous, b"old ciphertext")])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SignError::HashMismatch {
+                    role: FileRole::Current,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = s.check_files(&[(FileRole::Current, b"new ciphertext")]).unwrap_err();
+        assert!(err.to_string().contains("previous"), "{err}");
+        let err = s
+            .check_files(&[
+                (FileRole::Current, b"new ciphertext"),
+                (FileRole::Previous, b"old ciphertext"),
+                (FileRole::Pending, b"x"),
+            ])
+            .unwrap_err();
+        assert!(err.to_string().contains("not in the statement"), "{err}");
+    }
+
+    #[test]
+    fn signed_statements_verify_and_name_the_signer() {
+        let cert = signer_cert("Ops Signer <ops@example.com>");
+        let key = key_of(&cert);
+        let (bytes, sig) = sign_statement(&statement(), &key, now()).unwrap();
+        assert!(sig.starts_with(b"-----BEGIN PGP SIGNATURE-----"));
+        let (st, signer) = verify_statement(&bytes, &sig, &signers(&[&cert]), now()).unwrap();
+        assert_eq!(st, Statement::parse(&bytes).unwrap());
+        assert_eq!(signer.name.user_id, "Ops Signer <ops@example.com>");
+        assert_eq!(signer.name.fingerprint, cert.fingerprint().to_hex());
+        assert_eq!(signer.key_fingerprint, key.key_fingerprint());
+        assert_ne!(signer.key_fingerprint, signer.name.fingerprint, "signs with the subkey");
+        verify_secret(
+            &bytes,
+            &sig,
+            &[
+                (FileRole::Current, b"new ciphertext"),
+                (FileRole::Previous, b"old ciphertext"),
+            ],
+            &signers(&[&cert]),
+            now(),
+        )
+        .unwrap();
+        let err = verify_secret(
+            &bytes,
+            &sig,
+            &[(FileRole::Current, b"other"), (FileRole::Previous, b"old ciphertext")],
+            &signers(&[&cert]),
+            now(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, SignError::HashMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn each_refusal_has_its_own_error() {
+        let cert = signer_cert("a <a@example.com>");
+        let other = signer_cert("b <b@example.com>");
+        let key = key_of(&cert);
+        let (bytes, sig) = sign_statement(&statement(), &key, now()).unwrap();
+        let allowed = signers(&[&cert]);
+
+        let err = verify_statement(&bytes, b"", &allowed, now()).unwrap_err();
+        assert!(matches!(err, SignError::NoSignature), "{err}");
+        let err = verify_statement(&bytes, b" \n", &allowed, now()).unwrap_err();
+        assert!(matches!(err, SignError::NoSignature), "{err}");
+
+        let err = verify_statement(&bytes, &sig, &signers(&[&other]), now()).unwrap_err();
+        assert!(matches!(err, SignError::UnknownSigner { .. }), "{err}");
+        assert!(err.to_string().contains(&key.key_fingerprint()), "{err}");
+
+        let mut changed = bytes.clone();
+        changed[40] ^= 1;
+        let err = verify_statement(&changed, &sig, &allowed, now()).unwrap_err();
+        assert!(matches!(err, SignError::BadSignature { signer: Some(_), .. }), "{err}");
+        assert!(err.to_string().contains("a <a@example.com>"), "{err}");
+
+        // Revoked after signing: refused, by name.
+        let (rcert, revocation) = CertBuilder::new()
+            .add_userid("r <r@example.com>")
+            .add_signing_subkey()
+            .generate()
+            .unwrap();
+        let (rbytes, rsig) = sign_statement(&statement(), &key_of(&rcert), now()).unwrap();
+        let revoked = rcert.clone().insert_packets(revocation).unwrap().0;
+        let err = verify_statement(&rbytes, &rsig, &signers(&[&revoked]), now()).unwrap_err();
+        assert!(matches!(err, SignError::RevokedSigner(_)), "{err}");
+        assert!(err.to_string().contains("r <r@example.com>"), "{err}");
+
+        // Expired since signing: refused, by name.
+        let (ecert, _) = CertBuilder::new()
+            .add_userid("e <e@example.com>")
+            .add_signing_subkey()
+            .set_validity_period(Duration::from_secs(86400))
+            .generate()
+            .unwrap();
+        let (ebytes, esig) = sign_statement(&statement(), &key_of(&ecert), now()).unwrap();
+        let later = now() + Duration::from_secs(2 * 86400);
+        let err = verify_statement(&ebytes, &esig, &signers(&[&ecert]), later).unwrap_err();
+        assert!(matches!(err, SignError::ExpiredSigner { .. }), "{err}");
+        assert!(err.to_string().contains("e <e@example.com>"), "{err}");
+
+        // A well-formed signature over a non-canonical statement.
+        let text = b"not a statement\n";
+        let sig2 = sign_detached(text, &key, now()).unwrap();
+        let err = verify_statement(text, &sig2, &allowed, now()).unwrap_err();
+        assert!(matches!(err, SignError::Statement(_)), "{err}");
+    }
+
+    #[test]
+    fn signature_files_holding_other_things_are_refused() {
+        let cert = signer_cert("a <a@example.com>");
+        let key = key_of(&cert);
+        let (bytes, sig) = sign_statement(&statement(), &key, now()).unwrap();
+        let sig2 = sign_detached(&bytes, &key, now()).unwrap();
+        let mut two = sig.clone();
+        two.extend_from_slice(&sig2);
+        let allowed = signers(&[&cert]);
+        // Two armored blocks: the armor reader reads the first only; a
+        // binary concatenation is two signatures.
+        let bin = |s: &[u8]| {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut openpgp::armor::Reader::from_bytes(s, None), &mut out).unwrap();
+            out
+        };
+        let mut both = bin(&sig);
+        both.extend(bin(&sig2));
+        let err = verify_statement(&bytes, &both, &allowed, now()).unwrap_err();
+        assert!(err.to_string().contains("exactly one"), "{err}");
+        let err = verify_statement(&bytes, &public(&cert), &allowed, now()).unwrap_err();
+        assert!(matches!(err, SignError::BadSignature { signer: None, .. }), "{err}");
+        let err = verify_statement(&bytes, &vec![b'x'; MAX_SIGNATURE_BYTES + 1], &allowed, now()).unwrap_err();
+        assert!(matches!(err, SignError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn truncated_or_flipped_signatures_never_panic() {
+        let cert = signer_cert("a <a@example.com>");
+        let key = key_of(&cert);
+        let (bytes, sig) = sign_statement(&statement(), &key, now()).unwrap();
+        let mut bin = Vec::new();
+        std::io::Read::read_to_end(&mut openpgp::armor::Reader::from_bytes(&sig, None), &mut bin).unwrap();
+        let allowed = signers(&[&cert]);
+        for n in 0..bin.len() {
+            let err = verify_statement(&bytes, &bin[..n], &allowed, now()).unwrap_err();
+            assert!(!err.to_string().contains("parser failed"), "cut at {n}: {err}");
+        }
+        for i in 0..bin.len() {
+            let mut m = bin.clone();
+            m[i] ^= 0x01;
+            if let Err(e) = verify_statement(&bytes, &m, &allowed, now()) {
+                assert!(!e.to_string().contains("parser failed"), "byte {i}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn signing_keys_follow_the_signer_policy_and_passphrases() {
+        let err = SigningKey::parse(&public(&signer_cert("p <p@example.com>")), "p.asc", None, now()).unwrap_err();
+        assert!(matches!(err, SignError::NoSigningKey { .. }), "{err}");
+        // An encryption-only certificate cannot sign.
+        let (enc, _) = CertBuilder::new()
+            .set_primary_key_flags(openpgp::types::KeyFlags::empty().set_certification())
+            .add_userid("e <e@example.com>")
+            .add_transport_encryption_subkey()
+            .generate()
+            .unwrap();
+        let err = SigningKey::parse(&tsk_bytes(&enc), "e.key", None, now()).unwrap_err();
+        assert!(matches!(err, SignError::NotSigningCapable(_)), "{err}");
+        let (locked, _) = CertBuilder::new()
+            .add_userid("l <l@example.com>")
+            .add_signing_subkey()
+            .set_password(Some("correct horse".into()))
+            .generate()
+            .unwrap();
+        let err = SigningKey::parse(&tsk_bytes(&locked), "l.key", None, now()).unwrap_err();
+        assert!(matches!(err, SignError::PassphraseRequired(_)), "{err}");
+        let err = SigningKey::parse(&tsk_bytes(&locked), "l.key", Some(&"wrong".into()), now()).unwrap_err();
+        assert!(matches!(err, SignError::WrongPassphrase(_)), "{err}");
+        let key = SigningKey::parse(&tsk_bytes(&locked), "l.key", Some(&"correct horse".into()), now()).unwrap();
+        let (bytes, sig) = sign_statement(&statement(), &key, now()).unwrap();
+        verify_statement(&bytes, &sig, &signers(&[&locked]), now()).unwrap();
+        // Debug names the certificate and shows no key material.
+        let debug = format!("{key:?}");
+        assert!(
+            debug.contains("l <l@example.com>") && !debug.contains("secret"),
+            "{debug}"
+        );
+        let mut two = tsk_bytes(&locked);
+        two.extend(tsk_bytes(&signer_cert("x <x@example.com>")));
+        let err = SigningKey::parse(&two, "two.key", None, now()).unwrap_err();
+        assert!(matches!(err, SignError::SeveralSigningKeys { count: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn allowed_signers_refuse_secret_material_and_report_each_signer() {
+        let good = signer_cert("g <g@example.com>");
+        let err = AllowedSigners::parse(&tsk_bytes(&good), "signers.asc").unwrap_err();
+        assert!(matches!(err, SignError::SecretMaterial(_)), "{err}");
+        let (short, _) = CertBuilder::new()
+            .add_userid("s <s@example.com>")
+            .add_signing_subkey()
+            .set_validity_period(Duration::from_secs(86400))
+            .generate()
+            .unwrap();
+        let set = signers(&[&good, &short, &good]);
+        assert_eq!(set.certs().len(), 2);
+        let later = now() + Duration::from_secs(2 * 86400);
+        let report = set.check(later);
+        assert!(report.iter().any(|(n, r)| n.user_id.starts_with("g ") && r.is_ok()));
+        assert!(
+            report
+                .iter()
+                .any(|(n, r)| n.user_id.starts_with("s ") && matches!(r, Err(SignError::ExpiredSigner { .. })))
+        );
+    }
+
+    fn recipients(cert: &Cert) -> RecipientSet {
+        pgp::check_recipients(
+            &[cert.clone().strip_secret_key_material()],
+            now(),
+            Validity {
+                min: None,
+                warn: Duration::from_secs(0),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn signed_then_encrypted_messages_name_their_inner_signer() {
+        let recipient = CertBuilder::general_purpose(Some("r <r@example.com>"))
+            .generate()
+            .unwrap()
+            .0;
+        let mut tsk = Vec::new();
+        recipient.as_tsk().serialize(&mut tsk).unwrap();
+        let keys = SecretKeys::parse(&tsk, "r.key", None).unwrap();
+        let signer = signer_cert("Ops Signer <ops@example.com>");
+        let key = key_of(&signer);
+        let sealed = pgp::seal_signed(b"secret", &recipients(&recipient), &key, now()).unwrap();
+        assert_eq!(pgp::validate_message(&sealed).unwrap().seipd_version, 1);
+        let opened = pgp::open_verified(&sealed, &keys, &signers(&[&signer]), now()).unwrap();
+        assert_eq!(&*opened.plaintext, b"secret");
+        let who = opened.signature.unwrap().unwrap();
+        assert_eq!(who.name.user_id, "Ops Signer <ops@example.com>");
+        assert_eq!(who.key_fingerprint, key.key_fingerprint());
+        // Unknown signer: still decrypts, and says so.
+        let opened = pgp::open_verified(&sealed, &keys, &AllowedSigners::none(), now()).unwrap();
+        assert!(matches!(opened.signature, Some(Err(SignError::UnknownSigner { .. }))));
+        assert_eq!(&*pgp::open(&sealed, &keys, now()).unwrap(), b"secret");
+        // Unsigned: no signature.
+        let plain = pgp::seal(b"secret", &recipients(&recipient)).unwrap();
+        let opened = pgp::open_verified(&plain, &keys, &signers(&[&signer]), now()).unwrap();
+        assert!(opened.signature.is_none());
+    }
+}
