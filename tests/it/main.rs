@@ -15,6 +15,7 @@ mod health_support;
 mod inspect;
 mod rotate;
 mod secrets_repo;
+mod signing;
 mod storage;
 mod storage_support;
 mod verify;

@@ -308,3 +308,45 @@ pub fn rekey_measured(args: &[&std::ffi::OsStr]) -> Measured {
         max_rss_kib: usage.ru_maxrss,
     }
 }
+
+impl GpgHome {
+    /// Runs gpg with `args` and returns (success, stderr); never panics on failure.
+    pub fn try_run(&self, args: &[&str]) -> (bool, String) {
+        let out = self.gpg().args(args).output().expect("gpg must be installed");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Verifies a detached signature with `gpg --verify SIG DATA`: (success, stderr).
+    pub fn verify(&self, sig: &Path, data: &Path) -> (bool, String) {
+        self.try_run(&["--verify", &sig.display().to_string(), &data.display().to_string()])
+    }
+
+    /// Makes an armored detached signature of `data` with the imported
+    /// secret key of `who` (`extra` goes before the command, e.g. a faked time).
+    pub fn detach_sign(&self, who: &str, data: &Path, out: &Path, extra: &[&str]) {
+        let mut args: Vec<&str> = extra.to_vec();
+        let (data, out) = (data.display().to_string(), out.display().to_string());
+        args.extend(["--passphrase", "", "--local-user", who, "--armor", "--output", &out]);
+        args.extend(["--detach-sign", &data]);
+        self.run(&args);
+    }
+
+    /// Returns the armored revocation certificate gpg made for `fpr` at key
+    /// generation, ready to import.
+    pub fn revocation(&self, fpr: &str) -> String {
+        let rev = std::fs::read_to_string(self.dir.path().join("openpgp-revocs.d").join(format!("{fpr}.rev"))).unwrap();
+        rev.replace(":-----BEGIN PGP PUBLIC KEY BLOCK", "-----BEGIN PGP PUBLIC KEY BLOCK")
+    }
+
+    /// Generates a key for `uid` and returns its fingerprint.
+    pub fn quick_gen_key(&self, uid: &str, algo: &str, usage: &str, expire: &str) -> String {
+        self.run(&["--passphrase", "", "--quick-gen-key", uid, algo, usage, expire]);
+        let listing = String::from_utf8(self.run(&["--with-colons", "--list-keys", uid])).unwrap();
+        listing
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .unwrap()
+            .to_owned()
+    }
+}
