@@ -990,6 +990,49 @@ mod tests {
     }
 
     #[test]
+    fn seipdv2_messages_survive_the_same_mutations() {
+        // rekey never writes SEIPDv2, but other tools do; hostile ones must not panic either.
+        let cert = new_cert("v <v@example.com>");
+        let set = check_recipients(&[cert.clone().strip_secret_key_material()], now(), far()).unwrap();
+        let keys = SecretKeys::parse(&secret_bytes(&cert), "v.key", None).unwrap();
+        let mut bin = Vec::new();
+        {
+            let message = Message::new(&mut bin);
+            let recipients = set
+                .keys
+                .iter()
+                .map(|k| Recipient::new(Features::empty().set_seipdv2(), KeyHandle::from(k.fingerprint()), k));
+            let message = Encryptor::for_recipients(message, recipients).build().unwrap();
+            let mut w = LiteralWriter::new(message).build().unwrap();
+            w.write_all(&[b'v'; 300]).unwrap();
+            w.finalize().unwrap();
+        }
+        assert_eq!(validate_message(&bin).unwrap().seipd_version, 2);
+        assert_eq!(&*open(&bin, &keys, now()).unwrap(), &[b'v'; 300][..]);
+        for n in 0..bin.len() {
+            assert!(validate_message(&bin[..n]).is_err(), "cut at {n}");
+            assert_opens_cleanly(&bin[..n], &keys, &[b'v'; 300], &format!("v2 cut at {n}"));
+        }
+        for i in 0..bin.len() {
+            let mut m = bin.clone();
+            m[i] ^= 0x01;
+            assert_opens_cleanly(&m, &keys, &[b'v'; 300], &format!("v2 byte {i}"));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        #[test]
+        fn arbitrary_bytes_never_panic_the_validator(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = validate_message(&bytes);
+            let mut armored = b"-----BEGIN PGP MESSAGE-----\n\n".to_vec();
+            armored.extend_from_slice(&bytes);
+            armored.extend_from_slice(b"\n-----END PGP MESSAGE-----\n");
+            let _ = validate_message(&armored);
+        }
+    }
+
+    #[test]
     fn the_panicking_truncation_is_refused_before_sequoia_sees_it() {
         // Sequoia 2.4 panics (parse.rs, `data_consume_hard(..).unwrap()`)
         // when a SEIPDv1 body is shorter than its prefix plus the MDC.

@@ -99,3 +99,37 @@ fn gpg_message_truncated_at_every_offset_or_flipped_anywhere_exits_2() {
         assert!(!out.exists(), "{what}: wrote plain text");
     }
 }
+
+#[test]
+fn oversized_messages_and_keyrings_are_refused_before_reading_them_whole() {
+    let tmp = tempdir();
+    let k = keys();
+    let big = tmp.path().join("big.gpg");
+    std::fs::write(&big, vec![b'A'; (1 << 20) + 1]).unwrap();
+    let out = tmp.path().join("out");
+    rekey()
+        .arg("decrypt")
+        .arg("--key")
+        .arg(k.file("alice.sec"))
+        .arg(&big)
+        .arg("-o")
+        .arg(&out)
+        .run()
+        .code(2)
+        .stderr_has("big.gpg: larger than the limit of 1048576 bytes");
+    assert!(!out.exists());
+    let ring = tmp.path().join("huge.asc");
+    std::fs::write(&ring, vec![b'A'; (4 << 20) + 1]).unwrap();
+    let plain = write(tmp.path(), "p.json", "{}");
+    rekey()
+        .arg("encrypt")
+        .arg("--recipients")
+        .arg(&ring)
+        .arg(&plain)
+        .arg("-o")
+        .arg(&out)
+        .run()
+        .code(2)
+        .stderr_has("huge.asc: larger than the limit of 4194304 bytes");
+    assert!(!out.exists());
+}
