@@ -950,6 +950,7 @@ mod tests {
     fn truncation_at_every_offset_is_a_clean_error() {
         let (armored, bin, keys, plaintext) = sample();
         for n in 0..bin.len() {
+            assert!(addressed_key_ids(&bin[..n]).is_err(), "key-less check, cut at {n}");
             let err = validate_message(&bin[..n]).unwrap_err();
             assert!(matches!(err, PgpError::NotAMessage(_)), "binary cut at {n}: {err}");
             assert_opens_cleanly(&bin[..n], &keys, &plaintext, &format!("binary cut at {n}"));
