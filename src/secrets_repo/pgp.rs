@@ -349,67 +349,67 @@ fn frame(b: &[u8]) -> Result<Vec<Framed>, String> {
     let mut pos = 0;
     while pos < b.len() {
         let start = pos;
+        let truncated = || format!("byte {start}: the packet is truncated");
+        let header = |at: usize, n: usize| -> Result<&[u8], String> {
+            b.get(at..at + n)
+                .ok_or_else(|| format!("byte {start}: the packet header is truncated"))
+        };
+        let be = |bytes: &[u8]| bytes.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
         let ctb = b[pos];
         pos += 1;
         if ctb & 0x80 == 0 {
             return Err(format!("byte {start}: not a packet header"));
         }
-        let need = |pos: usize, n: usize| -> Result<&[u8], String> {
-            b.get(pos..pos + n)
-                .ok_or_else(|| format!("byte {start}: the packet header is truncated"))
-        };
-        let (tag, mut body_len, mut first) = (0u8, 0usize, None);
-        let tag = if ctb & 0x40 == 0 {
-            // Old format: the length type is in the low bits; no indeterminate lengths.
-            let len = match ctb & 3 {
-                0 => need(pos, 1)?[0] as usize,
-                1 => u16::from_be_bytes(need(pos, 2)?.try_into().unwrap_or_default()) as usize,
-                2 => u32::from_be_bytes(need(pos, 4)?.try_into().unwrap_or_default()) as usize,
+        let (tag, mut body_len, mut first) = (ctb & 0x3f, 0usize, None);
+        if ctb & 0x40 == 0 {
+            // Old format: tag and length type in the CTB; indeterminate lengths are refused.
+            let n = match ctb & 3 {
+                0 => 1,
+                1 => 2,
+                2 => 4,
                 _ => return Err(format!("byte {start}: a packet of indeterminate length")),
             };
-            pos += [1, 2, 4][(ctb & 3) as usize];
-            let body = b
-                .get(pos..pos.saturating_add(len))
-                .ok_or_else(|| format!("byte {start}: the packet is truncated"))?;
+            let len = be(header(pos, n)?);
+            pos += n;
+            let body = b.get(pos..pos.saturating_add(len)).ok_or_else(truncated)?;
             body_len = len;
             first = body.first().copied();
             pos += len;
-            let _ = tag;
-            (ctb >> 2) & 0x0f
-        } else {
-            let t = ctb & 0x3f;
-            loop {
-                let o1 = need(pos, 1)?[0];
-                let (len, partial, hdr) = match o1 {
-                    0..=191 => (o1 as usize, false, 1),
-                    192..=223 => ((((o1 as usize) - 192) << 8) + need(pos, 2)?[1] as usize + 192, false, 2),
-                    255 => (
-                        u32::from_be_bytes(need(pos + 1, 4)?.try_into().unwrap_or_default()) as usize,
-                        false,
-                        5,
-                    ),
-                    _ => (1usize << (o1 & 0x1f), true, 1),
-                };
-                if partial && t != TAG_SEIPD {
-                    return Err(format!(
-                        "byte {start}: a partial body length on a packet other than encrypted data"
-                    ));
-                }
-                pos += hdr;
-                let chunk = b
-                    .get(pos..pos.saturating_add(len))
-                    .ok_or_else(|| format!("byte {start}: the packet is truncated"))?;
-                if first.is_none() {
-                    first = chunk.first().copied();
-                }
-                body_len += len;
-                pos += len;
-                if !partial {
-                    break;
-                }
+            packets.push(Framed {
+                tag: (ctb >> 2) & 0x0f,
+                range: start..pos,
+                body_len,
+                first,
+            });
+            continue;
+        }
+        // New format: one length, or partial lengths ending in a definite one.
+        loop {
+            let o1 = header(pos, 1)?[0];
+            let (len, partial, n) = match o1 {
+                0..=191 => (usize::from(o1), false, 1),
+                192..=223 => (
+                    ((usize::from(o1) - 192) << 8) + usize::from(header(pos, 2)?[1]) + 192,
+                    false,
+                    2,
+                ),
+                255 => (be(header(pos + 1, 4)?), false, 5),
+                _ => (1usize << (o1 & 0x1f), true, 1),
+            };
+            if partial && tag != TAG_SEIPD {
+                return Err(format!(
+                    "byte {start}: a partial body length on a packet other than encrypted data"
+                ));
             }
-            t
-        };
+            pos += n;
+            let chunk = b.get(pos..pos.saturating_add(len)).ok_or_else(truncated)?;
+            first = first.or(chunk.first().copied());
+            body_len += len;
+            pos += len;
+            if !partial {
+                break;
+            }
+        }
         packets.push(Framed {
             tag,
             range: start..pos,

@@ -94,6 +94,14 @@ pub struct Signer {
     pub signed_at: SystemTime,
 }
 
+impl Signer {
+    /// Returns whether both signatures were made by the same certificate
+    /// (e.g. a statement's signer and the inner signer of its ciphertext).
+    pub fn same_certificate(&self, other: &Signer) -> bool {
+        self.name.fingerprint == other.name.fingerprint
+    }
+}
+
 impl std::fmt::Display for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}, signed at {}", self.name, pgp::show_time(self.signed_at))
@@ -470,6 +478,25 @@ impl AllowedSigners {
         v
     }
 
+    /// Returns the signers in `self` but not in `base` (added) and those in
+    /// `base` but not in `self` (removed), each sorted by fingerprint: what
+    /// a change to `signers.asc` does, for review.
+    pub fn diff(&self, base: &AllowedSigners) -> (Vec<CertName>, Vec<CertName>) {
+        let fprs = |s: &AllowedSigners| s.certs.iter().map(Cert::fingerprint).collect::<BTreeSet<_>>();
+        let (ours, theirs) = (fprs(self), fprs(base));
+        let pick = |s: &AllowedSigners, other: &BTreeSet<Fingerprint>| {
+            let mut v: Vec<CertName> = s
+                .certs
+                .iter()
+                .filter(|c| !other.contains(&c.fingerprint()))
+                .map(CertName::of)
+                .collect();
+            v.sort();
+            v
+        };
+        (pick(self, &theirs), pick(base, &ours))
+    }
+
     /// Checks every signer against the policy at `now`.
     pub fn check(&self, now: SystemTime) -> Vec<(CertName, Result<(), SignError>)> {
         self.certs
@@ -725,12 +752,6 @@ impl SigningKey {
                 source_name: source_name.to_owned(),
             })?;
         let key = ka.key().clone().role_into_unspecified();
-        if !key.has_unencrypted_secret() && !key.secret().is_encrypted() {
-            // A GnuPG stub (e.g. the key lives on a card).
-            return Err(SignError::NoSigningKey {
-                source_name: source_name.to_owned(),
-            });
-        }
         let key = if key.secret().is_encrypted() {
             match passphrase {
                 None => return Err(SignError::PassphraseRequired(name)),
@@ -1141,6 +1162,56 @@ mod tests {
         two.extend(tsk_bytes(&signer_cert("x <x@example.com>")));
         let err = SigningKey::parse(&two, "two.key", None, now()).unwrap_err();
         assert!(matches!(err, SignError::SeveralSigningKeys { count: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_signer_change_is_reported_as_added_and_removed() {
+        let (a, b, c) = (signer_cert("a <a@x>"), signer_cert("b <b@x>"), signer_cert("c <c@x>"));
+        let base = signers(&[&a, &b]);
+        let head = signers(&[&b, &c]);
+        let (added, removed) = head.diff(&base);
+        assert_eq!(added, vec![CertName::of(&c)]);
+        assert_eq!(removed, vec![CertName::of(&a)]);
+        assert_eq!(base.diff(&base), (vec![], vec![]));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn statements_round_trip_and_parse_never_panics(
+            secret in "[A-Z][A-Z0-9_]{0,20}",
+            region in "[a-z]{2}(-[a-z0-9]{1,8})?",
+            version in 2u64..u64::MAX,
+            key_name in proptest::option::of("[ -~]{1,30}"),
+            secs in 0i64..4_000_000_000,
+            restores in proptest::option::of(1u64..2),
+            hashes in proptest::collection::vec(proptest::prelude::any::<[u8; 32]>(), 3),
+            roles in proptest::sample::subsequence(vec![FileRole::Previous, FileRole::Pending], 0..=2),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let key_name = key_name.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
+            let mut files = vec![FileHash { role: FileRole::Current, sha256: hashes[0] }];
+            for (i, role) in roles.into_iter().enumerate() {
+                files.push(FileHash { role, sha256: hashes[i + 1] });
+            }
+            let st = Statement {
+                secret,
+                region,
+                version,
+                key_name,
+                key_fingerprint: "sha256:0011".to_owned(),
+                rotated_at: DateTime::from_timestamp(secs, 0).unwrap(),
+                restores,
+                files,
+            };
+            let bytes = st.encode().unwrap();
+            proptest::prop_assert_eq!(Statement::parse(&bytes).unwrap(), st);
+            let _ = Statement::parse(&noise);
+            let mut spliced = bytes.clone();
+            spliced.splice(noise.len() % bytes.len()..noise.len() % bytes.len(), noise.iter().copied());
+            if !noise.is_empty() {
+                proptest::prop_assert!(Statement::parse(&spliced).map(|p| p.encode().unwrap() == spliced).unwrap_or(true));
+            }
+        }
     }
 
     #[test]
