@@ -1124,6 +1124,26 @@ mod tests {
     }
 
     #[test]
+    fn mutated_certificates_never_panic() {
+        let cert = new_cert("k <k@example.com>");
+        let mut bin = Vec::new();
+        cert.serialize(&mut bin).unwrap();
+        let check = |m: &[u8]| {
+            if let Ok(certs) = parse_certs(m, "k.asc") {
+                let _ = check_recipients(&certs, now(), far());
+            }
+        };
+        for n in 0..bin.len() {
+            check(&bin[..n]);
+        }
+        for i in 0..bin.len() {
+            let mut m = bin.clone();
+            m[i] ^= 0x01;
+            check(&m);
+        }
+    }
+
+    #[test]
     fn oversized_keyrings_are_refused() {
         let err = parse_certs(&vec![b'x'; MAX_CERT_BYTES + 1], "big.asc").unwrap_err();
         assert!(err.to_string().contains("big.asc"), "{err}");
