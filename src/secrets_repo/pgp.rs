@@ -307,6 +307,9 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 pub const MAX_PLAINTEXT_BYTES: usize = 1 << 20;
 /// The largest certificate or keyring file rekey reads.
 pub const MAX_CERT_BYTES: usize = 4 << 20;
+/// The most session keys (recipient keys) a message may carry: each one
+/// addressed to the decryption key costs a public-key operation.
+pub const MAX_SESSION_KEYS: usize = 128;
 
 const ARMOR_BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const ARMOR_END: &[u8] = b"-----END PGP MESSAGE-----";
@@ -475,6 +478,11 @@ fn parse_message(bytes: &[u8]) -> Result<(MessageShape, std::borrow::Cow<'_, [u8
         }
         match p.tag {
             TAG_PKESK => {
+                if key_ids.len() == MAX_SESSION_KEYS {
+                    return Err(PgpError::NotAMessage(format!(
+                        "more than {MAX_SESSION_KEYS} encrypted session keys"
+                    )));
+                }
                 let packet = Packet::from_bytes(&bin[p.range.clone()])
                     .map_err(|e| PgpError::NotAMessage(format!("bad encrypted session key: {e:#}")))?;
                 let Packet::PKESK(pkesk) = packet else {
@@ -1059,6 +1067,28 @@ mod tests {
             let err = open(&m, &keys, now()).unwrap_err();
             assert!(err.to_string().contains("too short"), "{len}: {err}");
         }
+    }
+
+    #[test]
+    fn too_many_session_keys_are_refused() {
+        let (_, bin, _, _) = sample();
+        let packets = frame(&bin).unwrap();
+        let pkesk = &bin[packets[0].range.clone()];
+        let seipd = &bin[packets.last().unwrap().range.clone()];
+        let message = |n: usize| {
+            let mut m = pkesk.repeat(n);
+            m.extend_from_slice(seipd);
+            m
+        };
+        assert_eq!(
+            validate_message(&message(MAX_SESSION_KEYS)).unwrap().key_ids.len(),
+            MAX_SESSION_KEYS
+        );
+        let err = validate_message(&message(MAX_SESSION_KEYS + 1)).unwrap_err();
+        assert!(
+            err.to_string().contains("more than 128 encrypted session keys"),
+            "{err}"
+        );
     }
 
     #[test]
