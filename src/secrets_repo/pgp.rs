@@ -641,10 +641,20 @@ struct Helper<'a> {
     results: Vec<InnerResult>,
     /// One-pass signature and signature packets seen so far.
     signatures: usize,
+    /// Compressed data packets seen so far.
+    compressed: usize,
 }
 
 impl VerificationHelper for Helper<'_> {
     fn inspect(&mut self, pp: &openpgp::parse::PacketParser) -> openpgp::Result<()> {
+        if let Packet::CompressedData(_) = pp.packet {
+            // GnuPG compresses once; each nested layer (up to sequoia's
+            // recursion limit) would keep its own decompressor's memory.
+            self.compressed += 1;
+            if self.compressed > 1 {
+                return Err(anyhow::anyhow!("the message is compressed more than once"));
+            }
+        }
         if matches!(pp.packet, Packet::OnePassSig(_) | Packet::Signature(_)) {
             self.signatures += 1;
             if self.signatures > 2 * MAX_INNER_SIGNATURES {
@@ -784,6 +794,7 @@ fn decrypt_bounded(
         now,
         results: Vec::new(),
         signatures: 0,
+        compressed: 0,
     };
     // The buffer bounds what sequoia reads ahead (and so decompresses)
     // before the first read; `take` bounds the rest.
@@ -1175,6 +1186,10 @@ mod tests {
     }
 
     fn seal_compressed(plaintext_len: usize, set: &RecipientSet) -> Vec<u8> {
+        seal_compressed_n(plaintext_len, set, 1)
+    }
+
+    fn seal_compressed_n(plaintext_len: usize, set: &RecipientSet, layers: usize) -> Vec<u8> {
         use openpgp::serialize::stream::Compressor;
         use openpgp::types::{CompressionAlgorithm, CompressionLevel};
         let mut sink = Vec::new();
@@ -1184,11 +1199,14 @@ mod tests {
             .iter()
             .map(|k| Recipient::new(Features::empty().set_seipdv1(), KeyHandle::from(k.keyid()), k));
         let message = Encryptor::for_recipients(message, recipients).build().unwrap();
-        let message = Compressor::new(message)
-            .algo(CompressionAlgorithm::Zlib)
-            .level(CompressionLevel::best())
-            .build()
-            .unwrap();
+        let mut message = message;
+        for _ in 0..layers {
+            message = Compressor::new(message)
+                .algo(CompressionAlgorithm::Zlib)
+                .level(CompressionLevel::best())
+                .build()
+                .unwrap();
+        }
         let mut w = LiteralWriter::new(message).build().unwrap();
         let chunk = vec![0u8; 1 << 20];
         let mut left = plaintext_len;
@@ -1214,6 +1232,9 @@ mod tests {
         assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
         let err = open(&bomb, &keys, now()).unwrap_err();
         assert!(matches!(err, PgpError::PlaintextTooLarge { .. }), "{err}");
+        let nested = seal_compressed_n(1000, &set, 2);
+        let err = open(&nested, &keys, now()).unwrap_err();
+        assert!(err.to_string().contains("compressed more than once"), "{err}");
     }
 
     #[test]
