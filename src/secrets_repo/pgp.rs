@@ -584,11 +584,23 @@ pub fn addressed_key_ids(message: &[u8]) -> Result<Vec<String>, PgpError> {
     Ok(validate_message(message)?.key_ids)
 }
 
-/// Unlocked secret keys to decrypt with.
-#[derive(Debug)]
+/// Unlocked secret keys to decrypt with. Key material stays in sequoia's
+/// protected memory; `Debug` shows where the keys came from and their IDs.
 pub struct SecretKeys {
     keys: Vec<Key<SecretParts, UnspecifiedRole>>,
     source_name: String,
+}
+
+impl std::fmt::Debug for SecretKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretKeys")
+            .field("source_name", &self.source_name)
+            .field(
+                "key_ids",
+                &self.keys.iter().map(|k| k.keyid().to_hex()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl SecretKeys {
@@ -1141,6 +1153,17 @@ mod tests {
         // A few (unverifiable) signatures are not refused for their number.
         let err = open(&message(3), &keys, now()).unwrap_err();
         assert!(!err.to_string().contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn secret_keys_debug_shows_no_key_material() {
+        let (_, _, keys, _) = sample();
+        let debug = format!("{keys:?}");
+        assert!(
+            debug.contains("m.key") && debug.contains(&keys_ids(&keys)[0]),
+            "{debug}"
+        );
+        assert!(!debug.contains("mpis") && !debug.contains("Unencrypted"), "{debug}");
     }
 
     #[test]
