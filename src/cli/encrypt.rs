@@ -1,7 +1,7 @@
 //! `rekey encrypt`: OpenPGP messages that GnuPG 2.2 decrypts.
 
 use crate::cli::output::{OutputFormat, Printer};
-use crate::cli::pgpargs::{self, ValidityArgs};
+use crate::cli::pgpargs::{self, SigningKeyArgs, ValidityArgs};
 use crate::exit::Exit;
 use crate::fsx::{self, WriteSet};
 use crate::secrets_repo::pgp;
@@ -19,11 +19,14 @@ use std::time::SystemTime;
 /// first: expired, revoked, signing-only, policy-rejected (e.g. SHA-1) and
 /// secret-key certificates are refused by name. Outputs are written all or
 /// none; with --out-dir each INPUT becomes DIR/<file name>.gpg.
+/// With --signing-key (or --signing-key-env) each message is signed inside
+/// the encryption, and `gpg --decrypt` reports a good signature.
 ///
 /// Example:
 ///   gpg --export --armor ops@example.com build@example.com > team.asc
 ///   rekey encrypt --recipients team.asc out/jp.dockerconfigjson -o jp.gpg
 ///   rekey encrypt --recipients team.asc --min-validity 30d --out-dir sealed out/*.dockerconfigjson
+///   rekey encrypt --recipients team.asc --signing-key-env REKEY_SIGNING_KEY out/jp.dockerconfigjson -o jp.gpg
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -32,6 +35,8 @@ pub struct Args {
     pub recipients: Vec<PathBuf>,
     #[command(flatten)]
     pub validity: ValidityArgs,
+    #[command(flatten)]
+    pub signing: SigningKeyArgs,
     /// The encrypted file to write (one INPUT only).
     #[arg(
         long,
@@ -94,6 +99,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     };
     let now = SystemTime::now();
     let set = pgpargs::load_recipients(printer, &args.recipients, &args.validity, now)?;
+    let signing_key = args.signing.load(now)?;
     let mut plaintexts = Vec::with_capacity(args.inputs.len());
     for input in &args.inputs {
         plaintexts.push(pgpargs::read_plaintext(input)?);
@@ -101,7 +107,13 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     let sealed: Vec<Vec<u8>> = plaintexts
         .par_iter()
         .zip(args.inputs.par_iter())
-        .map(|(p, input)| pgp::seal(p, &set).with_context(|| format!("encrypting {}", input.display())))
+        .map(|(p, input)| {
+            match &signing_key {
+                Some(key) => pgp::seal_signed(p, &set, key, now),
+                None => pgp::seal(p, &set),
+            }
+            .with_context(|| format!("encrypting {}", input.display()))
+        })
         .collect::<anyhow::Result<_>>()?;
     if let Some(dir) = &args.out_dir {
         fsx::ensure_dir(dir).with_context(|| format!("output directory {} is not writable", dir.display()))?;
@@ -131,6 +143,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                 set.certs.len(),
                 set.key_ids().len()
             ));
+            if let Some(key) = &signing_key {
+                printer.status(format_args!("signed by {}", key.name()));
+            }
         }
     }
     Ok(Exit::Ok)

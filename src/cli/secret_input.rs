@@ -36,14 +36,25 @@ impl SecretSource {
 
     /// Reads the secret's bytes.
     pub fn read(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        self.read_limited(usize::MAX)
+    }
+
+    /// Reads the secret's bytes, refusing more than `limit` of them.
+    pub fn read_limited(&self, limit: usize) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         let mut buf = Zeroizing::new(Vec::new());
+        let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
         match self {
             SecretSource::File(p) if p.as_os_str() == "-" => {
-                std::io::stdin().lock().read_to_end(&mut buf).context("reading stdin")?;
+                std::io::stdin()
+                    .lock()
+                    .take(cap)
+                    .read_to_end(&mut buf)
+                    .context("reading stdin")?;
             }
             SecretSource::File(p) => {
-                let mut f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
-                f.read_to_end(&mut buf)
+                let f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
+                f.take(cap)
+                    .read_to_end(&mut buf)
                     .with_context(|| format!("reading {}", p.display()))?;
             }
             SecretSource::Env(name) => {
@@ -53,6 +64,9 @@ impl SecretSource {
                 crate::childenv::mark_secret(name);
                 *buf = value.into_vec();
             }
+        }
+        if buf.len() > limit {
+            anyhow::bail!("{} holds more than {limit} bytes", self.describe());
         }
         Ok(buf)
     }

@@ -9,4 +9,5 @@ pub mod journal;
 pub mod layout;
 pub mod leakscan;
 pub mod pgp;
+pub mod signing;
 pub mod store;

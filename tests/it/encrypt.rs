@@ -358,7 +358,7 @@ fn decrypt_truncated_message_fails() {
     let mut binary = dearmor(&msg);
     binary.truncate(binary.len() - 10);
     let cut = write(case.tmp.path(), "cut.gpg", binary);
-    assert_decrypt_refused(&case, &seckey("alice"), &[], &cut, "decrypting failed");
+    assert_decrypt_refused(&case, &seckey("alice"), &[], &cut, "the packet is truncated");
 }
 
 #[test]

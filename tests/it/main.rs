@@ -1,6 +1,7 @@
 //! Integration tests: drive the real `rekey` binary as a user would, against
 //! real peers started by the tests. One test binary, so it links once.
 
+mod pgp_hostile;
 mod pgp_support;
 mod support;
 
@@ -19,6 +20,7 @@ mod man;
 mod repo_boundary;
 mod rotate;
 mod secrets_repo;
+mod signing;
 mod storage;
 mod storage_support;
 mod verify;

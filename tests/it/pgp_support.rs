@@ -241,3 +241,112 @@ fn remove_stale(base: &Path) {
         }
     }
 }
+
+/// Encrypts `len` zero bytes with real gpg, compressed with `algo` at
+/// level 9, to `public_key`: a compression bomb as an attacker makes it.
+pub fn gpg_compression_bomb(public_key: &Path, fingerprint: &str, algo: &str, len: u64, out: &Path) {
+    let home = GpgHome::new();
+    home.import(public_key);
+    let mut child = home
+        .gpg()
+        .args(["--trust-model", "always", "--compress-algo", algo, "-z", "9"])
+        .args(["--recipient", fingerprint, "--output"])
+        .arg(out)
+        .arg("--encrypt")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            stdin.write_all(&zeros[..n]).unwrap();
+            left -= n as u64;
+        }
+    }
+    assert!(child.wait().unwrap().success(), "gpg made no bomb");
+}
+
+/// What one measured run of the binary returned and its peak memory.
+pub struct Measured {
+    pub code: i32,
+    pub stderr: String,
+    /// The child's peak resident set size, in KiB (from `wait4`).
+    pub max_rss_kib: i64,
+}
+
+/// Runs `rekey` with `args` and measures its own peak memory with `wait4`
+/// (only this child, not other tests' processes).
+pub fn rekey_measured(args: &[&std::ffi::OsStr]) -> Measured {
+    let dir = tempfile::tempdir().unwrap();
+    let err = dir.path().join("err");
+    let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args(args)
+        .env_remove("REKEY_LOG")
+        .env("NO_COLOR", "1")
+        .env("CI", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a plain wait4 on our own child, into valid out-pointers; the
+    // `Child` is never waited on again (dropping it does not wait).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4");
+    drop(child);
+    assert!(libc::WIFEXITED(status), "rekey was killed: {status}");
+    Measured {
+        code: libc::WEXITSTATUS(status),
+        stderr: std::fs::read_to_string(err).unwrap(),
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
+
+impl GpgHome {
+    /// Runs gpg with `args` and returns (success, stderr); never panics on failure.
+    pub fn try_run(&self, args: &[&str]) -> (bool, String) {
+        let out = self.gpg().args(args).output().expect("gpg must be installed");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Verifies a detached signature with `gpg --verify SIG DATA`: (success, stderr).
+    pub fn verify(&self, sig: &Path, data: &Path) -> (bool, String) {
+        self.try_run(&["--verify", &sig.display().to_string(), &data.display().to_string()])
+    }
+
+    /// Makes an armored detached signature of `data` with the imported
+    /// secret key of `who` (`extra` goes before the command, e.g. a faked time).
+    pub fn detach_sign(&self, who: &str, data: &Path, out: &Path, extra: &[&str]) {
+        let mut args: Vec<&str> = extra.to_vec();
+        let (data, out) = (data.display().to_string(), out.display().to_string());
+        args.extend(["--passphrase", "", "--local-user", who, "--armor", "--output", &out]);
+        args.extend(["--detach-sign", &data]);
+        self.run(&args);
+    }
+
+    /// Returns the armored revocation certificate gpg made for `fpr` at key
+    /// generation, ready to import.
+    pub fn revocation(&self, fpr: &str) -> String {
+        let rev = std::fs::read_to_string(self.dir.path().join("openpgp-revocs.d").join(format!("{fpr}.rev"))).unwrap();
+        rev.replace(":-----BEGIN PGP PUBLIC KEY BLOCK", "-----BEGIN PGP PUBLIC KEY BLOCK")
+    }
+
+    /// Generates a key for `uid` and returns its fingerprint.
+    pub fn quick_gen_key(&self, uid: &str, algo: &str, usage: &str, expire: &str) -> String {
+        self.run(&["--passphrase", "", "--quick-gen-key", uid, algo, usage, expire]);
+        let listing = String::from_utf8(self.run(&["--with-colons", "--list-keys", uid])).unwrap();
+        listing
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .unwrap()
+            .to_owned()
+    }
+}
