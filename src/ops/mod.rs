@@ -4,4 +4,5 @@
 //! The `cli` layer builds the request, calls the operation and renders the
 //! report; operations never print, read the environment or the terminal.
 
+pub mod check;
 pub mod world;
