@@ -644,3 +644,89 @@ fn a_pure_reencryption_is_reported_as_such() {
         .stdout_has("reencrypted JP_REGISTRY_PULL_SECRET_64 (jp): same key sha256:");
     assert!(!text.stdout.contains(" -> "), "{}", text.stdout);
 }
+
+/// Runs `ci/rekey-job check` on the pull request with alice's key.
+fn rekey_job_check(pr: &Pr, regions: Option<&Path>) -> std::process::Output {
+    let mut cmd = Command::new(repo_root().join("ci/rekey-job"));
+    cmd.arg("check")
+        .env("REKEY", env!("CARGO_BIN_EXE_rekey"))
+        .env("REKEY_REPO", pr.repo())
+        .env("REKEY_BASE", "main")
+        .env("REKEY_HEAD", "pr")
+        .env("REKEY_DECRYPTION_KEY_FILE", keys().file("alice.sec"))
+        .env_remove("REKEY_REGIONS");
+    if let Some(dir) = regions {
+        cmd.env("REKEY_REGIONS", dir);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_ci_entry_point_reads_the_catalog_at_the_base() {
+    let pr = Pr::new("check-ci-catalog");
+    git(&pr.repo(), &["checkout", "-q", "main"]);
+    copy_dir(&repo_root().join("regions"), &pr.repo().join("regions"));
+    pr.commit("the catalog");
+    git(&pr.repo(), &["checkout", "-q", "-B", "pr", "main"]);
+    // The pull request drops a host from jp and edits the catalog to match.
+    let jp = pr.repo().join("regions/jp.toml");
+    let short = std::fs::read_to_string(&jp)
+        .unwrap()
+        .replace("  \"private.jp.icr.io\",\n", "");
+    std::fs::write(&jp, short).unwrap();
+    pr.seal(
+        &pr.new.key.clone(),
+        &pr.repo().join("regions"),
+        "iks-registry-prod-test-20261123",
+    );
+    pr.commit("rotate without private.jp.icr.io");
+    let out = rekey_job_check(&pr, None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("region `jp` hosts missing: private.jp.icr.io"),
+        "{stdout}"
+    );
+    assert!(!pr.new.found_in(&out.stdout) && !pr.new.found_in(&out.stderr));
+    // Judged by the pull request's own catalog, the same change would pass.
+    let out = rekey_job_check(&pr, Some(&pr.repo().join("regions")));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn the_shipped_workflows_check_every_pr_with_a_pinned_rekey() {
+    let read = |name: &str| -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(repo_root().join("ci/github").join(name)).unwrap()).unwrap()
+    };
+    let check = read("secrets-pr-check.yml");
+    let on = &check["on"]["pull_request"];
+    assert!(on.is_null() || on.get("paths").is_none(), "no path filter: {on:?}");
+    for (name, doc) in [
+        ("secrets-pr-check.yml", &check),
+        ("rotation.yml", &read("rotation.yml")),
+    ] {
+        let steps = doc["jobs"].as_mapping().unwrap().values().next().unwrap()["steps"]
+            .as_sequence()
+            .unwrap()
+            .clone();
+        let runs: Vec<String> = steps
+            .iter()
+            .filter_map(|s| s["run"].as_str().map(str::to_owned))
+            .collect();
+        let install = runs.iter().find(|r| r.contains("cargo install")).unwrap();
+        assert!(
+            install.contains("--rev \"$REKEY_REF\"") && install.contains("--tag \"$REKEY_REF\""),
+            "{name}: {install}"
+        );
+        assert!(!install.contains("--branch"), "{name}: {install}");
+        if name == "secrets-pr-check.yml" {
+            // Nothing from the pull request's tree runs with the decryption key.
+            assert!(runs.iter().all(|r| !r.contains("ci/rekey-job")), "{name}: {runs:?}");
+        }
+    }
+}
