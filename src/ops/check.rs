@@ -15,6 +15,7 @@ mod policy;
 mod tests;
 
 pub use message::validate_message;
+use policy::Policy;
 pub use policy::{KeyNames, PolicyChanges, Recipient, Waiver};
 
 use crate::ops::world::{Clock, Event, Events};
@@ -24,7 +25,7 @@ use crate::registry::{Class, HostResult};
 use crate::secrets_repo::git::{self, ChangeKind, GitError, ModeChange};
 use crate::secrets_repo::layout::{self, Metadata, Version};
 use crate::secrets_repo::leakscan::{self, Allowlist};
-use crate::secrets_repo::pgp::{self, RecipientSet, SecretKeys, Validity};
+use crate::secrets_repo::pgp::{self, RecipientSet, SecretKeys};
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -197,15 +198,6 @@ impl Run<'_> {
     }
 }
 
-/// The policy read at the base, and what the head would change in it.
-struct Policy {
-    recipients: Result<RecipientSet, String>,
-    names: KeyNames,
-    allowlist: Allowlist,
-    head_allowlist: Allowlist,
-    changes: PolicyChanges,
-}
-
 /// Splits `registry/<NAME>.gpg|.previous.gpg|.meta.json` into the secret name.
 pub fn secret_of(path: &str) -> Option<(String, &'static str)> {
     let file = path.strip_prefix(&format!("{}/", layout::REGISTRY_DIR))?;
@@ -250,7 +242,7 @@ pub fn check(req: &CheckRequest<'_>, world: &CheckWorld<'_>) -> anyhow::Result<C
         changes.len(),
         short(&run.base)
     )));
-    let policy = read_policy(&mut run, req, &changes)?;
+    let policy = policy::read(&mut run, req, &changes)?;
     check_tree(&mut run, &changes);
     let (secrets, waived) = check_files(&mut run, &changes, &policy)?;
     let mut summary = Vec::new();
@@ -281,137 +273,12 @@ fn is_changed(changes: &[ModeChange], path: &str) -> bool {
     changes.iter().any(|c| c.path == path)
 }
 
-/// Reads the recipient policy and allowlist at the base and reports the head's changes to them.
-fn read_policy(run: &mut Run<'_>, req: &CheckRequest<'_>, changes: &[ModeChange]) -> anyhow::Result<Policy> {
-    let mut names = KeyNames::default();
-    let mut policy_changes = PolicyChanges::default();
-    let base_certs = match run.at_base(layout::RECIPIENTS_FILE)? {
-        None => Err(format!("{} is missing at the base", layout::RECIPIENTS_FILE)),
-        Some(bytes) => {
-            pgp::parse_certs(&bytes, &format!("{} at the base", layout::RECIPIENTS_FILE)).map_err(|e| e.to_string())
-        }
-    };
-    let recipients = base_certs.as_ref().map_err(Clone::clone).and_then(|certs| {
-        names.learn(certs);
-        let set = pgp::check_recipients(
-            certs,
-            run.now,
-            Validity {
-                min: None,
-                warn: policy::WARN_VALIDITY,
-            },
-        )
-        .map_err(|e| format!("the recipient policy at the base is not usable: {e}"))?;
-        for c in &set.expiring_soon {
-            let when = c.expires.map(pgp::show_time).unwrap_or_default();
-            run.world
-                .events
-                .event(Event::Warning(format!("recipient {} expires at {when}", c.name)));
-        }
-        Ok(set)
-    });
-    if let Err(e) = &recipients {
-        run.record("policy", layout::RECIPIENTS_FILE, vec![e.clone()], "");
-    }
-    if is_changed(changes, layout::RECIPIENTS_FILE) {
-        let base_list = match &base_certs {
-            Ok(certs) => policy::recipients_of(certs, run.now),
-            Err(_) => Vec::new(),
-        };
-        let mut problems = Vec::new();
-        let head_list = match run.at_head(layout::RECIPIENTS_FILE)? {
-            None => {
-                problems.push("the pull request removes the recipient policy".to_owned());
-                Vec::new()
-            }
-            Some(bytes) => match pgp::parse_certs(&bytes, &format!("{} at the head", layout::RECIPIENTS_FILE)) {
-                Err(e) => {
-                    problems.push(e.to_string());
-                    Vec::new()
-                }
-                Ok(certs) => {
-                    names.learn(&certs);
-                    if let Err(e) = pgp::check_recipients(
-                        &certs,
-                        run.now,
-                        Validity {
-                            min: None,
-                            warn: policy::WARN_VALIDITY,
-                        },
-                    ) {
-                        problems.push(format!("the recipient policy at the head would not be usable: {e}"));
-                    }
-                    policy::recipients_of(&certs, run.now)
-                }
-            },
-        };
-        let (added, removed) = policy::diff_recipients(&base_list, &head_list);
-        let mut detail = vec![
-            "the pull request changes the recipient policy (this pull request is checked against the base's)"
-                .to_owned(),
-        ];
-        detail.extend(added.iter().map(|r| format!("recipient added: {r}")));
-        detail.extend(removed.iter().map(|r| format!("recipient removed: {r}")));
-        let detail = detail.join("; ");
-        if !problems.is_empty() {
-            problems.push(detail.clone());
-        }
-        run.record("policy", layout::RECIPIENTS_FILE, problems, &detail);
-        policy_changes.recipients_added = added;
-        policy_changes.recipients_removed = removed;
-    }
-
-    let allowlist = match &req.allowlist {
-        Some((_, list)) => list.clone(),
-        None => match run.at_base(ALLOWLIST_FILE)? {
-            Some(bytes) => Allowlist::parse(
-                &format!("{ALLOWLIST_FILE} at the base"),
-                &String::from_utf8_lossy(&bytes),
-            )
-            .map_err(anyhow::Error::msg)?,
-            None => Allowlist::default(),
-        },
-    };
-    let mut head_allowlist = Allowlist::default();
-    if is_changed(changes, ALLOWLIST_FILE) {
-        let base_file = match run.at_base(ALLOWLIST_FILE)? {
-            Some(bytes) => Allowlist::parse("base", &String::from_utf8_lossy(&bytes)).unwrap_or_default(),
-            None => Allowlist::default(),
-        };
-        let mut problems = Vec::new();
-        if let Some(bytes) = run.at_head(ALLOWLIST_FILE)? {
-            match Allowlist::parse(
-                &format!("{ALLOWLIST_FILE} at the head"),
-                &String::from_utf8_lossy(&bytes),
-            ) {
-                Ok(list) => head_allowlist = list,
-                Err(e) => problems.push(e),
-            }
-        }
-        let (added, removed) = policy::diff_waivers(&base_file, &head_allowlist);
-        let mut detail = vec![
-            "the pull request changes the leak allowlist (its waivers waive nothing in this pull request)".to_owned(),
-        ];
-        detail.extend(added.iter().map(|w| format!("waiver added: {w}")));
-        detail.extend(removed.iter().map(|w| format!("waiver removed: {w}")));
-        run.record("allowlist", ALLOWLIST_FILE, problems, &detail.join("; "));
-        policy_changes.waivers_added = added;
-        policy_changes.waivers_removed = removed;
-    }
-    Ok(Policy {
-        recipients,
-        names,
-        allowlist,
-        head_allowlist,
-        changes: policy_changes,
-    })
-}
-
 /// Fails files rekey does not know under `.rekey/`, and anything but a
 /// regular non-executable file (executables, symlinks, submodules).
 fn check_tree(run: &mut Run<'_>, changes: &[ModeChange]) {
     for c in changes.iter().filter(|c| c.kind != ChangeKind::Deleted) {
-        if c.path.starts_with(".rekey/") && !KNOWN_REKEY_FILES.contains(&c.path.as_str()) {
+        // Case-insensitively: on macOS and Windows `.Rekey/` is `.rekey/`.
+        if c.path.to_ascii_lowercase().starts_with(".rekey/") && !KNOWN_REKEY_FILES.contains(&c.path.as_str()) {
             run.record(
                 "layout",
                 &c.path,

@@ -6,8 +6,12 @@
 //! their versions at the head are parsed for one purpose, to report who
 //! gains or loses access and which waivers would be added.
 
+use super::{ALLOWLIST_FILE, CheckRequest, Run, is_changed};
+use crate::ops::world::Event;
+use crate::secrets_repo::git::ModeChange;
+use crate::secrets_repo::layout;
 use crate::secrets_repo::leakscan::{AllowEntry, Allowlist};
-use crate::secrets_repo::pgp::{self, CertName, Validity};
+use crate::secrets_repo::pgp::{self, CertName, RecipientSet, Validity};
 use sequoia_openpgp::Cert;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -175,6 +179,141 @@ impl KeyNames {
             None => format!("fingerprint {fingerprint}"),
         }
     }
+}
+
+/// The policy read at the base, and what the head would change in it.
+pub(super) struct Policy {
+    pub recipients: Result<RecipientSet, String>,
+    pub names: KeyNames,
+    pub allowlist: Allowlist,
+    pub head_allowlist: Allowlist,
+    pub changes: PolicyChanges,
+}
+
+/// Reads the recipient policy and allowlist at the base and reports the head's changes to them.
+pub(super) fn read(run: &mut Run<'_>, req: &CheckRequest<'_>, changes: &[ModeChange]) -> anyhow::Result<Policy> {
+    let mut names = KeyNames::default();
+    let mut policy_changes = PolicyChanges::default();
+    let base_certs = match run.at_base(layout::RECIPIENTS_FILE)? {
+        None => Err(format!("{} is missing at the base", layout::RECIPIENTS_FILE)),
+        Some(bytes) => {
+            pgp::parse_certs(&bytes, &format!("{} at the base", layout::RECIPIENTS_FILE)).map_err(|e| e.to_string())
+        }
+    };
+    let recipients = base_certs.as_ref().map_err(Clone::clone).and_then(|certs| {
+        names.learn(certs);
+        let set = pgp::check_recipients(
+            certs,
+            run.now,
+            Validity {
+                min: None,
+                warn: WARN_VALIDITY,
+            },
+        )
+        .map_err(|e| format!("the recipient policy at the base is not usable: {e}"))?;
+        for c in &set.expiring_soon {
+            let when = c.expires.map(pgp::show_time).unwrap_or_default();
+            run.world
+                .events
+                .event(Event::Warning(format!("recipient {} expires at {when}", c.name)));
+        }
+        Ok(set)
+    });
+    if let Err(e) = &recipients {
+        run.record("policy", layout::RECIPIENTS_FILE, vec![e.clone()], "");
+    }
+    if is_changed(changes, layout::RECIPIENTS_FILE) {
+        let base_list = match &base_certs {
+            Ok(certs) => recipients_of(certs, run.now),
+            Err(_) => Vec::new(),
+        };
+        let mut problems = Vec::new();
+        let head_list = match run.at_head(layout::RECIPIENTS_FILE)? {
+            None => {
+                problems.push("the pull request removes the recipient policy".to_owned());
+                Vec::new()
+            }
+            Some(bytes) => match pgp::parse_certs(&bytes, &format!("{} at the head", layout::RECIPIENTS_FILE)) {
+                Err(e) => {
+                    problems.push(e.to_string());
+                    Vec::new()
+                }
+                Ok(certs) => {
+                    names.learn(&certs);
+                    if let Err(e) = pgp::check_recipients(
+                        &certs,
+                        run.now,
+                        Validity {
+                            min: None,
+                            warn: WARN_VALIDITY,
+                        },
+                    ) {
+                        problems.push(format!("the recipient policy at the head would not be usable: {e}"));
+                    }
+                    recipients_of(&certs, run.now)
+                }
+            },
+        };
+        let (added, removed) = diff_recipients(&base_list, &head_list);
+        let mut detail = vec![
+            "the pull request changes the recipient policy (this pull request is checked against the base's)"
+                .to_owned(),
+        ];
+        detail.extend(added.iter().map(|r| format!("recipient added: {r}")));
+        detail.extend(removed.iter().map(|r| format!("recipient removed: {r}")));
+        let detail = detail.join("; ");
+        if !problems.is_empty() {
+            problems.push(detail.clone());
+        }
+        run.record("policy", layout::RECIPIENTS_FILE, problems, &detail);
+        policy_changes.recipients_added = added;
+        policy_changes.recipients_removed = removed;
+    }
+
+    let allowlist = match &req.allowlist {
+        Some((_, list)) => list.clone(),
+        None => match run.at_base(ALLOWLIST_FILE)? {
+            Some(bytes) => Allowlist::parse(
+                &format!("{ALLOWLIST_FILE} at the base"),
+                &String::from_utf8_lossy(&bytes),
+            )
+            .map_err(anyhow::Error::msg)?,
+            None => Allowlist::default(),
+        },
+    };
+    let mut head_allowlist = Allowlist::default();
+    if is_changed(changes, ALLOWLIST_FILE) {
+        let base_file = match run.at_base(ALLOWLIST_FILE)? {
+            Some(bytes) => Allowlist::parse("base", &String::from_utf8_lossy(&bytes)).unwrap_or_default(),
+            None => Allowlist::default(),
+        };
+        let mut problems = Vec::new();
+        if let Some(bytes) = run.at_head(ALLOWLIST_FILE)? {
+            match Allowlist::parse(
+                &format!("{ALLOWLIST_FILE} at the head"),
+                &String::from_utf8_lossy(&bytes),
+            ) {
+                Ok(list) => head_allowlist = list,
+                Err(e) => problems.push(e),
+            }
+        }
+        let (added, removed) = diff_waivers(&base_file, &head_allowlist);
+        let mut detail = vec![
+            "the pull request changes the leak allowlist (its waivers waive nothing in this pull request)".to_owned(),
+        ];
+        detail.extend(added.iter().map(|w| format!("waiver added: {w}")));
+        detail.extend(removed.iter().map(|w| format!("waiver removed: {w}")));
+        run.record("allowlist", ALLOWLIST_FILE, problems, &detail.join("; "));
+        policy_changes.waivers_added = added;
+        policy_changes.waivers_removed = removed;
+    }
+    Ok(Policy {
+        recipients,
+        names,
+        allowlist,
+        head_allowlist,
+        changes: policy_changes,
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use super::*;
 use crate::fingerprint::Fingerprint;
 use crate::ops::world::{FixedClock, RecordedEvents};
 use crate::secrets_repo::layout::{Existing, Plan, SealRequest, State};
+use crate::secrets_repo::pgp::Validity;
 use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::cert::CertBuilder;
@@ -281,6 +282,7 @@ fn state_files_executables_and_symlinks_fail() {
     let repo = Repo::new();
     repo.write(".rekey/writes.json", b"[[\".rekey/hook\", \".git/hooks/post-commit\"]]");
     repo.write(".rekey/hook", b"#!/bin/sh\n");
+    repo.write(".Rekey/journal.json", b"{}");
     repo.write("tools/run.sh", b"#!/bin/sh\n");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(repo.path().join("tools/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -290,6 +292,7 @@ fn state_files_executables_and_symlinks_fail() {
     assert!(!report.ok);
     failed(&report, "layout", ".rekey/writes.json");
     failed(&report, "layout", ".rekey/hook");
+    failed(&report, "layout", ".Rekey/journal.json");
     assert!(failed(&report, "mode", "tools/run.sh").detail.contains("executable"));
     assert!(
         failed(&report, "mode", "registry/link.gpg")
