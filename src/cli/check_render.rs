@@ -52,8 +52,12 @@ pub fn summary_line(c: &SecretChange) -> String {
     let new = c.new_key_fingerprint.as_deref().unwrap_or("none");
     let region = c.region.as_deref().unwrap_or("-");
     let mut line = match c.change {
-        "reencrypted" => format!(
+        "reencrypted" if c.contents_checked => format!(
             "reencrypted {} ({region}): same key {new} and contents, re-encrypted only",
+            c.secret
+        ),
+        "reencrypted" => format!(
+            "reencrypted {} ({region}): same key {new} and contents per the metadata (--key compares them), re-encrypted only",
             c.secret
         ),
         "changed" if old == new => format!("{:<8} {} ({region}): key {new} unchanged", c.change, c.secret),
@@ -108,6 +112,7 @@ mod tests {
             new_key_fingerprint: Some(new.into()),
             hosts_added: vec!["a.io".into()],
             hosts_removed: Vec::new(),
+            contents_checked: true,
         }
     }
 
@@ -118,6 +123,9 @@ mod tests {
             line,
             "reencrypted JP (jp): same key sha256:1 and contents, re-encrypted only, hosts added: a.io"
         );
+        let mut unchecked = change("reencrypted", "sha256:1", "sha256:1");
+        unchecked.contents_checked = false;
+        assert!(summary_line(&unchecked).contains("per the metadata (--key compares them)"));
         assert_eq!(
             summary_line(&change("changed", "sha256:1", "sha256:1")),
             "changed  JP (jp): key sha256:1 unchanged, hosts added: a.io"

@@ -40,6 +40,10 @@ pub const ALLOWLIST_FILE: &str = ".rekey/leak-allowlist.toml";
 /// The only files a pull request may add or change under `.rekey/`.
 pub const KNOWN_REKEY_FILES: &[&str] = &[layout::RECIPIENTS_FILE, ALLOWLIST_FILE];
 
+/// The largest file `check` reads from either revision (16 MiB): pull
+/// request content is hostile and must not exhaust memory.
+pub const MAX_FILE: u64 = 16 << 20;
+
 /// The git file mode of a regular, non-executable file: the only kind a
 /// pull request may add or change.
 pub const REGULAR_FILE: u32 = 0o100644;
@@ -50,6 +54,8 @@ pub trait Revisions {
     fn rev_parse(&self, rev: &str) -> Result<String, GitError>;
     /// Lists the files that differ between two commits, with their modes.
     fn changes(&self, base: &str, head: &str) -> Result<Vec<ModeChange>, GitError>;
+    /// Returns a file's size at `rev`, or `None` when it does not exist there.
+    fn size(&self, rev: &str, path: &str) -> Result<Option<u64>, GitError>;
     /// Returns a file's contents at `rev`, or `None` when it does not exist there.
     fn show(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError>;
 }
@@ -65,6 +71,10 @@ impl Revisions for GitRepo {
 
     fn changes(&self, base: &str, head: &str) -> Result<Vec<ModeChange>, GitError> {
         git::changed_modes(&self.0, base, head)
+    }
+
+    fn size(&self, rev: &str, path: &str) -> Result<Option<u64>, GitError> {
+        git::blob_size(&self.0, rev, path)
     }
 
     fn show(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
@@ -134,6 +144,9 @@ pub struct SecretChange {
     pub new_key_fingerprint: Option<String>,
     pub hosts_added: Vec<String>,
     pub hosts_removed: Vec<String>,
+    /// True when the contents were decrypted and compared (`--key`); else
+    /// `reencrypted` rests on what the metadata says.
+    pub contents_checked: bool,
 }
 
 /// A plain-text secret finding that an allowlist entry at the base waives.
@@ -190,11 +203,22 @@ impl Run<'_> {
     }
 
     fn at_head(&self, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self.world.git.show(&self.head, path)?)
+        self.read(&self.head, "head", path)
     }
 
     fn at_base(&self, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self.world.git.show(&self.base, path)?)
+        self.read(&self.base, "base", path)
+    }
+
+    /// Reads a file at a revision, refusing one larger than [`MAX_FILE`].
+    fn read(&self, rev: &str, which: &str, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.world.git.size(rev, path)? {
+            None => Ok(None),
+            Some(n) if n > MAX_FILE => anyhow::bail!(
+                "{path} at the {which} is {n} bytes; check reads files of at most {MAX_FILE} bytes (a secrets repo holds no larger file)"
+            ),
+            Some(_) => Ok(self.world.git.show(rev, path)?),
+        }
     }
 }
 
@@ -434,6 +458,7 @@ fn check_secret(
                 new_key_fingerprint: None,
                 hosts_added: Vec::new(),
                 hosts_removed: Vec::new(),
+                contents_checked: false,
             }));
         }
         Some(bytes) => match Metadata::parse(&bytes, &meta_path) {
@@ -516,6 +541,7 @@ fn check_secret(
         new_key_fingerprint: Some(head_meta.active.key_fingerprint.clone()),
         hosts_added: Vec::new(),
         hosts_removed: Vec::new(),
+        contents_checked: false,
     };
     if let Some(keys) = req.keys {
         let region = req.catalog.and_then(|c| c.get(&head_meta.region));
@@ -541,8 +567,11 @@ fn check_secret(
                     .and_then(|bytes| open(&bytes, keys, run.now).ok()),
                 None => None,
             };
-            if change.change == "reencrypted" && base_plain.as_ref().is_some_and(|b| b.as_slice() != plain.as_slice()) {
-                change.change = "changed";
+            if let Some(base_plain) = &base_plain {
+                change.contents_checked = true;
+                if change.change == "reencrypted" && base_plain.as_slice() != plain.as_slice() {
+                    change.change = "changed";
+                }
             }
             let (added, removed) = host_changes(base_plain.as_ref().map(|p| p.as_slice()), plain);
             change.hosts_added = added;

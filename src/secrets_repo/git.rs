@@ -174,6 +174,16 @@ pub fn changed_modes(repo: &Path, base: &str, head: &str) -> Result<Vec<ModeChan
     Ok(changes)
 }
 
+/// Returns the size in bytes of a file at `rev`, or `None` when it does not exist there.
+pub fn blob_size(repo: &Path, rev: &str, path: &str) -> Result<Option<u64>, GitError> {
+    let spec = format!("{rev}:{path}");
+    if run(repo, &["cat-file", "-e", &spec]).is_err() {
+        return Ok(None);
+    }
+    let out = run(repo, &["cat-file", "-s", &spec])?;
+    Ok(String::from_utf8_lossy(&out).trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +227,8 @@ mod tests {
         );
         assert_eq!(show(d, &base, "b").unwrap().unwrap(), b"1");
         assert_eq!(show(d, &head, "b").unwrap(), None);
+        assert_eq!(blob_size(d, &base, "b").unwrap(), Some(1));
+        assert_eq!(blob_size(d, &head, "b").unwrap(), None);
         assert_eq!(ls_tree(d, &head).unwrap(), ["a", "c d"]);
         assert!(
             rev_parse(d, "nope")

@@ -336,6 +336,17 @@ fn a_pure_reencryption_is_reported_as_such() {
     let keys = SecretKeys::parse(&repo.alice.as_tsk().to_vec().unwrap(), "alice", None).unwrap();
     let (report, _) = repo.check_at(now(), Some(&keys));
     assert_eq!(report.changes[0].change, "reencrypted", "{:#?}", report.changes);
+    assert!(report.changes[0].contents_checked);
+    // Key-less, the same verdict rests on the metadata and says so.
+    let report = repo.check();
+    assert_eq!(report.changes[0].change, "reencrypted");
+    assert!(!report.changes[0].contents_checked);
+
+    // Same key in the metadata but other contents: with the key it is a change.
+    repo.write(&format!("registry/{NAME}.gpg"), &pgp::seal(b"swapped", &set).unwrap());
+    repo.commit("swap the contents");
+    let (report, _) = repo.check_at(now(), Some(&keys));
+    assert_eq!(report.changes[0].change, "changed", "{:#?}", report.changes);
 }
 
 #[test]
@@ -391,4 +402,72 @@ fn host_changes_compare_host_sets() {
         (vec!["c.io".to_owned()], vec!["a.io".to_owned()])
     );
     assert_eq!(host_changes(None, b).0.len(), 2);
+}
+
+/// Revisions of a huge file, without making one: the size is what git reports.
+struct HugeFile(GitRepo);
+
+impl Revisions for HugeFile {
+    fn rev_parse(&self, rev: &str) -> Result<String, GitError> {
+        self.0.rev_parse(rev)
+    }
+
+    fn changes(&self, base: &str, head: &str) -> Result<Vec<ModeChange>, GitError> {
+        self.0.changes(base, head)
+    }
+
+    fn size(&self, rev: &str, path: &str) -> Result<Option<u64>, GitError> {
+        Ok(self
+            .0
+            .size(rev, path)?
+            .map(|n| if path == "big.bin" { MAX_FILE + 1 } else { n }))
+    }
+
+    fn show(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        assert_ne!(path, "big.bin", "a file over the bound must not be read");
+        self.0.show(rev, path)
+    }
+}
+
+#[test]
+fn a_file_larger_than_the_bound_is_refused_unread() {
+    let repo = Repo::new();
+    repo.write("big.bin", b"pretend this is 17 MiB");
+    repo.commit("big");
+    let req = CheckRequest {
+        base: "main".into(),
+        head: "pr".into(),
+        keys: None,
+        catalog: None,
+        allowlist: None,
+    };
+    let git = HugeFile(GitRepo(repo.path().to_owned()));
+    let world = CheckWorld {
+        git: &git,
+        pull: None,
+        clock: &FixedClock(now()),
+        events: &crate::ops::world::NoEvents,
+    };
+    let err = check(&req, &world).unwrap_err().to_string();
+    assert!(err.contains("big.bin at the head is 16777217 bytes"), "{err}");
+}
+
+#[test]
+fn a_revision_that_does_not_exist_is_an_error_naming_the_flag() {
+    let repo = Repo::new();
+    let req = CheckRequest {
+        base: "nope".into(),
+        head: "pr".into(),
+        keys: None,
+        catalog: None,
+        allowlist: None,
+    };
+    let world = CheckWorld {
+        git: &GitRepo(repo.path().to_owned()),
+        pull: None,
+        clock: &FixedClock(now()),
+        events: &crate::ops::world::NoEvents,
+    };
+    let err = format!("{:#}", check(&req, &world).unwrap_err());
+    assert!(err.starts_with("--base `nope`"), "{err}");
 }
