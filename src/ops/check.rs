@@ -507,7 +507,7 @@ fn check_secret(
             Some(bytes) => {
                 let problems = match &policy.recipients {
                     Ok(set) => addressing_problems(&bytes, version, set, &policy.names),
-                    Err(_) => vec!["no usable recipient policy at the base".to_owned()],
+                    Err(e) => vec![format!("no usable recipient policy at the base: {e}")],
                 };
                 run.record(
                     "recipients",

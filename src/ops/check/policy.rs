@@ -25,7 +25,7 @@ pub const WARN_VALIDITY: Duration = Duration::from_secs(30 * 86400);
 pub struct Recipient {
     pub user_id: String,
     pub fingerprint: String,
-    /// RFC 3339 UTC, or `never`; `unknown` when the certificate is unusable.
+    /// RFC 3339 UTC, or `never`; `unknown` when an unusable certificate does not say.
     pub expires: String,
     /// Why the certificate cannot be a recipient, if it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,7 +111,13 @@ pub fn recipients_of(certs: &[Cert], now: SystemTime) -> Vec<Recipient> {
                         .map_or_else(|| "never".to_owned(), pgp::show_time),
                     None,
                 ),
-                Err(e) => ("unknown".to_owned(), Some(e.to_string())),
+                Err(e) => {
+                    let expires = match &e {
+                        pgp::PgpError::Expired { expired, .. } => expired.clone(),
+                        _ => "unknown".to_owned(),
+                    };
+                    (expires, Some(e.to_string()))
+                }
             };
             Recipient {
                 user_id: name.user_id,
@@ -219,8 +225,11 @@ pub(super) fn read(run: &mut Run<'_>, req: &CheckRequest<'_>, changes: &[ModeCha
         }
         Ok(set)
     });
+    // An unusable base policy fails every secret file checked against it
+    // (see `recipients`), not the pull request as such: a pull request that
+    // repairs the policy must be able to pass.
     if let Err(e) = &recipients {
-        run.record("policy", layout::RECIPIENTS_FILE, vec![e.clone()], "");
+        run.world.events.event(Event::Warning(e.clone()));
     }
     if is_changed(changes, layout::RECIPIENTS_FILE) {
         let base_list = match &base_certs {

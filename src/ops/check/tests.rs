@@ -361,9 +361,40 @@ fn the_base_policy_is_judged_at_the_clock_time() {
     repo.commit("docs");
     assert!(repo.check().ok);
     let later = now() + chrono::Duration::days(500);
+    let (report, events) = repo.check_at(later, None);
+    // Nothing encrypted changed: an expired base policy is a warning only, so
+    // that the pull request repairing it can pass...
+    assert!(report.ok, "{:#?}", report.checks);
+    assert!(
+        matches!(&events.events()[..], [Event::Status(_), Event::Warning(w)] if w.contains("expired")),
+        "{:?}",
+        events.events()
+    );
+    repo.write(layout::RECIPIENTS_FILE, &armored(&[&repo.alice]));
+    repo.commit("replace carol with alice");
     let (report, _) = repo.check_at(later, None);
-    // Nothing encrypted changed, but an unusable base policy is always reported.
-    let r = failed(&report, "policy", layout::RECIPIENTS_FILE);
+    assert!(report.ok, "{:#?}", report.checks);
+    assert_eq!(
+        report.policy_changes.recipients_added[0].user_id,
+        "alice <alice@example.com>"
+    );
+    let carol = &report.policy_changes.recipients_removed[0];
+    assert!(carol.expires.starts_with("2027-"), "{carol:?}");
+    assert!(carol.problem.as_deref().unwrap_or("").contains("expired"), "{carol:?}");
+    // ...while every secret file checked against it fails.
+    repo.write(&format!("registry/{NAME}.meta.json"), &{
+        let mut m = repo.meta();
+        m.active.key_name = Some("touched".into());
+        m.render()
+    });
+    repo.commit("touch jp");
+    let (report, _) = repo.check_at(later, None);
+    let r = failed(&report, "recipients", &format!("registry/{NAME}.gpg"));
+    assert!(
+        r.detail.contains("no usable recipient policy at the base: "),
+        "{}",
+        r.detail
+    );
     assert!(r.detail.contains("expired"), "{}", r.detail);
     let soon = now() + chrono::Duration::days(390);
     let (_, events) = repo.check_at(soon, None);
