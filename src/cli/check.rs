@@ -126,9 +126,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     let allowlist = match &args.allowlist {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let source = path.display().to_string();
-            let list = Allowlist::parse(&source, &text).map_err(anyhow::Error::msg)?;
-            Some((source, list))
+            Some(Allowlist::parse(&path.display().to_string(), &text).map_err(anyhow::Error::msg)?)
         }
         None => None,
     };

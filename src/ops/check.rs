@@ -111,7 +111,7 @@ pub struct CheckRequest<'a> {
     /// The region catalog, to check each secret's hosts (with `keys`).
     pub catalog: Option<&'a Catalog>,
     /// An allowlist the operator gave (`--allowlist`): used instead of the base's.
-    pub allowlist: Option<(String, Allowlist)>,
+    pub allowlist: Option<Allowlist>,
 }
 
 /// The outside world `check` sees.

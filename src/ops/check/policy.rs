@@ -280,7 +280,7 @@ pub(super) fn read(run: &mut Run<'_>, req: &CheckRequest<'_>, changes: &[ModeCha
     }
 
     let allowlist = match &req.allowlist {
-        Some((_, list)) => list.clone(),
+        Some(list) => list.clone(),
         None => match run.at_base(ALLOWLIST_FILE)? {
             Some(bytes) => Allowlist::parse(
                 &format!("{ALLOWLIST_FILE} at the base"),

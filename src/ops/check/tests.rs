@@ -502,3 +502,83 @@ fn a_revision_that_does_not_exist_is_an_error_naming_the_flag() {
     let err = format!("{:#}", check(&req, &world).unwrap_err());
     assert!(err.starts_with("--base `nope`"), "{err}");
 }
+
+/// Answers every pull with one result per host, recording what it was asked.
+#[derive(Default)]
+struct FakePull(std::sync::Mutex<Vec<(String, Vec<String>)>>);
+
+impl PullVerifier for FakePull {
+    fn pull(&self, secret: &str, config: &DockerConfig) -> anyhow::Result<PullOutcome> {
+        let hosts: Vec<String> = config.auths.keys().cloned().collect();
+        self.0.lock().unwrap().push((secret.to_owned(), hosts.clone()));
+        Ok(PullOutcome::Checked(
+            hosts
+                .into_iter()
+                .map(|host| HostResult {
+                    region: secret.to_owned(),
+                    class: if host == "jp.icr.io" {
+                        Class::Ok
+                    } else {
+                        Class::BadCredentials
+                    },
+                    host,
+                    detail: "401".into(),
+                    elapsed_ms: 1,
+                })
+                .collect(),
+        ))
+    }
+}
+
+#[test]
+fn verify_pull_checks_each_changed_secret_with_its_own_hosts() {
+    let repo = Repo::new();
+    let plain = br#"{"auths":{"jp.icr.io":{"username":"iamapikey","password":"p"},"private.jp.icr.io":{"username":"iamapikey","password":"p"}}}"#;
+    repo.seal(plain, "new-key");
+    repo.commit("rotate");
+    let keys = SecretKeys::parse(&repo.alice.as_tsk().to_vec().unwrap(), "alice", None).unwrap();
+    let pull = FakePull::default();
+    let req = CheckRequest {
+        base: "main".into(),
+        head: "pr".into(),
+        keys: Some(&keys),
+        catalog: None,
+        allowlist: None,
+    };
+    let world = CheckWorld {
+        git: &GitRepo(repo.path().to_owned()),
+        pull: Some(&pull),
+        clock: &FixedClock(now()),
+        events: &crate::ops::world::NoEvents,
+    };
+    let report = check(&req, &world).unwrap();
+    assert_eq!(
+        *pull.0.lock().unwrap(),
+        [(
+            NAME.to_owned(),
+            vec!["jp.icr.io".to_owned(), "private.jp.icr.io".to_owned()]
+        )]
+    );
+    let pulls: Vec<(&str, bool)> = report
+        .checks
+        .iter()
+        .filter(|c| c.kind == "pull")
+        .map(|c| (c.target.as_str(), c.ok))
+        .collect();
+    assert_eq!(
+        pulls,
+        [
+            ("JP_REGISTRY_PULL_SECRET_64 jp.icr.io", true),
+            ("JP_REGISTRY_PULL_SECRET_64 private.jp.icr.io", false)
+        ]
+    );
+    assert!(!report.ok);
+    // Without a key nothing is decrypted, so nothing is pulled.
+    let pull = FakePull::default();
+    let world = CheckWorld {
+        pull: Some(&pull),
+        ..world
+    };
+    check(&CheckRequest { keys: None, ..req }, &world).unwrap();
+    assert!(pull.0.lock().unwrap().is_empty());
+}
