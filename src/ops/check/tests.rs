@@ -582,3 +582,25 @@ fn verify_pull_checks_each_changed_secret_with_its_own_hosts() {
     check(&CheckRequest { keys: None, ..req }, &world).unwrap();
     assert!(pull.0.lock().unwrap().is_empty());
 }
+
+#[test]
+fn a_broken_base_allowlist_waives_nothing_and_can_be_repaired() {
+    let repo = Repo::new();
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write(ALLOWLIST_FILE, b"[[allow]]\nreason = \"names nothing\"\n");
+    repo.commit("a broken allowlist");
+    repo.git(&["checkout", "-q", "-B", "pr", "main"]);
+    repo.write(ALLOWLIST_FILE, b"[[allow]]\npath = \"docs/\"\nreason = \"examples\"\n");
+    repo.commit("repair it");
+    let (report, events) = repo.check_at(now(), None);
+    assert!(report.ok, "{:#?}", report.checks);
+    assert!(
+        events
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Warning(w) if w.contains("at the base") && w.contains("no finding is waived"))),
+        "{:?}",
+        events.events()
+    );
+    assert_eq!(report.policy_changes.waivers_added[0].path.as_deref(), Some("docs/"));
+}
