@@ -31,13 +31,20 @@ pub fn validate_message(bytes: &[u8]) -> Result<(), String> {
     let packets = packets(&binary)?;
     let mut esks = 0;
     let mut data = None;
-    for (i, &(tag, len)) in packets.iter().enumerate() {
+    for (i, &(tag, len, body)) in packets.iter().enumerate() {
+        let first = if len > 0 { binary.get(body).copied() } else { None };
         if data.is_some() {
             return Err(format!("packet {} (tag {tag}) follows the encrypted data", i + 1));
         }
         match tag {
             1 | 3 => esks += 1,
             10 => {} // marker packet, ignored by every implementation
+            18 if first != Some(1) => {
+                return Err(format!(
+                    "the encrypted data packet is version {} (SEIPDv2: GnuPG 2.2 cannot read it), expected 1",
+                    first.map_or_else(|| "?".to_owned(), |v| v.to_string())
+                ));
+            }
             18 => data = Some(len),
             9 => return Err("the data is encrypted without integrity protection (no MDC)".to_owned()),
             20 => return Err("AEAD-encrypted data (GnuPG 2.2 cannot read it)".to_owned()),
@@ -128,9 +135,9 @@ fn crc24(data: &[u8]) -> u32 {
     crc & 0x00FF_FFFF
 }
 
-/// Splits binary OpenPGP data into (tag, body length) per packet; every
-/// header and body must be complete.
-fn packets(data: &[u8]) -> Result<Vec<(u8, usize)>, String> {
+/// Splits binary OpenPGP data into (tag, body length, offset of the body's
+/// first byte) per packet; every header and body must be complete.
+fn packets(data: &[u8]) -> Result<Vec<(u8, usize, usize)>, String> {
     let truncated = |what: &str, at: usize| format!("the message is truncated: {what} at byte {at} runs past its end");
     let mut out = Vec::new();
     let mut pos = 0;
@@ -147,6 +154,7 @@ fn packets(data: &[u8]) -> Result<Vec<(u8, usize)>, String> {
             return Err(format!("byte {pos} does not start an OpenPGP packet"));
         }
         pos += 1;
+        let mut body = None;
         let (tag, len) = if header & 0x40 != 0 {
             // New format: one or more length octets, partial body lengths chained.
             let tag = header & 0x3f;
@@ -175,6 +183,7 @@ fn packets(data: &[u8]) -> Result<Vec<(u8, usize)>, String> {
                 if data.len() - pos < len {
                     return Err(truncated(&format!("packet {} (tag {tag})", out.len() + 1), start));
                 }
+                body.get_or_insert(pos);
                 pos += len;
                 total += len;
                 if !partial {
@@ -201,10 +210,11 @@ fn packets(data: &[u8]) -> Result<Vec<(u8, usize)>, String> {
             if data.len() - pos < len {
                 return Err(truncated(&format!("packet {} (tag {tag})", out.len() + 1), start));
             }
+            body = Some(pos);
             pos += len;
             (tag, len)
         };
-        out.push((tag, len));
+        out.push((tag, len, body.unwrap_or(pos)));
     }
     Ok(out)
 }
@@ -273,6 +283,13 @@ mod tests {
         let err = validate_message(&binary).unwrap_err();
         assert!(err.contains("follows the encrypted data"), "{err}");
         assert!(validate_message(b"hello").is_err());
+        // The same message claiming SEIPDv2, which GnuPG 2.2 cannot read.
+        let mut v2 = dearmor(&armored).unwrap();
+        let (tag, _, body) = *packets(&v2).unwrap().last().unwrap();
+        assert_eq!((tag, v2[body]), (18, 1));
+        v2[body] = 2;
+        let err = validate_message(&v2).unwrap_err();
+        assert!(err.contains("SEIPDv2"), "{err}");
         assert!(validate_message(b"").is_err());
     }
 
