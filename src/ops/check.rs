@@ -99,8 +99,7 @@ pub trait PullVerifier {
     fn pull(&self, secret: &str, config: &DockerConfig) -> anyhow::Result<PullOutcome>;
 }
 
-/// What to check.
-#[derive(Debug)]
+/// What to check. Not `Debug`: it holds unlocked secret keys.
 pub struct CheckRequest<'a> {
     /// The revision the pull request merges into: the policy comes from here.
     pub base: String,
