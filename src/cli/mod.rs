@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod check_render;
 pub mod completions;
 pub mod decrypt;
 pub mod encrypt;

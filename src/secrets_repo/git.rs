@@ -225,6 +225,58 @@ pub fn commit(repo: &Path, branch: Option<&str>, paths: &[String], message: &str
     rev_parse(repo, "HEAD").map(Some)
 }
 
+/// A file that changed between two revisions, with its git file modes
+/// (`0o100644` regular, `0o100755` executable, `0o120000` symlink,
+/// `0o160000` submodule; `None` where the file does not exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeChange {
+    pub kind: ChangeKind,
+    pub path: String,
+    pub old_mode: Option<u32>,
+    pub new_mode: Option<u32>,
+}
+
+/// Lists the files that differ between `base` and `head` with their modes
+/// (`git diff --raw`; renames as delete plus add).
+pub fn changed_modes(repo: &Path, base: &str, head: &str) -> Result<Vec<ModeChange>, GitError> {
+    let out = run(
+        repo,
+        &["diff", "--raw", "-z", "--no-renames", "--no-abbrev", base, head, "--"],
+    )?;
+    let mut fields = out.split(|&b| b == 0).filter(|f| !f.is_empty());
+    let mut changes = Vec::new();
+    while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
+        // `:<old mode> <new mode> <old sha> <new sha> <status>`
+        let meta = String::from_utf8_lossy(meta);
+        let mut parts = meta.trim_start_matches(':').split(' ');
+        let mode = |m: Option<&str>| m.and_then(|m| u32::from_str_radix(m, 8).ok()).filter(|&m| m != 0);
+        let old_mode = mode(parts.next());
+        let new_mode = mode(parts.next());
+        let kind = match parts.nth(2).and_then(|s| s.bytes().next()) {
+            Some(b'A') => ChangeKind::Added,
+            Some(b'D') => ChangeKind::Deleted,
+            _ => ChangeKind::Modified,
+        };
+        changes.push(ModeChange {
+            kind,
+            path: String::from_utf8_lossy(path).into_owned(),
+            old_mode,
+            new_mode,
+        });
+    }
+    Ok(changes)
+}
+
+/// Returns the size in bytes of a file at `rev`, or `None` when it does not exist there.
+pub fn blob_size(repo: &Path, rev: &str, path: &str) -> Result<Option<u64>, GitError> {
+    let spec = format!("{rev}:{path}");
+    if run(repo, &["cat-file", "-e", &spec]).is_err() {
+        return Ok(None);
+    }
+    let out = run(repo, &["cat-file", "-s", &spec])?;
+    Ok(String::from_utf8_lossy(&out).trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +325,8 @@ mod tests {
         assert_eq!(show(d, &base, "b").unwrap().unwrap(), b"1");
         assert_eq!(show(d, &head, "b").unwrap(), None);
         // Only the named files: the file staged by someone else is not committed.
+        assert_eq!(blob_size(d, &base, "b").unwrap(), Some(1));
+        assert_eq!(blob_size(d, &head, "b").unwrap(), None);
         assert_eq!(ls_tree(d, &head).unwrap(), ["a", "c d"]);
         assert!(
             rev_parse(d, "nope")
@@ -280,6 +334,11 @@ mod tests {
                 .to_string()
                 .contains("`nope` is not a commit")
         );
+        let modes = changed_modes(d, &base, &head).unwrap();
+        assert_eq!(modes.len(), 3);
+        assert_eq!((modes[0].old_mode, modes[0].new_mode), (Some(0o100644), Some(0o100644)));
+        assert_eq!((modes[1].kind, modes[1].new_mode), (ChangeKind::Deleted, None));
+        assert_eq!((modes[2].kind, modes[2].old_mode), (ChangeKind::Added, None));
         assert_eq!(commit(d, None, &["a".into()], "nothing").unwrap(), None);
         assert!(is_work_tree(d));
         assert_eq!(

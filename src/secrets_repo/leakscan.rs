@@ -109,6 +109,17 @@ impl Allowlist {
                 && a.rule.as_deref().is_none_or(|r| r == finding.rule.name())
         })
     }
+
+    /// Returns the first waiver that covers `finding` (to show its reason).
+    pub fn waiver(&self, finding: &Finding) -> Option<&AllowEntry> {
+        self.allow.iter().find(|a| {
+            a.fingerprint
+                .as_deref()
+                .is_none_or(|f| f == finding.fingerprint.to_string())
+                && a.path.as_deref().is_none_or(|p| finding.path.starts_with(p))
+                && a.rule.as_deref().is_none_or(|r| r == finding.rule.name())
+        })
+    }
 }
 
 static PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| {

