@@ -873,55 +873,120 @@ fn job_log(skip: Option<usize>) -> String {
     s
 }
 
-#[test]
-fn check_log_accepts_a_complete_log() {
+fn check_log(log: &str, args: &[&str]) -> Run {
     let tmp = tempdir();
-    let log = write(tmp.path(), "job.log", job_log(None));
-    let run = rekey()
-        .args(["storage", "check-log"])
-        .arg(&log)
-        .args(["--cluster", "c0ffee", "--resource-group", "rg77"])
-        .run();
-    run.code(0)
-        .stdout_has("ok: all 5 phrases in order; names cluster c0ffee and resource group rg77");
+    let path = write(tmp.path(), "job.log", log);
+    rekey().args(["storage", "check-log"]).arg(&path).args(args).run()
+}
+
+fn check_log_json(log: &str, args: &[&str]) -> (Run, serde_json::Value) {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    let run = check_log(log, &all);
+    let json = run.json();
+    (run, json)
 }
 
 #[test]
-fn check_log_reports_the_first_missing_phrase() {
-    let tmp = tempdir();
-    let log = write(tmp.path(), "job.log", job_log(Some(3)));
-    let run = rekey()
-        .args(["storage", "check-log", "--output", "json"])
-        .arg(&log)
-        .args(["--cluster", "c0ffee"])
-        .run();
-    let json = run.code(1).json();
+fn check_log_accepts_a_complete_log_and_prints_what_it_names() {
+    let run = check_log(&job_log(None), &["--cluster", "c0ffee", "--resource-group", "rg77"]);
+    run.code(0)
+        .stdout_has("logged: cluster ID c0ffee; resource group rg77; StatusCode 200; time 2026-11-23T10:00:04Z")
+        .stdout_has("ok: all 5 phrases in order, no error after them; names cluster c0ffee and resource group rg77");
+    assert!(run.stdout.ends_with('\n'));
+    let (run, json) = check_log_json(&job_log(None), &["--cluster", "c0ffee"]);
+    run.code(0);
+    assert_eq!(json["logged"]["cluster_ids"], serde_json::json!(["c0ffee"]));
+    assert_eq!(json["logged"]["status_code"], 200);
+    assert_eq!(json["logged"]["time"], "2026-11-23T10:00:04Z");
+}
+
+#[test]
+fn check_log_looks_for_each_phrase_on_its_own() {
+    let (run, json) = check_log_json(&job_log(Some(3)), &["--cluster", "c0ffee"]);
+    run.code(1);
     assert_eq!(json["ok"], false);
     assert_eq!(
-        json["first_missing"],
-        format!("phrase 4 missing after phrase 3: \"{}\"", PHRASES[3])
+        json["problems"],
+        serde_json::json!([format!("phrase 4 missing: \"{}\"", PHRASES[3])])
     );
     assert_eq!(json["phrases"][2]["line"], 4);
+    assert_eq!(json["phrases"][4]["line"], 5, "the missing phrase hides not the next");
 }
 
 #[test]
-fn check_log_requires_cluster_and_resource_group_names() {
-    let tmp = tempdir();
-    let log = write(tmp.path(), "job.log", job_log(None));
-    let run = rekey()
-        .args(["storage", "check-log"])
-        .arg(&log)
-        .args(["--cluster", "deadbeef"])
-        .run();
-    run.code(1)
+fn check_log_counts_all_five_phrases_on_one_line() {
+    let log = format!("2026-11-23T10:00:00Z cluster=c0ffee {}\n", PHRASES.join(" "));
+    check_log(&log, &["--cluster", "c0ffee"])
+        .code(0)
+        .stdout_has("ok: all 5 phrases in order");
+}
+
+#[test]
+fn check_log_reports_out_of_order_phrases() {
+    let mut lines: Vec<String> = PHRASES.iter().map(|p| format!("INFO {p}")).collect();
+    lines.swap(2, 3);
+    let log = format!("cluster=c0ffee\n{}\n", lines.join("\n"));
+    check_log(&log, &["--cluster", "c0ffee"])
+        .code(1)
+        .stdout_has("problem: out of order: phrase 4 (line 4) comes before phrase 3 (line 5)");
+}
+
+#[test]
+fn check_log_matches_the_cluster_and_resource_group_as_whole_tokens() {
+    let log = job_log(None)
+        .replace("cluster=c0ffee", "cluster=c0ffee123")
+        .replace("rg77", "rg778");
+    check_log(&log, &["--cluster", "c0ffee12", "--resource-group", "rg77"])
+        .code(1)
+        .stdout_has("problem: the log does not name cluster c0ffee12 (it names c0ffee123)")
+        .stdout_has("problem: the log does not name resource group rg77 (it names rg778)");
+    check_log(&job_log(None), &["--cluster", "deadbeef"])
+        .code(1)
         .stdout_has("problem: the log does not name cluster deadbeef");
-    let run = rekey()
-        .args(["storage", "check-log"])
-        .arg(&log)
-        .args(["--cluster", "c0ffee", "--resource-group", "rg00"])
-        .run();
+}
+
+#[test]
+fn check_log_fails_on_an_error_after_the_phrases_and_quotes_it() {
+    for (bad, shown) in [
+        (
+            "2026-11-23T10:00:05Z ERROR failed to send the audit event",
+            "ERROR failed to send the audit event",
+        ),
+        ("panic: runtime error: invalid memory address", "panic: runtime error"),
+        (
+            "2026-11-23T10:00:06Z INFO retried upload, StatusCode: 503",
+            "StatusCode: 503",
+        ),
+    ] {
+        let log = format!("{}{bad}\n", job_log(None));
+        let run = check_log(&log, &["--cluster", "c0ffee"]);
+        run.code(1).stdout_has("problem: error at line 7: ").stdout_has(shown);
+    }
+    // Terminal escapes in a quoted line are shown escaped.
+    let log = format!("{}ERROR \u{1b}]0;owned\u{7}\n", job_log(None));
+    let run = check_log(&log, &["--cluster", "c0ffee"]);
+    run.code(1).stdout_has("ERROR \\u{1b}]0;owned\\u{7}");
+    assert!(!run.stdout.contains('\u{1b}'));
+}
+
+#[test]
+fn check_log_judges_the_last_of_several_runs() {
+    let failed = format!(
+        "2026-11-23T09:00:00Z INFO cluster_secret_update start cluster=c0ffee resourceGroup=rg77\n{}\n{}\nERROR upload: StatusCode: 500\n",
+        PHRASES[0], PHRASES[1]
+    );
+    // A failed run, then a good one: ok.
+    let (run, json) = check_log_json(&format!("{failed}{}", job_log(None)), &["--cluster", "c0ffee"]);
+    run.code(0);
+    assert_eq!(json["runs"], 2);
+    assert_eq!(json["run_starts_at"], 5);
+    // A good run, then a failed one: the failure is what counts.
+    let run = check_log(&format!("{}{failed}", job_log(None)), &["--cluster", "c0ffee"]);
     run.code(1)
-        .stdout_has("problem: the log does not name resource group rg00");
+        .stdout_has("the log holds 2 runs; judging the last, from line 7")
+        .stdout_has("problem: phrase 3 missing")
+        .stdout_has("problem: error at line 10: ERROR upload: StatusCode: 500");
 }
 
 #[test]
