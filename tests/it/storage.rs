@@ -796,11 +796,18 @@ fn wait_polls_until_the_key_arrives() {
     case.no_leak(&run);
     stale.assert_not_in_run(&run);
     let json = run.code(0).json();
-    assert_eq!(json["attempts"], 3);
+    assert_eq!(json["rounds"], 3);
     assert_eq!(json["matched"], true);
-    assert_eq!(json["cluster"]["status"], "match");
-    run.stderr_has("attempt 1: c1 mismatch")
-        .stderr_has("attempt 3: c1 match");
+    assert_eq!(json["clusters"][0]["attempts"], 3);
+    assert_eq!(json["clusters"][0]["state"], "match");
+    assert_eq!(json["clusters"][0]["report"]["status"], "match");
+    run.stderr_has("attempt 1: c1  mismatch")
+        .stderr_has("attempt 3: c1  match");
+    assert!(
+        !run.stderr.contains("attempt 2:"),
+        "unchanged states are not repeated: {}",
+        run.stderr
+    );
     let args = std::fs::read_to_string(case.dir().join("args")).unwrap();
     assert_eq!(
         args.lines().next(),
@@ -826,22 +833,17 @@ fn wait_gives_up_at_the_timeout_with_exit_1() {
         .run();
     case.no_leak(&run);
     stale.assert_not_in_run(&run);
-    run.code(1).stdout_has("c1  mismatch").stdout_has("timed out after");
+    run.code(1)
+        .stdout_has("c1  mismatch")
+        .stdout_has("timed out after 100ms")
+        .stdout_has("0 of 1 match; still stale: c1");
 }
 
 #[test]
-fn wait_with_a_missing_kubectl_times_out_naming_the_error() {
+fn wait_with_a_missing_kubectl_stops_at_once_with_exit_2() {
     let case = Case::vpc("waitnokc", None);
     let run = rekey()
-        .args([
-            "storage",
-            "wait",
-            "--interval",
-            "20ms",
-            "--timeout",
-            "50ms",
-            "--kubectl",
-        ])
+        .args(["storage", "wait", "--interval", "20ms", "--timeout", "1h", "--kubectl"])
         .arg(case.dir().join("no-such-kubectl"))
         .arg("--truth")
         .arg(&case.truth)
@@ -849,7 +851,231 @@ fn wait_with_a_missing_kubectl_times_out_naming_the_error() {
         .arg(&case.key_file)
         .run();
     case.no_leak(&run);
-    run.code(1).stdout_has("last error: running");
+    run.code(2)
+        .stdout_has("error: running")
+        .stdout_has("stopped: a permanent error that waiting cannot cure");
+}
+
+/// A kubectl stand-in that answers per `--context`: `DIR/CTX.before` for the
+/// first `DIR/CTX.flip` calls, then `DIR/CTX.after`; or, when `DIR/CTX.err`
+/// exists, prints it to stderr and fails. Logs each call's start and end.
+fn region_kubectl(dir: &Path, sleep: &str) -> PathBuf {
+    let script = format!(
+        r#"#!/bin/sh
+ctx="$2"
+d='{dir}'
+echo "start $ctx $(date +%s%N)" >> "$d/calls"
+n=$(cat "$d/$ctx.count" 2>/dev/null || echo 0)
+n=$((n+1))
+echo $n > "$d/$ctx.count"
+sleep {sleep}
+echo "end $ctx $(date +%s%N)" >> "$d/calls"
+if [ -f "$d/$ctx.err" ]; then cat "$d/$ctx.err" >&2; exit 1; fi
+if [ ! -f "$d/$ctx.flip" ]; then echo "error: context \"$ctx\" does not exist" >&2; exit 1; fi
+if [ $n -le $(cat "$d/$ctx.flip") ]; then cat "$d/$ctx.before"; else cat "$d/$ctx.after"; fi
+"#,
+        dir = dir.display()
+    );
+    let path = write(dir, "kubectl", script);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A region of clusters in one resource group, each behind its own context.
+struct Region {
+    case: Case,
+    stale: Canary,
+    kubectl: PathBuf,
+}
+
+impl Region {
+    fn new(tag: &str, sleep: &str) -> Region {
+        let case = Case::vpc(tag, None);
+        let stale = Canary::new(&format!("{tag}old"));
+        let kubectl = region_kubectl(case.dir(), sleep);
+        Region { case, stale, kubectl }
+    }
+
+    /// Context `ctx` serves cluster `cluster`, stale for `flip` polls, then current.
+    fn cluster(&self, ctx: &str, cluster: &str, flip: u32) {
+        let dir = self.case.dir();
+        let old = seal(self.case.aes.key.as_bytes(), &self.stale.key);
+        let new = seal(self.case.aes.key.as_bytes(), &self.case.api.key);
+        write(
+            dir,
+            &format!("{ctx}.before"),
+            secret_json(cluster, &vpc_toml(&old, "rg1", "us-south", true)),
+        );
+        write(
+            dir,
+            &format!("{ctx}.after"),
+            secret_json(cluster, &vpc_toml(&new, "rg1", "us-south", true)),
+        );
+        write(dir, &format!("{ctx}.flip"), flip.to_string());
+    }
+
+    fn wait(&self, extra: &[&str]) -> Run {
+        let run = rekey()
+            .args(["storage", "wait", "--interval", "50ms"])
+            .arg("--truth")
+            .arg(&self.case.truth)
+            .arg("--decryption-key-file")
+            .arg(&self.case.key_file)
+            .arg("--kubectl")
+            .arg(&self.kubectl)
+            .args(extra)
+            .run();
+        self.case.no_leak(&run);
+        self.stale.assert_not_in_run(&run);
+        run
+    }
+
+    /// The most kubectl calls that ran at the same time.
+    fn max_overlap(&self) -> usize {
+        let calls = std::fs::read_to_string(self.case.dir().join("calls")).unwrap();
+        let mut events: Vec<(u128, i32)> = calls
+            .lines()
+            .map(|l| {
+                let parts: Vec<&str> = l.split(' ').collect();
+                (parts[2].parse().unwrap(), if parts[0] == "start" { 1 } else { -1 })
+            })
+            .collect();
+        events.sort_by_key(|(t, d)| (*t, *d));
+        let (mut now, mut most) = (0i32, 0i32);
+        for (_, d) in events {
+            now += d;
+            most = most.max(now);
+        }
+        most as usize
+    }
+}
+
+#[test]
+fn wait_for_a_region_polls_every_context_concurrently_within_the_bound() {
+    let region = Region::new("waitregion", "0.3");
+    let names = ["ca", "cb", "cc", "cd", "ce", "cf"];
+    for (i, n) in names.iter().enumerate() {
+        region.cluster(&format!("ctx-{n}"), &format!("cluster-{n}"), (i % 3) as u32);
+    }
+    let file = write(
+        region.case.dir(),
+        "contexts.txt",
+        "# us-south, resource group rg1\nctx-cb\nctx-cc\n\nctx-cd  # a comment\nctx-ce\nctx-cf\nctx-ca\n",
+    );
+    let run = region.wait(&[
+        "--context",
+        "ctx-ca",
+        "--contexts-file",
+        file.to_str().unwrap(),
+        "--parallel",
+        "3",
+        "--timeout",
+        "1h",
+    ]);
+    run.code(0).stdout_has("all 6 clusters match after 3 rounds");
+    for n in names {
+        run.stdout_has(&format!("cluster-{n}  match"));
+    }
+    let most = region.max_overlap();
+    assert!(
+        (2..=3).contains(&most),
+        "at most --parallel 3 at once, and more than one: {most}"
+    );
+    let json = region.wait(&["--context", "ctx-ca", "--output", "json"]);
+    assert_eq!(json.code(0).json()["clusters"][0]["context"], "ctx-ca");
+}
+
+#[test]
+fn wait_for_a_region_times_out_listing_the_stale_clusters() {
+    let region = Region::new("waitstale", "0");
+    region.cluster("ctx-a", "cluster-a", 0);
+    region.cluster("ctx-b", "cluster-b", 1000);
+    region.cluster("ctx-c", "cluster-c", 1000);
+    let run = region.wait(&[
+        "--context",
+        "ctx-a",
+        "--context",
+        "ctx-b",
+        "--context",
+        "ctx-c",
+        "--timeout",
+        "300ms",
+    ]);
+    run.code(1)
+        .stdout_has("cluster-a  match")
+        .stdout_has("cluster-b  mismatch")
+        .stdout_has("1 of 3 match; still stale: cluster-b, cluster-c");
+    let json = region.wait(&[
+        "--context",
+        "ctx-a",
+        "--context",
+        "ctx-b",
+        "--timeout",
+        "100ms",
+        "--output",
+        "json",
+    ]);
+    let json = json.code(1).json();
+    assert_eq!(json["stale"], serde_json::json!(["cluster-b"]));
+    assert_eq!(json["clusters"][1]["state"], "stale");
+}
+
+#[test]
+fn wait_stops_at_once_on_a_permanent_error() {
+    for (err, shown) in [
+        (None, "error: context \"ctx-nope\" does not exist"),
+        (
+            Some(
+                "Error from server (Forbidden): secrets \"storage-secret-store\" is forbidden: User \"ops\" cannot get resource \"secrets\" in API group \"\" in the namespace \"kube-system\"",
+            ),
+            "(Forbidden)",
+        ),
+        (
+            Some("Error from server (NotFound): secrets \"storage-secret-store\" not found"),
+            "(NotFound)",
+        ),
+    ] {
+        let region = Region::new("waitperm", "0");
+        region.cluster("ctx-a", "cluster-a", 1000);
+        if let Some(err) = err {
+            region.cluster("ctx-nope", "cluster-x", 0);
+            write(region.case.dir(), "ctx-nope.err", err);
+        }
+        let started = std::time::Instant::now();
+        let run = region.wait(&["--context", "ctx-a", "--context", "ctx-nope", "--timeout", "1h"]);
+        run.code(2)
+            .stdout_has("ctx-nope  error: ")
+            .stdout_has(shown)
+            .stdout_has(
+                "stopped: a permanent error that waiting cannot cure; 0 of 2 match; not matching: cluster-a, ctx-nope",
+            );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "not polled for the timeout"
+        );
+        let calls = std::fs::read_to_string(region.case.dir().join("ctx-nope.count")).unwrap();
+        assert_eq!(calls.trim(), "1", "a permanent error is not polled again");
+    }
+}
+
+#[test]
+fn wait_rejects_bad_context_lists() {
+    let region = Region::new("waitbad", "0");
+    let empty = write(region.case.dir(), "none.txt", "# nothing\n\n");
+    region
+        .wait(&["--contexts-file", empty.to_str().unwrap()])
+        .code(2)
+        .stderr_has("lists no contexts");
+    region
+        .wait(&["--context", "a", "--context", "b", "--cluster", "c1"])
+        .code(2)
+        .stderr_has("--cluster names one cluster");
+    let bad = write(region.case.dir(), "bad.txt", "ok\n--kubeconfig=/tmp/x\n");
+    region
+        .wait(&["--contexts-file", bad.to_str().unwrap()])
+        .code(2)
+        .stderr_has("bad.txt line 2: `--kubeconfig=/tmp/x` is not a context name");
 }
 
 // ------------------------------------------------------------------ check-log

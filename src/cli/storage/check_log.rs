@@ -30,24 +30,6 @@ pub struct CheckLogArgs {
 /// The largest job log read: far above a job's few hundred lines.
 const MAX_LOG: u64 = 64 * 1024 * 1024;
 
-/// Reads a file of at most `limit` bytes; a larger one is an error, never an allocation.
-fn read_bounded(path: &Path, limit: u64) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if bytes.len() as u64 > limit {
-        bail!(
-            "{}: larger than the limit of {} MiB",
-            path.display(),
-            limit / (1024 * 1024)
-        );
-    }
-    Ok(bytes)
-}
-
 #[derive(Serialize)]
 struct LogOutput<'a> {
     file: &'a Path,

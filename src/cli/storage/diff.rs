@@ -29,13 +29,15 @@ pub struct DiffArgs {
     /// The secret(s): a file (JSON or YAML Secret, or a List), a directory of them, or `-`.
     #[arg(long, value_name = "PATH", required_unless_present = "before", conflicts_with_all = ["before", "after"])]
     pub secret: Option<PathBuf>,
-    /// The source of truth: a JSON file (object, array or NDJSON) or etcd://HOST:PORT/PREFIX.
+    /// The source of truth: a JSON file (object, array or NDJSON) or etcd://HOST:PORT/PREFIX (etcd+https:// for TLS).
     #[arg(long, value_name = "PATH|URL", required_unless_present = "before")]
     pub truth: Option<String>,
     #[command(flatten)]
     pub key: DecryptionKeyArgs,
     #[command(flatten)]
     pub scope: ScopeArgs,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Show a redacted diff of slclient.toml against the expected one for clusters that do not match.
     #[arg(long)]
     pub diff: bool,
@@ -99,7 +101,7 @@ pub(super) fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit
     if args.key.decryption_key_file.is_none() && args.key.decryption_key_env.is_none() {
         bail!("no decryption key: use --decryption-key-file or --decryption-key-env");
     }
-    let truth = load_truth(truth_source)?;
+    let truth = load_truth(truth_source, &args.etcd)?;
     let key = args.key.read()?;
     let reveal = reveal_allowed(printer, args.reveal);
     let opts = Options {
