@@ -743,6 +743,205 @@ fn etcd_record_with_wrong_types_is_rejected() {
     run.code(2).stderr_has("no keys under prefix /nothing-here/");
 }
 
+// ------------------------------------------------------------------ etcd as production runs it
+
+/// `storage diff` of a VPC cluster holding the TLS etcd's key, with `extra` args.
+fn diff_against_etcd_tls(tag: &str, extra: &[&str]) -> (Case, Run) {
+    let e = etcd_tls();
+    let mut case = Case::vpc(tag, None);
+    let env = seal(case.aes.key.as_bytes(), &e.api_key);
+    case.set_toml(&vpc_toml(&env, "rg1", "us-south", true));
+    let run = rekey()
+        .args(["storage", "diff", "--output", "json", "--secret"])
+        .arg(&case.secret)
+        .arg("--truth")
+        .arg(e.url())
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .args(extra)
+        .env("ETCD_PW", ETCD_PASSWORD)
+        .run();
+    let canary = Canary::with_value(&e.api_key);
+    canary.assert_not_in_run(&run);
+    Canary::with_value(ETCD_PASSWORD).assert_not_in_run(&run);
+    (case, run)
+}
+
+fn tls_args(e: &EtcdTls) -> Vec<String> {
+    vec![
+        "--etcd-cacert".into(),
+        e.cacert.display().to_string(),
+        "--etcd-cert".into(),
+        e.cert.display().to_string(),
+        "--etcd-key".into(),
+        e.key.display().to_string(),
+    ]
+}
+
+#[test]
+fn truth_from_etcd_over_tls_with_client_certificate_and_password_auth() {
+    let e = etcd_tls();
+    let mut args = tls_args(e);
+    args.extend([
+        "--etcd-user".into(),
+        "rekey".into(),
+        "--etcd-password-env".into(),
+        "ETCD_PW".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_case, run) = diff_against_etcd_tls("etcdtls", &args);
+    let json = run.code(0).json();
+    assert_eq!(cluster(&json, "c1")["status"], "match");
+    assert_eq!(
+        cluster(&json, "c1")["truth"],
+        "etcd key /secure-truth/acc1/rg1/us-south"
+    );
+    // The password from a file works the same.
+    let pw = write(e.dir.path(), "pw", format!("{ETCD_PASSWORD}\n"));
+    let mut args = tls_args(e);
+    args.extend([
+        "--etcd-user".into(),
+        "rekey".into(),
+        "--etcd-password-file".into(),
+        pw.display().to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    diff_against_etcd_tls("etcdtlsfile", &args).1.code(0);
+}
+
+#[test]
+fn etcd_with_auth_enabled_refuses_a_wrong_password_or_no_user() {
+    let e = etcd_tls();
+    let mut args = tls_args(e);
+    args.extend([
+        "--etcd-user".into(),
+        "rekey".into(),
+        "--etcd-password-env".into(),
+        "WRONG_PW".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = rekey()
+        .args([
+            "storage",
+            "diff",
+            "--secret",
+            "/dev/null",
+            "--decryption-key-env",
+            "X",
+            "--truth",
+        ])
+        .arg(e.url())
+        .args(&args)
+        .env("WRONG_PW", "not-the-password")
+        .env("X", "0123456789abcdef0123456789abcdef")
+        .run();
+    run.code(2)
+        .stderr_has("etcd refused user rekey")
+        .stderr_has("etcdserver: authentication failed, invalid user ID or password");
+    let args = tls_args(e);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_case, run) = diff_against_etcd_tls("etcdnouser", &args);
+    run.code(2).stderr_has("reading source of truth from etcd+https://");
+    let (_case, run) = diff_against_etcd_tls("etcdnopw", &[&args[..], &["--etcd-user", "rekey"]].concat());
+    run.code(2).stderr_has("--etcd-user needs a password");
+}
+
+#[test]
+fn etcd_over_tls_needs_the_client_certificate_and_the_right_ca() {
+    let e = etcd_tls();
+    let pw: [&str; 4] = ["--etcd-user", "rekey", "--etcd-password-env", "ETCD_PW"];
+    // No client certificate: etcd's client-cert auth refuses the handshake.
+    let cacert = e.cacert.display().to_string();
+    let (_case, run) = diff_against_etcd_tls("etcdnocert", &[&["--etcd-cacert", &cacert][..], &pw].concat());
+    run.code(2)
+        .stderr_has(&format!("POST https://127.0.0.1:{}/v3/auth/authenticate", e.port));
+    // A CA that did not sign etcd's certificate.
+    let mut args = tls_args(e);
+    args[1] = e.other_ca.display().to_string();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_case, run) = diff_against_etcd_tls("etcdotherca", &[&args[..], &pw].concat());
+    run.code(2).stderr_has("POST https://127.0.0.1:");
+    // TLS options without a TLS address are a usage error.
+    let run = rekey()
+        .args([
+            "storage",
+            "diff",
+            "--secret",
+            "/dev/null",
+            "--decryption-key-env",
+            "X",
+            "--truth",
+            "etcd://127.0.0.1:1/p",
+            "--etcd-cacert",
+        ])
+        .arg(&e.cacert)
+        .env("X", "0123456789abcdef0123456789abcdef")
+        .run();
+    run.code(2)
+        .stderr_has("--etcd-cacert and --etcd-cert need a TLS address");
+    let run = rekey()
+        .args([
+            "storage",
+            "diff",
+            "--secret",
+            "/dev/null",
+            "--decryption-key-env",
+            "X",
+            "--truth",
+            "t.json",
+            "--etcd-cacert",
+        ])
+        .arg(&e.cacert)
+        .env("X", "0123456789abcdef0123456789abcdef")
+        .run();
+    run.code(2)
+        .stderr_has("--etcd-* options apply to an etcd source of truth");
+}
+
+#[test]
+fn etcd_endless_more_pages_are_cut_at_the_page_limit() {
+    use crate::health_support::{hostile, respond};
+    let rec = record("acc1", "rg1", "us-south", Some("k"), None).to_string();
+    let (port, log) = hostile(move |req, s| {
+        let asked: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let key = asked["key"].as_str().unwrap_or("").to_owned();
+        let body = serde_json::json!({"kvs": [{"key": key, "value": STANDARD.encode(&rec)}], "more": true});
+        respond(
+            s,
+            "200 OK",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    });
+    let case = Case::vpc("etcdmore", None);
+    let run = rekey()
+        .args(["storage", "diff", "--secret"])
+        .arg(&case.secret)
+        .arg("--truth")
+        .arg(format!("etcd://127.0.0.1:{port}/truth"))
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .run();
+    run.code(2).stderr_has("more than 1000 pages of 1000 keys");
+    assert_eq!(log.lock().unwrap().len(), 1000, "page 1001 is never asked for");
+}
+
+#[test]
+fn etcd_endless_answer_is_cut_at_the_size_limit() {
+    use crate::health_support::{endless, hostile};
+    let (port, _) = hostile(|_, s| endless(s, "application/json", br#"{"kvs":[{"key":"L2E=","value":""#, b"QUFB"));
+    let case = Case::vpc("etcdendless", None);
+    let run = rekey()
+        .args(["storage", "diff", "--secret"])
+        .arg(&case.secret)
+        .arg("--truth")
+        .arg(format!("etcd://127.0.0.1:{port}/truth"))
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .run();
+    run.code(2).stderr_has("the answer is larger than the limit of 64 MiB");
+}
+
 // ------------------------------------------------------------------ wait
 
 /// A fake kubectl that prints `before` for the first `flip_after` calls, then `after`,

@@ -283,8 +283,9 @@ fn fetch_etcd(url: &etcd::EtcdUrl, client: reqwest::Client, args: &EtcdArgs) -> 
                 let body = bounded_body(resp, 1024 * 1024, &endpoint).await?;
                 if !status.is_success() {
                     bail!(
-                        "POST {endpoint}: HTTP {status}: etcd refused user {} (wrong user or password, or auth not enabled)",
-                        crate::health::printable(user)
+                        "POST {endpoint}: HTTP {status}: etcd refused user {} (wrong user or password, or auth not enabled){}",
+                        crate::health::printable(user),
+                        etcd_error_text(&body)
                     );
                 }
                 Some(etcd::parse_token(&body)?)
