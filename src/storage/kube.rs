@@ -65,6 +65,8 @@ pub struct StorageSecret {
     pub resource_group: Option<String>,
     /// Region from a label or annotation (`region`, e.g. `topology.kubernetes.io/region`).
     pub region: Option<String>,
+    /// Provider from a label or annotation (`provider`, `provider-type`, `providerType`).
+    pub provider: Option<String>,
     /// `data["slclient.toml"]`: base64 of the file.
     pub data: Zeroizing<String>,
 }
@@ -150,6 +152,9 @@ impl RawSecret {
                 ])
                 .map(str::to_owned),
             region: m.lookup(&["region"]).map(str::to_owned),
+            provider: m
+                .lookup(&["provider", "provider-type", "provider_type", "providerType"])
+                .map(str::to_owned),
             data: Zeroizing::new(data),
         })
     }

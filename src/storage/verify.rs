@@ -5,7 +5,7 @@ use crate::fingerprint::Fingerprint;
 use crate::storage::envelope::{DecryptionKey, KeyFormat, OpenError};
 use crate::storage::kube::StorageSecret;
 use crate::storage::redact;
-use crate::storage::slclient::{self, KeyField, SlClient};
+use crate::storage::slclient::{self, KeyField, Provider, SlClient};
 use crate::storage::truth::{Lookup, Scope, TruthIndex};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -60,6 +60,9 @@ impl Status {
 pub struct ClusterReport {
     pub cluster: String,
     pub status: Status,
+    /// The cluster's provider, when known, and what told it.
+    pub provider: Option<Provider>,
+    pub provider_from: Option<String>,
     pub field: Option<KeyField>,
     pub expected_fingerprint: Option<Fingerprint>,
     pub actual_fingerprint: Option<Fingerprint>,
@@ -71,12 +74,25 @@ pub struct ClusterReport {
     pub scope: Scope,
     /// The record compared against.
     pub truth: Option<String>,
+    /// The other key field, when it is set too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_field: Option<OtherField>,
     /// Why the status is not `match`, in words.
     pub detail: Option<String>,
     pub warnings: Vec<String>,
     /// The redacted diff of `slclient.toml` against the expected one, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+}
+
+/// The key field that is not the cluster's, when it is set too.
+#[derive(Debug, Serialize)]
+pub struct OtherField {
+    pub field: KeyField,
+    /// Its key's fingerprint, when it opened.
+    pub fingerprint: Option<Fingerprint>,
+    /// Whether it holds the same key as the cluster's field (null when either did not open).
+    pub agrees: Option<bool>,
 }
 
 /// Why a secret could not be verified at all (an input error).
@@ -100,6 +116,8 @@ pub struct Options {
     pub diff: bool,
     /// Show values instead of fingerprints in diffs (the caller checked stdout is a terminal).
     pub reveal: bool,
+    /// The provider of every cluster (`--provider`); else each secret tells.
+    pub provider: Option<Provider>,
 }
 
 /// The warning for a classic infrastructure key in the secret.
@@ -150,8 +168,13 @@ pub struct Opened {
 
 /// Opens the key field of `client` (if any) with `key`.
 pub fn open_key(client: &SlClient, key: Option<&DecryptionKey>) -> Option<Opened> {
-    let (field, value) = client.key.as_ref()?;
-    let plain = if client.encrypted {
+    open_field(client, client.key.as_ref()?.0, key)
+}
+
+/// Opens `field` of `client` (if set) with `key`.
+pub fn open_field(client: &SlClient, field: KeyField, key: Option<&DecryptionKey>) -> Option<Opened> {
+    let (value, encrypted) = client.field(field)?;
+    let plain = if encrypted {
         match key {
             Some(k) => k.open(value).map(|(p, f)| (p, Some(f))),
             None => Err(OpenError::Authentication),
@@ -159,7 +182,23 @@ pub fn open_key(client: &SlClient, key: Option<&DecryptionKey>) -> Option<Opened
     } else {
         Ok((Zeroizing::new(value.as_bytes().to_vec()), None))
     };
-    Some(Opened { field: *field, plain })
+    Some(Opened { field, plain })
+}
+
+/// Returns the cluster's provider and what told it: `--provider`, the
+/// secret's label, or `[VPC] provider_type`; `None` when nothing does.
+pub fn provider_of(secret: &StorageSecret, client: &SlClient, opts: &Options) -> Option<(Provider, String)> {
+    if let Some(p) = opts.provider {
+        return Some((p, "--provider".to_owned()));
+    }
+    if let Some(p) = secret.provider.as_deref().and_then(Provider::from_name) {
+        return Some((
+            p,
+            format!("label provider={}", secret.provider.as_deref().unwrap_or_default()),
+        ));
+    }
+    let t = client.provider_type.as_deref()?;
+    Provider::from_name(t).map(|p| (p, format!("[VPC] provider_type = \"{t}\"")))
 }
 
 /// Verifies one secret against the truth.
@@ -174,6 +213,8 @@ pub fn verify(
     let mut report = ClusterReport {
         cluster: secret.cluster.clone(),
         status: Status::Match,
+        provider: None,
+        provider_from: None,
         field: None,
         expected_fingerprint: None,
         actual_fingerprint: None,
@@ -181,6 +222,7 @@ pub fn verify(
         plain_matches: None,
         scope,
         truth: None,
+        other_field: None,
         detail: None,
         warnings: Vec::new(),
         diff: None,
@@ -206,12 +248,79 @@ pub fn verify(
             report.warnings.push(WARN_RECORD_SL.to_owned());
         }
     }
-    let Some(opened) = open_key(&client, key) else {
+    let provider = provider_of(secret, &client, opts);
+    let field = match &provider {
+        Some((p, from)) => {
+            report.provider = Some(*p);
+            report.provider_from = Some(from.clone());
+            p.field()
+        }
+        None => match &client.key {
+            Some((f, _)) => {
+                report.provider_from = Some(format!("none told; {} is the key field set", f.shown()));
+                *f
+            }
+            None => KeyField::Vpc,
+        },
+    };
+    let other = field.other();
+    let other_opened = open_field(&client, other, key);
+    let Some(opened) = open_field(&client, field, key) else {
         report.status = Status::MissingKey;
-        report.detail = Some("slclient.toml has neither [VPC] g2_api_key nor [Bluemix] iam_api_key".to_owned());
+        report.detail = Some(match (&provider, &other_opened) {
+            (None, _) => "slclient.toml has neither [VPC] g2_api_key nor [Bluemix] iam_api_key".to_owned(),
+            (Some((p, from)), None) => format!(
+                "a {} cluster ({from}) has no {}, nor {}",
+                p.name(),
+                field.shown(),
+                other.shown()
+            ),
+            (Some((p, from)), Some(o)) => format!(
+                "a {} cluster ({from}) has no {}; {} is set (fingerprint {}), but it is not this cluster's key field",
+                p.name(),
+                field.shown(),
+                other.shown(),
+                o.plain
+                    .as_ref()
+                    .map_or_else(|e| format!("- : {e}"), |(p, _)| Fingerprint::of(p).to_string())
+            ),
+        });
+        if let Some(o) = other_opened {
+            report.other_field = Some(OtherField {
+                field: other,
+                fingerprint: o.plain.as_ref().ok().map(|(p, _)| Fingerprint::of(p)),
+                agrees: None,
+            });
+        }
         return Ok(report);
     };
     report.field = Some(opened.field);
+    let encrypted = client.field(field).is_some_and(|(_, e)| e);
+    if let Some(o) = &other_opened {
+        let other_plain = o.plain.as_ref().ok().map(|(p, _)| p);
+        let agrees = match (&opened.plain, other_plain) {
+            (Ok((a, _)), Some(b)) => Some(bool::from(a.as_slice().ct_eq(b.as_slice()))),
+            _ => None,
+        };
+        let other_fp = other_plain.map(|p| Fingerprint::of(p));
+        if agrees == Some(false) {
+            report.warnings.push(format!(
+                "the two key fields disagree: {} (this cluster's) has {}, {} has {}",
+                field.shown(),
+                opened
+                    .plain
+                    .as_ref()
+                    .map_or_else(|_| "-".to_owned(), |(p, _)| Fingerprint::of(p).to_string()),
+                other.shown(),
+                other_fp.map_or_else(|| "-".to_owned(), |f| f.to_string())
+            ));
+        }
+        report.other_field = Some(OtherField {
+            field: other,
+            fingerprint: other_fp,
+            agrees,
+        });
+    }
     let plain = match &opened.plain {
         Ok((plain, format)) => {
             report.actual_fingerprint = Some(Fingerprint::of(plain));
@@ -242,7 +351,7 @@ pub fn verify(
         },
     };
     let equal: bool = plain.as_slice().ct_eq(expected.expose_secret().as_bytes()).into();
-    report.status = if !client.encrypted {
+    report.status = if !encrypted {
         report.plain_matches = Some(equal);
         report.detail = Some(format!(
             "encryption = false: the plain value was compared and {}",

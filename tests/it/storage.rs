@@ -743,6 +743,105 @@ fn etcd_record_with_wrong_types_is_rejected() {
     run.code(2).stderr_has("no keys under prefix /nothing-here/");
 }
 
+// ------------------------------------------------------------------ which key field is the cluster's
+
+/// What a key field holds in [`two_fields`].
+#[derive(Clone, Copy)]
+enum Holds<'a> {
+    Empty,
+    /// The case's truth key.
+    Truth,
+    Other(&'a str),
+}
+
+/// A case whose `[VPC] g2_api_key` and `[Bluemix] iam_api_key` hold what is said.
+fn two_fields(tag: &str, vpc_key: Holds, bluemix_key: Holds, provider_type: &str) -> Case {
+    let mut case = Case::vpc(tag, None);
+    let truth = case.api.key.clone();
+    let seal_or_empty = |k: Holds| match k {
+        Holds::Empty => String::new(),
+        Holds::Truth => seal(case.aes.key.as_bytes(), &truth),
+        Holds::Other(k) => seal(case.aes.key.as_bytes(), k),
+    };
+    let toml = vpc_toml(&seal_or_empty(vpc_key), "rg1", "us-south", true)
+        .replace(
+            "iam_api_key = \"\"",
+            &format!("iam_api_key = \"{}\"", seal_or_empty(bluemix_key)),
+        )
+        .replace(
+            "provider_type = \"g2\"",
+            &format!("provider_type = \"{provider_type}\""),
+        );
+    case.set_toml(&toml);
+    case
+}
+
+#[test]
+fn the_key_field_follows_the_provider_not_which_field_is_set() {
+    let stale = Canary::new("provstale");
+    // A classic cluster (provider label) whose stale VPC field is also set: the Bluemix field is its key.
+    let mut case = two_fields("provclassic", Holds::Other(&stale.key), Holds::Truth, "");
+    case.edit_secret(
+        "\"example.com/cluster-id\": \"c1\"",
+        "\"example.com/cluster-id\": \"c1\", \"example.com/provider\": \"classic\"",
+    );
+    let c = one_status(&case, &[]);
+    stale.assert_not_in_run(&case.diff(&[]));
+    assert_eq!(c["status"], "match", "{c}");
+    assert_eq!(c["field"], "Bluemix.iam_api_key");
+    assert_eq!(c["provider"], "classic");
+    assert_eq!(c["provider_from"], "label provider=classic");
+    assert_eq!(c["other_field"]["field"], "VPC.g2_api_key");
+    assert_eq!(c["other_field"]["agrees"], false);
+    assert_eq!(c["other_field"]["fingerprint"], fingerprint(stale.key.as_bytes()));
+    let warning = c["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.starts_with("the two key fields disagree: [Bluemix] iam_api_key (this cluster's) has "),
+        "{warning}"
+    );
+    assert!(
+        warning.contains(&fingerprint(case.api.key.as_bytes())) && warning.contains(&fingerprint(stale.key.as_bytes())),
+        "{warning}"
+    );
+    case.diff(&[])
+        .code(0)
+        .stdout_has("provider classic (label provider=classic)")
+        .stdout_has(&format!(
+            "other field VPC.g2_api_key: {}, a DIFFERENT key",
+            fingerprint(stale.key.as_bytes())
+        ));
+}
+
+#[test]
+fn a_vpc_cluster_without_its_vpc_key_is_missing_key_even_if_bluemix_is_set() {
+    let case = two_fields("provvpc", Holds::Empty, Holds::Truth, "g2");
+    let key = case.api.key.clone();
+    let c = one_status(&case, &[]);
+    assert_eq!(c["status"], "missing_key", "{c}");
+    assert_eq!(c["provider"], "vpc");
+    let detail = c["detail"].as_str().unwrap();
+    assert_eq!(
+        detail,
+        format!(
+            "a vpc cluster ([VPC] provider_type = \"g2\") has no [VPC] g2_api_key; [Bluemix] iam_api_key is set (fingerprint {}), but it is not this cluster's key field",
+            fingerprint(key.as_bytes())
+        )
+    );
+    // --provider overrides what the secret says.
+    let c = one_status(&case, &["--provider", "classic"]);
+    assert_eq!(c["status"], "match", "{c}");
+    assert_eq!(c["provider_from"], "--provider");
+}
+
+#[test]
+fn without_a_provider_the_set_field_is_used_and_said_so() {
+    let case = two_fields("provnone", Holds::Truth, Holds::Empty, "");
+    let c = one_status(&case, &[]);
+    assert_eq!(c["status"], "match");
+    assert_eq!(c["provider"], serde_json::Value::Null);
+    assert_eq!(c["provider_from"], "none told; [VPC] g2_api_key is the key field set");
+}
+
 // ------------------------------------------------------------------ etcd as production runs it
 
 /// `storage diff` of a VPC cluster holding the TLS etcd's key, with `extra` args.

@@ -108,6 +108,7 @@ pub(super) fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit
         scope: args.scope.scope(),
         diff: args.diff,
         reveal,
+        provider: args.scope.provider,
     };
     let json = printer.format() == OutputFormat::Json;
     let mut summary = Summary::default();

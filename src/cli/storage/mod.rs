@@ -97,6 +97,10 @@ pub struct ScopeArgs {
     /// The region of every cluster (overrides the one in the endpoint URLs).
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
+    /// The provider of every cluster, which decides its key field (default:
+    /// the secret's `provider` label, else `[VPC] provider_type`, else the field that is set).
+    #[arg(long, value_enum)]
+    pub provider: Option<crate::storage::slclient::Provider>,
 }
 
 impl ScopeArgs {
@@ -584,7 +588,23 @@ pub(super) fn render_text(out: &mut String, r: &ClusterReport) {
     if let Some(k) = r.key_format {
         let _ = write!(out, "  key format {}", k.name());
     }
+    if let (Some(p), Some(from)) = (r.provider, &r.provider_from) {
+        let _ = write!(out, "  provider {} ({from})", p.name());
+    }
     out.push('\n');
+    if let Some(o) = &r.other_field {
+        let _ = writeln!(
+            out,
+            "  other field {}: {}{}",
+            o.field.name(),
+            fp(o.fingerprint),
+            match o.agrees {
+                Some(true) => ", the same key",
+                Some(false) => ", a DIFFERENT key",
+                None => "",
+            }
+        );
+    }
     if let Some(d) = &r.detail {
         let _ = writeln!(out, "  {d}");
     }

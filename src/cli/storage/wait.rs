@@ -122,7 +122,7 @@ struct WaitReport {
 
 /// What one poll found.
 enum Poll {
-    Report(ClusterReport),
+    Report(Box<ClusterReport>),
     /// May pass: keep polling.
     Transient(String),
     /// Will not pass: stop.
@@ -198,7 +198,7 @@ fn poll_once(
         secret.cluster = c.clone();
     }
     match verify::verify(&secret, truth, key, opts) {
-        Ok(r) => Poll::Report(r),
+        Ok(r) => Poll::Report(Box::new(r)),
         Err(e) => Poll::Transient(e.to_string()),
     }
 }
@@ -266,6 +266,7 @@ pub(super) fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit
     let key = args.key.read()?;
     let opts = Options {
         scope: args.scope.scope(),
+        provider: args.scope.provider,
         ..Options::default()
     };
     let start = Instant::now();
@@ -300,7 +301,7 @@ pub(super) fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit
                         State::Stale
                     };
                     c.last_error = None;
-                    c.report = Some(r);
+                    c.report = Some(*r);
                 }
                 Poll::Transient(e) => c.last_error = Some(e),
                 Poll::Permanent(e) => {
