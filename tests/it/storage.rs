@@ -146,6 +146,49 @@ fn mismatch_exits_1_and_shows_a_redacted_diff() {
 }
 
 #[test]
+fn diff_redacts_secrets_in_inline_tables_arrays_and_multiline_strings() {
+    let stale = Canary::new("redstale");
+    let inline = Canary::new("redinline");
+    let multi = Canary::new("redmulti");
+    let listed = Canary::new("redlist");
+    let mut case = Case::vpc("redact", Some(&stale.key));
+    let env = seal(case.aes.key.as_bytes(), &stale.key);
+    let toml = vpc_toml(&env, "rg1", "us-south", true).replace(
+        "[Softlayer]",
+        &format!(
+            "  creds = {{ client_secret = \"{}\", user = \"ops\" }}\n  refresh_tokens = [\"{}\"]\n  password = \"\"\"\n{}\n\"\"\"\n\n[Softlayer]",
+            inline.key, listed.key, multi.key
+        ),
+    );
+    case.set_toml(&toml);
+    let run = case.diff(&["--diff"]);
+    run.code(1).stdout_has("g2_api_key = ");
+    for c in [&stale, &inline, &multi, &listed] {
+        c.assert_not_in_run(&run);
+    }
+    // The same for --before/--after.
+    let after = write(
+        case.dir(),
+        "after.json",
+        secret_json("c1", &toml.replace("ops", "ops2")),
+    );
+    let run = rekey()
+        .args(["storage", "diff", "--before"])
+        .arg(&case.secret)
+        .arg("--after")
+        .arg(&after)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .run();
+    run.code(1)
+        .stdout_has("-  user = \"ops\"")
+        .stdout_has("+  user = \"ops2\"");
+    for c in [&stale, &inline, &multi, &listed] {
+        c.assert_not_in_run(&run);
+    }
+}
+
+#[test]
 fn yaml_secret_and_classic_key_with_softlayer_warning() {
     let mut case = Case::vpc("yaml", None);
     let env = seal(case.aes.key.as_bytes(), &case.api.key);
