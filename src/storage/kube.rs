@@ -107,6 +107,87 @@ pub enum SecretError {
     NoData,
     #[error("the List has no items")]
     EmptyList,
+    #[error("YAML nested deeper than {MAX_YAML_DEPTH} levels (line {0}): refused before parsing")]
+    TooDeep(usize),
+    #[error("YAML input larger than the limit of {} MiB (use JSON, which is streamed, for larger fleets)", MAX_YAML >> 20)]
+    TooLarge,
+}
+
+/// The largest YAML input read (YAML is parsed whole; JSON is streamed).
+pub const MAX_YAML: usize = 128 * 1024 * 1024;
+/// The deepest YAML nesting accepted: a Secret or a List of them is 5 deep.
+pub const MAX_YAML_DEPTH: usize = 32;
+
+/// Checks that YAML nests at most [`MAX_YAML_DEPTH`] levels, by flow
+/// brackets (`[`, `{`) outside quotes and comments, and by block
+/// indentation, in one linear pass. YAML parsers take quadratic time (or
+/// worse) on deep nesting, so it is refused before parsing.
+pub fn check_yaml_depth(bytes: &[u8]) -> Result<(), SecretError> {
+    let mut flow = 0usize;
+    let mut indents: Vec<usize> = Vec::new();
+    let mut in_block_scalar: Option<usize> = None;
+    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let indent = line.iter().take_while(|b| **b == b' ').count();
+        let rest = &line[indent..];
+        let blank = rest.iter().all(u8::is_ascii_whitespace) || rest.first() == Some(&b'#');
+        // Lines of a block scalar (`|` or `>`) are text, not structure.
+        if let Some(parent) = in_block_scalar {
+            if blank || indent > parent {
+                continue;
+            }
+            in_block_scalar = None;
+        }
+        if flow == 0 && !blank {
+            while indents.last().is_some_and(|top| *top > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+            // `- - - x` nests a sequence per dash.
+            let dashes = rest.chunks(2).take_while(|c| c == b"- " || c == b"-").count();
+            if indents.len() + dashes > MAX_YAML_DEPTH {
+                return Err(SecretError::TooDeep(n + 1));
+            }
+        }
+        let mut quote: Option<u8> = None;
+        let mut prev = b' ';
+        let mut escaped = false;
+        for &b in rest {
+            match quote {
+                Some(b'"') if escaped => escaped = false,
+                Some(b'"') if b == b'\\' => escaped = true,
+                Some(q) => {
+                    if b == q {
+                        quote = None;
+                    }
+                }
+                None => match b {
+                    b'"' | b'\'' if matches!(prev, b' ' | b'[' | b'{' | b',' | b':' | b'-') => quote = Some(b),
+                    b'#' if prev == b' ' || prev == b'\t' => break,
+                    b'[' | b'{' => {
+                        flow += 1;
+                        if flow + indents.len() > MAX_YAML_DEPTH {
+                            return Err(SecretError::TooDeep(n + 1));
+                        }
+                    }
+                    b']' | b'}' => flow = flow.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = b;
+        }
+        let trimmed = rest.trim_ascii_end();
+        if flow == 0
+            && (trimmed.ends_with(b"|")
+                || trimmed.ends_with(b">")
+                || trimmed.ends_with(b"|-")
+                || trimmed.ends_with(b">-"))
+        {
+            in_block_scalar = Some(indent);
+        }
+    }
+    Ok(())
 }
 
 impl RawSecret {
@@ -226,6 +307,10 @@ pub fn read_yaml<E>(bytes: &[u8], sink: &mut dyn FnMut(Item, RawSecret) -> Resul
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ReadError::Input(SecretError::Empty));
     }
+    if bytes.len() > MAX_YAML {
+        return Err(ReadError::Input(SecretError::TooLarge));
+    }
+    check_yaml_depth(bytes).map_err(ReadError::Input)?;
     #[derive(Deserialize)]
     struct Doc {
         kind: Option<String>,

@@ -100,6 +100,8 @@ pub struct OtherField {
 pub enum VerifyError {
     #[error("cluster {cluster}: field `data.slclient.toml` is not valid base64")]
     DataBase64 { cluster: String },
+    #[error("cluster {cluster}: field `data.slclient.toml` is larger than the limit of 1 MiB")]
+    DataTooLarge { cluster: String },
     #[error("cluster {cluster}: {error}")]
     SlClient {
         cluster: String,
@@ -125,8 +127,16 @@ pub const WARN_SECRET_SL: &str = "classic infrastructure key set in [Softlayer] 
 /// The warning for a classic infrastructure key in the record.
 pub const WARN_RECORD_SL: &str = "source of truth has SLAPIKey set: a classic infrastructure key takes precedence over the IAM key for classic infrastructure resources";
 
+/// The largest `slclient.toml` accepted (the real one is under 2 KB).
+pub const MAX_SLCLIENT: usize = 1024 * 1024;
+
 /// Decodes `slclient.toml` from the secret's data.
 pub fn decode(secret: &StorageSecret) -> Result<SlClient, VerifyError> {
+    if secret.data.trim().len() > MAX_SLCLIENT.div_ceil(3) * 4 {
+        return Err(VerifyError::DataTooLarge {
+            cluster: secret.cluster.clone(),
+        });
+    }
     let bytes = Zeroizing::new(
         STANDARD
             .decode(secret.data.trim())

@@ -1639,3 +1639,120 @@ fn yaml_list_on_stdin() {
     let json = run.code(0).json();
     assert_eq!(cluster(&json, "c9")["status"], "match");
 }
+
+// ------------------------------------------------------------------ hostile input is bounded
+
+fn diff_of(case: &Case, secret: &Path) -> Run {
+    let run = rekey()
+        .args(["storage", "diff", "--secret"])
+        .arg(secret)
+        .arg("--truth")
+        .arg(&case.truth)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .run();
+    case.no_leak(&run);
+    run
+}
+
+#[test]
+fn deeply_nested_yaml_is_refused_before_parsing() {
+    let case = Case::vpc("yamldeep", None);
+    // 400 KB of nested flow mappings took serde_yaml_ng minutes.
+    let depth = 400 * 1024 / 5;
+    let flow = format!("kind: Secret\ndata: {}1{}\n", "{a: ".repeat(depth), "}".repeat(depth));
+    let path = write(case.dir(), "deep.yaml", &flow);
+    let started = std::time::Instant::now();
+    diff_of(&case, &path)
+        .code(2)
+        .stderr_has("deep.yaml: YAML nested deeper than 32 levels (line 2): refused before parsing");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let block: String = (0..2000).map(|i| format!("{}a:\n", " ".repeat(i + 2))).collect();
+    let path = write(case.dir(), "block.yaml", format!("kind: Secret\ndata:\n{block}"));
+    diff_of(&case, &path)
+        .code(2)
+        .stderr_has("YAML nested deeper than 32 levels");
+}
+
+/// Makes a sparse file of `size` bytes that starts with `head` (no disk is used for the rest).
+fn sparse(dir: &Path, name: &str, head: &str, size: u64) -> PathBuf {
+    let path = dir.join(name);
+    let f = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut &f, head.as_bytes()).unwrap();
+    f.set_len(size).unwrap();
+    path
+}
+
+#[test]
+fn a_3_gb_secret_is_a_clear_error_not_an_allocation_abort() {
+    let case = Case::vpc("huge", None);
+    const GB3: u64 = 3 * 1024 * 1024 * 1024;
+    let json = sparse(
+        case.dir(),
+        "huge.json",
+        "{\"kind\":\"Secret\",\"data\":{\"slclient.toml\":\"",
+        GB3,
+    );
+    diff_of(&case, &json)
+        .code(2)
+        .stderr_has("huge.json: the document is larger than the limit of 64 MiB");
+    let list = sparse(
+        case.dir(),
+        "huge-list.json",
+        "{\"kind\":\"List\",\"items\":[{\"kind\":\"Secret\",\"data\":{\"slclient.toml\":\"",
+        GB3,
+    );
+    diff_of(&case, &list)
+        .code(2)
+        .stderr_has("huge-list.json: items[0] is larger than the limit of 64 MiB");
+    let yaml = sparse(case.dir(), "huge.yaml", "kind: Secret\ndata:\n  slclient.toml: ", GB3);
+    diff_of(&case, &yaml)
+        .code(2)
+        .stderr_has("huge.yaml: YAML input larger than the limit of 128 MiB");
+}
+
+#[test]
+fn an_endless_secret_on_stdin_is_cut_at_the_limit() {
+    let case = Case::vpc("endless", None);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args(["storage", "diff", "--secret", "-", "--truth"])
+        .arg(&case.truth)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(b"{\"kind\":\"Secret\",\"data\":{\"slclient.toml\":\"");
+        let chunk = vec![b'A'; 1 << 20];
+        // Up to 3 GB, until rekey stops reading.
+        for _ in 0..3072 {
+            if stdin.write_all(&chunk).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stdin: the document is larger than the limit of 64 MiB"),
+        "{stderr}"
+    );
+    assert!(writer.join().unwrap(), "rekey stopped reading long before 3 GB");
+}
+
+#[test]
+fn an_oversized_slclient_toml_is_refused() {
+    let mut case = Case::vpc("bigtoml", None);
+    let big = format!("[Bluemix]\n{}", "# filler line\n".repeat(100_000));
+    case.set_toml(&big);
+    diff_of(&case, &case.secret.clone())
+        .code(2)
+        .stderr_has("cluster c1: field `data.slclient.toml` is larger than the limit of 1 MiB");
+}

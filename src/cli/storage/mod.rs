@@ -550,9 +550,13 @@ fn read_secrets(path: &Path, sink: &mut dyn FnMut(Pending) -> anyhow::Result<()>
             }
             Some(_) => {
                 let mut bytes = Zeroizing::new(Vec::new());
-                reader
+                (&mut reader)
+                    .take(kube::MAX_YAML as u64 + 1)
                     .read_to_end(&mut bytes)
                     .with_context(|| format!("reading {shown}"))?;
+                if bytes.len() > kube::MAX_YAML {
+                    bail!("{shown}: {}", kube::SecretError::TooLarge);
+                }
                 let result = kube::read_yaml(&bytes, &mut |item, raw| {
                     count += 1;
                     sink(Pending::Ready(check(&origin, item, raw)?, origin.clone()))
