@@ -10,6 +10,8 @@ pub mod envelope;
 pub mod etcd;
 pub mod joblog;
 pub mod kube;
+#[cfg(test)]
+mod proptests;
 pub mod redact;
 pub mod slclient;
 pub mod split;
