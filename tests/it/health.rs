@@ -826,3 +826,66 @@ fn watch_options_need_watch() {
         .code(2)
         .stderr_has("--watch");
 }
+
+#[test]
+fn watch_prints_each_change_of_verdict_until_healthy() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A stand-in Prometheus whose metrics appear after the first evaluation:
+    // a verdict change that a backfilled Prometheus cannot play at "now".
+    let presence = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = presence.clone();
+    let (port, _) = hostile(move |req, s| {
+        let path = req.head.split_whitespace().nth(1).unwrap_or("");
+        let body = if path.starts_with("/api/v1/query_range") {
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#.to_owned()
+        } else if path.contains("query=count%28count_over_time") {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            // Three rules per evaluation: the first evaluation sees no series.
+            let result = if n < 3 {
+                "[]"
+            } else {
+                r#"[{"metric":{},"value":[1,"5"]}]"#
+            };
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#)
+        } else {
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.to_owned()
+        };
+        respond(s, "200 OK", &[("Content-Type", "application/json")], body.as_bytes())
+    });
+    let run = rekey()
+        .args([
+            "health",
+            "--prometheus",
+            &format!("http://127.0.0.1:{port}"),
+            "--watch",
+            "--until",
+            "healthy",
+            "--interval",
+            "1s",
+            "--timeout",
+            "1m",
+        ])
+        .run();
+    run.code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let changes: Vec<String> = lines
+        .iter()
+        .map(|l| l.split_once("  ").map_or(*l, |(_, rest)| rest).to_owned())
+        .map(|l| l.split("  ").take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "redhat-auth NO_DATA",
+            "iam-5xx NO_DATA",
+            "auth-key-refresh HEALTHY",
+            "verdict: NO_DATA",
+            "redhat-auth HEALTHY",
+            "iam-5xx HEALTHY",
+            "verdict: HEALTHY",
+        ],
+        "{}",
+        run.stdout
+    );
+    assert!(presence.load(Ordering::SeqCst) >= 6);
+}
