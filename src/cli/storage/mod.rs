@@ -209,6 +209,12 @@ fn etcd_client(url: &etcd::EtcdUrl, args: &EtcdArgs) -> anyhow::Result<reqwest::
     if !tls && (args.etcd_cacert.is_some() || args.etcd_cert.is_some()) {
         bail!("--etcd-cacert and --etcd-cert need a TLS address: etcd+https://HOST:PORT/PREFIX");
     }
+    let loopback = ["http://127.", "http://localhost:", "http://[::1]:"]
+        .iter()
+        .any(|p| url.endpoint.starts_with(p));
+    if !tls && !loopback && args.etcd_user.is_some() {
+        bail!("--etcd-user would send the password in clear text: use etcd+https://HOST:PORT/PREFIX");
+    }
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .connect_timeout(Duration::from_secs(10))
