@@ -13,6 +13,7 @@ pub mod kube;
 #[cfg(test)]
 mod proptests;
 pub mod redact;
+pub mod sdnlb;
 pub mod slclient;
 pub mod split;
 pub mod truth;

@@ -77,6 +77,9 @@ pub struct ClusterReport {
     /// The other key field, when it is set too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_field: Option<OtherField>,
+    /// The `kube-system/sdnlb-config` key, when that Secret was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdnlb: Option<SdnlbReport>,
     /// Why the status is not `match`, in words.
     pub detail: Option<String>,
     pub warnings: Vec<String>,
@@ -120,6 +123,20 @@ pub struct Options {
     pub reveal: bool,
     /// The provider of every cluster (`--provider`); else each secret tells.
     pub provider: Option<Provider>,
+    /// The cluster's `kube-system/sdnlb-config`, to verify beside its storage secret.
+    pub sdnlb: Option<std::sync::Arc<crate::storage::sdnlb::Sdnlb>>,
+}
+
+/// What the cluster's `sdnlb-config` holds, compared with the truth.
+#[derive(Debug, Serialize)]
+pub struct SdnlbReport {
+    /// `match`, `mismatch`, `missing_key`, `undecryptable`, `no_truth`, or
+    /// `not_applicable` (not a VPC cluster).
+    pub status: &'static str,
+    pub fingerprint: Option<Fingerprint>,
+    /// The value was an AES-GCM envelope that the decryption key opened.
+    pub encrypted: bool,
+    pub detail: Option<String>,
 }
 
 /// The warning for a classic infrastructure key in the secret.
@@ -211,6 +228,66 @@ pub fn provider_of(secret: &StorageSecret, client: &SlClient, opts: &Options) ->
     Provider::from_name(t).map(|p| (p, format!("[VPC] provider_type = \"{t}\"")))
 }
 
+/// Verifies the `sdnlb-config` key of a VPC cluster against `expected`.
+/// An AES-GCM envelope the key opens is compared decrypted (and reported as
+/// encrypted); with `encryption = true` it must open; else the value is
+/// compared as it is.
+pub fn verify_sdnlb(
+    sdnlb: &crate::storage::sdnlb::Sdnlb,
+    provider: Option<Provider>,
+    expected: Option<&crate::secret::ApiKey>,
+    key: Option<&DecryptionKey>,
+) -> SdnlbReport {
+    let mut r = SdnlbReport {
+        status: "match",
+        fingerprint: None,
+        encrypted: false,
+        detail: None,
+    };
+    if provider == Some(Provider::Classic) {
+        r.status = "not_applicable";
+        r.detail = Some("sdnlb-config belongs to VPC clusters; this one is classic".to_owned());
+        return r;
+    }
+    if sdnlb.service_apikey.is_empty() {
+        r.status = "missing_key";
+        r.detail = Some("[SDNLB] service_apikey is empty or missing".to_owned());
+        return r;
+    }
+    let opened = key.map(|k| k.open(&sdnlb.service_apikey));
+    let plain: Zeroizing<Vec<u8>> = match (opened, sdnlb.encryption) {
+        (Some(Ok((p, _))), _) => {
+            r.encrypted = true;
+            p
+        }
+        (Some(Err(e)), Some(true)) => {
+            r.status = "undecryptable";
+            r.detail = Some(e.to_string());
+            return r;
+        }
+        (None, Some(true)) => {
+            r.status = "undecryptable";
+            r.detail = Some("encryption = true and no decryption key".to_owned());
+            return r;
+        }
+        _ => Zeroizing::new(sdnlb.service_apikey.as_bytes().to_vec()),
+    };
+    r.fingerprint = Some(Fingerprint::of(&plain));
+    let Some(expected) = expected else {
+        r.status = "no_truth";
+        return r;
+    };
+    let equal: bool = plain.as_slice().ct_eq(expected.expose_secret().as_bytes()).into();
+    if !equal {
+        r.status = "mismatch";
+        r.detail = Some(format!(
+            "[SDNLB] service_apikey ({}) differs from the source of truth",
+            if r.encrypted { "decrypted" } else { "plain" }
+        ));
+    }
+    r
+}
+
 /// Verifies one secret against the truth.
 pub fn verify(
     secret: &StorageSecret,
@@ -233,6 +310,7 @@ pub fn verify(
         scope,
         truth: None,
         other_field: None,
+        sdnlb: None,
         detail: None,
         warnings: Vec::new(),
         diff: None,
@@ -259,6 +337,10 @@ pub fn verify(
         }
     }
     let provider = provider_of(secret, &client, opts);
+    if let Some(sdnlb) = &opts.sdnlb {
+        let expected = record.and_then(|r| r.iam_api_key.as_ref());
+        report.sdnlb = Some(verify_sdnlb(sdnlb, provider.as_ref().map(|p| p.0), expected, key));
+    }
     let field = match &provider {
         Some((p, from)) => {
             report.provider = Some(*p);
@@ -374,6 +456,16 @@ pub fn verify(
         report.detail = Some("the decrypted key differs from the source of truth".to_owned());
         Status::Mismatch
     };
+    if let Some(sd) = &report.sdnlb
+        && report.status == Status::Match
+        && !matches!(sd.status, "match" | "not_applicable")
+    {
+        report.status = Status::Mismatch;
+        report.detail = Some(format!(
+            "the storage secret matches, but kube-system/sdnlb-config's service_apikey is {}",
+            sd.status
+        ));
+    }
     if opts.diff && report.status != Status::Match {
         report.diff = Some(redact::diff_against_truth(
             &client,

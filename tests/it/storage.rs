@@ -885,6 +885,110 @@ fn without_a_provider_the_set_field_is_used_and_said_so() {
     assert_eq!(c["provider_from"], "none told; [VPC] g2_api_key is the key field set");
 }
 
+/// `kubectl get secret sdnlb-config -n kube-system -o json` with `[SDNLB] service_apikey = value`.
+fn sdnlb_json(value: &str, encryption: Option<bool>) -> String {
+    let toml = format!(
+        "[SDNLB]\ncluster_crn = \"crn:v1:bluemix:public:containers-kubernetes:us-south:a/acc1:c1::\"\nservice_apikey = \"{value}\"\n{}",
+        encryption.map(|e| format!("encryption = {e}\n")).unwrap_or_default()
+    );
+    format!(
+        r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"sdnlb-config","namespace":"kube-system"}},"data":{{"sdnlb.toml":"{}"}},"type":"Opaque"}}"#,
+        STANDARD.encode(toml)
+    )
+}
+
+#[test]
+fn the_sdnlb_config_key_of_a_vpc_cluster_is_verified_too() {
+    let case = Case::vpc("sdnlb", None);
+    let sealed = seal(case.aes.key.as_bytes(), &case.api.key);
+    let enc = write(case.dir(), "sdnlb.json", sdnlb_json(&sealed, Some(true)));
+    let path = enc.display().to_string();
+    let c = one_status(&case, &["--sdnlb-config", &path]);
+    assert_eq!(c["status"], "match", "{c}");
+    assert_eq!(c["sdnlb"]["status"], "match");
+    assert_eq!(c["sdnlb"]["encrypted"], true);
+    assert_eq!(c["sdnlb"]["fingerprint"], fingerprint(case.api.key.as_bytes()));
+    // A plain value is compared as it is, and said to be plain.
+    let plain = write(case.dir(), "sdnlb-plain.json", sdnlb_json(&case.api.key, None));
+    let c = one_status(&case, &["--sdnlb-config", plain.to_str().unwrap()]);
+    assert_eq!(c["sdnlb"]["status"], "match");
+    assert_eq!(c["sdnlb"]["encrypted"], false);
+    case.diff(&["--sdnlb-config", plain.to_str().unwrap()])
+        .code(0)
+        .stdout_has(&format!(
+            "sdnlb-config service_apikey: match {}",
+            fingerprint(case.api.key.as_bytes())
+        ));
+}
+
+#[test]
+fn a_stale_sdnlb_config_key_fails_the_cluster() {
+    let stale = Canary::new("sdnlbold");
+    let case = Case::vpc("sdnlbstale", None);
+    let sealed = seal(case.aes.key.as_bytes(), &stale.key);
+    let path = write(case.dir(), "sdnlb.json", sdnlb_json(&sealed, Some(true)));
+    let run = case.diff(&["--output", "json", "--sdnlb-config", path.to_str().unwrap()]);
+    stale.assert_not_in_run(&run);
+    let json = run.code(1).json();
+    let c = cluster(&json, "c1");
+    assert_eq!(c["status"], "mismatch");
+    assert_eq!(
+        c["detail"],
+        "the storage secret matches, but kube-system/sdnlb-config's service_apikey is mismatch"
+    );
+    assert_eq!(c["sdnlb"]["fingerprint"], fingerprint(stale.key.as_bytes()));
+    // encryption = true with a value the key does not open.
+    let path = write(
+        case.dir(),
+        "sdnlb-bad.json",
+        sdnlb_json("bm90IGFuIGVudmVsb3BlIGF0IGFsbA==", Some(true)),
+    );
+    let c = one_status(&case, &["--sdnlb-config", path.to_str().unwrap()]);
+    assert_eq!(c["sdnlb"]["status"], "undecryptable");
+}
+
+#[test]
+fn sdnlb_config_is_for_one_vpc_cluster() {
+    let mut case = Case::vpc("sdnlbclassic", None);
+    let env = seal(case.aes.key.as_bytes(), &case.api.key.clone());
+    case.set_toml(&classic_toml(&env, "us-south", ""));
+    let path = write(case.dir(), "sdnlb.json", sdnlb_json("x", None));
+    let c = one_status(
+        &case,
+        &["--sdnlb-config", path.to_str().unwrap(), "--provider", "classic"],
+    );
+    assert_eq!(c["sdnlb"]["status"], "not_applicable", "{c}");
+    assert_eq!(c["status"], "match");
+    let other = write(
+        case.dir(),
+        "wrong.json",
+        sdnlb_json("x", None).replace("sdnlb-config", "other"),
+    );
+    case.diff(&["--sdnlb-config", other.to_str().unwrap()])
+        .code(2)
+        .stderr_has("wrong.json: field `metadata.name` is \"other\", expected \"sdnlb-config\"");
+    let two = write(
+        case.dir(),
+        "two.json",
+        list_json(&[
+            std::fs::read_to_string(&case.secret).unwrap(),
+            std::fs::read_to_string(&case.secret).unwrap(),
+        ]),
+    );
+    let run = rekey()
+        .args(["storage", "diff", "--secret"])
+        .arg(&two)
+        .arg("--truth")
+        .arg(&case.truth)
+        .arg("--decryption-key-file")
+        .arg(&case.key_file)
+        .arg("--sdnlb-config")
+        .arg(&path)
+        .run();
+    run.code(2)
+        .stderr_has("--sdnlb-config is one cluster's Secret, but --secret held 2 clusters");
+}
+
 // ------------------------------------------------------------------ etcd as production runs it
 
 /// `storage diff` of a VPC cluster holding the TLS etcd's key, with `extra` args.

@@ -38,6 +38,10 @@ pub struct DiffArgs {
     pub scope: ScopeArgs,
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    /// The cluster's `kubectl get secret sdnlb-config -n kube-system -o json` (VPC
+    /// clusters): its [SDNLB] service_apikey must be the truth's key too; --secret must hold one cluster.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["before", "after"])]
+    pub sdnlb_config: Option<PathBuf>,
     /// Show a redacted diff of slclient.toml against the expected one for clusters that do not match.
     #[arg(long)]
     pub diff: bool,
@@ -109,6 +113,15 @@ pub(super) fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit
         diff: args.diff,
         reveal,
         provider: args.scope.provider,
+        sdnlb: match &args.sdnlb_config {
+            None => None,
+            Some(path) => {
+                let bytes = Zeroizing::new(read_bounded(path, crate::storage::sdnlb::MAX_FILE as u64)?);
+                let parsed =
+                    crate::storage::sdnlb::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                Some(Arc::new(parsed))
+            }
+        },
     };
     let json = printer.format() == OutputFormat::Json;
     let mut summary = Summary::default();
@@ -165,6 +178,12 @@ pub(super) fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit
         Ok(())
     });
     verified?;
+    if args.sdnlb_config.is_some() && summary.clusters != 1 {
+        bail!(
+            "--sdnlb-config is one cluster's Secret, but --secret held {} clusters",
+            summary.clusters
+        );
+    }
     summary.ok = summary.clusters > 0 && summary.statuses.get("match") == Some(&summary.clusters);
     if json {
         let s = serde_json::to_string(&summary)?;

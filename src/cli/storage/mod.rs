@@ -602,6 +602,16 @@ pub(super) fn render_text(out: &mut String, r: &ClusterReport) {
         let _ = write!(out, "  provider {} ({from})", p.name());
     }
     out.push('\n');
+    if let Some(s) = &r.sdnlb {
+        let _ = writeln!(
+            out,
+            "  sdnlb-config service_apikey: {} {}{}{}",
+            s.status,
+            fp(s.fingerprint),
+            if s.encrypted { " (decrypted)" } else { "" },
+            s.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+        );
+    }
     if let Some(o) = &r.other_field {
         let _ = writeln!(
             out,
