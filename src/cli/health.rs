@@ -1,6 +1,7 @@
 //! `rekey health`: the auth health gate, against a live Prometheus or saved
-//! responses. [`GateArgs`] and [`GateArgs::evaluate`] are what a rotation's
-//! `--health-gate` flattens into its own options and calls.
+//! responses. A command that gates on it (`rotate --health-gate`, `keys
+//! retire --health-gate`) flattens [`GateOptions`] into its own options and
+//! calls `GateOptions::gate_args().evaluate(now)`.
 
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::secret_input::SecretSource;
