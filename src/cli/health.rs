@@ -152,6 +152,21 @@ impl GateOptions {
     }
 }
 
+/// The largest rules file read (the shipped one is a few KB).
+const MAX_RULES_FILE: usize = 1024 * 1024;
+
+/// Reads at most `limit` bytes of a file; a larger file is an error, never an allocation.
+fn read_bounded(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > limit {
+        anyhow::bail!("larger than the limit of {} MiB", limit >> 20);
+    }
+    Ok(bytes)
+}
+
 /// The longest window accepted: beyond any Prometheus retention in use.
 const MAX_WINDOW: Duration = Duration::from_secs(366 * 86400);
 
@@ -168,8 +183,10 @@ impl GateArgs {
         let rules = match &self.rules {
             None => Rules::defaults()?,
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("reading rules {}", path.display()))?;
+                let bytes =
+                    read_bounded(path, MAX_RULES_FILE).with_context(|| format!("reading rules {}", path.display()))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| anyhow::anyhow!("reading rules {}: not UTF-8", path.display()))?;
                 Rules::parse(&text, &path.display().to_string())?
             }
         };
@@ -416,7 +433,7 @@ impl Source for FileSource {
             .files
             .get(&query.name)
             .ok_or_else(|| format!("no saved response for query `{}`", query.name))?;
-        std::fs::read(path)
+        read_bounded(path, health::prom::MAX_BODY)
             .with_context(|| format!("reading {}", path.display()))
             .map_err(Into::into)
     }

@@ -638,6 +638,35 @@ fn a_saved_prometheus_error_is_an_error() {
 }
 
 #[test]
+fn oversized_saved_responses_and_rules_files_are_refused() {
+    let tmp = tempdir();
+    let files = save(Scenario::JwtFailing, tmp.path());
+    let big = files
+        .iter()
+        .find(|f| f.file_name().unwrap() == "iam-5xx.total.json")
+        .unwrap();
+    // A sparse 3 GB file: refused at 16 MiB, never read whole.
+    std::fs::File::options()
+        .write(true)
+        .open(big)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    from_files(Scenario::JwtFailing, &files)
+        .code(2)
+        .stderr_has("query `iam-5xx.total` could not be answered")
+        .stderr_has("larger than the limit of 16 MiB");
+    let rules = tmp.path().join("rules.toml");
+    std::fs::File::create(&rules).unwrap().set_len(3 << 30).unwrap();
+    rekey()
+        .args(["health", "--prometheus", &prom().url, "--rules"])
+        .arg(&rules)
+        .run()
+        .code(2)
+        .stderr_has("larger than the limit of 1 MiB");
+}
+
+#[test]
 fn saved_responses_must_cover_every_query() {
     let tmp = tempdir();
     let files = save(Scenario::JwtFailing, tmp.path());
