@@ -918,3 +918,74 @@ fn watch_prints_each_change_of_verdict_until_healthy() {
     );
     assert!(presence.load(Ordering::SeqCst) >= 6);
 }
+
+#[test]
+fn health_never_resends_its_bearer_token_after_a_redirect_from_https_to_http() {
+    use crate::verify_support::make_pki;
+    use std::io::{Read, Write};
+    use tokio_rustls::rustls;
+    let pki = make_pki("rekey health test CA", &["127.0.0.1"]);
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(pki.cert_der.clone())],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(pki.key_der.clone().into()),
+            )
+            .unwrap(),
+    );
+    let (plain_port, plain_log) = hostile(|_, s| respond(s, "200 OK", &[], b"{}"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tls_port = listener.local_addr().unwrap().port();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+            let to = format!("http://127.0.0.1:{plain_port}/api/v1/query");
+            let _ = write!(
+                tls,
+                "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    let tmp = tempdir();
+    let ca = write(tmp.path(), "ca.pem", &pki.ca_pem);
+    let canary = Canary::new("health-https");
+    let token = write(tmp.path(), "token", format!("{}\n", canary.key));
+    let run = rekey()
+        .args([
+            "health",
+            "--prometheus",
+            &format!("https://127.0.0.1:{tls_port}"),
+            "--token-file",
+        ])
+        .arg(&token)
+        .env("SSL_CERT_FILE", &ca)
+        .run();
+    run.code(2).stderr_has("redirected to another origin");
+    assert!(
+        heads.lock().unwrap().iter().any(|h| h.contains("Bearer")),
+        "the https server was asked, with the token: {:?}",
+        heads.lock().unwrap()
+    );
+    let sent: Vec<String> = plain_log.lock().unwrap().iter().map(|r| r.head.clone()).collect();
+    assert!(sent.is_empty(), "nothing goes to the http origin: {sent:?}");
+    canary.assert_not_in_run(&run);
+}
