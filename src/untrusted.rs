@@ -43,80 +43,76 @@ pub enum YamlBoundError {
 }
 
 /// The deepest nesting rekey accepts in a YAML document.
-pub const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 32;
 
-/// Checks that no flow collection (`[` `{`) and no block indentation nests
-/// deeper than `max` levels. Quoted scalars and comments are skipped, so
-/// brackets inside strings do not count.
+/// Checks that YAML nests at most `max` levels, by flow brackets (`[`,
+/// `{`) outside quotes and comments, by block indentation and by `- - -`
+/// sequence dashes, in one linear pass. Lines of block scalars (`|`, `>`)
+/// are text and do not count.
 pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), YamlBoundError> {
     let mut flow = 0usize;
     let mut indents: Vec<usize> = Vec::new();
-    let mut line = 1usize;
-    let mut at_line_start = true;
-    let mut indent = 0usize;
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'\n' {
-            line += 1;
-            at_line_start = true;
-            indent = 0;
-            if quote == Some(b'#') {
-                quote = None;
+    let mut in_block_scalar: Option<usize> = None;
+    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let indent = line.iter().take_while(|b| **b == b' ').count();
+        let rest = &line[indent..];
+        let blank = rest.iter().all(u8::is_ascii_whitespace) || rest.first() == Some(&b'#');
+        // Lines of a block scalar (`|` or `>`) are text, not structure.
+        if let Some(parent) = in_block_scalar {
+            if blank || indent > parent {
+                continue;
             }
-            i += 1;
-            continue;
+            in_block_scalar = None;
         }
-        match quote {
-            Some(b'#') => {
-                i += 1;
-                continue;
+        if flow == 0 && !blank {
+            while indents.last().is_some_and(|top| *top > indent) {
+                indents.pop();
             }
-            Some(q) => {
-                if b == b'\\' && q == b'"' {
-                    i += 2;
-                    continue;
-                }
-                if b == q {
-                    quote = None;
-                }
-                i += 1;
-                continue;
-            }
-            None => {}
-        }
-        if at_line_start {
-            if b == b' ' || b == b'-' && bytes.get(i + 1).is_some_and(|c| *c == b' ') {
-                // A sequence entry's dash counts as indentation, as YAML treats it.
-                indent += 1;
-                i += 1;
-                continue;
-            }
-            at_line_start = false;
-            if b != b'#' && flow == 0 {
-                while indents.last().is_some_and(|top| *top >= indent) {
-                    indents.pop();
-                }
+            if indents.last() != Some(&indent) {
                 indents.push(indent);
-                if indents.len() > max {
-                    return Err(YamlBoundError::TooDeep { max, line });
-                }
+            }
+            // `- - - x` nests a sequence per dash.
+            let dashes = rest.chunks(2).take_while(|c| c == b"- " || c == b"-").count();
+            if indents.len() + dashes > max {
+                return Err(YamlBoundError::TooDeep { max, line: n + 1 });
             }
         }
-        match b {
-            b'"' | b'\'' => quote = Some(b),
-            b'#' if i == 0 || matches!(bytes[i - 1], b' ' | b'\t') => quote = Some(b'#'),
-            b'[' | b'{' => {
-                flow += 1;
-                if flow + indents.len() > max {
-                    return Err(YamlBoundError::TooDeep { max, line });
+        let mut quote: Option<u8> = None;
+        let mut prev = b' ';
+        let mut escaped = false;
+        for &b in rest {
+            match quote {
+                Some(b'"') if escaped => escaped = false,
+                Some(b'"') if b == b'\\' => escaped = true,
+                Some(q) => {
+                    if b == q {
+                        quote = None;
+                    }
                 }
+                None => match b {
+                    b'"' | b'\'' if matches!(prev, b' ' | b'[' | b'{' | b',' | b':' | b'-') => quote = Some(b),
+                    b'#' if prev == b' ' || prev == b'\t' => break,
+                    b'[' | b'{' => {
+                        flow += 1;
+                        if flow + indents.len() > max {
+                            return Err(YamlBoundError::TooDeep { max, line: n + 1 });
+                        }
+                    }
+                    b']' | b'}' => flow = flow.saturating_sub(1),
+                    _ => {}
+                },
             }
-            b']' | b'}' => flow = flow.saturating_sub(1),
-            _ => {}
+            prev = b;
         }
-        i += 1;
+        let trimmed = rest.trim_ascii_end();
+        if flow == 0
+            && (trimmed.ends_with(b"|")
+                || trimmed.ends_with(b">")
+                || trimmed.ends_with(b"|-")
+                || trimmed.ends_with(b">-"))
+        {
+            in_block_scalar = Some(indent);
+        }
     }
     Ok(())
 }
@@ -153,7 +149,7 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(
             check_depth(doc.as_bytes(), MAX_DEPTH),
-            Err(YamlBoundError::TooDeep { max: 64, line: 2 })
+            Err(YamlBoundError::TooDeep { max: 32, line: 2 })
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }

@@ -1,6 +1,7 @@
 //! `rekey health`: the auth health gate, against a live Prometheus or saved
-//! responses. [`GateArgs`] and [`GateArgs::evaluate`] are what a rotation's
-//! `--health-gate` flattens into its own options and calls.
+//! responses. A command that gates on it (`rotate --health-gate`, `keys
+//! retire --health-gate`) flattens [`GateOptions`] into its own options and
+//! calls `GateOptions::gate_args().evaluate(now)`.
 
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::secret_input::SecretSource;
@@ -30,12 +31,21 @@ use url::Url;
 ///                     each with its escalation target
 ///   auth-key-refresh  any index with 4 or more refresh failures within 3m
 ///
-/// Exits 0 when healthy, 1 when degraded or worse, 2 when the answer cannot
-/// be had (Prometheus unreachable, a malformed response, a metric with no
-/// series, a bad rules file): never "healthy" by default.
+/// A rule whose metric has no series gets the verdict `no_data` (or healthy,
+/// when the rule says absence means no failures); the other rules' verdicts
+/// are printed all the same.
+///
+/// Exits 0 when healthy, 1 when degraded, an outage or no_data, 2 when the
+/// answer cannot be had (Prometheus unreachable, a malformed response, a bad
+/// rules file): never "healthy" by default.
+///
+/// With --watch, evaluates every --interval and prints each change of a
+/// verdict, until --until is reached (exit 0) or --timeout passes (exit as
+/// the last verdict).
 ///
 /// Example:
 ///   rekey health --prometheus http://127.0.0.1:9090
+///   rekey health --prometheus http://127.0.0.1:9090 --watch --until healthy --timeout 30m
 ///   rekey health --prometheus http://127.0.0.1:9090 --at 2026-11-23T12:00:00Z \
 ///       --window 2h --output json --save-responses saved
 ///   rekey health --from-file saved/*.json --at 2026-11-23T12:00:00Z
@@ -49,8 +59,27 @@ pub struct Args {
     #[arg(long = "from-file", value_name = "FILE", num_args = 1.., conflicts_with_all = ["prometheus", "save_responses"])]
     pub from_file: Vec<PathBuf>,
     /// Also write each response to DIR/<query>.json (for --from-file).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "watch")]
     pub save_responses: Option<PathBuf>,
+    /// Keep evaluating (at the current time) and print each change of verdict.
+    #[arg(long, conflicts_with_all = ["from_file", "at"])]
+    pub watch: bool,
+    /// With --watch: time between evaluations.
+    #[arg(long, value_name = "DURATION", default_value = "1m", requires = "watch", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// With --watch: stop (exit 0) once the overall verdict is this.
+    #[arg(long, value_name = "VERDICT", requires = "watch")]
+    pub until: Option<UntilVerdict>,
+    /// With --watch: stop after this long.
+    #[arg(long = "timeout", value_name = "DURATION", default_value = "30m", requires = "watch", value_parser = humantime::parse_duration)]
+    pub watch_timeout: Duration,
+}
+
+/// The verdict `--watch --until` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UntilVerdict {
+    /// Every rule healthy.
+    Healthy,
 }
 
 /// The options of the health gate, shared with commands that gate on it.
@@ -69,7 +98,7 @@ pub struct GateArgs {
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
     /// Give up on a Prometheus request after this long.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    #[arg(long = "query-timeout", value_name = "DURATION", default_value = "30s")]
     pub timeout: String,
     /// Send `Authorization: Bearer` with the token read from FILE (`-` reads stdin).
     #[arg(long, value_name = "FILE", conflicts_with = "token_env")]
@@ -77,6 +106,65 @@ pub struct GateArgs {
     /// Send `Authorization: Bearer` with the token from the environment variable NAME.
     #[arg(long, value_name = "NAME")]
     pub token_env: Option<String>,
+}
+
+/// The health gate's options as another command (a rotation, a key
+/// retirement) takes them: `#[command(flatten)] gate: GateOptions`, then
+/// [`GateOptions::gate_args`] when the gate is asked for. The flags carry a
+/// `health-` prefix so they do not collide with the command's own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GateOptions {
+    /// The Prometheus the health gate queries.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// The health gate's rules file (default: the built-in rules).
+    #[arg(long, value_name = "FILE")]
+    pub health_rules: Option<PathBuf>,
+    /// How far back the health gate looks.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub health_window: String,
+    /// Evaluate the health gate at this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub health_at: Option<String>,
+    /// Give up on a Prometheus request of the health gate after this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub health_timeout: String,
+    /// The health gate's bearer token, read from FILE (`-` reads stdin).
+    #[arg(long, value_name = "FILE", conflicts_with = "health_token_env")]
+    pub health_token_file: Option<PathBuf>,
+    /// The health gate's bearer token, from the environment variable NAME.
+    #[arg(long, value_name = "NAME")]
+    pub health_token_env: Option<String>,
+}
+
+impl GateOptions {
+    /// Returns the gate's options in the form [`GateArgs::evaluate`] takes.
+    pub fn gate_args(&self) -> GateArgs {
+        GateArgs {
+            prometheus: self.prometheus.clone(),
+            rules: self.health_rules.clone(),
+            window: self.health_window.clone(),
+            at: self.health_at.clone(),
+            timeout: self.health_timeout.clone(),
+            token_file: self.health_token_file.clone(),
+            token_env: self.health_token_env.clone(),
+        }
+    }
+}
+
+/// The largest rules file read (the shipped one is a few KB).
+const MAX_RULES_FILE: usize = 1024 * 1024;
+
+/// Reads at most `limit` bytes of a file; a larger file is an error, never an allocation.
+fn read_bounded(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > limit {
+        anyhow::bail!("larger than the limit of {} MiB", limit >> 20);
+    }
+    Ok(bytes)
 }
 
 /// The longest window accepted: beyond any Prometheus retention in use.
@@ -95,8 +183,10 @@ impl GateArgs {
         let rules = match &self.rules {
             None => Rules::defaults()?,
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("reading rules {}", path.display()))?;
+                let bytes =
+                    read_bounded(path, MAX_RULES_FILE).with_context(|| format!("reading rules {}", path.display()))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| anyhow::anyhow!("reading rules {}: not UTF-8", path.display()))?;
                 Rules::parse(&text, &path.display().to_string())?
             }
         };
@@ -167,7 +257,24 @@ impl HttpSource {
         if base.query().is_some() || base.fragment().is_some() {
             anyhow::bail!("--prometheus: `{url}` has a query or fragment; give the server's base URL");
         }
+        // Never hand the bearer token to another origin: reqwest drops
+        // `Authorization` on a change of host or port, not of scheme, so
+        // a redirect to another scheme, host or port is refused outright.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let same_origin = attempt
+                .previous()
+                .first()
+                .is_some_and(|first| first.origin() == attempt.url().origin());
+            if attempt.previous().len() > 5 {
+                attempt.error("more than 5 redirects")
+            } else if same_origin {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
         let client = reqwest::Client::builder()
+            .redirect(redirects)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
             .user_agent(concat!("rekey/", env!("CARGO_PKG_VERSION")))
@@ -238,11 +345,28 @@ impl Source for HttpSource {
             request = request.header(reqwest::header::AUTHORIZATION, value);
         }
         let (status, body) = self.runtime.block_on(async {
-            let response = request.send().await.map_err(|e| fail("requesting", e))?;
+            let mut response = request.send().await.map_err(|e| fail("requesting", e))?;
             let status = response.status();
-            let body = response.bytes().await.map_err(|e| fail("reading the response of", e))?;
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| fail("reading the response of", e))? {
+                if body.len() + chunk.len() > health::prom::MAX_BODY {
+                    return Err(RequestError {
+                        what: "the answer is larger than the limit of 16 MiB from",
+                        url: shown.clone(),
+                        source: None,
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
             Ok::<_, RequestError>((status, body))
         })?;
+        if status.is_redirection() {
+            return Err(Box::new(RequestError {
+                what: "redirected to another origin (scheme, host or port), which is not followed: the bearer token stays with",
+                url: format!("{shown} (HTTP {status})"),
+                source: None,
+            }));
+        }
         // Prometheus answers errors (bad query, timeout) with a JSON body
         // that names them; pass it on. Anything else is not Prometheus.
         if !status.is_success() {
@@ -260,7 +384,7 @@ impl Source for HttpSource {
                 }));
             }
         }
-        Ok(body.to_vec())
+        Ok(body)
     }
 }
 
@@ -309,7 +433,7 @@ impl Source for FileSource {
             .files
             .get(&query.name)
             .ok_or_else(|| format!("no saved response for query `{}`", query.name))?;
-        std::fs::read(path)
+        read_bounded(path, health::prom::MAX_BODY)
             .with_context(|| format!("reading {}", path.display()))
             .map_err(Into::into)
     }
@@ -333,6 +457,9 @@ impl Source for Recording<'_> {
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     printer.require("health", &[OutputFormat::Text, OutputFormat::Json])?;
     let gate = args.gate.prepare(Utc::now())?;
+    if args.watch {
+        return watch(printer, &args, &gate);
+    }
     let report = if args.from_file.is_empty() {
         if args.gate.prometheus.is_none() {
             anyhow::bail!("no Prometheus given: use --prometheus URL, or --from-file FILE... for saved responses");
@@ -367,6 +494,128 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     Ok(report.exit())
 }
 
+/// One change of a verdict seen by `--watch`.
+#[derive(serde::Serialize)]
+struct Change<'a> {
+    #[serde(serialize_with = "ser_time")]
+    at: DateTime<Utc>,
+    rule: &'a str,
+    status: String,
+    summary: &'a str,
+}
+
+fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// Evaluates until --until is reached or --timeout passes, printing each change.
+fn watch(printer: &Printer, args: &Args, gate: &Gate) -> anyhow::Result<Exit> {
+    if args.gate.prometheus.is_none() {
+        anyhow::bail!("--watch needs --prometheus URL");
+    }
+    if args.interval.is_zero() {
+        anyhow::bail!("--interval must be more than 0");
+    }
+    let http = args.gate.http_source()?;
+    let start = std::time::Instant::now();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut last_verdict: Option<String> = None;
+    loop {
+        let now = Utc::now();
+        let result = health::evaluate(&gate.rules, &http, now, gate.window);
+        let mut changes: Vec<(String, String, String)> = Vec::new();
+        let exit = match &result {
+            Ok(report) => {
+                for rule in &report.rules {
+                    let status = rule.status.to_string();
+                    if seen.get(&rule.name) != Some(&status) {
+                        seen.insert(rule.name.clone(), status.clone());
+                        changes.push((rule.name.clone(), status, rule.summary.clone()));
+                    }
+                }
+                let verdict = report.verdict.to_string();
+                if last_verdict.as_ref() != Some(&verdict) {
+                    last_verdict = Some(verdict.clone());
+                    changes.push(("verdict".to_owned(), verdict, String::new()));
+                }
+                Some(report.exit())
+            }
+            Err(e) => {
+                let text = health_error_text(e);
+                if seen.get("error") != Some(&text) {
+                    seen.insert("error".to_owned(), text.clone());
+                    changes.push(("error".to_owned(), "unanswered".to_owned(), text));
+                }
+                None
+            }
+        };
+        if result.is_ok() {
+            seen.remove("error");
+        }
+        for (rule, status, summary) in &changes {
+            match printer.format() {
+                OutputFormat::Json => printer.line(serde_json::to_string(&Change {
+                    at: now,
+                    rule,
+                    status: status.clone(),
+                    summary,
+                })?),
+                _ => {
+                    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    if summary.is_empty() {
+                        printer.line(format_args!("{at}  {rule}: {}", status.to_uppercase()));
+                    } else {
+                        printer.line(health::printable(&format!(
+                            "{at}  {rule}  {}  {summary}",
+                            status.to_uppercase()
+                        )));
+                    }
+                }
+            }
+        }
+        if let (Some(UntilVerdict::Healthy), Ok(report)) = (args.until, &result)
+            && report.verdict == Status::Healthy
+        {
+            return Ok(Exit::Ok);
+        }
+        let elapsed = start.elapsed();
+        if elapsed
+            .checked_add(args.interval)
+            .is_none_or(|next| next > args.watch_timeout)
+        {
+            if args.until.is_some() {
+                printer.status(format_args!(
+                    "timed out after {}: the verdict is still {}",
+                    humantime::format_duration(args.watch_timeout),
+                    last_verdict.as_deref().unwrap_or("unknown")
+                ));
+            }
+            return match (result, exit) {
+                (Err(e), _) => Err(e.into()),
+                (Ok(_), Some(exit)) => Ok(if args.until.is_some() {
+                    Exit::problem_if(true)
+                } else {
+                    exit
+                }),
+                (Ok(_), None) => Ok(Exit::problem_if(true)),
+            };
+        }
+        std::thread::sleep(args.interval);
+    }
+}
+
+/// Returns the error's message with its causes, for a watch line.
+fn health_error_text(e: &health::HealthError) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 fn save(dir: &Path, bodies: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
     let mut set = WriteSet::new();
     for (name, body) in &bodies {
@@ -379,21 +628,23 @@ fn save(dir: &Path, bodies: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
 fn print_text(printer: &Printer, report: &Report) {
     let width = report.rules.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for rule in &report.rules {
-        printer.line(format_args!(
+        // Label values and summaries come from the server: escaped.
+        printer.line(health::printable(&format!(
             "{:<width$}  {:<8}  {}",
             rule.name,
             rule.status.to_string().to_uppercase(),
             rule.summary
-        ));
+        )));
         if let Some(title) = &rule.incident {
             printer.line(format_args!("{:<width$}  incident: {title}", ""));
         }
         for e in &rule.escalations {
-            printer.line(format_args!("{:<width$}  escalate: {e}", ""));
+            printer.line(health::printable(&format!("{:<width$}  escalate: {e}", "")));
         }
     }
     let what = match report.verdict {
         Status::Healthy => "healthy",
+        Status::NoData => "no_data: a rule's metric has no series, so it cannot tell",
         Status::Degraded => "degraded: a rule found a problem; no incident",
         Status::Outage => "OUTAGE: open an incident",
     };
@@ -434,7 +685,7 @@ mod tests {
             .map(|q| PathBuf::from(format!("d/{}.json", q.name)))
             .collect();
         let source = FileSource::new(&files, &queries).unwrap();
-        assert_eq!(source.files.len(), 9);
+        assert_eq!(source.files.len(), 10);
         let mut twice = files.clone();
         twice.push(PathBuf::from("e/iam-5xx.total.json"));
         let err = FileSource::new(&twice, &queries).err().unwrap().to_string();

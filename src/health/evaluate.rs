@@ -1,7 +1,7 @@
 //! Turns Prometheus answers into verdicts: per rule, then overall.
 
 use super::prom::{self, Labels, Sample, Series};
-use super::rules::{Burst, Classified, Kind, PrimaryFallback, Rule, Rules};
+use super::rules::{Burst, Classified, Kind, PrimaryFallback, Rule, Rules, WhenAbsent};
 use super::{HealthError, Query, QueryKind, Source, show_duration};
 use crate::exit::Exit;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -12,10 +12,12 @@ use std::time::Duration;
 
 /// How bad things are, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Nothing reaches a threshold.
     Healthy,
+    /// The metric has no series in the window and the rule cannot tell.
+    NoData,
     /// Something fails, and something else carries the load or a team must look.
     Degraded,
     /// Both the primary and the fallback fail: open an incident.
@@ -26,6 +28,7 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Status::Healthy => "healthy",
+            Status::NoData => "no_data",
             Status::Degraded => "degraded",
             Status::Outage => "outage",
         })
@@ -84,7 +87,7 @@ pub struct Report {
 }
 
 impl Report {
-    /// Returns the exit code: 0 healthy, 1 degraded or outage.
+    /// Returns the exit code: 0 healthy, 1 no data, degraded or outage.
     pub fn exit(&self) -> Exit {
         Exit::problem_if(self.verdict != Status::Healthy)
     }
@@ -140,6 +143,23 @@ pub struct MethodCounts {
     pub failed: Count,
     /// The most failures within the rule's `within` anywhere in the window.
     pub peak_failed: Count,
+    /// Failures within the rule's `within` ending at the evaluation time.
+    pub recent_failed: Count,
+    /// The first failure in the window (to the timeline's step).
+    #[serde(serialize_with = "ser_opt_time")]
+    pub failures_started: Option<DateTime<Utc>>,
+    /// The last failure in the window (to the timeline's step).
+    #[serde(serialize_with = "ser_opt_time")]
+    pub last_failure: Option<DateTime<Utc>>,
+    /// The last success in the window (to the timeline's step).
+    #[serde(serialize_with = "ser_opt_time")]
+    pub last_success: Option<DateTime<Utc>>,
+    /// `none` (no failures in the window), `ongoing` (failures within the
+    /// last `within`) or `stopped`.
+    pub failures: &'static str,
+    /// Failures within the last `within` and no success after the last one.
+    pub actively_failing: bool,
+    /// Reached the threshold within `within` somewhere in the window.
     pub failing: bool,
 }
 
@@ -177,18 +197,30 @@ pub const MIN_STEP: Duration = Duration::from_secs(15);
 /// Prometheus refuses range queries of more than 11,000 points per series.
 const MAX_POINTS: u64 = 10_000;
 
-/// Returns the queries the gate asks for one rule: `presence` (is the metric
-/// scraped at all), `total` (counts over the window) and `peak` (the alert
-/// expression evaluated at every step of the window).
-pub fn queries(rule: &Rule, at: DateTime<Utc>, window: Duration) -> [Query; 3] {
-    let step_secs = (window.as_secs().div_ceil(MAX_POINTS)).max(MIN_STEP.as_secs());
-    let span = window.saturating_sub(rule.within);
-    let start = i64::try_from(span.as_secs())
+/// Returns the step of the range queries for a window.
+fn step_of(window: Duration) -> Duration {
+    Duration::from_secs(window.as_secs().div_ceil(MAX_POINTS).max(MIN_STEP.as_secs()))
+}
+
+/// Returns the first point of a range query that ends exactly at `at`,
+/// spans at most `span` and steps by `step`.
+fn range_start(at: DateTime<Utc>, span: Duration, step: Duration) -> DateTime<Utc> {
+    let steps = span.as_secs() / step.as_secs().max(1);
+    i64::try_from(steps * step.as_secs())
         .ok()
         .and_then(chrono::TimeDelta::try_seconds)
         .and_then(|d| at.checked_sub_signed(d))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    [
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Returns the queries the gate asks for one rule: `presence` (is the metric
+/// scraped at all), `total` (counts over the window), `peak` (the alert
+/// expression evaluated at every step of the window, the last step at `at`)
+/// and, for a `primary-fallback` rule, `timeline` (the count within each
+/// step, to tell when failures started and stopped).
+pub fn queries(rule: &Rule, at: DateTime<Utc>, window: Duration) -> Vec<Query> {
+    let step = step_of(window);
+    let mut out = vec![
         Query {
             name: format!("{}.presence", rule.name),
             promql: format!("count(count_over_time({}[{}s]))", rule.metric, window.as_secs()),
@@ -203,12 +235,27 @@ pub fn queries(rule: &Rule, at: DateTime<Utc>, window: Duration) -> [Query; 3] {
             name: format!("{}.peak", rule.name),
             promql: rule.count_query(rule.within),
             kind: QueryKind::Range {
-                start,
+                start: range_start(at, window.saturating_sub(rule.within), step),
                 end: at,
-                step: Duration::from_secs(step_secs),
+                step,
             },
         },
-    ]
+    ];
+    if matches!(rule.kind, Kind::PrimaryFallback(_)) {
+        out.push(Query {
+            name: format!("{}.timeline", rule.name),
+            // One millisecond short of the step: Prometheus 2 ranges are
+            // closed at both ends, and a sample on a step's boundary must
+            // land in one step only.
+            promql: rule.count_query_ms(step.as_millis().saturating_sub(1).max(1)),
+            kind: QueryKind::Range {
+                start: range_start(at, window.saturating_sub(step), step),
+                end: at,
+                step,
+            },
+        });
+    }
+    out
 }
 
 /// Returns every query the rules need, in order (for saving responses).
@@ -223,7 +270,9 @@ fn fetch(source: &dyn Source, q: &Query) -> Result<Vec<u8>, HealthError> {
     })
 }
 
-/// Evaluates every rule at `at` over the `window` before it.
+/// Evaluates every rule at `at` over the `window` before it. A rule whose
+/// metric has no series gets the verdict its `when_absent` gives; the other
+/// rules are evaluated all the same. Fails only when an answer cannot be had.
 pub fn evaluate(
     rules: &Rules,
     source: &dyn Source,
@@ -233,28 +282,60 @@ pub fn evaluate(
     if rules.rules.is_empty() {
         return Err(HealthError::NoRules);
     }
+    if let Some(rule) = rules.rules.iter().find(|r| window < r.within) {
+        return Err(HealthError::WindowTooShort {
+            rule: rule.name.clone(),
+            window: show_duration(window),
+            within: show_duration(rule.within),
+        });
+    }
     let mut reports = Vec::with_capacity(rules.rules.len());
     for rule in &rules.rules {
-        if window < rule.within {
-            return Err(HealthError::WindowTooShort {
-                rule: rule.name.clone(),
-                window: show_duration(window),
-                within: show_duration(rule.within),
-            });
-        }
-        let [presence, total, peak] = queries(rule, at, window);
-        let present = prom::parse_vector(&presence.name, &fetch(source, &presence)?)?;
+        let qs = queries(rule, at, window);
+        let present = prom::parse_vector(&qs[0].name, &fetch(source, &qs[0])?)?;
+        let totals = prom::parse_vector(&qs[1].name, &fetch(source, &qs[1])?)?;
+        let peaks = prom::parse_matrix(&qs[2].name, &fetch(source, &qs[2])?)?;
+        let timeline = match qs.get(3) {
+            Some(q) => prom::parse_matrix(&q.name, &fetch(source, q)?)?,
+            None => Vec::new(),
+        };
+        let mut report = evaluate_rule(
+            rule,
+            &Data {
+                at,
+                totals: &totals,
+                peaks: &peaks,
+                timeline: &timeline,
+            },
+        );
         if present.iter().all(|s| s.value <= 0.0) {
-            return Err(HealthError::NoData {
-                rule: rule.name.clone(),
-                metric: rule.metric.clone(),
-                window: show_duration(window),
-                at: rfc3339(&at),
-            });
+            report.escalations.clear();
+            report.incident = None;
+            match rule.when_absent {
+                WhenAbsent::Healthy => {
+                    report.status = Status::Healthy;
+                    report.summary = format!(
+                        "no series of `{}` in the {} window: no failures (when_absent = \"healthy\")",
+                        rule.metric,
+                        show_duration(window)
+                    );
+                }
+                WhenAbsent::NoData => {
+                    report.status = Status::NoData;
+                    report.summary = format!(
+                        "no series of `{}` in the {} window ending at {}: cannot tell whether it is healthy (is Prometheus scraping it?)",
+                        rule.metric,
+                        show_duration(window),
+                        rfc3339(&at)
+                    );
+                    report.escalations.push(format!(
+                        "check that Prometheus scrapes `{}` (its target is up and exports it)",
+                        rule.metric
+                    ));
+                }
+            }
         }
-        let totals = prom::parse_vector(&total.name, &fetch(source, &total)?)?;
-        let peaks = prom::parse_matrix(&peak.name, &fetch(source, &peak)?)?;
-        reports.push(evaluate_rule(rule, &totals, &peaks));
+        reports.push(report);
     }
     let verdict = reports.iter().map(|r| r.status).max().unwrap_or(Status::Healthy);
     Ok(Report {
@@ -265,10 +346,23 @@ pub fn evaluate(
     })
 }
 
+/// What Prometheus answered for one rule.
+pub struct Data<'a> {
+    /// The evaluation time.
+    pub at: DateTime<Utc>,
+    /// The counts over the window, per group.
+    pub totals: &'a [Sample],
+    /// The count within `within` at every step, the last at `at`.
+    pub peaks: &'a [Series],
+    /// The count within each step (primary-fallback rules only).
+    pub timeline: &'a [Series],
+}
+
 /// Evaluates one rule from its `total` vector and `peak` matrix.
-pub fn evaluate_rule(rule: &Rule, totals: &[Sample], peaks: &[Series]) -> RuleReport {
+pub fn evaluate_rule(rule: &Rule, data: &Data<'_>) -> RuleReport {
+    let (totals, peaks) = (data.totals, data.peaks);
     let (status, summary, incident, escalations, details) = match &rule.kind {
-        Kind::PrimaryFallback(pf) => primary_fallback(rule, pf, totals, peaks),
+        Kind::PrimaryFallback(pf) => primary_fallback(rule, pf, data),
         Kind::Classified(c) => classified(rule, c, totals, peaks),
         Kind::Burst(b) => burst(rule, b, totals, peaks),
     };
@@ -307,7 +401,14 @@ fn max_point(series: &Series) -> Option<(f64, f64)> {
         })
 }
 
-fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, totals: &[Sample], peaks: &[Series]) -> Outcome {
+fn point_time(t: f64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis((t * 1000.0).round() as i64)
+}
+
+fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, data: &Data<'_>) -> Outcome {
+    let at_secs = data.at.timestamp_millis() as f64 / 1000.0;
+    let recent_from =
+        data.at - chrono::TimeDelta::seconds(i64::try_from(rule.within.as_secs()).unwrap_or(i64::MAX / 2000));
     let mut methods: BTreeMap<String, MethodCounts> = BTreeMap::new();
     let entry = |methods: &mut BTreeMap<String, MethodCounts>, method: &str| {
         let role = if method == pf.primary {
@@ -320,15 +421,13 @@ fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, totals: &[Sample], peaks:
         methods.entry(method.to_owned()).or_insert_with(|| MethodCounts {
             method: method.to_owned(),
             role,
-            success: Count(0.0),
-            failed: Count(0.0),
-            peak_failed: Count(0.0),
-            failing: false,
+            failures: "none",
+            ..MethodCounts::default()
         });
     };
     entry(&mut methods, &pf.primary);
     entry(&mut methods, &pf.fallback);
-    for s in totals {
+    for s in data.totals {
         let method = label(&s.labels, &pf.method_label);
         entry(&mut methods, method);
         let status = label(&s.labels, &pf.status_label);
@@ -340,70 +439,142 @@ fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, totals: &[Sample], peaks:
             }
         }
     }
-    for series in peaks {
+    // Failures of all methods together within `within`, at each step: the alert.
+    let mut all_failed: BTreeMap<i64, f64> = BTreeMap::new();
+    for series in data.peaks {
         if label(&series.labels, &pf.status_label) != pf.failure {
             continue;
         }
         let method = label(&series.labels, &pf.method_label);
         entry(&mut methods, method);
-        if let (Some(m), Some((_, v))) = (methods.get_mut(method), max_point(series)) {
+        let Some(m) = methods.get_mut(method) else { continue };
+        for (t, v) in &series.points {
+            *all_failed.entry((t * 1000.0).round() as i64).or_default() += v;
+            if (t - at_secs).abs() < 0.001 {
+                m.recent_failed.0 += v;
+            }
+        }
+        if let Some((_, v)) = max_point(series) {
             m.peak_failed.0 = m.peak_failed.0.max(v);
+        }
+    }
+    for series in data.timeline {
+        let status = label(&series.labels, &pf.status_label);
+        let method = label(&series.labels, &pf.method_label);
+        entry(&mut methods, method);
+        let Some(m) = methods.get_mut(method) else { continue };
+        let mut times = series
+            .points
+            .iter()
+            .filter(|(_, v)| *v > 0.0)
+            .filter_map(|(t, _)| point_time(*t));
+        if status == pf.failure {
+            let first = times.next();
+            let last = times.next_back().or(first);
+            m.failures_started = min_time(m.failures_started, first);
+            m.last_failure = m.last_failure.max(last);
+        } else if status == pf.success {
+            m.last_success = m.last_success.max(times.next_back());
         }
     }
     for m in methods.values_mut() {
         m.failing = reaches(m.peak_failed.0, rule.threshold);
+        m.failures = match m.last_failure {
+            None => "none",
+            Some(last) if last > recent_from => "ongoing",
+            Some(_) => "stopped",
+        };
+        m.actively_failing = m.failures == "ongoing" && m.last_success.is_none_or(|ok| Some(ok) <= m.last_failure);
     }
     let primary = methods.get(&pf.primary).cloned().unwrap_or_default();
     let fallback = methods.get(&pf.fallback).cloned().unwrap_or_default();
     let within = show_duration(rule.within);
+    let threshold = Count(rule.threshold);
+    let recent_all = Count(methods.values().map(|m| m.recent_failed.0).sum());
+    let peak_all = Count(all_failed.values().copied().fold(0.0, f64::max));
+    let alerting = reaches(recent_all.0, rule.threshold);
+    let at = data.at;
     let describe = |m: &MethodCounts| {
+        let timeline = match (m.failures_started, m.last_failure) {
+            (Some(first), Some(last)) => format!(
+                ", failures started {}, {} (last {}, {} before --at)",
+                rfc3339(&first),
+                if m.failures == "ongoing" {
+                    "still occurring"
+                } else {
+                    "stopped"
+                },
+                rfc3339(&last),
+                ago(at, last)
+            ),
+            _ => String::new(),
+        };
         format!(
-            "{} ({}) {} ok / {} failed, peak {} failed within {}",
-            m.method, m.role, m.success, m.failed, m.peak_failed, within
+            "{} ({}) {} ok / {} failed{timeline}",
+            m.method, m.role, m.success, m.failed
         )
     };
-    let counts = format!("{}; {}", describe(&primary), describe(&fallback));
-    let threshold = Count(rule.threshold);
-    let (status, summary, incident, escalations) = if primary.failing && (fallback.failing || fallback.success.0 <= 0.0)
+    let counts = format!(
+        "{}; {}; {recent_all} failures within the last {within} (alert at {threshold}), peak {peak_all}",
+        describe(&primary),
+        describe(&fallback)
+    );
+    let primary_works_after =
+        |failure: Option<DateTime<Utc>>| primary.last_success.is_some_and(|ok| Some(ok) > failure);
+    let (status, summary, incident, escalations) = if fallback.actively_failing
+        && !primary_works_after(fallback.last_failure)
     {
-        let why = if fallback.failing {
-            format!(
-                "both {} and {} fail ({threshold}+ failures within {within})",
-                pf.primary, pf.fallback
-            )
-        } else {
-            format!(
-                "{} fails ({threshold}+ failures within {within}) and {} has no successes",
-                pf.primary, pf.fallback
-            )
-        };
         (
             Status::Outage,
-            format!("{why}: open an incident; {counts}"),
+            format!(
+                "fallback {} is actively failing (failed within the last {within}, no success since) and {} does not carry the load: both methods are failing, open an incident; {counts}",
+                pf.fallback, pf.primary
+            ),
             Some(pf.incident_title.clone()),
-            vec![format!("open an incident: \"{}\"", pf.incident_title)],
+            vec![format!(
+                "open an incident \"{}\": {}",
+                pf.incident_title, pf.incident_escalation
+            )],
         )
-    } else if primary.failing {
+    } else if primary.actively_failing
+        && fallback.success.0 <= 0.0
+        && fallback.failed.0 <= 0.0
+        && fallback.last_success.is_none()
+        && fallback.last_failure.is_none()
+    {
+        (
+            Status::Outage,
+            format!(
+                "primary {} is actively failing and fallback {} made no attempt in the window: nothing carries the load, open an incident; {counts}",
+                pf.primary, pf.fallback
+            ),
+            Some(pf.incident_title.clone()),
+            vec![format!(
+                "open an incident \"{}\": {}",
+                pf.incident_title, pf.incident_escalation
+            )],
+        )
+    } else if alerting {
         (
             Status::Degraded,
             format!(
-                "primary {} fails ({threshold}+ failures within {within}), fallback {} carries the load: no incident; {counts}",
-                pf.primary, pf.fallback
+                "{recent_all} failures within the last {within} (alert at {threshold}), fallback {} carries the load: no incident; {counts}",
+                pf.fallback
             ),
             None,
             vec![rule.escalation.clone()],
         )
-    } else if fallback.failing {
+    } else if fallback.actively_failing {
         (
             Status::Degraded,
             format!(
-                "fallback {} fails ({threshold}+ failures within {within}) while primary {} works: no incident, but no fallback either; {counts}",
+                "fallback {} is actively failing while primary {} works: no incident, but no fallback either; {counts}",
                 pf.fallback, pf.primary
             ),
             None,
             vec![format!(
-                "fix the fallback method {} before the primary fails",
-                pf.fallback
+                "fix the fallback method {} before the primary fails: {}",
+                pf.fallback, rule.escalation
             )],
         )
     } else {
@@ -413,6 +584,19 @@ fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, totals: &[Sample], peaks:
         methods: methods.into_values().collect(),
     };
     (status, summary, incident, escalations, details)
+}
+
+fn min_time(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// How long before `at` a time was, as humantime shows it (`51m`).
+fn ago(at: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    let secs = (at - t).num_seconds().max(0);
+    show_duration(Duration::from_secs(secs.unsigned_abs()))
 }
 
 const UNCLASSIFIED: &str = "unclassified";
@@ -594,35 +778,124 @@ mod tests {
         Rules::defaults().unwrap().rules[i].clone()
     }
 
-    fn auth(jwt_failed_peak: f64, token_failed_peak: f64, token_ok: f64) -> RuleReport {
-        let totals = vec![
-            sample(&[("method", "jwt"), ("status", "failed")], jwt_failed_peak),
-            sample(&[("method", "token"), ("status", "failed")], token_failed_peak),
-            sample(&[("method", "token"), ("status", "success")], token_ok),
+    const AT: f64 = 1000.0 + 15.0 * 60.0;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(AT as i64, 0).unwrap()
+    }
+
+    fn data<'a>(totals: &'a [Sample], peaks: &'a [Series], timeline: &'a [Series]) -> Data<'a> {
+        Data {
+            at: at(),
+            totals,
+            peaks,
+            timeline,
+        }
+    }
+
+    /// A series with one point at each `(seconds before AT, value)`.
+    fn points(pairs: &[(&str, &str)], at_values: &[(f64, f64)]) -> Series {
+        Series {
+            labels: labels(pairs),
+            points: at_values.iter().map(|(ago, v)| (AT - ago, *v)).collect(),
+        }
+    }
+
+    const JWT_FAILED: [(&str, &str); 2] = [("method", "jwt"), ("status", "failed")];
+    const JWT_OK: [(&str, &str); 2] = [("method", "jwt"), ("status", "success")];
+    const TOKEN_FAILED: [(&str, &str); 2] = [("method", "token"), ("status", "failed")];
+    const TOKEN_OK: [(&str, &str); 2] = [("method", "token"), ("status", "success")];
+
+    #[test]
+    fn the_alert_counts_failures_of_all_methods_in_the_last_15_minutes() {
+        // 6 jwt + 4 token failures in the last 15 minutes: 10 across methods.
+        let peaks = vec![points(&JWT_FAILED, &[(0.0, 6.0)]), points(&TOKEN_FAILED, &[(0.0, 4.0)])];
+        let timeline = vec![
+            points(&JWT_FAILED, &[(300.0, 6.0)]),
+            points(&TOKEN_FAILED, &[(400.0, 4.0)]),
+            points(&TOKEN_OK, &[(200.0, 1.0)]),
         ];
-        let peaks = vec![
-            series(&[("method", "jwt"), ("status", "failed")], &[0.0, jwt_failed_peak]),
-            series(&[("method", "token"), ("status", "failed")], &[token_failed_peak, 0.0]),
-        ];
-        evaluate_rule(&rule(0), &totals, &peaks)
+        let r = evaluate_rule(&rule(0), &data(&[], &peaks, &timeline));
+        assert_eq!(r.status, Status::Degraded, "{}", r.summary);
+        assert!(
+            r.summary.starts_with("10 failures within the last 15m (alert at 10)"),
+            "{}",
+            r.summary
+        );
+        // 9 is below the alert.
+        let peaks = vec![points(&JWT_FAILED, &[(0.0, 9.0)])];
+        let timeline = vec![points(&JWT_FAILED, &[(300.0, 9.0)]), points(&TOKEN_OK, &[(200.0, 1.0)])];
+        assert_eq!(
+            evaluate_rule(&rule(0), &data(&[], &peaks, &timeline)).status,
+            Status::Healthy
+        );
     }
 
     #[test]
-    fn auth_verdicts() {
-        assert_eq!(auth(9.0, 0.0, 5.0).status, Status::Healthy);
-        let degraded = auth(10.0, 0.0, 5.0);
-        assert_eq!(degraded.status, Status::Degraded);
-        assert!(degraded.incident.is_none());
-        let outage = auth(10.0, 12.0, 5.0);
-        assert_eq!(outage.status, Status::Outage);
+    fn token_actively_failing_is_an_outage_however_few_its_failures() {
+        let peaks = vec![points(&JWT_FAILED, &[(0.0, 3.0)]), points(&TOKEN_FAILED, &[(0.0, 2.0)])];
+        let timeline = vec![
+            points(&JWT_FAILED, &[(120.0, 1.0), (60.0, 1.0), (0.0, 1.0)]),
+            points(&TOKEN_OK, &[(600.0, 1.0)]),
+            points(&TOKEN_FAILED, &[(60.0, 1.0), (0.0, 1.0)]),
+        ];
+        let r = evaluate_rule(&rule(0), &data(&[], &peaks, &timeline));
+        assert_eq!(r.status, Status::Outage, "{}", r.summary);
         assert_eq!(
-            outage.incident.as_deref(),
+            r.incident.as_deref(),
             Some("The creation and deletion of OpenShift clusters is currently impacted")
         );
-        // The primary fails and the fallback never succeeds: nothing works.
-        assert_eq!(auth(10.0, 0.0, 0.0).status, Status::Outage);
-        // Only the fallback fails: the primary carries the load.
-        assert_eq!(auth(0.0, 10.0, 5.0).status, Status::Degraded);
+        assert!(
+            r.escalations[0].contains("deploy squad's PagerDuty escalation policy"),
+            "{:?}",
+            r.escalations
+        );
+        let Details::PrimaryFallback { methods } = &r.details else {
+            panic!()
+        };
+        let token = methods.iter().find(|m| m.method == "token").unwrap();
+        assert!(token.actively_failing);
+        assert_eq!(token.failures, "ongoing");
+        assert_eq!(token.failures_started, DateTime::from_timestamp(AT as i64 - 60, 0));
+    }
+
+    #[test]
+    fn a_token_success_after_its_failures_means_not_actively_failing() {
+        let timeline = vec![
+            points(&JWT_FAILED, &[(120.0, 1.0)]),
+            points(&TOKEN_FAILED, &[(120.0, 1.0)]),
+            points(&TOKEN_OK, &[(60.0, 1.0)]),
+        ];
+        let r = evaluate_rule(&rule(0), &data(&[], &[], &timeline));
+        assert_eq!(r.status, Status::Healthy, "{}", r.summary);
+        let Details::PrimaryFallback { methods } = &r.details else {
+            panic!()
+        };
+        let token = methods.iter().find(|m| m.method == "token").unwrap();
+        assert!(!token.actively_failing, "{token:?}");
+        assert_eq!(token.failures, "ongoing", "failed within 15m, but a success came after");
+    }
+
+    #[test]
+    fn failures_that_stopped_are_reported_as_stopped_and_healthy() {
+        let peaks = vec![points(&JWT_FAILED, &[(3000.0, 10.0), (0.0, 0.0)])];
+        let timeline = vec![
+            points(&JWT_FAILED, &[(3600.0, 1.0), (3000.0, 1.0)]),
+            points(&TOKEN_FAILED, &[(3000.0, 1.0)]),
+            points(&JWT_OK, &[(60.0, 1.0)]),
+        ];
+        let r = evaluate_rule(&rule(0), &data(&[], &peaks, &timeline));
+        assert_eq!(r.status, Status::Healthy, "{}", r.summary);
+        assert!(r.summary.contains("stopped (last "), "{}", r.summary);
+        assert!(r.summary.contains("50m before --at"), "{}", r.summary);
+    }
+
+    #[test]
+    fn only_the_fallback_failing_is_degraded_without_an_incident() {
+        let timeline = vec![points(&TOKEN_FAILED, &[(60.0, 1.0)]), points(&JWT_OK, &[(0.0, 1.0)])];
+        let r = evaluate_rule(&rule(0), &data(&[], &[], &timeline));
+        assert_eq!(r.status, Status::Degraded, "{}", r.summary);
+        assert!(r.incident.is_none());
     }
 
     #[test]
@@ -635,7 +908,7 @@ mod tests {
             series(&[("method", "iam.NewUserAPIKey")], &[1.0, 2.0]),
             series(&[("method", "iam.IsUserAPIKeyNotFound")], &[0.0, 1.0]),
         ];
-        let r = evaluate_rule(&rule(1), &totals, &peaks);
+        let r = evaluate_rule(&rule(1), &data(&totals, &peaks, &[]));
         assert_eq!(r.status, Status::Degraded);
         let Details::Classified { classes } = &r.details else {
             panic!("wrong details")
@@ -650,9 +923,25 @@ mod tests {
     }
 
     #[test]
+    fn iam_class_patterns_ignore_case() {
+        let peaks = vec![series(&[("method", "iam.newuserapikey")], &[2.0])];
+        let r = evaluate_rule(&rule(1), &data(&[], &peaks, &[]));
+        let Details::Classified { classes } = &r.details else {
+            panic!("wrong details")
+        };
+        assert!(classes[0].failing, "{classes:?}");
+        assert_eq!(classes.len(), 2, "nothing unclassified: {classes:?}");
+        assert!(
+            r.escalations[0].contains("Duty Manager - Germany - Policy"),
+            "{:?}",
+            r.escalations
+        );
+    }
+
+    #[test]
     fn unknown_iam_methods_are_unclassified() {
         let peaks = vec![series(&[("method", "iam.Something")], &[2.0])];
-        let r = evaluate_rule(&rule(1), &[], &peaks);
+        let r = evaluate_rule(&rule(1), &data(&[], &peaks, &[]));
         let Details::Classified { classes } = &r.details else {
             panic!("wrong details")
         };
@@ -671,7 +960,7 @@ mod tests {
             series(&b, &[3.27, 1.0]),
             series(&idle, &[0.0]),
         ];
-        let r = evaluate_rule(&rule(2), &totals, &peaks);
+        let r = evaluate_rule(&rule(2), &data(&totals, &peaks, &[]));
         assert_eq!(r.status, Status::Degraded);
         let Details::Burst { groups } = &r.details else {
             panic!("wrong details")
@@ -695,7 +984,8 @@ mod tests {
     #[test]
     fn peak_queries_stay_inside_the_window() {
         let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let [presence, total, peak] = queries(&rule(2), at, Duration::from_secs(3600));
+        let qs = queries(&rule(2), at, Duration::from_secs(3600));
+        let [presence, total, peak] = [&qs[0], &qs[1], &qs[2]];
         assert_eq!(presence.name, "auth-key-refresh.presence");
         assert_eq!(total.kind, QueryKind::Instant { time: at });
         assert_eq!(
@@ -706,10 +996,19 @@ mod tests {
                 step: Duration::from_secs(15)
             }
         );
-        let [_, _, long] = queries(&rule(2), at, Duration::from_secs(30 * 86400));
-        let QueryKind::Range { step, .. } = long.kind else {
+        let long = queries(&rule(2), at, Duration::from_secs(30 * 86400));
+        let QueryKind::Range { step, end, start } = long[2].kind else {
             panic!("not a range")
         };
         assert_eq!(step, Duration::from_secs(260), "at most 10,000 points");
+        assert_eq!(end, at);
+        assert_eq!((end - start).num_seconds() % 260, 0, "the last step is at --at");
+        let auth = queries(&rule(0), at, Duration::from_secs(3600));
+        assert_eq!(auth.len(), 4);
+        assert_eq!(auth[3].name, "redhat-auth.timeline");
+        assert_eq!(
+            auth[3].promql,
+            "sum by (method, status) (count_over_time(armada_kubx_deployer_redhat_auth{}[14999ms]))"
+        );
     }
 }

@@ -23,6 +23,7 @@ pub mod prom;
 pub mod rules;
 
 pub use evaluate::{Count, Report, RuleReport, Status, evaluate};
+pub use prom::printable;
 pub use rules::{Rule, Rules, RulesError};
 
 use chrono::{DateTime, Utc};
@@ -69,15 +70,6 @@ pub enum HealthError {
     },
     #[error(transparent)]
     Response(#[from] prom::ResponseError),
-    #[error(
-        "rule `{rule}`: no series of `{metric}` in the {window} window ending at {at}: cannot tell whether it is healthy (is Prometheus scraping it?)"
-    )]
-    NoData {
-        rule: String,
-        metric: String,
-        window: String,
-        at: String,
-    },
     #[error("no rules to evaluate: an empty gate would always say healthy")]
     NoRules,
     #[error("--window {window} is shorter than rule `{rule}`'s `within` ({within})")]

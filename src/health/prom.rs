@@ -40,6 +40,24 @@ pub enum ResponseError {
     },
 }
 
+/// The most a Prometheus answer may hold: far above any answer the rules'
+/// queries produce (a few series per rule), far below what hurts.
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Returns `text` with control characters escaped (`\u{1b}`), so that text
+/// from a server cannot drive the terminal it is printed on.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[derive(Deserialize)]
 struct RawResponse {
     status: String,
@@ -75,8 +93,8 @@ struct RawSeries {
 fn field_err(query: &str, field: impl Into<String>, problem: impl Into<String>) -> ResponseError {
     ResponseError::Field {
         query: query.to_owned(),
-        field: field.into(),
-        problem: problem.into(),
+        field: printable(&field.into()),
+        problem: printable(&problem.into()),
     }
 }
 
@@ -96,15 +114,19 @@ fn result_of(query: &str, body: &[u8], want: &str) -> Result<serde_json::Value, 
         "error" => {
             return Err(ResponseError::Api {
                 query: query.to_owned(),
-                error_type: raw.error_type.unwrap_or_else(|| "unknown".to_owned()),
-                error: raw.error.unwrap_or_else(|| "(no message)".to_owned()),
+                error_type: printable(&raw.error_type.unwrap_or_else(|| "unknown".to_owned())),
+                error: printable(
+                    &raw.error
+                        .unwrap_or_else(|| "(no message)".to_owned())
+                        .replace('\n', " "),
+                ),
             });
         }
         other => {
             return Err(field_err(
                 query,
                 "status",
-                format!("`{other}` is neither `success` nor `error`"),
+                format!("`{}` is neither `success` nor `error`", printable(other)),
             ));
         }
     }
@@ -256,6 +278,14 @@ mod tests {
             e.starts_with("query `q.total`: field `data.result`: invalid type"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn server_text_in_errors_has_control_characters_escaped() {
+        let e = verr("{\"status\":\"error\",\"errorType\":\"x\\u001b[31m\",\"error\":\"bad\\u001b]0;pwned\\u0007\"}");
+        assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+        assert!(e.contains("\\u{1b}[31m"), "{e}");
+        assert_eq!(printable("a\tb\u{9b}c"), "a\\tb\\u{9b}c");
     }
 
     #[test]

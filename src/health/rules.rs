@@ -31,7 +31,19 @@ pub struct Rule {
     pub within: Duration,
     /// What to do about a failing group (for `classified`: a method in no class).
     pub escalation: String,
+    /// What a metric with no series in the window means.
+    pub when_absent: WhenAbsent,
     pub kind: Kind,
+}
+
+/// What a rule concludes when its metric has no series at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenAbsent {
+    /// No series means nothing failed (a failure counter created on the first failure).
+    Healthy,
+    /// No series means the rule cannot tell: its verdict is `no_data`.
+    NoData,
 }
 
 /// What a rule concludes from its counts.
@@ -56,6 +68,8 @@ pub struct PrimaryFallback {
     pub success: String,
     pub failure: String,
     pub incident_title: String,
+    /// Whom to page when an incident is opened.
+    pub incident_escalation: String,
 }
 
 /// The fields of a `classified` rule.
@@ -183,6 +197,7 @@ struct RawRule {
     threshold: Option<f64>,
     within: Option<String>,
     escalation: Option<String>,
+    when_absent: Option<WhenAbsent>,
     // primary-fallback
     method_label: Option<String>,
     status_label: Option<String>,
@@ -191,6 +206,7 @@ struct RawRule {
     success: Option<String>,
     failure: Option<String>,
     incident_title: Option<String>,
+    incident_escalation: Option<String>,
     // classified
     label: Option<String>,
     class: Option<Vec<RawClass>>,
@@ -209,6 +225,7 @@ const KIND_FIELDS: &[(&str, &[&str])] = &[
             "success",
             "failure",
             "incident_title",
+            "incident_escalation",
         ],
     ),
     ("classified", &["label", "class"]),
@@ -311,7 +328,7 @@ impl Rules {
 
 fn set_fields(raw: &RawRule) -> Vec<&'static str> {
     let mut set = Vec::new();
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 11] = [
         ("method_label", raw.method_label.is_some()),
         ("status_label", raw.status_label.is_some()),
         ("primary", raw.primary.is_some()),
@@ -319,6 +336,7 @@ fn set_fields(raw: &RawRule) -> Vec<&'static str> {
         ("success", raw.success.is_some()),
         ("failure", raw.failure.is_some()),
         ("incident_title", raw.incident_title.is_some()),
+        ("incident_escalation", raw.incident_escalation.is_some()),
         ("label", raw.label.is_some()),
         ("class", raw.class.is_some()),
         ("group_by", raw.group_by.is_some()),
@@ -400,6 +418,7 @@ fn parse_rule(source_name: &str, index: usize, raw: RawRule) -> Result<Rule, Rul
     let within_text = ctx.required("within", raw.within)?;
     let within = parse_duration(&within_text).map_err(|p| ctx.err("within", p))?;
     let escalation = ctx.text("escalation", raw.escalation)?;
+    let when_absent = raw.when_absent.unwrap_or(WhenAbsent::NoData);
 
     let kind = match kind_name.as_str() {
         "primary-fallback" => {
@@ -411,6 +430,7 @@ fn parse_rule(source_name: &str, index: usize, raw: RawRule) -> Result<Rule, Rul
                 success: ctx.text("success", raw.success)?,
                 failure: ctx.text("failure", raw.failure)?,
                 incident_title: ctx.text("incident_title", raw.incident_title)?,
+                incident_escalation: ctx.text("incident_escalation", raw.incident_escalation)?,
             };
             if pf.method_label == pf.status_label {
                 return Err(ctx.err("status_label", "must differ from `method_label`"));
@@ -482,6 +502,7 @@ fn parse_rule(source_name: &str, index: usize, raw: RawRule) -> Result<Rule, Rul
         threshold,
         within,
         escalation,
+        when_absent,
         kind,
     })
 }
@@ -542,6 +563,16 @@ impl Rule {
             PromDuration(range)
         )
     }
+
+    /// Returns [`Rule::count_query`] over a range in milliseconds (`14999ms`).
+    pub fn count_query_ms(&self, range_ms: u128) -> String {
+        format!(
+            "sum by ({}) ({}({}[{range_ms}ms]))",
+            self.group_labels().join(", "),
+            self.function.as_str(),
+            self.selector(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -581,7 +612,7 @@ escalation = "call someone"
         );
         assert_eq!(
             rules.rules[1].count_query(Duration::from_secs(600)),
-            r#"sum by (method) (increase(api_response_codes{method=~"(?i).*iam.*", rc=~"5.."}[600s]))"#
+            r#"sum by (method) (delta(api_response_codes{method=~"(?i).*iam.*", rc=~"5.."}[600s]))"#
         );
         assert_eq!(
             rules.rules[2].count_query(Duration::from_secs(180)),
@@ -656,7 +687,7 @@ escalation = "call someone"
             err(&bad_op),
             "r.toml: rule 1 (`b`): field `matchers[0].op`: `==` is not a matcher operator; use one of: =, !=, =~, !~"
         );
-        let classified = DEFAULT_RULES.replace("IsAuthorized|", "IsAuthorized|(");
+        let classified = DEFAULT_RULES.replace("IsAuthorized.*|", "IsAuthorized.*|(");
         assert!(
             err(&classified).contains("rule 2 (`iam-5xx`): field `class[1].pattern`: not a regular expression"),
             "{}",

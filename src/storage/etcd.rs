@@ -6,10 +6,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
-/// A parsed `etcd://HOST:PORT/PREFIX` address.
+/// A parsed `etcd://HOST:PORT/PREFIX` (plain HTTP) or
+/// `etcd+https://HOST:PORT/PREFIX` (TLS) address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdUrl {
-    /// `http://HOST:PORT`.
+    /// `http://HOST:PORT` or `https://HOST:PORT`.
     pub endpoint: String,
     /// The key prefix: `/PREFIX/` (leading and trailing `/` added).
     pub prefix: Vec<u8>,
@@ -18,20 +19,41 @@ pub struct EtcdUrl {
 /// Why an etcd address or answer is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EtcdError {
-    #[error("`{0}` is not an etcd://HOST:PORT/PREFIX address")]
+    #[error("`{0}` is not an etcd://HOST:PORT/PREFIX or etcd+https://HOST:PORT/PREFIX address")]
     Url(String),
     #[error("the etcd answer is not a range response: {0}")]
     Response(String),
+    #[error("the etcd answer is not an authenticate response (no token)")]
+    NoToken,
     #[error("etcd key {0}: not valid base64")]
     Base64(String),
     #[error("no keys under prefix {0}")]
     Empty(String),
 }
 
-/// Parses `etcd://HOST:PORT/PREFIX`.
+/// The most keys asked for per page.
+pub const PAGE_SIZE: u32 = 1000;
+/// The most pages read: a million records, far beyond any account's
+/// resource groups; an endpoint answering `more: true` forever stops here.
+pub const MAX_PAGES: usize = 1000;
+/// The largest answer body read from etcd (a page of 1000 records).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Returns true for a source of truth that names etcd.
+pub fn is_etcd(source: &str) -> bool {
+    source.starts_with("etcd://") || source.starts_with("etcd+https://") || source.starts_with("etcd+http://")
+}
+
+/// Parses `etcd://HOST:PORT/PREFIX` or `etcd+https://HOST:PORT/PREFIX`.
 pub fn parse_url(text: &str) -> Result<EtcdUrl, EtcdError> {
     let bad = || EtcdError::Url(text.to_owned());
-    let rest = text.strip_prefix("etcd://").ok_or_else(bad)?;
+    let (scheme, rest) = if let Some(rest) = text.strip_prefix("etcd+https://") {
+        ("https", rest)
+    } else if let Some(rest) = text.strip_prefix("etcd+http://") {
+        ("http", rest)
+    } else {
+        ("http", text.strip_prefix("etcd://").ok_or_else(bad)?)
+    };
     let (hostport, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
     let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || port.parse::<u16>().is_err() || host.contains(['@', '?', '#']) {
@@ -43,7 +65,7 @@ pub fn parse_url(text: &str) -> Result<EtcdUrl, EtcdError> {
         prefix.push('/');
     }
     Ok(EtcdUrl {
-        endpoint: format!("http://{host}:{port}"),
+        endpoint: format!("{scheme}://{host}:{port}"),
         prefix: prefix.into_bytes(),
     })
 }
@@ -107,6 +129,25 @@ pub fn parse_response(body: &[u8]) -> Result<Page, EtcdError> {
     Ok(Page { kvs, more: r.more })
 }
 
+#[derive(Deserialize)]
+struct AuthResponse {
+    token: Option<String>,
+}
+
+/// Returns the body of `POST /v3/auth/authenticate`.
+pub fn authenticate_request(name: &str, password: &str) -> serde_json::Value {
+    serde_json::json!({ "name": name, "password": password })
+}
+
+/// Returns the token of an authenticate answer.
+pub fn parse_token(body: &[u8]) -> Result<zeroize::Zeroizing<String>, EtcdError> {
+    let r: AuthResponse = serde_json::from_slice(body).map_err(|_| EtcdError::NoToken)?;
+    match r.token {
+        Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) => Ok(zeroize::Zeroizing::new(t)),
+        _ => Err(EtcdError::NoToken),
+    }
+}
+
 /// Returns the key to continue a range after `last`.
 pub fn next_start(last: &[u8]) -> Vec<u8> {
     let mut k = last.to_vec();
@@ -127,6 +168,10 @@ mod tests {
         assert!(parse_url("http://x:1/p").is_err());
         assert!(parse_url("etcd://x/p").is_err());
         assert!(parse_url("etcd://u@x:1/p").is_err());
+        let tls = parse_url("etcd+https://etcd.example:2379/truth").unwrap();
+        assert_eq!(tls.endpoint, "https://etcd.example:2379");
+        assert_eq!(tls.prefix, b"/truth/");
+        assert!(is_etcd("etcd+https://x:1/p") && is_etcd("etcd://x:1/p") && !is_etcd("truth.json"));
     }
 
     #[test]
@@ -143,5 +188,13 @@ mod tests {
         assert_eq!(p.kvs, vec![(b"/a".to_vec(), b"{}".to_vec())]);
         assert!(!p.more);
         assert!(parse_response(b"5").is_err());
+    }
+
+    #[test]
+    fn tokens_are_read_from_authenticate_answers() {
+        assert_eq!(&*parse_token(br#"{"header":{},"token":"abc.123"}"#).unwrap(), "abc.123");
+        assert!(parse_token(br#"{"header":{}}"#).is_err());
+        assert!(parse_token(br#"{"token":"a\nb"}"#).is_err());
+        assert!(parse_token(b"<html>").is_err());
     }
 }

@@ -3,6 +3,7 @@
 //! as a stream, one Secret at a time, so a fleet-sized List never sits in
 //! memory; YAML is read whole.
 
+use crate::untrusted;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::collections::BTreeMap;
@@ -65,6 +66,8 @@ pub struct StorageSecret {
     pub resource_group: Option<String>,
     /// Region from a label or annotation (`region`, e.g. `topology.kubernetes.io/region`).
     pub region: Option<String>,
+    /// Provider from a label or annotation (`provider`, `provider-type`, `providerType`).
+    pub provider: Option<String>,
     /// `data["slclient.toml"]`: base64 of the file.
     pub data: Zeroizing<String>,
 }
@@ -105,6 +108,24 @@ pub enum SecretError {
     NoData,
     #[error("the List has no items")]
     EmptyList,
+    #[error("YAML nested deeper than {MAX_YAML_DEPTH} levels (line {0}): refused before parsing")]
+    TooDeep(usize),
+    #[error("YAML input larger than the limit of {} MiB (use JSON, which is streamed, for larger fleets)", MAX_YAML >> 20)]
+    TooLarge,
+}
+
+/// The largest YAML input read (YAML is parsed whole; JSON is streamed).
+pub const MAX_YAML: usize = 128 * 1024 * 1024;
+/// The deepest YAML nesting accepted: a Secret or a List of them is 5 deep.
+pub const MAX_YAML_DEPTH: usize = untrusted::MAX_DEPTH;
+
+/// Checks that YAML nests at most [`MAX_YAML_DEPTH`] levels (see
+/// [`untrusted::check_depth`]): YAML parsers take quadratic time or worse
+/// on deep nesting, so it is refused before parsing.
+pub fn check_yaml_depth(bytes: &[u8]) -> Result<(), SecretError> {
+    untrusted::check_depth(bytes, MAX_YAML_DEPTH).map_err(|e| match e {
+        untrusted::YamlBoundError::TooDeep { line, .. } => SecretError::TooDeep(line),
+    })
 }
 
 impl RawSecret {
@@ -150,6 +171,9 @@ impl RawSecret {
                 ])
                 .map(str::to_owned),
             region: m.lookup(&["region"]).map(str::to_owned),
+            provider: m
+                .lookup(&["provider", "provider-type", "provider_type", "providerType"])
+                .map(str::to_owned),
             data: Zeroizing::new(data),
         })
     }
@@ -221,6 +245,10 @@ pub fn read_yaml<E>(bytes: &[u8], sink: &mut dyn FnMut(Item, RawSecret) -> Resul
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ReadError::Input(SecretError::Empty));
     }
+    if bytes.len() > MAX_YAML {
+        return Err(ReadError::Input(SecretError::TooLarge));
+    }
+    check_yaml_depth(bytes).map_err(ReadError::Input)?;
     #[derive(Deserialize)]
     struct Doc {
         kind: Option<String>,

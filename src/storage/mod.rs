@@ -10,7 +10,10 @@ pub mod envelope;
 pub mod etcd;
 pub mod joblog;
 pub mod kube;
+#[cfg(test)]
+mod proptests;
 pub mod redact;
+pub mod sdnlb;
 pub mod slclient;
 pub mod split;
 pub mod truth;

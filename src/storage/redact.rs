@@ -4,7 +4,7 @@
 
 use crate::fingerprint::Fingerprint;
 use crate::secret::ApiKey;
-use crate::storage::slclient::{self, KeyField, SlClient};
+use crate::storage::slclient::{KeyField, SlClient};
 use similar::TextDiff;
 
 /// Returns true for field names that hold secrets (`*key*`, `*secret*`, `*token*`, `*password*`).
@@ -25,48 +25,103 @@ fn shown(bytes: &[u8], reveal: bool) -> String {
     }
 }
 
-/// Renders `client`'s file with secrets redacted. The key field shows
-/// `key_value` (the decrypted key, or the expected one) when given.
-/// `reveal` shows values instead of fingerprints.
-pub fn render(client: &SlClient, field: Option<KeyField>, key_value: Option<&[u8]>, reveal: bool) -> String {
-    let mut out = String::with_capacity(client.text.len());
-    let mut section = String::new();
-    let table = client.table().unwrap_or_default();
-    for line in client.text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') {
-            if let Some(end) = trimmed.find(']') {
-                section = trimmed[1..end].trim().trim_matches('[').trim().to_owned();
-            }
-            out.push_str(line);
-            out.push('\n');
-            continue;
-        }
-        let Some(eq) = line.find('=') else {
-            out.push_str(line);
-            out.push('\n');
-            continue;
-        };
-        let name = line[..eq].trim().trim_matches('"');
-        if !is_secret_name(name) || trimmed.starts_with('#') {
-            out.push_str(line);
-            out.push('\n');
-            continue;
-        }
-        let is_key_field = field.is_some_and(|f| f.name() == format!("{section}.{name}"));
-        let value = slclient::value(&table, &section, name);
-        let replacement = match (is_key_field, key_value, value) {
-            (true, Some(v), _) => format!("{}  # decrypted", shown(v, reveal)),
-            (_, _, Some("")) => "\"\"".to_owned(),
-            (_, _, Some(v)) => shown(v.as_bytes(), reveal),
-            (_, _, None) => "\"<redacted>\"".to_owned(),
-        };
-        out.push_str(&line[..=eq]);
-        out.push(' ');
-        out.push_str(&replacement);
-        out.push('\n');
+/// Returns true when a key path names a secret: any of its parts does.
+fn path_is_secret(path: &[&str]) -> bool {
+    path.iter().any(|p| is_secret_name(p))
+}
+
+/// Writes a key bare when TOML allows it, else quoted.
+fn key_text(key: &str) -> String {
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        key.to_owned()
+    } else {
+        quote(key)
     }
-    out
+}
+
+/// Renders one value, redacting every string whose key path names a secret
+/// (inside inline tables and arrays too).
+fn value_text(path: &mut Vec<String>, value: &toml::Value, reveal: bool) -> String {
+    match value {
+        toml::Value::String(v) => {
+            let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+            if !path_is_secret(&parts) {
+                quote(v)
+            } else if v.is_empty() {
+                "\"\"".to_owned()
+            } else {
+                shown(v.as_bytes(), reveal)
+            }
+        }
+        toml::Value::Array(items) => {
+            let shown: Vec<String> = items.iter().map(|v| value_text(path, v, reveal)).collect();
+            format!("[{}]", shown.join(", "))
+        }
+        toml::Value::Table(t) => {
+            let shown: Vec<String> = t
+                .iter()
+                .map(|(k, v)| {
+                    path.push(k.clone());
+                    let text = format!("{} = {}", key_text(k), value_text(path, v, reveal));
+                    path.pop();
+                    text
+                })
+                .collect();
+            if shown.is_empty() {
+                "{}".to_owned()
+            } else {
+                format!("{{ {} }}", shown.join(", "))
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Renders the entries of `table` under `path` (a section), then its subtables.
+fn render_table(
+    out: &mut String,
+    path: &mut Vec<String>,
+    table: &toml::Table,
+    key: Option<(KeyField, &[u8])>,
+    reveal: bool,
+) {
+    let indent = if path.is_empty() { "" } else { "  " };
+    for (k, v) in table {
+        if matches!(v, toml::Value::Table(_)) {
+            continue;
+        }
+        path.push(k.clone());
+        let is_key_field = key.is_some_and(|(f, _)| path.len() == 2 && f.name() == format!("{}.{}", path[0], path[1]));
+        let text = match (is_key_field, key) {
+            (true, Some((_, plain))) => format!("{}  # decrypted", shown(plain, reveal)),
+            _ => value_text(path, v, reveal),
+        };
+        out.push_str(&format!("{indent}{} = {text}\n", key_text(k)));
+        path.pop();
+    }
+    for (k, v) in table {
+        let toml::Value::Table(sub) = v else { continue };
+        path.push(k.clone());
+        let header: Vec<String> = path.iter().map(|p| key_text(p)).collect();
+        out.push_str(&format!("\n[{}]\n", header.join(".")));
+        render_table(out, path, sub, key, reveal);
+        path.pop();
+    }
+}
+
+/// Renders `client`'s file from its parsed TOML with secrets redacted:
+/// every string whose key path contains key, secret, token or password
+/// (in inline tables, arrays and multi-line strings too) shows as its
+/// fingerprint. The key field shows `key_value` (the decrypted key, or the
+/// expected one) when given. `reveal` shows values instead of fingerprints.
+pub fn render(client: &SlClient, field: Option<KeyField>, key_value: Option<&[u8]>, reveal: bool) -> String {
+    let Some(table) = client.table() else {
+        return "# slclient.toml does not parse as TOML: not shown\n".to_owned();
+    };
+    let mut out = String::with_capacity(client.text.len());
+    let key = field.zip(key_value);
+    render_table(&mut out, &mut Vec::new(), &table, key, reveal);
+    out.trim_start_matches('\n').to_owned()
 }
 
 /// Returns a unified diff between the cluster's file (key decrypted to
@@ -136,5 +191,37 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("OTHERKEY\"") && !d.contains("PLAINKEY\""));
+    }
+
+    #[test]
+    fn redaction_works_on_the_parsed_toml_not_lines() {
+        let file = r#"
+top_token = "T0P"
+[Bluemix]
+  creds = { client_secret = "INLINE", user = "visible-user" }
+  api_keys = ["ARR1", "ARR2"]
+  note = '''
+multi
+line'''
+  password_hint = """
+MULTI
+SECRET"""
+  "quoted name" = "Q"
+  tokens.nested = "DOTTED"
+[Bluemix.sub]
+  secret_thing = "SUB"
+"#;
+        let c = SlClient::parse(file.as_bytes()).unwrap();
+        let out = render(&c, None, None, false);
+        for leaked in ["T0P", "INLINE", "ARR1", "ARR2", "MULTI", "DOTTED", "SUB"] {
+            assert!(!out.contains(leaked), "{leaked} leaked: {out}");
+        }
+        assert!(out.contains("visible-user"), "{out}");
+        assert!(out.contains("\"quoted name\" = \"Q\""), "{out}");
+        assert!(
+            out.contains(&format!("client_secret = \"<{}>\"", Fingerprint::of(b"INLINE"))),
+            "{out}"
+        );
+        assert!(out.contains("[Bluemix.sub]"), "{out}");
     }
 }

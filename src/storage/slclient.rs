@@ -27,10 +27,64 @@ impl KeyField {
         }
     }
 
+    /// Returns the other key field.
+    pub fn other(self) -> KeyField {
+        match self {
+            KeyField::Bluemix => KeyField::Vpc,
+            KeyField::Vpc => KeyField::Bluemix,
+        }
+    }
+
+    /// Returns the field as written in the file: `[VPC] g2_api_key`.
+    pub fn shown(self) -> &'static str {
+        match self {
+            KeyField::Bluemix => "[Bluemix] iam_api_key",
+            KeyField::Vpc => "[VPC] g2_api_key",
+        }
+    }
+
     fn section(self) -> &'static str {
         match self {
             KeyField::Bluemix => "Bluemix",
             KeyField::Vpc => "VPC",
+        }
+    }
+}
+
+/// A cluster's infrastructure provider, which decides its key field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Classic infrastructure: the key is `[Bluemix] iam_api_key`.
+    Classic,
+    /// VPC infrastructure: the key is `[VPC] g2_api_key`.
+    Vpc,
+}
+
+impl Provider {
+    /// Returns the provider a name stands for (`classic`; `vpc`, `g2`,
+    /// `gc`, `vpc-gen2`, `vpc-classic`), case-insensitively.
+    pub fn from_name(name: &str) -> Option<Provider> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "classic" => Some(Provider::Classic),
+            "vpc" | "g2" | "gc" | "vpc-gen2" | "vpc-classic" | "vpc_gen2" => Some(Provider::Vpc),
+            _ => None,
+        }
+    }
+
+    /// Returns the field that carries this provider's key.
+    pub fn field(self) -> KeyField {
+        match self {
+            Provider::Classic => KeyField::Bluemix,
+            Provider::Vpc => KeyField::Vpc,
+        }
+    }
+
+    /// Returns `classic` or `vpc`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Classic => "classic",
+            Provider::Vpc => "vpc",
         }
     }
 }
@@ -56,10 +110,17 @@ pub enum ParseError {
 pub struct SlClient {
     /// The decoded file, kept for the redacted diff.
     pub text: Zeroizing<String>,
-    /// The field that holds the key, and its value (encrypted or plain).
+    /// The field that holds the key when the provider is not known (the VPC
+    /// one when both are set), and its value (encrypted or plain).
     pub key: Option<(KeyField, Zeroizing<String>)>,
     /// The `encryption` flag of the key's section (missing means false).
     pub encrypted: bool,
+    /// `[VPC] g2_api_key` (non-empty) and `[VPC] encryption`.
+    pub vpc_key: Option<(Zeroizing<String>, bool)>,
+    /// `[Bluemix] iam_api_key` (non-empty) and `[Bluemix] encryption`.
+    pub bluemix_key: Option<(Zeroizing<String>, bool)>,
+    /// `[VPC] provider_type` (non-empty), e.g. `g2`.
+    pub provider_type: Option<String>,
     /// `[Softlayer] softlayer_api_key` is set (non-empty).
     pub softlayer_key_set: bool,
     /// `[VPC] g2_resource_group_id`.
@@ -74,6 +135,9 @@ impl std::fmt::Debug for SlClient {
         f.debug_struct("SlClient")
             .field("key_field", &self.key.as_ref().map(|(k, _)| k.name()))
             .field("encrypted", &self.encrypted)
+            .field("provider_type", &self.provider_type)
+            .field("vpc_key_set", &self.vpc_key.as_ref().map(|(_, e)| e))
+            .field("bluemix_key_set", &self.bluemix_key.as_ref().map(|(_, e)| e))
             .field("resource_group", &self.resource_group)
             .field("region", &self.region)
             .finish_non_exhaustive()
@@ -166,6 +230,7 @@ struct FastSection {
     g2_riaas_endpoint_url: Option<String>,
     g2_resource_group_id: Option<String>,
     g2_api_key: Option<String>,
+    provider_type: Option<String>,
     encryption: Option<bool>,
 }
 
@@ -184,12 +249,16 @@ impl SlClient {
         let nonempty = |v: Option<String>| v.filter(|v| !v.is_empty());
         let g2 = fast.vpc.as_mut().and_then(|s| nonempty(s.g2_api_key.take()));
         let iam = fast.bluemix.as_mut().and_then(|s| nonempty(s.iam_api_key.take()));
-        let (key, section) = match (g2, iam) {
-            (Some(v), _) => (Some((KeyField::Vpc, Zeroizing::new(v))), fast.vpc.as_ref()),
-            (None, Some(v)) => (Some((KeyField::Bluemix, Zeroizing::new(v))), fast.bluemix.as_ref()),
-            (None, None) => (None, None),
+        let vpc_encrypted = fast.vpc.as_ref().and_then(|s| s.encryption).unwrap_or(false);
+        let bluemix_encrypted = fast.bluemix.as_ref().and_then(|s| s.encryption).unwrap_or(false);
+        let vpc_key = g2.map(|v| (Zeroizing::new(v), vpc_encrypted));
+        let bluemix_key = iam.map(|v| (Zeroizing::new(v), bluemix_encrypted));
+        let (key, encrypted) = match (&vpc_key, &bluemix_key) {
+            (Some((v, e)), _) => (Some((KeyField::Vpc, v.clone())), *e),
+            (None, Some((v, e))) => (Some((KeyField::Bluemix, v.clone())), *e),
+            (None, None) => (None, false),
         };
-        let encrypted = section.and_then(|s| s.encryption).unwrap_or(false);
+        let provider_type = fast.vpc.as_mut().and_then(|s| nonempty(s.provider_type.take()));
         let softlayer_key_set = fast
             .softlayer
             .as_ref()
@@ -203,6 +272,9 @@ impl SlClient {
             text,
             key,
             encrypted,
+            vpc_key,
+            bluemix_key,
+            provider_type,
             softlayer_key_set,
             resource_group,
             region,
@@ -216,15 +288,18 @@ impl SlClient {
         })?;
         let g2 = get_str(&table, "VPC", "g2_api_key")?.filter(|v| !v.is_empty());
         let iam = get_str(&table, "Bluemix", "iam_api_key")?.filter(|v| !v.is_empty());
-        let key = match (g2, iam) {
-            (Some(v), _) => Some((KeyField::Vpc, Zeroizing::new(v.to_owned()))),
-            (None, Some(v)) => Some((KeyField::Bluemix, Zeroizing::new(v.to_owned()))),
-            (None, None) => None,
+        let vpc_encrypted = get_bool(&table, KeyField::Vpc.section(), "encryption")?.unwrap_or(false);
+        let bluemix_encrypted = get_bool(&table, KeyField::Bluemix.section(), "encryption")?.unwrap_or(false);
+        let vpc_key = g2.map(|v| (Zeroizing::new(v.to_owned()), vpc_encrypted));
+        let bluemix_key = iam.map(|v| (Zeroizing::new(v.to_owned()), bluemix_encrypted));
+        let (key, encrypted) = match (&vpc_key, &bluemix_key) {
+            (Some((v, e)), _) => (Some((KeyField::Vpc, v.clone())), *e),
+            (None, Some((v, e))) => (Some((KeyField::Bluemix, v.clone())), *e),
+            (None, None) => (None, false),
         };
-        let encrypted = match &key {
-            Some((field, _)) => get_bool(&table, field.section(), "encryption")?.unwrap_or(false),
-            None => false,
-        };
+        let provider_type = get_str(&table, "VPC", "provider_type")?
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
         let softlayer_key_set = get_str(&table, "Softlayer", "softlayer_api_key")?.is_some_and(|v| !v.is_empty());
         let resource_group = get_str(&table, "VPC", "g2_resource_group_id")?
             .filter(|v| !v.is_empty())
@@ -244,10 +319,22 @@ impl SlClient {
             text,
             key,
             encrypted,
+            vpc_key,
+            bluemix_key,
+            provider_type,
             softlayer_key_set,
             resource_group,
             region,
         })
+    }
+
+    /// Returns the value of `field` (if set) and its section's `encryption` flag.
+    pub fn field(&self, field: KeyField) -> Option<(&Zeroizing<String>, bool)> {
+        match field {
+            KeyField::Vpc => self.vpc_key.as_ref(),
+            KeyField::Bluemix => self.bluemix_key.as_ref(),
+        }
+        .map(|(v, e)| (v, *e))
     }
 
     /// Returns the file parsed as a generic table (for rendering diffs).
@@ -331,6 +418,27 @@ mod tests {
             );
             assert_eq!(fast.softlayer_key_set, slow.softlayer_key_set);
         }
+    }
+
+    #[test]
+    fn providers_and_both_key_fields_are_read() {
+        assert_eq!(Provider::from_name("G2"), Some(Provider::Vpc));
+        assert_eq!(Provider::from_name("classic"), Some(Provider::Classic));
+        assert_eq!(Provider::from_name(""), None);
+        let c = SlClient::parse(VPC.replace("iam_api_key = \"\"", "iam_api_key = \"B\"").as_bytes()).unwrap();
+        assert_eq!(
+            c.field(KeyField::Bluemix).map(|(v, e)| (v.as_str(), e)),
+            Some(("B", true))
+        );
+        assert_eq!(
+            c.field(KeyField::Vpc).map(|(v, e)| (v.as_str(), e)),
+            Some(("ENC", true))
+        );
+        assert_eq!(c.provider_type, None);
+        let c = SlClient::parse(b"[VPC]\nprovider_type = \"g2\"\n").unwrap();
+        assert_eq!(c.provider_type.as_deref(), Some("g2"));
+        let slow = SlClient::parse_slow(Zeroizing::new("[VPC]\nprovider_type = \"g2\"\nx = 1\n".into())).unwrap();
+        assert_eq!(slow.provider_type.as_deref(), Some("g2"));
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub enum SplitError<E> {
     Io(#[from] std::io::Error),
     #[error("not JSON: {0}")]
     Syntax(String),
+    #[error("{what} is larger than the limit of {} MiB", limit >> 20)]
+    TooLarge { what: String, limit: usize },
     #[error(transparent)]
     Sink(E),
 }
@@ -30,6 +32,12 @@ pub struct Skeleton {
 fn syntax<E>(message: impl Into<String>) -> SplitError<E> {
     SplitError::Syntax(message.into())
 }
+
+/// The largest item of a List (a Secret is a few KB).
+pub const MAX_ITEM: usize = 64 * 1024 * 1024;
+/// The largest document outside the items (a single Secret, or a List's
+/// top level).
+pub const MAX_SKELETON: usize = 64 * 1024 * 1024;
 
 /// Where the bytes being scanned go.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -198,6 +206,19 @@ pub fn split<R: BufRead, E>(
             Dest::Nowhere => {}
         }
         reader.consume(len);
+        // Checked once per chunk: a chunk is at most the reader's buffer.
+        if cur.len() > MAX_ITEM {
+            return Err(SplitError::TooLarge {
+                what: format!("items[{n}]"),
+                limit: MAX_ITEM,
+            });
+        }
+        if skeleton.len() > MAX_SKELETON {
+            return Err(SplitError::TooLarge {
+                what: "the document".to_owned(),
+                limit: MAX_SKELETON,
+            });
+        }
     }
     if in_items || depth != 0 || in_str {
         return Err(syntax("unexpected end of input"));

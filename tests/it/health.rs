@@ -132,7 +132,13 @@ fn iam_identity_5xx_escalate_to_the_identity_team() {
     assert_eq!(access["count"], 0);
     let escalations = iam["escalations"].as_array().unwrap();
     assert_eq!(escalations.len(), 1, "{escalations:?}");
-    assert!(escalations[0].as_str().unwrap().contains("IAM identity team"));
+    assert!(
+        escalations[0]
+            .as_str()
+            .unwrap()
+            .contains("PagerDuty \"Duty Manager - Germany - Policy\"")
+    );
+    assert!(escalations[0].as_str().unwrap().contains("#iam-issues"));
     assert_eq!(rule(&report, "redhat-auth")["status"], "healthy");
 }
 
@@ -148,7 +154,13 @@ fn iam_access_management_5xx_escalate_to_the_access_management_team() {
     assert_eq!(access["count"], 10);
     let escalations = iam["escalations"].as_array().unwrap();
     assert_eq!(escalations.len(), 1, "{escalations:?}");
-    assert!(escalations[0].as_str().unwrap().contains("access-management team"));
+    assert!(
+        escalations[0]
+            .as_str()
+            .unwrap()
+            .contains("PagerDuty \"IAM - Access Management - Sev1\"")
+    );
+    assert!(escalations[0].as_str().unwrap().contains("#iam-issues"));
 
     let text = health(Scenario::IamAccess5xx).run();
     text.code(1).stdout_has("escalate: access-management: ");
@@ -183,15 +195,122 @@ fn refresh_burst_of_4_in_3m_is_reported_and_3_in_3m_is_not() {
 }
 
 #[test]
-fn empty_results_are_an_error_never_healthy() {
+fn empty_results_are_no_data_never_healthy() {
     let tmp = tempdir();
     let saved = tmp.path().join("saved");
     let run = health(Scenario::Empty).arg("--save-responses").arg(&saved).run();
-    run.code(2).stderr_has(
-        "error: rule `redhat-auth`: no series of `armada_kubx_deployer_redhat_auth` in the 1h window ending at ",
+    run.code(1)
+        .stdout_has(
+            "redhat-auth       NO_DATA   no series of `armada_kubx_deployer_redhat_auth` in the 1h window ending at ",
+        )
+        .stdout_has("iam-5xx           NO_DATA   no series of `api_response_codes`")
+        // The refresh counter only exists once an index failed: absent means no failures.
+        .stdout_has(
+            "auth-key-refresh  HEALTHY   no series of `auth_key_refresh_failures_total` in the 1h window: no failures",
+        )
+        .stdout_has("verdict: no_data");
+    assert!(run.stdout.ends_with('\n'), "{:?}", run.stdout);
+    assert_eq!(snapshot(&saved).len(), 10, "every answer is saved");
+    let (run, report) = json_run(Scenario::Empty);
+    run.code(1);
+    assert_eq!(report["verdict"], "no_data");
+    assert_eq!(rule(&report, "redhat-auth")["status"], "no_data");
+    assert_eq!(rule(&report, "auth-key-refresh")["status"], "healthy");
+}
+
+#[test]
+fn a_missing_metric_beside_failing_ones_hides_no_verdict() {
+    let (run, report) = json_run(Scenario::MissingMetric);
+    run.code(1);
+    assert_eq!(report["verdict"], "degraded");
+    assert_eq!(rule(&report, "redhat-auth")["status"], "no_data");
+    let iam = rule(&report, "iam-5xx");
+    assert_eq!(iam["status"], "degraded");
+    assert_eq!(find(&iam["classes"], "class", "identity")["failing"], true);
+    assert_eq!(rule(&report, "auth-key-refresh")["status"], "healthy");
+    let text = health(Scenario::MissingMetric).run();
+    text.code(1)
+        .stdout_has("redhat-auth       NO_DATA")
+        .stdout_has("iam-5xx           DEGRADED")
+        .stdout_has("Duty Manager - Germany - Policy")
+        .stdout_has("verdict: degraded");
+}
+
+#[test]
+fn a_rule_that_allows_absence_makes_no_data_healthy() {
+    let rules = default_rules().replacen("when_absent = \"no_data\"", "when_absent = \"healthy\"", 2);
+    let (_tmp, path) = with_rules(&rules);
+    let run = health(Scenario::Empty).arg("--rules").arg(&path).run();
+    run.code(0).stdout_has("verdict: healthy");
+    let (_tmp, path) = with_rules(&default_rules().replacen("when_absent = \"no_data\"", "when_absent = \"maybe\"", 1));
+    rekey()
+        .args(["health", "--prometheus", &prom().url, "--rules"])
+        .arg(&path)
+        .run()
+        .code(2)
+        .stderr_has("unknown variant `maybe`");
+}
+
+#[test]
+fn lowercase_iam_methods_are_classified_as_the_runbook_does() {
+    let (run, report) = json_run(Scenario::IamLowercase);
+    run.code(1);
+    let iam = rule(&report, "iam-5xx");
+    let identity = find(&iam["classes"], "class", "identity");
+    assert_eq!(identity["failing"], true, "{iam}");
+    assert_eq!(identity["methods"][0]["value"], "iam.newuserapikey");
+    assert!(
+        !iam["classes"].to_string().contains("unclassified"),
+        "nothing is unclassified: {iam}"
     );
-    assert!(run.stdout.is_empty(), "{}", run.stdout);
-    assert!(snapshot(&saved).is_empty(), "nothing is saved on an error");
+}
+
+#[test]
+fn token_actively_failing_with_few_failures_is_an_outage() {
+    let (run, report) = json_run(Scenario::TokenActivelyFailing);
+    run.code(1);
+    assert_eq!(report["verdict"], "outage");
+    let auth = rule(&report, "redhat-auth");
+    assert_eq!(auth["incident"], INCIDENT);
+    let token = find(&auth["methods"], "method", "token");
+    assert_eq!(token["failed"], 4, "far below the alert's 10");
+    assert_eq!(token["actively_failing"], true);
+    assert_eq!(token["failures"], "ongoing");
+    assert!(
+        token["failures_started"].as_str().unwrap().ends_with(":56:00Z"),
+        "{token}"
+    );
+    let escalations = auth["escalations"].as_array().unwrap();
+    assert!(
+        escalations[0]
+            .as_str()
+            .unwrap()
+            .contains("deploy squad's PagerDuty escalation policy"),
+        "{escalations:?}"
+    );
+    assert!(escalations[0].as_str().unwrap().contains(INCIDENT), "{escalations:?}");
+}
+
+#[test]
+fn failures_that_stopped_50_minutes_ago_are_reported_and_healthy() {
+    let (run, report) = json_run(Scenario::FailuresStopped);
+    run.code(0);
+    let auth = rule(&report, "redhat-auth");
+    assert_eq!(auth["status"], "healthy");
+    for method in ["jwt", "token"] {
+        let m = find(&auth["methods"], "method", method);
+        assert_eq!(m["failures"], "stopped", "{m}");
+        assert_eq!(m["actively_failing"], false);
+        assert_eq!(m["failed"], 11);
+        // The timeline covers (at - 1h, at]: the failure at the window's very start is outside it.
+        assert!(m["failures_started"].as_str().unwrap().ends_with(":01:00Z"), "{m}");
+        assert!(m["last_failure"].as_str().unwrap().ends_with(":10:00Z"), "{m}");
+    }
+    let text = health(Scenario::FailuresStopped).run();
+    text.code(0)
+        .stdout_has("stopped (last ")
+        .stdout_has("50m before --at")
+        .stdout_has("0 failures within the last 15m (alert at 10), peak 22");
 }
 
 #[test]
@@ -372,7 +491,7 @@ fn a_rules_file_with_an_unknown_kind_is_rejected() {
 
 #[test]
 fn a_rules_file_with_a_bad_class_pattern_is_rejected() {
-    let (run, path) = rules_error(&default_rules().replace("NewUserAPIKey|", "NewUserAPIKey|("));
+    let (run, path) = rules_error(&default_rules().replace("NewUserAPIKey.*|", "NewUserAPIKey.*|("));
     run.code(2).stderr_has(&format!(
         "error: {}: rule 2 (`iam-5xx`): field `class[0].pattern`: not a regular expression",
         path.display()
@@ -437,7 +556,7 @@ fn saved_responses_give_the_same_verdict() {
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 9, "{names:?}");
+    assert_eq!(names.len(), 10, "{names:?}");
     assert!(names.contains(&"redhat-auth.peak.json".to_owned()), "{names:?}");
     assert!(files.iter().all(|f| mode(f) == 0o644));
     let live = health(Scenario::BothFailing).args(["--output", "json"]).run().json();
@@ -519,6 +638,35 @@ fn a_saved_prometheus_error_is_an_error() {
 }
 
 #[test]
+fn oversized_saved_responses_and_rules_files_are_refused() {
+    let tmp = tempdir();
+    let files = save(Scenario::JwtFailing, tmp.path());
+    let big = files
+        .iter()
+        .find(|f| f.file_name().unwrap() == "iam-5xx.total.json")
+        .unwrap();
+    // A sparse 3 GB file: refused at 16 MiB, never read whole.
+    std::fs::File::options()
+        .write(true)
+        .open(big)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    from_files(Scenario::JwtFailing, &files)
+        .code(2)
+        .stderr_has("query `iam-5xx.total` could not be answered")
+        .stderr_has("larger than the limit of 16 MiB");
+    let rules = tmp.path().join("rules.toml");
+    std::fs::File::create(&rules).unwrap().set_len(3 << 30).unwrap();
+    rekey()
+        .args(["health", "--prometheus", &prom().url, "--rules"])
+        .arg(&rules)
+        .run()
+        .code(2)
+        .stderr_has("larger than the limit of 1 MiB");
+}
+
+#[test]
 fn saved_responses_must_cover_every_query() {
     let tmp = tempdir();
     let files = save(Scenario::JwtFailing, tmp.path());
@@ -540,17 +688,304 @@ fn saved_responses_must_cover_every_query() {
 }
 
 #[test]
-fn a_metric_with_no_series_is_an_error_for_any_rule() {
+fn a_metric_with_no_series_is_no_data_for_that_rule_only() {
     let tmp = tempdir();
     let files = save(Scenario::JwtFailing, tmp.path());
     replace_saved(
         &files,
-        "auth-key-refresh.presence.json",
+        "iam-5xx.presence.json",
         r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
     );
     let run = from_files(Scenario::JwtFailing, &files);
-    run.code(2).stderr_has(
-        "error: rule `auth-key-refresh`: no series of `auth_key_refresh_failures_total` in the 1h window ending at ",
+    run.code(1)
+        .stdout_has("iam-5xx           NO_DATA   no series of `api_response_codes`")
+        .stdout_has("redhat-auth       DEGRADED")
+        .stdout_has("verdict: degraded");
+}
+
+// --- hostile servers -----------------------------------------------------------
+
+use crate::health_support::{endless, hostile, respond};
+
+#[test]
+fn health_never_resends_its_bearer_token_after_a_redirect_to_another_origin() {
+    let (elsewhere, elsewhere_log) = hostile(|_, s| respond(s, "200 OK", &[], b"{}"));
+    let (port, log) = hostile(move |req, s| {
+        let path = req.head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let to = format!("http://127.0.0.1:{elsewhere}{path}");
+        respond(s, "302 Found", &[("Location", &to)], b"")
+    });
+    let tmp = tempdir();
+    let canary = Canary::new("health-redirect");
+    let token = write(tmp.path(), "token", format!("{}\n", canary.key));
+    let run = rekey()
+        .args([
+            "health",
+            "--prometheus",
+            &format!("http://127.0.0.1:{port}"),
+            "--token-file",
+        ])
+        .arg(&token)
+        .run();
+    run.code(2).stderr_has("redirected to another origin");
+    assert!(
+        log.lock().unwrap()[0].head.contains("Bearer"),
+        "the server asked sees the token"
     );
-    assert!(run.stdout.is_empty());
+    let sent: Vec<String> = elsewhere_log.lock().unwrap().iter().map(|r| r.head.clone()).collect();
+    assert!(sent.iter().all(|h| !canary.found_in(h.as_bytes())), "{sent:?}");
+    assert!(sent.is_empty(), "the other origin is never asked: {sent:?}");
+    canary.assert_not_in_run(&run);
+}
+
+#[test]
+fn an_endless_prometheus_answer_is_cut_at_the_size_limit() {
+    let (port, _) = hostile(|_, s| {
+        endless(
+            s,
+            "application/json",
+            br#"{"status":"success","data":{"resultType":"vector","result":["#,
+            br#"{"metric":{"a":"b"},"value":[1,"1"]},"#,
+        )
+    });
+    let started = std::time::Instant::now();
+    let run = rekey()
+        .args(["health", "--prometheus", &format!("http://127.0.0.1:{port}")])
+        .run();
+    run.code(2).stderr_has("larger than the limit of 16 MiB");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn prometheus_error_text_is_printed_with_control_characters_escaped() {
+    let (port, _) = hostile(|_, s| {
+        respond(
+            s,
+            "400 Bad Request",
+            &[("Content-Type", "application/json")],
+            br#"{"status":"error","errorType":"bad_data","error":"\u001b]0;pwned\u0007\u001b[31mred"}"#,
+        )
+    });
+    let run = rekey()
+        .args(["health", "--prometheus", &format!("http://127.0.0.1:{port}")])
+        .run();
+    run.code(2).stderr_has("\\u{1b}]0;pwned\\u{7}\\u{1b}[31mred");
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+    assert!(!run.stderr.contains('\u{7}'), "{:?}", run.stderr);
+}
+
+// --- watch ------------------------------------------------------------------------
+
+#[test]
+fn watch_stops_as_soon_as_the_verdict_is_healthy() {
+    // Every rule treats absence as healthy: "now" has no data, so healthy at once.
+    let (_tmp, rules) = with_rules(&default_rules().replace("when_absent = \"no_data\"", "when_absent = \"healthy\""));
+    let run = rekey()
+        .args([
+            "health",
+            "--prometheus",
+            &prom().url,
+            "--watch",
+            "--until",
+            "healthy",
+            "--interval",
+            "1s",
+        ])
+        .arg("--rules")
+        .arg(&rules)
+        .run();
+    run.code(0).stdout_has("verdict: HEALTHY");
+    assert!(run.stdout.ends_with('\n'));
+}
+
+#[test]
+fn watch_prints_each_change_once_and_times_out_with_exit_1() {
+    // Now has no data: redhat-auth and iam-5xx stay no_data for every evaluation.
+    let run = rekey()
+        .args([
+            "health",
+            "--prometheus",
+            &prom().url,
+            "--watch",
+            "--until",
+            "healthy",
+            "--interval",
+            "1s",
+            "--timeout",
+            "3s",
+        ])
+        .run();
+    run.code(1)
+        .stdout_has("  redhat-auth  NO_DATA  no series of `armada_kubx_deployer_redhat_auth`")
+        .stdout_has("  auth-key-refresh  HEALTHY  ")
+        .stdout_has("verdict: NO_DATA")
+        .stderr_has("timed out after 3s: the verdict is still no_data");
+    assert_eq!(
+        run.stdout.matches("redhat-auth").count(),
+        1,
+        "printed once, not per poll: {}",
+        run.stdout
+    );
+    let json = rekey()
+        .args([
+            "health",
+            "--prometheus",
+            &prom().url,
+            "--watch",
+            "--interval",
+            "1s",
+            "--timeout",
+            "1s",
+            "--output",
+            "json",
+        ])
+        .run();
+    json.code(1);
+    let lines: Vec<serde_json::Value> = json.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "{}", json.stdout);
+    assert_eq!(lines[3]["rule"], "verdict");
+    assert_eq!(lines[3]["status"], "no_data");
+}
+
+#[test]
+fn watch_options_need_watch() {
+    rekey()
+        .args(["health", "--prometheus", &prom().url, "--until", "healthy"])
+        .run()
+        .code(2)
+        .stderr_has("--watch");
+}
+
+#[test]
+fn watch_prints_each_change_of_verdict_until_healthy() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A stand-in Prometheus whose metrics appear after the first evaluation:
+    // a verdict change that a backfilled Prometheus cannot play at "now".
+    let presence = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = presence.clone();
+    let (port, _) = hostile(move |req, s| {
+        let path = req.head.split_whitespace().nth(1).unwrap_or("");
+        let body = if path.starts_with("/api/v1/query_range") {
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#.to_owned()
+        } else if path.contains("query=count%28count_over_time") {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            // Three rules per evaluation: the first evaluation sees no series.
+            let result = if n < 3 {
+                "[]"
+            } else {
+                r#"[{"metric":{},"value":[1,"5"]}]"#
+            };
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#)
+        } else {
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.to_owned()
+        };
+        respond(s, "200 OK", &[("Content-Type", "application/json")], body.as_bytes())
+    });
+    let run = rekey()
+        .args([
+            "health",
+            "--prometheus",
+            &format!("http://127.0.0.1:{port}"),
+            "--watch",
+            "--until",
+            "healthy",
+            "--interval",
+            "1s",
+            "--timeout",
+            "1m",
+        ])
+        .run();
+    run.code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let changes: Vec<String> = lines
+        .iter()
+        .map(|l| l.split_once("  ").map_or(*l, |(_, rest)| rest).to_owned())
+        .map(|l| l.split("  ").take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "redhat-auth NO_DATA",
+            "iam-5xx NO_DATA",
+            "auth-key-refresh HEALTHY",
+            "verdict: NO_DATA",
+            "redhat-auth HEALTHY",
+            "iam-5xx HEALTHY",
+            "verdict: HEALTHY",
+        ],
+        "{}",
+        run.stdout
+    );
+    assert!(presence.load(Ordering::SeqCst) >= 6);
+}
+
+#[test]
+fn health_never_resends_its_bearer_token_after_a_redirect_from_https_to_http() {
+    use crate::verify_support::make_pki;
+    use std::io::{Read, Write};
+    use tokio_rustls::rustls;
+    let pki = make_pki("rekey health test CA", &["127.0.0.1"]);
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(pki.cert_der.clone())],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(pki.key_der.clone().into()),
+            )
+            .unwrap(),
+    );
+    let (plain_port, plain_log) = hostile(|_, s| respond(s, "200 OK", &[], b"{}"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tls_port = listener.local_addr().unwrap().port();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+            let to = format!("http://127.0.0.1:{plain_port}/api/v1/query");
+            let _ = write!(
+                tls,
+                "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    let tmp = tempdir();
+    let ca = write(tmp.path(), "ca.pem", &pki.ca_pem);
+    let canary = Canary::new("health-https");
+    let token = write(tmp.path(), "token", format!("{}\n", canary.key));
+    let run = rekey()
+        .args([
+            "health",
+            "--prometheus",
+            &format!("https://127.0.0.1:{tls_port}"),
+            "--token-file",
+        ])
+        .arg(&token)
+        .env("SSL_CERT_FILE", &ca)
+        .run();
+    run.code(2).stderr_has("redirected to another origin");
+    assert!(
+        heads.lock().unwrap().iter().any(|h| h.contains("Bearer")),
+        "the https server was asked, with the token: {:?}",
+        heads.lock().unwrap()
+    );
+    let sent: Vec<String> = plain_log.lock().unwrap().iter().map(|r| r.head.clone()).collect();
+    assert!(sent.is_empty(), "nothing goes to the http origin: {sent:?}");
+    canary.assert_not_in_run(&run);
 }

@@ -38,9 +38,17 @@ pub enum Scenario {
     RefreshBurst,
     /// No samples at all.
     Empty,
+    /// IAM identity methods spelled in lower case answer 5xx.
+    IamLowercase,
+    /// jwt fails every minute; token worked until minute 56, then failed 4 times.
+    TokenActivelyFailing,
+    /// jwt and token failed every minute for the first 11 minutes, then jwt worked.
+    FailuresStopped,
+    /// The RedHat auth metric is not scraped at all, while IAM identity calls fail.
+    MissingMetric,
 }
 
-const ALL: [Scenario; 7] = [
+const ALL: [Scenario; 11] = [
     Scenario::Healthy,
     Scenario::JwtFailing,
     Scenario::BothFailing,
@@ -48,6 +56,10 @@ const ALL: [Scenario; 7] = [
     Scenario::IamAccess5xx,
     Scenario::RefreshBurst,
     Scenario::Empty,
+    Scenario::IamLowercase,
+    Scenario::TokenActivelyFailing,
+    Scenario::FailuresStopped,
+    Scenario::MissingMetric,
 ];
 
 const SLOT: i64 = 2 * 3600;
@@ -133,7 +145,17 @@ pub fn openmetrics(s: Scenario, start: i64) -> String {
             auth.push(attempts(r#"method="jwt",status="failed""#, at(every_minute())));
             auth.push(attempts(r#"method="token",status="failed""#, at(every_minute())));
         }
-        Scenario::Empty => {}
+        Scenario::TokenActivelyFailing => {
+            auth.push(attempts(r#"method="jwt",status="failed""#, at(every_minute())));
+            auth.push(attempts(r#"method="token",status="success""#, at(minutes(0, 56, 1))));
+            auth.push(attempts(r#"method="token",status="failed""#, at(minutes(56, 60, 1))));
+        }
+        Scenario::FailuresStopped => {
+            auth.push(attempts(r#"method="jwt",status="failed""#, at(minutes(0, 11, 1))));
+            auth.push(attempts(r#"method="token",status="failed""#, at(minutes(0, 11, 1))));
+            auth.push(attempts(r#"method="jwt",status="success""#, at(minutes(11, 60, 1))));
+        }
+        Scenario::Empty | Scenario::MissingMetric => {}
         _ => auth.push(attempts(r#"method="jwt",status="success""#, at(every_minute()))),
     }
     let mut api = Vec::new();
@@ -169,6 +191,20 @@ pub fn openmetrics(s: Scenario, start: i64) -> String {
             ));
             api.push(counter(r#"method="iam.IsAuthorized",rc="500""#, start, &[]));
         }
+        Scenario::IamLowercase => {
+            api.push(counter(
+                r#"method="iam.newuserapikey",rc="500""#,
+                start,
+                &minutes(10, 30, 2),
+            ));
+        }
+        Scenario::MissingMetric => {
+            api.push(counter(
+                r#"method="iam.NewUserAPIKey",rc="503""#,
+                start,
+                &minutes(40, 50, 1),
+            ));
+        }
         Scenario::IamAccess5xx => {
             api.push(counter(
                 r#"method="iam.IsAuthorized",rc="503""#,
@@ -185,7 +221,7 @@ pub fn openmetrics(s: Scenario, start: i64) -> String {
         _ => {}
     }
     let mut refresh = Vec::new();
-    if s != Scenario::Empty {
+    if !matches!(s, Scenario::Empty | Scenario::MissingMetric) {
         refresh.push(counter(r#"index_name="quiet",account_id="a0""#, start, &[]));
     }
     if s == Scenario::RefreshBurst {
@@ -346,4 +382,90 @@ fn start() -> Result<Prom, String> {
         last_err = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
     }
     Err(format!("prometheus did not become ready; its log:\n{last_err}"))
+}
+
+/// A request as a [`hostile`] server saw it: the head (request line and
+/// headers) and the body.
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+pub struct Seen {
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// The requests a [`hostile`] server received, in order.
+pub type SeenLog = std::sync::Arc<std::sync::Mutex<Vec<Seen>>>;
+
+/// Starts a server on 127.0.0.1 that plays what no real peer does on demand
+/// (an endless body, a redirect elsewhere, terminal escapes): `answer` gets
+/// each request and writes the raw response. Returns its port and the log
+/// of requests. Its thread lives as long as the test binary.
+pub fn hostile(
+    answer: impl Fn(&Seen, &mut TcpStream) -> std::io::Result<()> + Send + Sync + 'static,
+) -> (u16, SeenLog) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log: SeenLog = Default::default();
+    let seen = log.clone();
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let (seen, answer) = (seen.clone(), answer.clone());
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => buf.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length.min(1 << 20)];
+                if stream.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let request = Seen { head, body };
+                seen.lock().unwrap().push(request.clone());
+                let _ = answer(&request, &mut stream);
+            });
+        }
+    });
+    (port, log)
+}
+
+/// Writes a complete HTTP/1.1 response that closes the connection.
+pub fn respond(stream: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+/// Writes a 200 response whose body never ends (until the client hangs up).
+pub fn endless(stream: &mut TcpStream, content_type: &str, start: &[u8], filler: &[u8]) -> std::io::Result<()> {
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(start)?;
+    let chunk = filler.repeat((64 * 1024 / filler.len().max(1)).max(1));
+    loop {
+        stream.write_all(&chunk)?;
+    }
 }

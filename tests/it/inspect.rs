@@ -133,7 +133,7 @@ fn deeply_nested_yaml_is_refused_at_once() {
         .arg(&file)
         .run()
         .code(2)
-        .stderr_has("nests deeper than 64 levels");
+        .stderr_has("nests deeper than 32 levels");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "took {:?}",

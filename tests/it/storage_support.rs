@@ -283,3 +283,212 @@ impl Etcd {
         )
     }
 }
+
+// ------------------------------------------------------------------ etcd with TLS and auth
+
+/// The password of the TLS etcd's read-only user `rekey`.
+pub const ETCD_PASSWORD: &str = "etcd-test-password-7c1f";
+/// The prefix the TLS etcd's user `rekey` may read.
+pub const ETCD_TLS_PREFIX: &str = "/secure-truth/";
+
+/// A real etcd as production runs it: TLS with client-certificate auth
+/// (`--client-cert-auth`) and user/password auth enabled, on loopback.
+pub struct EtcdTls {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    /// CA, client certificate and key (PEM files in `dir`).
+    pub cacert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// A CA that signed nothing etcd trusts.
+    pub other_ca: PathBuf,
+    /// The record stored under the prefix, and its API key.
+    pub api_key: String,
+}
+
+/// Returns the shared TLS etcd, starting it on first use (once per test binary).
+pub fn etcd_tls() -> &'static EtcdTls {
+    static ETCD: LazyLock<EtcdTls> = LazyLock::new(start_etcd_tls);
+    &ETCD
+}
+
+fn pem_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
+    use rcgen::*;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "rekey test etcd CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    // etcd's JSON gateway dials etcd itself with the server certificate, so
+    // it needs client auth too.
+    let server_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    // No common names: etcd 3.4 refuses gateway requests over a connection
+    // whose certificate has one ("CommonName of client sending a request
+    // against gateway will be ignored"); the user comes from the token.
+    params.distinguished_name = DistinguishedName::new();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let server = params.signed_by(&server_key, &ca).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = DistinguishedName::new();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = params.signed_by(&client_key, &ca).unwrap();
+    let other_key = KeyPair::generate().unwrap();
+    let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
+    other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    other.distinguished_name.push(DnType::CommonName, "someone else's CA");
+    let other = other.self_signed(&other_key).unwrap();
+    (
+        write(dir, "ca.pem", ca.pem()),
+        write(dir, "server.pem", server.pem()),
+        write(dir, "server-key.pem", server_key.serialize_pem()),
+        write(dir, "client.pem", client.pem()),
+        write(dir, "client-key.pem", client_key.serialize_pem()),
+        write(dir, "other-ca.pem", other.pem()),
+    )
+}
+
+/// POSTs to the TLS etcd with the client certificate (and a token); returns the JSON answer.
+fn tls_post(
+    e: &EtcdTls,
+    path: &str,
+    body: serde_json::Value,
+    token: Option<&str>,
+) -> Result<serde_json::Value, String> {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&e.cacert).unwrap()).unwrap();
+    let mut pem = std::fs::read(&e.cert).unwrap();
+    pem.extend(std::fs::read(&e.key).unwrap());
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}{path}", e.port);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = client.post(&url).json(&body);
+        if let Some(t) = token {
+            req = req.header("Authorization", t);
+        }
+        let resp = req.send().await.map_err(|e| format!("{e:?}"))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{path}: HTTP {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{path}: {e}: {text}"))
+    })
+}
+
+fn start_etcd_tls() -> EtcdTls {
+    let dir = tempdir();
+    let (cacert, server, server_key, cert, key, other_ca) = pem_files(dir.path());
+    let port = free_port();
+    let peer_port = free_port();
+    let data = dir.path().join("data");
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (cacert, server, server_key) = (cacert.clone(), server.clone(), server_key.clone());
+        std::thread::spawn(move || {
+            let mut cmd = Command::new("/usr/bin/etcd");
+            cmd.arg("--name=rekey-tls")
+                .arg(format!("--data-dir={}", data.display()))
+                .arg(format!("--listen-client-urls=https://127.0.0.1:{port}"))
+                .arg(format!("--advertise-client-urls=https://127.0.0.1:{port}"))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+                .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"))
+                .arg(format!("--initial-cluster=rekey-tls=http://127.0.0.1:{peer_port}"))
+                .arg(format!("--cert-file={}", server.display()))
+                .arg(format!("--key-file={}", server_key.display()))
+                .arg(format!("--trusted-ca-file={}", cacert.display()))
+                .arg("--client-cert-auth")
+                .arg("--log-level=error")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            die_with_spawning_thread(&mut cmd);
+            let child = cmd.spawn().expect("start /usr/bin/etcd (etcd-server)");
+            tx.send(child.id()).unwrap();
+            let _child = child;
+            loop {
+                std::thread::park();
+            }
+        });
+    }
+    rx.recv().unwrap();
+    let e = EtcdTls {
+        port,
+        dir,
+        cacert,
+        cert,
+        key,
+        other_ca,
+        api_key: Canary::new("etcdtls").key,
+    };
+    let b64 = |s: &str| STANDARD.encode(s);
+    let mut ready = false;
+    for _ in 0..200 {
+        if tls_post(&e, "/v3/kv/range", serde_json::json!({"key": "AA=="}), None).is_ok() {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ready, "the TLS etcd did not answer on 127.0.0.1:{port}");
+    let record = record("acc1", "rg1", "us-south", Some(&e.api_key), None).to_string();
+    let key = format!("{ETCD_TLS_PREFIX}acc1/rg1/us-south");
+    let steps = [
+        (
+            "/v3/kv/put",
+            serde_json::json!({"key": b64(&key), "value": b64(&record)}),
+        ),
+        (
+            "/v3/auth/user/add",
+            serde_json::json!({"name": "root", "password": format!("{ETCD_PASSWORD}-root")}),
+        ),
+        (
+            "/v3/auth/user/grant",
+            serde_json::json!({"user": "root", "role": "root"}),
+        ),
+        ("/v3/auth/role/add", serde_json::json!({"name": "reader"})),
+        (
+            "/v3/auth/role/grant",
+            serde_json::json!({"name": "reader", "perm": {"permType": "READ", "key": b64(ETCD_TLS_PREFIX), "range_end": b64("/secure-truth0")}}),
+        ),
+        (
+            "/v3/auth/user/add",
+            serde_json::json!({"name": "rekey", "password": ETCD_PASSWORD}),
+        ),
+        (
+            "/v3/auth/user/grant",
+            serde_json::json!({"user": "rekey", "role": "reader"}),
+        ),
+        ("/v3/auth/enable", serde_json::json!({})),
+    ];
+    for (path, body) in steps {
+        tls_post(&e, path, body, None).unwrap_or_else(|err| panic!("setting up the TLS etcd: {err}"));
+    }
+    e
+}
+
+impl EtcdTls {
+    /// Returns `etcd+https://127.0.0.1:PORT/secure-truth`.
+    pub fn url(&self) -> String {
+        format!(
+            "etcd+https://127.0.0.1:{}{}",
+            self.port,
+            ETCD_TLS_PREFIX.trim_end_matches('/')
+        )
+    }
+}

@@ -1,11 +1,15 @@
-//! `rekey storage check-log`: the phrases of a successful update job, in order.
+//! `rekey storage check-log`: a job log read as the runbook's engineer reads it.
 
 use super::*;
 
 /// Check a `cluster_secret_update` job log for the five phrases of a successful update.
 ///
-/// The phrases must appear in order, and the log must name the cluster (and
-/// the resource group, when given). Reports the first one missing; exit 1 if any is.
+/// Each phrase is looked for on its own and must come in order; the log must
+/// name the cluster (and the resource group, when given) as whole tokens; an
+/// error line after the update began (ERROR, an error level, panic, a
+/// StatusCode other than 200) fails the check and is quoted. A log holding
+/// several runs is judged on the last one. Prints the cluster ID, resource
+/// group, status code and time the log names; exit 1 on any problem.
 ///
 /// Example:
 ///   rekey storage check-log job.log --cluster c0ffee --resource-group 1a2b3c
@@ -23,6 +27,9 @@ pub struct CheckLogArgs {
     pub resource_group: Option<String>,
 }
 
+/// The largest job log read: far above a job's few hundred lines.
+const MAX_LOG: u64 = 64 * 1024 * 1024;
+
 #[derive(Serialize)]
 struct LogOutput<'a> {
     file: &'a Path,
@@ -37,7 +44,7 @@ pub(super) fn run_check_log(printer: &Printer, args: CheckLogArgs) -> anyhow::Re
     if args.cluster.trim().is_empty() {
         bail!("--cluster is empty");
     }
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes = read_bounded(&args.file, MAX_LOG)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         bail!("{}: the log is empty", args.file.display());
     }
@@ -52,23 +59,45 @@ pub(super) fn run_check_log(printer: &Printer, args: CheckLogArgs) -> anyhow::Re
             report,
         })?,
         _ => {
+            if report.runs > 1 {
+                printer.line(format_args!(
+                    "the log holds {} runs; judging the last, from line {}",
+                    report.runs, report.run_starts_at
+                ));
+            }
             for (i, p) in report.phrases.iter().enumerate() {
                 match p.line {
                     Some(l) => printer.line(format_args!("{}. line {l}: {}", i + 1, p.phrase)),
                     None => printer.line(format_args!("{}. missing: {}", i + 1, p.phrase)),
                 }
             }
-            match &report.first_missing {
-                None => printer.line(format_args!(
-                    "ok: all {} phrases in order; names cluster {}{}",
+            let shown = |v: &[String]| {
+                if v.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    v.join(", ")
+                }
+            };
+            printer.line(format_args!(
+                "logged: cluster ID {}; resource group {}; StatusCode {}; time {}",
+                shown(&report.logged.cluster_ids),
+                shown(&report.logged.resource_groups),
+                report.logged.status_code.map_or("(none)".to_owned(), |c| c.to_string()),
+                report.logged.time.as_deref().unwrap_or("(none)")
+            ));
+            if report.problems.is_empty() {
+                printer.line(format_args!(
+                    "ok: all {} phrases in order, no error after them; names cluster {}{}",
                     joblog::PHRASES.len(),
                     args.cluster,
                     args.resource_group
                         .as_deref()
                         .map(|g| format!(" and resource group {g}"))
                         .unwrap_or_default()
-                )),
-                Some(m) => printer.line(format_args!("problem: {m}")),
+                ));
+            }
+            for p in &report.problems {
+                printer.line(format_args!("problem: {p}"));
             }
         }
     }

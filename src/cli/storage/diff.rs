@@ -29,13 +29,19 @@ pub struct DiffArgs {
     /// The secret(s): a file (JSON or YAML Secret, or a List), a directory of them, or `-`.
     #[arg(long, value_name = "PATH", required_unless_present = "before", conflicts_with_all = ["before", "after"])]
     pub secret: Option<PathBuf>,
-    /// The source of truth: a JSON file (object, array or NDJSON) or etcd://HOST:PORT/PREFIX.
+    /// The source of truth: a JSON file (object, array or NDJSON) or etcd://HOST:PORT/PREFIX (etcd+https:// for TLS).
     #[arg(long, value_name = "PATH|URL", required_unless_present = "before")]
     pub truth: Option<String>,
     #[command(flatten)]
     pub key: DecryptionKeyArgs,
     #[command(flatten)]
     pub scope: ScopeArgs,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// The cluster's `kubectl get secret sdnlb-config -n kube-system -o json` (VPC
+    /// clusters): its [SDNLB] service_apikey must be the truth's key too; --secret must hold one cluster.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["before", "after"])]
+    pub sdnlb_config: Option<PathBuf>,
     /// Show a redacted diff of slclient.toml against the expected one for clusters that do not match.
     #[arg(long)]
     pub diff: bool,
@@ -99,13 +105,23 @@ pub(super) fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit
     if args.key.decryption_key_file.is_none() && args.key.decryption_key_env.is_none() {
         bail!("no decryption key: use --decryption-key-file or --decryption-key-env");
     }
-    let truth = load_truth(truth_source)?;
+    let truth = load_truth(truth_source, &args.etcd)?;
     let key = args.key.read()?;
     let reveal = reveal_allowed(printer, args.reveal);
     let opts = Options {
         scope: args.scope.scope(),
         diff: args.diff,
         reveal,
+        provider: args.scope.provider,
+        sdnlb: match &args.sdnlb_config {
+            None => None,
+            Some(path) => {
+                let bytes = Zeroizing::new(read_bounded(path, crate::storage::sdnlb::MAX_FILE as u64)?);
+                let parsed =
+                    crate::storage::sdnlb::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                Some(Arc::new(parsed))
+            }
+        },
     };
     let json = printer.format() == OutputFormat::Json;
     let mut summary = Summary::default();
@@ -162,6 +178,12 @@ pub(super) fn run_diff(printer: &Printer, args: DiffArgs) -> anyhow::Result<Exit
         Ok(())
     });
     verified?;
+    if args.sdnlb_config.is_some() && summary.clusters != 1 {
+        bail!(
+            "--sdnlb-config is one cluster's Secret, but --secret held {} clusters",
+            summary.clusters
+        );
+    }
     summary.ok = summary.clusters > 0 && summary.statuses.get("match") == Some(&summary.clusters);
     if json {
         let s = serde_json::to_string(&summary)?;

@@ -97,6 +97,10 @@ pub struct ScopeArgs {
     /// The region of every cluster (overrides the one in the endpoint URLs).
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
+    /// The provider of every cluster, which decides its key field (default:
+    /// the secret's `provider` label, else `[VPC] provider_type`, else the field that is set).
+    #[arg(long, value_enum)]
+    pub provider: Option<crate::storage::slclient::Provider>,
 }
 
 impl ScopeArgs {
@@ -120,44 +124,223 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
 
 // ---------------------------------------------------------------- truth
 
+/// How to reach an etcd that serves the source of truth over TLS, with a
+/// client certificate and/or a user and password, as production runs it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EtcdArgs {
+    /// The CA certificate (PEM) that signed etcd's server certificate (etcd+https://).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// The client certificate (PEM) for etcd's client-certificate auth; needs --etcd-key.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM); needs --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// The etcd user for user/password auth; the password comes from --etcd-password-file or --etcd-password-env.
+    #[arg(long, value_name = "NAME")]
+    pub etcd_user: Option<String>,
+    /// Read the etcd user's password from FILE (`-` reads stdin).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "etcd_user",
+        conflicts_with = "etcd_password_env"
+    )]
+    pub etcd_password_file: Option<PathBuf>,
+    /// Read the etcd user's password from the environment variable NAME.
+    #[arg(long, value_name = "NAME", requires = "etcd_user")]
+    pub etcd_password_env: Option<String>,
+}
+
+impl EtcdArgs {
+    fn any(&self) -> bool {
+        self.etcd_cacert.is_some() || self.etcd_cert.is_some() || self.etcd_user.is_some()
+    }
+}
+
+/// Reads a small PEM file (certificates and keys are a few KB).
+fn read_pem(path: &Path, what: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(1024 * 1024 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if bytes.len() > 1024 * 1024 {
+        bail!("{what} {}: larger than 1 MiB, not a PEM file", path.display());
+    }
+    Ok(bytes)
+}
+
 /// Loads and indexes the source of truth from a file or etcd.
-fn load_truth(source: &str) -> anyhow::Result<TruthIndex> {
-    let records = if source.starts_with("etcd://") {
+fn load_truth(source: &str, etcd_args: &EtcdArgs) -> anyhow::Result<TruthIndex> {
+    let records = if etcd::is_etcd(source) {
         let url = etcd::parse_url(source)?;
-        fetch_etcd(&url).with_context(|| format!("reading source of truth from {source}"))?
+        let client = etcd_client(&url, etcd_args)?;
+        fetch_etcd(&url, client, etcd_args).with_context(|| format!("reading source of truth from {source}"))?
     } else {
-        let bytes = Zeroizing::new(std::fs::read(source).with_context(|| format!("reading {source}"))?);
+        if etcd_args.any() {
+            bail!("--etcd-* options apply to an etcd source of truth (--truth etcd+https://HOST:PORT/PREFIX)");
+        }
+        let bytes = Zeroizing::new(read_bounded(Path::new(source), MAX_TRUTH_FILE)?);
         truth::parse_records(&bytes, source)?
     };
     Ok(TruthIndex::new(records)?)
 }
 
-fn fetch_etcd(url: &etcd::EtcdUrl) -> anyhow::Result<Vec<Record>> {
+/// The largest truth file read: a record is about 1 KB; a million of them fit.
+const MAX_TRUTH_FILE: u64 = 1024 * 1024 * 1024;
+
+/// Reads a file of at most `limit` bytes; a larger one is an error, never an allocation abort.
+pub(super) fn read_bounded(path: &Path, limit: u64) -> anyhow::Result<Vec<u8>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        bail!("{}: larger than the limit of {} MiB", path.display(), limit >> 20);
+    }
+    Ok(bytes)
+}
+
+fn etcd_client(url: &etcd::EtcdUrl, args: &EtcdArgs) -> anyhow::Result<reqwest::Client> {
+    let tls = url.endpoint.starts_with("https://");
+    if !tls && (args.etcd_cacert.is_some() || args.etcd_cert.is_some()) {
+        bail!("--etcd-cacert and --etcd-cert need a TLS address: etcd+https://HOST:PORT/PREFIX");
+    }
+    let loopback = ["http://127.", "http://localhost:", "http://[::1]:"]
+        .iter()
+        .any(|p| url.endpoint.starts_with(p));
+    if !tls && !loopback && args.etcd_user.is_some() {
+        bail!("--etcd-user would send the password in clear text: use etcd+https://HOST:PORT/PREFIX");
+    }
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10))
+        // The auth token goes with every request: never to another place.
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &args.etcd_cacert {
+        let pem = read_pem(path, "--etcd-cacert")?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--etcd-cacert {}: not a PEM certificate", path.display()))?;
+        if certs.is_empty() {
+            bail!("--etcd-cacert {}: holds no certificate", path.display());
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&args.etcd_cert, &args.etcd_key) {
+        let mut pem = read_pem(cert, "--etcd-cert")?;
+        pem.push(b'\n');
+        pem.extend_from_slice(&read_pem(key, "--etcd-key")?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+            anyhow::anyhow!(
+                "--etcd-cert {} / --etcd-key {}: not a PEM certificate and private key",
+                cert.display(),
+                key.display()
+            )
+        })?;
+        builder = builder.identity(identity);
+    }
+    builder.build().context("building the etcd client")
+}
+
+/// Reads a response body of at most `limit` bytes.
+async fn bounded_body(mut resp: reqwest::Response, limit: usize, what: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut body = Zeroizing::new(Vec::new());
+    while let Some(chunk) = resp.chunk().await.with_context(|| format!("reading {what}"))? {
+        if body.len() + chunk.len() > limit {
+            bail!("{what}: the answer is larger than the limit of {} MiB", limit >> 20);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn fetch_etcd(url: &etcd::EtcdUrl, client: reqwest::Client, args: &EtcdArgs) -> anyhow::Result<Vec<Record>> {
+    let password = match (
+        &args.etcd_user,
+        SecretSource::from_options(args.etcd_password_file.as_deref(), args.etcd_password_env.as_deref()),
+    ) {
+        (Some(_), None) => bail!("--etcd-user needs a password: use --etcd-password-file or --etcd-password-env"),
+        (Some(_), Some(source)) => {
+            let raw = source.read()?;
+            let mut text: &[u8] = &raw;
+            if let Some(rest) = text.strip_suffix(b"\n") {
+                text = rest.strip_suffix(b"\r").unwrap_or(rest);
+            }
+            let text = std::str::from_utf8(text)
+                .with_context(|| format!("the etcd password from {} is not UTF-8", source.describe()))?;
+            Some(Zeroizing::new(text.to_owned()))
+        }
+        (None, _) => None,
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let token = match (&args.etcd_user, &password) {
+            (Some(user), Some(password)) => {
+                let endpoint = format!("{}/v3/auth/authenticate", url.endpoint);
+                let resp = client
+                    .post(&endpoint)
+                    .json(&etcd::authenticate_request(user, password))
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("POST {endpoint}: {}", e.without_url()))?;
+                let status = resp.status();
+                let body = bounded_body(resp, 1024 * 1024, &endpoint).await?;
+                if !status.is_success() {
+                    bail!(
+                        "POST {endpoint}: HTTP {status}: etcd refused user {} (wrong user or password, or auth not enabled){}",
+                        crate::health::printable(user),
+                        etcd_error_text(&body)
+                    );
+                }
+                Some(etcd::parse_token(&body)?)
+            }
+            _ => None,
+        };
         let endpoint = format!("{}/v3/kv/range", url.endpoint);
         let mut start = url.prefix.clone();
         let mut records = Vec::new();
+        let mut pages = 0usize;
         loop {
-            let resp = client
-                .post(&endpoint)
-                .json(&etcd::range_request(&start, &url.prefix, 1000))
+            pages += 1;
+            if pages > etcd::MAX_PAGES {
+                bail!(
+                    "POST {endpoint}: more than {} pages of {} keys: refusing to read on (an endpoint answering `more: true` forever?)",
+                    etcd::MAX_PAGES,
+                    etcd::PAGE_SIZE
+                );
+            }
+            let mut request = client.post(&endpoint).json(&etcd::range_request(&start, &url.prefix, etcd::PAGE_SIZE));
+            if let Some(token) = &token {
+                let mut value = reqwest::header::HeaderValue::from_str(token)
+                    .map_err(|_| anyhow::anyhow!("the etcd token is not a valid HTTP header value"))?;
+                value.set_sensitive(true);
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
+            let resp = request
                 .send()
                 .await
-                .with_context(|| format!("POST {endpoint}"))?;
+                .map_err(|e| anyhow::anyhow!("POST {endpoint}: {}", error_chain(&e.without_url())))?;
             let status = resp.status();
-            let body = Zeroizing::new(resp.bytes().await?.to_vec());
+            let body = bounded_body(resp, etcd::MAX_BODY, &format!("POST {endpoint}")).await?;
             if !status.is_success() {
-                bail!("POST {endpoint}: HTTP {status}");
+                bail!("POST {endpoint}: HTTP {status}{}", etcd_error_text(&body));
             }
             let page = etcd::parse_response(&body)?;
             let Some(last) = page.kvs.last().map(|(k, _)| k.clone()) else {
                 break;
             };
+            if last < start {
+                bail!("POST {endpoint}: the answer goes backwards (a key before the one asked from)");
+            }
             for (k, v) in &page.kvs {
                 let v = Zeroizing::new(v.clone());
-                let origin = format!("etcd key {}", String::from_utf8_lossy(k));
+                let origin = format!("etcd key {}", crate::health::printable(&String::from_utf8_lossy(k)));
                 let value: serde_json::Value = serde_json::from_slice(&v).map_err(|e| truth::TruthError::Syntax {
                     origin: origin.clone(),
                     message: e.to_string(),
@@ -174,6 +357,32 @@ fn fetch_etcd(url: &etcd::EtcdUrl) -> anyhow::Result<Vec<Record>> {
         }
         Ok(records)
     })
+}
+
+/// Returns an error and its causes on one line (TLS errors hide in the causes).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Returns `: <message>` from an etcd gateway error body, escaped, or nothing.
+fn etcd_error_text(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .or_else(|| v.get("message"))
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
+        .map(|m| format!(": {}", crate::health::printable(&m)))
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- reading secrets
@@ -347,9 +556,13 @@ fn read_secrets(path: &Path, sink: &mut dyn FnMut(Pending) -> anyhow::Result<()>
             }
             Some(_) => {
                 let mut bytes = Zeroizing::new(Vec::new());
-                reader
+                (&mut reader)
+                    .take(kube::MAX_YAML as u64 + 1)
                     .read_to_end(&mut bytes)
                     .with_context(|| format!("reading {shown}"))?;
+                if bytes.len() > kube::MAX_YAML {
+                    bail!("{shown}: {}", kube::SecretError::TooLarge);
+                }
                 let result = kube::read_yaml(&bytes, &mut |item, raw| {
                     count += 1;
                     sink(Pending::Ready(check(&origin, item, raw)?, origin.clone()))
@@ -385,7 +598,33 @@ pub(super) fn render_text(out: &mut String, r: &ClusterReport) {
     if let Some(k) = r.key_format {
         let _ = write!(out, "  key format {}", k.name());
     }
+    if let (Some(p), Some(from)) = (r.provider, &r.provider_from) {
+        let _ = write!(out, "  provider {} ({from})", p.name());
+    }
     out.push('\n');
+    if let Some(s) = &r.sdnlb {
+        let _ = writeln!(
+            out,
+            "  sdnlb-config service_apikey: {} {}{}{}",
+            s.status,
+            fp(s.fingerprint),
+            if s.encrypted { " (decrypted)" } else { "" },
+            s.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+        );
+    }
+    if let Some(o) = &r.other_field {
+        let _ = writeln!(
+            out,
+            "  other field {}: {}{}",
+            o.field.name(),
+            fp(o.fingerprint),
+            match o.agrees {
+                Some(true) => ", the same key",
+                Some(false) => ", a DIFFERENT key",
+                None => "",
+            }
+        );
+    }
     if let Some(d) = &r.detail {
         let _ = writeln!(out, "  {d}");
     }
