@@ -12,6 +12,8 @@ mod generate;
 mod health;
 mod health_support;
 mod inspect;
+mod leaks;
+mod leaks_corpus;
 mod rotate;
 mod secrets_repo;
 mod storage;
