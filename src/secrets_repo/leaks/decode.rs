@@ -843,4 +843,91 @@ mod tests {
         assert!(decoded(b"SECRETS_REPO_SHA=0123456789abcdef0123456789abcdef01234567").is_empty());
         assert!(decoded(b"JP_REGISTRY_PULL_SECRET_64 Xy7_Qz3-Lm9pR2tWv8Kd4sFh6Jb1Nc5Ge0Ua3Yo7Ti2").is_empty());
     }
+
+    mod properties {
+        use super::super::*;
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
+        use proptest::prelude::*;
+
+        const SMALL: Limits = Limits {
+            max_depth: 3,
+            max_layer: 4096,
+            max_total: 16384,
+            max_ratio: 10,
+            ratio_floor: 1024,
+            max_entries: 8,
+            max_regions: 64,
+        };
+
+        fn check_bounds(bytes: &[u8]) {
+            let mut budget = Budget::new(&SMALL);
+            let out = decode_all(bytes, &SMALL, &mut budget);
+            let total: usize = out
+                .iter()
+                .map(|o| match o {
+                    Outcome::Decoded(d) => {
+                        assert!(d.bytes.len() <= SMALL.max_layer, "{} > max_layer", d.bytes.len());
+                        d.bytes.len()
+                    }
+                    Outcome::Limit { .. } => 0,
+                })
+                .sum();
+            assert!(total <= SMALL.max_total, "{total} > max_total");
+            assert!(out.len() <= SMALL.max_regions + SMALL.max_entries + 1);
+        }
+
+        fn prefixed() -> impl Strategy<Value = Vec<u8>> {
+            let prefixes: Vec<Vec<u8>> = vec![
+                vec![],
+                vec![0x1f, 0x8b, 8],
+                vec![0x78, 0x9c],
+                b"PK\x03\x04".to_vec(),
+                vec![0xff, 0xfe],
+                vec![0xfe, 0xff],
+                b"-----BEGIN PRIVATE KEY-----\n".to_vec(),
+                b"%41%42\\u0041 ".to_vec(),
+            ];
+            (
+                proptest::sample::select(prefixes),
+                proptest::collection::vec(any::<u8>(), 0..2048),
+            )
+                .prop_map(|(mut p, rest)| {
+                    p.extend(rest);
+                    p
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_input_never_panics_and_stays_within_limits(bytes in prefixed()) {
+                check_bounds(&bytes);
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(text in "[ -~\n]{0,600}") {
+                check_bounds(text.as_bytes());
+                let _ = join_split(text.as_bytes());
+            }
+
+            #[test]
+            fn the_engine_never_panics_on_arbitrary_bytes(bytes in prefixed()) {
+                let scanner = crate::secrets_repo::leaks::Scanner::default().with_limits(SMALL);
+                let _ = scanner.scan("p", &bytes);
+            }
+
+            #[test]
+            fn wrapped_base64_round_trips(text in "[a-z0-9 :=]{24,300}", width in 4usize..120) {
+                let encoded = STANDARD.encode(text.as_bytes());
+                let wrapped: Vec<&[u8]> = encoded.as_bytes().chunks(width.max(4)).collect();
+                let wrapped = wrapped.join(&b"\n"[..]);
+                let found = base64_regions(&wrapped)
+                    .into_iter()
+                    .any(|(_, d)| d == text.as_bytes());
+                prop_assert!(found);
+            }
+        }
+    }
 }
