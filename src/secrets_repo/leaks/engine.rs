@@ -18,6 +18,8 @@ pub const KNOWN_KEY: &str = "known-key";
 pub const DECODE_LIMIT: &str = "decode-limit";
 /// The most matches of one rule taken from one layer.
 const MAX_MATCHES: usize = 1000;
+/// Marks a layer whose lines are not the file's (inside a join).
+const UNKNOWN_LINE: usize = 0;
 /// How far a PEM block's END line is looked for.
 const PEM_SPAN: usize = 64 << 10;
 
@@ -201,16 +203,19 @@ impl Scanner {
         };
         walk.layer(bytes, path, &mut Vec::new(), None);
         let mut out = walk.out;
+        // One finding per secret and rule in a region: the most direct
+        // decoding chain, then the first line.
         out.sort_by(|a, b| {
-            (&a.path, a.line, &a.rule, a.fingerprint, a.chain.len()).cmp(&(
+            (&a.path, &a.rule, a.fingerprint, a.chain.len(), a.line).cmp(&(
                 &b.path,
-                b.line,
                 &b.rule,
                 b.fingerprint,
                 b.chain.len(),
+                b.line,
             ))
         });
-        out.dedup_by(|a, b| a.path == b.path && a.line == b.line && a.rule == b.rule && a.fingerprint == b.fingerprint);
+        out.dedup_by(|a, b| a.path == b.path && a.rule == b.rule && a.fingerprint == b.fingerprint);
+        out.sort_by(|a, b| (&a.path, a.line, &a.rule).cmp(&(&b.path, b.line, &b.rule)));
         out
     }
 }
@@ -278,7 +283,11 @@ impl Walk<'_> {
         } else {
             None
         };
-        let line_at = |offset: usize| fixed_line.or_else(|| lines.as_ref().map(|l| l.at(offset)));
+        let line_at = |offset: usize| {
+            fixed_line
+                .or_else(|| lines.as_ref().map(|l| l.at(offset)))
+                .filter(|&l| l != UNKNOWN_LINE)
+        };
         let scanner = self.scanner;
         for rule in &scanner.rules.rules {
             self.apply(rule, bytes, path, chain, &line_at);
@@ -316,6 +325,8 @@ impl Walk<'_> {
                         None if d.layer.is_container() || matches!(d.layer, Layer::Utf16le | Layer::Utf16be) => {
                             (path, fixed_line)
                         }
+                        // Joining removes line breaks: lines inside are not the file's.
+                        None if d.layer == Layer::Join => (path, Some(fixed_line.unwrap_or(UNKNOWN_LINE))),
                         None => (path, line_at(d.offset)),
                     };
                     chain.push(d.layer);
