@@ -133,6 +133,37 @@ fn a_decompression_bomb_is_a_finding_not_an_outage() {
     assert!(f.iter().any(|f| f.rule == DECODE_LIMIT), "{f:?}");
 }
 
+#[test]
+fn a_gpg_store_message_is_opened_and_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("gnupg");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let key = leaks_corpus::fake_key("gpg-store");
+    std::fs::write(dir.path().join("notes.txt"), format!("apikey: {key}\n")).unwrap();
+    for algo in ["zip", "zlib"] {
+        let out = Command::new("gpg")
+            .args(["--batch", "--quiet", "--homedir"])
+            .arg(&home)
+            .args(["--store", "--compress-algo", algo, "--armor", "--output", "-"])
+            .arg(dir.path().join("notes.txt"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let found = Scanner::default().scan("notes.txt.asc", &out.stdout);
+        let hit = found
+            .iter()
+            .find(|f| f.fingerprint == Fingerprint::of(key.as_bytes()))
+            .unwrap_or_else(|| panic!("{algo}: {found:?}"));
+        assert_eq!(hit.chain_text(), "base64>openpgp", "{algo}");
+    }
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--kill", "all"])
+        .status();
+}
+
 // ---- history --------------------------------------------------------------
 
 fn git(dir: &Path, args: &[&str]) -> String {

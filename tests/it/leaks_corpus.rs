@@ -282,6 +282,26 @@ pub fn generated_leaks(seed: &str) -> Vec<Case> {
         },
         true,
     );
+    add(
+        "encodings/openpgp-compressed-armored",
+        &|k| {
+            // gpg --store --compress-algo zip -a: a compressed data packet
+            // (old format, tag 8, indeterminate length, ZIP) holding a literal packet.
+            let text = format!("IBMCLOUD_API_KEY={k}\n");
+            let mut literal = vec![0xcb, u8::try_from(text.len() + 6).unwrap_or(0), b'b', 0, 0, 0, 0, 0];
+            literal.extend_from_slice(text.as_bytes());
+            let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            deflate.write_all(&literal).expect("deflate");
+            let mut packet = vec![0xa3, 1];
+            packet.extend(deflate.finish().expect("deflate"));
+            format!(
+                "-----BEGIN PGP MESSAGE-----\n\n{}=GZf5\n-----END PGP MESSAGE-----\n",
+                wrap(&STANDARD.encode(packet), 64)
+            )
+            .into_bytes()
+        },
+        true,
+    );
     add("bare/key-file-newline", &|k| format!("{k}\n").into_bytes(), true);
     add(
         "private/pem-block",

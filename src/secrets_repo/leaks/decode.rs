@@ -25,6 +25,8 @@ pub enum Layer {
     Utf16be,
     Gzip,
     Zlib,
+    /// An OpenPGP compressed data packet (`gpg --store`, signed-only messages).
+    Openpgp,
     Zip,
     Tar,
     /// Strings split across lines, concatenated, or folded (YAML `>-`), joined.
@@ -43,6 +45,7 @@ impl Layer {
             Layer::Utf16be => "utf16be",
             Layer::Gzip => "gzip",
             Layer::Zlib => "zlib",
+            Layer::Openpgp => "openpgp",
             Layer::Zip => "zip",
             Layer::Tar => "tar",
             Layer::Join => "join",
@@ -51,7 +54,10 @@ impl Layer {
 
     /// Returns true for layers that decompress or unpack (bombs live there).
     pub fn is_container(self) -> bool {
-        matches!(self, Layer::Gzip | Layer::Zlib | Layer::Zip | Layer::Tar)
+        matches!(
+            self,
+            Layer::Gzip | Layer::Zlib | Layer::Openpgp | Layer::Zip | Layer::Tar
+        )
     }
 }
 
@@ -226,6 +232,15 @@ fn whole(bytes: &[u8], limits: &Limits, budget: &mut Budget, out: &mut Vec<Outco
             return single(Layer::Zlib, r, budget);
         }
     }
+    if let Some((algorithm, body)) = openpgp_compressed(bytes) {
+        let result = match algorithm {
+            1 => bounded_read(flate2::read::DeflateDecoder::new(body), cap),
+            _ => bounded_read(flate2::read::ZlibDecoder::new(body), cap),
+        };
+        if let Some(r) = result {
+            return single(Layer::Openpgp, r, budget);
+        }
+    }
     if bytes.starts_with(b"PK\x03\x04") {
         unzip(bytes, limits, budget, out);
         return Some(std::mem::take(out));
@@ -244,6 +259,8 @@ pub fn container_kind(bytes: &[u8]) -> Option<Layer> {
         Some(Layer::Gzip)
     } else if bytes.len() >= 2 && bytes[0] == 0x78 && (u16::from(bytes[0]) << 8 | u16::from(bytes[1])) % 31 == 0 {
         Some(Layer::Zlib)
+    } else if openpgp_compressed(bytes).is_some() {
+        Some(Layer::Openpgp)
     } else if bytes.starts_with(b"PK\x03\x04") {
         Some(Layer::Zip)
     } else if bytes.len() >= 512 && &bytes[257..262] == b"ustar" {
@@ -251,6 +268,41 @@ pub fn container_kind(bytes: &[u8]) -> Option<Layer> {
     } else {
         None
     }
+}
+
+/// Returns the algorithm (1 ZIP, 2 ZLIB) and compressed body of an OpenPGP
+/// compressed data packet (tag 8) that `bytes` starts with. Partial body
+/// lengths are not followed; the body then reads as far as it is contiguous.
+pub fn openpgp_compressed(bytes: &[u8]) -> Option<(u8, &[u8])> {
+    let first = *bytes.first()?;
+    let header = if first & 0xc0 == 0xc0 {
+        // New format: tag in the low six bits, then a length.
+        if first & 0x3f != 8 {
+            return None;
+        }
+        match *bytes.get(1)? {
+            0..=191 => 2,
+            192..=223 => 3,
+            255 => 6,
+            _ => 2,
+        }
+    } else if first & 0xc0 == 0x80 {
+        // Old format: tag in bits 2..6, length type in the low two bits.
+        if (first >> 2) & 0x0f != 8 {
+            return None;
+        }
+        match first & 3 {
+            0 => 2,
+            1 => 3,
+            2 => 5,
+            _ => 1,
+        }
+    } else {
+        return None;
+    };
+    let algorithm = *bytes.get(header)?;
+    let body = bytes.get(header + 1..)?;
+    (matches!(algorithm, 1 | 2) && body.len() >= 2).then_some((algorithm, body))
 }
 
 /// The most a decompression of `input_len` bytes may produce.
@@ -418,6 +470,7 @@ fn interesting(bytes: &[u8]) -> bool {
         || bytes.starts_with(&[0xfe, 0xff])
         || (bytes[0] == 0x78 && (u16::from(bytes[0]) << 8 | u16::from(bytes[1])) % 31 == 0)
         || (bytes.len() >= 512 && &bytes[257..262] == b"ustar")
+        || openpgp_compressed(bytes).is_some()
     {
         return true;
     }
