@@ -387,3 +387,33 @@ pub fn enumerate(repo: &Path, base: &str, head: &str, limits: &HistoryLimits) ->
     }
     Ok(Range { commits, blobs, names })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_raw_log_records_with_byte_paths() {
+        let zero = "0".repeat(40);
+        let a = "a".repeat(40);
+        let out = format!(
+            "\x01{c1}\0\n:000000 100644 {zero} {a} A\0dir/n\u{e9}.txt\0:100644 000000 {a} {zero} D\0old\0\x01{c2}\0",
+            c1 = "1".repeat(40),
+            c2 = "2".repeat(40)
+        );
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(b"\n:000000 100644 ");
+        bytes.extend_from_slice(zero.as_bytes());
+        bytes.extend_from_slice(b" ");
+        bytes.extend_from_slice(a.as_bytes());
+        bytes.extend_from_slice(b" A\0bad\xffname\0");
+        let commits = parse_raw(&bytes).unwrap();
+        assert_eq!(commits.len(), 2);
+        assert_eq!(commits[0].1.len(), 2);
+        assert_eq!(commits[0].1[0].status, b'A');
+        assert_eq!(commits[0].1[0].path, "dir/n\u{e9}.txt".as_bytes());
+        assert_eq!(commits[0].1[1].status, b'D');
+        assert_eq!(commits[1].1[0].path, b"bad\xffname");
+        assert!(parse_raw(b"\x01abc\0:garbage\0x\0").is_err());
+    }
+}

@@ -250,6 +250,48 @@ fn history_finds_a_key_added_then_removed_with_the_still_in_history_note() {
 }
 
 #[test]
+fn history_finds_every_corpus_shape_in_a_pr_that_later_deletes_them_and_no_benign_case() {
+    let dir = repo();
+    let d = dir.path();
+    let cases = leaks_corpus::leaks("history-corpus");
+    let mut categories: Vec<&str> = cases.iter().filter_map(|c| c.name.split('/').next()).collect();
+    categories.dedup();
+    for category in &categories {
+        for c in cases.iter().filter(|c| c.name.starts_with(&format!("{category}/"))) {
+            write(d, format!("leaks/{}", c.name), &c.bytes);
+        }
+        commit_all(d, &format!("Add {category} notes"));
+    }
+    for c in leaks_corpus::benign() {
+        write(d, format!("benign/{}", c.name), &c.bytes);
+    }
+    commit_all(d, "Add benign files");
+    std::fs::remove_dir_all(d.join("leaks")).unwrap();
+    let cleanup = commit_all(d, "Remove the notes again");
+
+    let found = leaks::scan_range(&Scanner::default(), d, "main", "pr", &HistoryLimits::default()).unwrap();
+    let missed: Vec<&str> = cases
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|name| {
+            let path = format!("leaks/{name}");
+            !found.iter().any(|f| {
+                f.rule != DECODE_LIMIT
+                    && (f.path == path || f.path.starts_with(&format!("{path}!")))
+                    && f.removed_in.as_deref() == Some(cleanup.as_str())
+            })
+        })
+        .collect();
+    assert!(missed.is_empty(), "not found in history: {missed:?}");
+    let alarms: Vec<String> = found
+        .iter()
+        .filter(|f| f.path.starts_with("benign/") || f.region == Region::CommitMessage)
+        .map(|f| format!("{} {}", f.path, f.rule))
+        .collect();
+    assert!(alarms.is_empty(), "false alarms: {alarms:?}");
+}
+
+#[test]
 fn history_scans_commit_messages_file_names_binary_files_and_non_utf8_names() {
     use std::os::unix::ffi::OsStrExt;
     let dir = repo();
