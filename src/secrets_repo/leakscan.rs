@@ -98,6 +98,19 @@ impl Allowlist {
         Ok(list)
     }
 
+    /// Returns true when a waiver covers a finding of the leak engine (for
+    /// history scans): `rule` matches the engine's rule id or its category.
+    pub fn waives(&self, finding: &leaks::Finding) -> bool {
+        let category = category(&finding.rule).name();
+        self.allow.iter().any(|a| {
+            a.fingerprint
+                .as_deref()
+                .is_none_or(|f| f == finding.fingerprint.to_string())
+                && a.path.as_deref().is_none_or(|p| finding.path.starts_with(p))
+                && a.rule.as_deref().is_none_or(|r| r == finding.rule || r == category)
+        })
+    }
+
     /// Returns true when a waiver covers `finding`.
     pub fn allows(&self, finding: &Finding) -> bool {
         self.allow.iter().any(|a| {
@@ -226,6 +239,23 @@ mod tests {
             STANDARD.encode([0x85u8; 300])
         );
         assert!(scan("f.gpg", &armor, &[]).is_empty());
+    }
+
+    #[test]
+    fn allowlist_waives_engine_findings_by_rule_id_or_category() {
+        let f = &leaks::Scanner::default().scan(
+            "notes/a.sh",
+            format!("docker login -u iamapikey -p {KEY} jp.icr.io").as_bytes(),
+        )[0];
+        assert_eq!(f.rule, "cli-login-password");
+        let by_id = Allowlist::parse("a.toml", "[[allow]]\nrule = \"cli-login-password\"\nreason = \"x\"\n").unwrap();
+        let by_category = Allowlist::parse(
+            "a.toml",
+            "[[allow]]\nrule = \"api-key-assignment\"\npath = \"notes/\"\nreason = \"x\"\n",
+        )
+        .unwrap();
+        let other = Allowlist::parse("a.toml", "[[allow]]\nrule = \"private-key\"\nreason = \"x\"\n").unwrap();
+        assert!(by_id.waives(f) && by_category.waives(f) && !other.waives(f));
     }
 
     #[test]
