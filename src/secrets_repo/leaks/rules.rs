@@ -221,6 +221,33 @@ mod tests {
     }
 
     #[test]
+    fn random_keys_are_never_benign() {
+        use sha2::{Digest, Sha256};
+        const IBM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+        const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let set = RuleSet::builtin();
+        let mut benign = Vec::new();
+        for i in 0..5000u32 {
+            let seed = Sha256::digest(i.to_le_bytes());
+            let bytes: Vec<u8> = Sha256::digest(seed).iter().chain(seed.iter()).copied().collect();
+            for (alphabet, len) in [(IBM, 44), (B64, 40), (IBM, 32)] {
+                let key: Vec<u8> = bytes.iter().take(len).map(|b| alphabet[usize::from(b % 64)]).collect();
+                if let Some(id) = set.benign_match(&key) {
+                    benign.push(format!("{} by {id}", String::from_utf8_lossy(&key)));
+                }
+            }
+        }
+        // A base64 key such as `/abc/def...` without `+` reads as a path: rare, accepted.
+        assert!(
+            benign.len() <= 15,
+            "{} of 15000 random keys benign: {:?}",
+            benign.len(),
+            &benign[..benign.len().min(5)]
+        );
+        assert!(benign.iter().all(|b| b.ends_with("by path")), "{benign:?}");
+    }
+
+    #[test]
     fn entropy_of_uniform_and_constant() {
         assert_eq!(entropy(b"aaaa"), 0.0);
         assert!((entropy(b"abcd") - 2.0).abs() < 1e-9);
