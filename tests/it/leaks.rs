@@ -164,6 +164,66 @@ fn a_gpg_store_message_is_opened_and_scanned() {
         .status();
 }
 
+/// Today's `rekey check` (head snapshot, per changed file) uses the engine
+/// through `leakscan::scan`: shapes the old scanner missed fail the check,
+/// rekey's own names pass, and output shows fingerprints only.
+#[test]
+fn rekey_check_catches_the_new_shapes_and_passes_benign_files() {
+    use crate::support::{Canary, rekey};
+    let dir = repo();
+    let d = dir.path();
+    let key = leaks_corpus::fake_key("check/cli");
+    let canary = Canary::with_value(&key);
+    let tarred = leaks_corpus::gzip(&leaks_corpus::tar(&[(
+        "jp.env",
+        format!("IBMCLOUD_API_KEY={key}\n").as_bytes(),
+    )]));
+    write(
+        d,
+        "notes/login.sh",
+        format!("docker login -u iamapikey -p {key} jp.icr.io\n").as_bytes(),
+    );
+    write(d, "notes/backup.tar.gz", &tarred);
+    write(
+        d,
+        "notes/ok.md",
+        b"secret_name = \"JP_REGISTRY_PULL_SECRET_64\"\napi_key_id: ApiKey-6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b\nSECRETS_REPO_SHA=3f9a1c2e4b6d8f0a1c3e5b7d9f1a3c5e7b9d1f3a\n",
+    );
+    commit_all(d, "notes");
+    let run = rekey()
+        .arg("check")
+        .arg("--repo")
+        .arg(d)
+        .args(["--base", "main", "--head", "pr", "--output", "json"])
+        .run();
+    run.code(1);
+    canary.assert_not_in_run(&run);
+    let json = run.json();
+    let leak = |target: &str| {
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "leak" && c["target"] == target)
+            .cloned()
+            .unwrap_or_else(|| panic!("no leak check of {target}: {json}"))
+    };
+    let login = leak("notes/login.sh");
+    assert_eq!(login["ok"], false);
+    assert!(
+        login["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&Fingerprint::of(key.as_bytes()).to_string()),
+        "{login}"
+    );
+    // Binary files reach today's check as lossy UTF-8 text; archives are
+    // found once check passes bytes (`leakscan::scan_bytes`, `leaks::scan_range`).
+    let found = rekey::secrets_repo::leakscan::scan_bytes("notes/backup.tar.gz", &tarred, &[]);
+    assert!(found.iter().any(|f| f.encoding.first() == Some(&"gzip")), "{found:?}");
+    assert_eq!(leak("notes/ok.md")["ok"], true);
+}
+
 // ---- history --------------------------------------------------------------
 
 fn git(dir: &Path, args: &[&str]) -> String {
