@@ -414,6 +414,30 @@ fn history_reads_each_blob_once_and_skips_what_the_base_has() {
 }
 
 #[test]
+fn history_handles_a_pr_that_merged_main() {
+    let dir = repo();
+    let d = dir.path();
+    let key = leaks_corpus::fake_key("history/merge");
+    write(d, "pr.env", format!("IBMCLOUD_API_KEY={key}\n").as_bytes());
+    let added = commit_all(d, "pr work");
+    git(d, &["checkout", "-q", "main"]);
+    write(d, "main-only.txt", b"landed on main meanwhile\n");
+    commit_all(d, "main work");
+    git(d, &["checkout", "-q", "pr"]);
+    git(d, &["merge", "-q", "--no-edit", "main"]);
+    let range = history::enumerate(d, "main", "pr", &HistoryLimits::default()).unwrap();
+    assert_eq!(range.commits.len(), 2, "the PR commit and the merge");
+    let paths: Vec<&[u8]> = range.blobs.iter().map(|b| b.path.as_slice()).collect();
+    assert_eq!(paths, [&b"pr.env"[..]], "main's file is in the base already");
+    let found = leaks::scan_range(&Scanner::default(), d, "main", "pr", &HistoryLimits::default()).unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|f| f.path == "pr.env" && f.commit.as_deref() == Some(added.as_str()))
+    );
+}
+
+#[test]
 fn history_limits_are_clear_errors() {
     let dir = repo();
     let d = dir.path();
