@@ -61,10 +61,20 @@ pub enum HistoryError {
 }
 
 /// One commit of the range.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Commit {
     pub id: String,
     pub message: Vec<u8>,
+}
+
+impl std::fmt::Debug for Commit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The message may be a leak: never shown.
+        f.debug_struct("Commit")
+            .field("id", &self.id)
+            .field("message_len", &self.message.len())
+            .finish()
+    }
 }
 
 /// One blob a commit of the range added or changed.
@@ -83,10 +93,10 @@ pub struct Blob {
 
 impl std::fmt::Debug for Blob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The contents may be a leak: never shown.
+        // The contents (and the name) may be a leak: never shown.
         f.debug_struct("Blob")
             .field("oid", &self.oid)
-            .field("path", &String::from_utf8_lossy(&self.path))
+            .field("path_len", &self.path.len())
             .field("commit", &self.commit)
             .field("removed_in", &self.removed_in)
             .field("len", &self.bytes.len())
@@ -95,10 +105,20 @@ impl std::fmt::Debug for Blob {
 }
 
 /// A file name a commit of the range added.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Name {
     pub path: Vec<u8>,
     pub commit: String,
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The name may hold a key: only its length is shown.
+        f.debug_struct("Name")
+            .field("path_len", &self.path.len())
+            .field("commit", &self.commit)
+            .finish()
+    }
 }
 
 /// What `base..head` adds to history.

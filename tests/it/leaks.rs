@@ -391,6 +391,15 @@ fn history_scans_commit_messages_file_names_binary_files_and_non_utf8_names() {
     assert!(at(Region::Content, &in_odd_name), "{found:?}");
     assert!(at(Region::FileName, &in_name), "{found:?}");
     assert!(found.iter().any(|f| f.path == "blobs/app.bin"));
+    // A key in a file name is a finding, and the name is shown redacted.
+    assert!(found.iter().any(|f| f.path == "keys/ibm/<redacted>.txt"), "{found:?}");
+    let shown = format!(
+        "{found:?} {:?}",
+        history::enumerate(d, "main", "pr", &HistoryLimits::default()).unwrap()
+    );
+    for key in [&in_message, &in_binary, &in_odd_name, &in_name] {
+        assert!(!shown.contains(key.as_str()), "a key is shown");
+    }
     assert!(found.iter().any(|f| f.path.starts_with("notes/r\u{fffd}gion")));
 }
 

@@ -19,12 +19,39 @@ pub use rules::{RuleSet, RulesError};
 
 use crate::secrets_repo::history::{self, HistoryError, HistoryLimits};
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::path::Path;
+
+/// Returns a file name fit to show when it holds a key: each part of 16 or
+/// more characters between `/`, `.`, spaces and commas is replaced.
+pub fn redact_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut part = String::new();
+    let flush = |part: &mut String, out: &mut String| {
+        if part.chars().count() >= 16 {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(part);
+        }
+        part.clear();
+    };
+    for c in name.chars() {
+        if matches!(c, '/' | '.' | ' ' | ',') {
+            flush(&mut part, &mut out);
+            out.push(c);
+        } else {
+            part.push(c);
+        }
+    }
+    flush(&mut part, &mut out);
+    out
+}
 
 /// Scans what merging `head` into `base` adds to history: every blob added
 /// or changed by a commit in `base..head` (once, attributed to the commit
 /// and path where it first appeared, with the commit that later removed it
-/// if one did), every commit message, and every file name.
+/// if one did), every commit message, and every file name. A file name that
+/// holds a key is shown redacted ([`redact_name`]) in every finding.
 pub fn scan_range(
     scanner: &Scanner,
     repo: &Path,
@@ -33,11 +60,32 @@ pub fn scan_range(
     limits: &HistoryLimits,
 ) -> Result<Vec<Finding>, HistoryError> {
     let range = history::enumerate(repo, base, head, limits)?;
-    let mut findings: Vec<Finding> = range
+    // File names first: a name that holds a key is shown redacted everywhere.
+    let mut findings = Vec::new();
+    let mut redacted: HashMap<&[u8], String> = HashMap::new();
+    for name in &range.names {
+        let shown = String::from_utf8_lossy(&name.path);
+        let mut found = scanner.scan_region(Region::FileName, &shown, Some(&name.commit), &name.path);
+        if !found.is_empty() {
+            let safe = redact_name(&shown);
+            for f in &mut found {
+                f.path.clone_from(&safe);
+            }
+            redacted.insert(&name.path, safe);
+            findings.extend(found);
+        }
+    }
+    let shown_path = |path: &[u8]| {
+        redacted
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| String::from_utf8_lossy(path).into_owned())
+    };
+    let in_blobs: Vec<Finding> = range
         .blobs
         .par_iter()
         .flat_map_iter(|blob| {
-            let path = String::from_utf8_lossy(&blob.path);
+            let path = shown_path(&blob.path);
             let mut found = scanner.scan_region(Region::Content, &path, Some(&blob.commit), &blob.bytes);
             for f in &mut found {
                 f.removed_in.clone_from(&blob.removed_in);
@@ -45,6 +93,7 @@ pub fn scan_range(
             found
         })
         .collect();
+    findings.extend(in_blobs);
     for commit in &range.commits {
         findings.extend(scanner.scan_region(
             Region::CommitMessage,
@@ -52,10 +101,6 @@ pub fn scan_range(
             Some(&commit.id),
             &commit.message,
         ));
-    }
-    for name in &range.names {
-        let path = String::from_utf8_lossy(&name.path);
-        findings.extend(scanner.scan_region(Region::FileName, &path, Some(&name.commit), &name.path));
     }
     Ok(findings)
 }
