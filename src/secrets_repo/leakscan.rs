@@ -1,23 +1,17 @@
 //! Finds plain-text secrets in text that is about to be committed to the
 //! secrets repo, where only OpenPGP messages belong.
 //!
-//! Modelled on gitleaks: a fixed set of rules (regular expressions with
-//! entropy and decoding checks), findings identified by a fingerprint of the
-//! matched secret so that an allowlist can waive one without naming it, and
-//! base64 blobs decoded and scanned again (Kubernetes Secret data, `auth`
-//! fields, `_64` variables). Findings never carry the secret itself.
+//! The scanning itself is the leak engine's ([`crate::secrets_repo::leaks`]);
+//! this module keeps the allowlist and the per-file `scan` that `check`
+//! uses, mapping the engine's rule ids onto the categories that allowlists
+//! name. Findings are identified by a fingerprint of the matched secret so
+//! that an allowlist can waive one without naming it; they never carry the
+//! secret itself.
 
 use crate::fingerprint::Fingerprint;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use regex::Regex;
+use crate::secrets_repo::leaks::{self, KnownKey, Scanner};
 use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
-
-/// How deep base64 inside base64 is followed.
-const MAX_DEPTH: usize = 3;
-/// The shortest base64 run that is decoded and scanned again.
-const MIN_BASE64: usize = 24;
 
 /// A rule that found a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +27,8 @@ pub enum Rule {
     ApiKeyAssignment,
     /// A value that the caller knows is secret (for example the key being rotated).
     KnownSecret,
+    /// A region that would decode beyond the engine's limits (a bomb).
+    DecodeLimit,
 }
 
 impl Rule {
@@ -44,6 +40,7 @@ impl Rule {
             Rule::DockerconfigAuth => "dockerconfig-auth",
             Rule::ApiKeyAssignment => "api-key-assignment",
             Rule::KnownSecret => "known-secret",
+            Rule::DecodeLimit => "decode-limit",
         }
     }
 }
@@ -55,8 +52,10 @@ pub struct Finding {
     /// 1-based line in the scanned text (of the outermost layer).
     pub line: usize,
     pub rule: Rule,
+    /// The leak engine's precise rule id (`cli-login-password`, ...).
+    pub rule_id: String,
     pub fingerprint: Fingerprint,
-    /// How the secret was reached: empty, or `base64` once per decoded layer.
+    /// How the secret was reached, outermost decoding first (`base64`, `gzip`, ...).
     pub encoding: Vec<&'static str>,
 }
 
@@ -99,6 +98,19 @@ impl Allowlist {
         Ok(list)
     }
 
+    /// Returns true when a waiver covers a finding of the leak engine (for
+    /// history scans): `rule` matches the engine's rule id or its category.
+    pub fn waives(&self, finding: &leaks::Finding) -> bool {
+        let category = category(&finding.rule).name();
+        self.allow.iter().any(|a| {
+            a.fingerprint
+                .as_deref()
+                .is_none_or(|f| f == finding.fingerprint.to_string())
+                && a.path.as_deref().is_none_or(|p| finding.path.starts_with(p))
+                && a.rule.as_deref().is_none_or(|r| r == finding.rule || r == category)
+        })
+    }
+
     /// Returns true when a waiver covers `finding`.
     pub fn allows(&self, finding: &Finding) -> bool {
         self.allow.iter().any(|a| {
@@ -122,117 +134,65 @@ impl Allowlist {
     }
 }
 
-static PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"-----BEGIN ((RSA|EC|DSA|OPENSSH|ENCRYPTED|PGP) )?PRIVATE KEY( BLOCK)?-----").expect("valid regex")
-});
-static PASSWORD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#""password"\s*:\s*"((?:[^"\\]|\\.)+)""#).expect("valid regex"));
-static AUTH: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#""auth"\s*:\s*"([A-Za-z0-9+/]+={0,2})""#).expect("valid regex"));
-static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r#"(?i)(?:api[_-]?key|apikey|secret|token|passw(?:or)?d)[A-Za-z0-9_]*["']?\s*[:=]\s*["']?([A-Za-z0-9_\-+/.=]{20,})"#,
-    )
-    .expect("valid regex")
-});
-static BASE64_RUN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/]{24,}={0,2}").expect("valid regex"));
+static SCANNER: LazyLock<Scanner> = LazyLock::new(Scanner::default);
 
 /// Returns the Shannon entropy of `s` in bits per character.
 pub fn entropy(s: &str) -> f64 {
-    let mut counts = [0usize; 256];
-    for b in s.bytes() {
-        counts[b as usize] += 1;
-    }
-    let n = s.len() as f64;
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| c as f64 / n)
-        .map(|p| -p * p.log2())
-        .sum()
+    leaks::rules::entropy(s.as_bytes())
 }
 
-/// Scans `text` (from `path`) for plain-text secrets, also inside base64,
-/// and for any of the `known` secrets in any of those layers.
+/// Returns the category of a rule of the leak engine, as allowlists name it.
+fn category(id: &str) -> Rule {
+    match id {
+        "private-key" => Rule::PrivateKey,
+        "dockerconfig-password" => Rule::DockerconfigPassword,
+        "dockerconfig-auth" => Rule::DockerconfigAuth,
+        leaks::KNOWN_KEY => Rule::KnownSecret,
+        leaks::DECODE_LIMIT => Rule::DecodeLimit,
+        _ => Rule::ApiKeyAssignment,
+    }
+}
+
+/// Scans `text` (from `path`) for plain-text secrets, also inside every
+/// decoding the leak engine follows, and for any of the `known` secrets in
+/// any of those layers. Delegates to [`leaks::Scanner`] with the built-in rules.
 pub fn scan(path: &str, text: &str, known: &[&str]) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    scan_layer(path, text, known, &mut Vec::new(), None, &mut findings);
+    scan_bytes(path, text.as_bytes(), known)
+}
+
+/// Scans `bytes` like [`scan`]: binary and non-UTF-8 content is scanned as bytes.
+pub fn scan_bytes(path: &str, bytes: &[u8], known: &[&str]) -> Vec<Finding> {
+    let found = if known.is_empty() {
+        SCANNER.scan(path, bytes)
+    } else {
+        let keys = known
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| KnownKey::from_bytes("known", k.as_bytes()))
+            .collect();
+        SCANNER.clone().with_known_keys(keys).scan(path, bytes)
+    };
+    let mut findings: Vec<Finding> = found
+        .into_iter()
+        .map(|f| Finding {
+            path: f.path,
+            line: f.line.unwrap_or(1),
+            rule: category(&f.rule),
+            rule_id: f.rule,
+            fingerprint: f.fingerprint,
+            encoding: f.chain.iter().map(|l| l.name()).collect(),
+        })
+        .collect();
     findings.sort_by(|a, b| (a.line, a.rule.name(), a.fingerprint).cmp(&(b.line, b.rule.name(), b.fingerprint)));
     findings.dedup_by(|a, b| a.line == b.line && a.rule == b.rule && a.fingerprint == b.fingerprint);
     findings
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset].bytes().filter(|&b| b == b'\n').count() + 1
-}
-
-fn scan_layer(
-    path: &str,
-    text: &str,
-    known: &[&str],
-    encoding: &mut Vec<&'static str>,
-    outer_line: Option<usize>,
-    out: &mut Vec<Finding>,
-) {
-    let push = |offset: usize, rule: Rule, secret: &str, out: &mut Vec<Finding>| {
-        out.push(Finding {
-            path: path.to_owned(),
-            line: outer_line.unwrap_or_else(|| line_of(text, offset)),
-            rule,
-            fingerprint: Fingerprint::of(secret.as_bytes()),
-            encoding: encoding.clone(),
-        });
-    };
-    for m in PRIVATE_KEY.find_iter(text) {
-        push(m.start(), Rule::PrivateKey, m.as_str(), out);
-    }
-    for c in PASSWORD.captures_iter(text) {
-        let m = c.get(1).expect("group 1");
-        push(m.start(), Rule::DockerconfigPassword, m.as_str(), out);
-    }
-    for c in AUTH.captures_iter(text) {
-        let m = c.get(1).expect("group 1");
-        let decodes_to_userpass = STANDARD
-            .decode(m.as_str())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .is_some_and(|s| s.split_once(':').is_some_and(|(u, p)| !u.is_empty() && !p.is_empty()));
-        if decodes_to_userpass {
-            push(m.start(), Rule::DockerconfigAuth, m.as_str(), out);
-        }
-    }
-    for c in ASSIGNMENT.captures_iter(text) {
-        let m = c.get(1).expect("group 1");
-        if entropy(m.as_str()) >= 3.5 && !m.as_str().starts_with("sha256:") {
-            push(m.start(), Rule::ApiKeyAssignment, m.as_str(), out);
-        }
-    }
-    for secret in known.iter().filter(|s| !s.is_empty()) {
-        if let Some(offset) = text.find(secret) {
-            push(offset, Rule::KnownSecret, secret, out);
-        }
-    }
-    if encoding.len() >= MAX_DEPTH {
-        return;
-    }
-    for m in BASE64_RUN.find_iter(text) {
-        if m.as_str().len() < MIN_BASE64 {
-            continue;
-        }
-        let Ok(bytes) = STANDARD.decode(m.as_str()) else {
-            continue;
-        };
-        let Ok(inner) = String::from_utf8(bytes) else { continue };
-        encoding.push("base64");
-        let line = outer_line.unwrap_or_else(|| line_of(text, m.start()));
-        scan_layer(path, &inner, known, encoding, Some(line), out);
-        encoding.pop();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
 
     const KEY: &str = "Xy7_Qz3-Lm9pR2tWv8Kd4sFh6Jb1Nc5Ge0Ua3Yo7Ti2";
 
@@ -290,6 +250,23 @@ mod tests {
             STANDARD.encode([0x85u8; 300])
         );
         assert!(scan("f.gpg", &armor, &[]).is_empty());
+    }
+
+    #[test]
+    fn allowlist_waives_engine_findings_by_rule_id_or_category() {
+        let f = &leaks::Scanner::default().scan(
+            "notes/a.sh",
+            format!("docker login -u iamapikey -p {KEY} jp.icr.io").as_bytes(),
+        )[0];
+        assert_eq!(f.rule, "cli-login-password");
+        let by_id = Allowlist::parse("a.toml", "[[allow]]\nrule = \"cli-login-password\"\nreason = \"x\"\n").unwrap();
+        let by_category = Allowlist::parse(
+            "a.toml",
+            "[[allow]]\nrule = \"api-key-assignment\"\npath = \"notes/\"\nreason = \"x\"\n",
+        )
+        .unwrap();
+        let other = Allowlist::parse("a.toml", "[[allow]]\nrule = \"private-key\"\nreason = \"x\"\n").unwrap();
+        assert!(by_id.waives(f) && by_category.waives(f) && !other.waives(f));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 
 pub mod audit;
 pub mod git;
+pub mod history;
 pub mod journal;
 pub mod layout;
+pub mod leaks;
 pub mod leakscan;
 pub mod pgp;
 pub mod signing;

@@ -16,6 +16,8 @@ mod iam_support;
 mod init;
 mod inspect;
 mod keys;
+mod leaks;
+mod leaks_corpus;
 mod man;
 mod repo_boundary;
 mod rotate;
