@@ -123,7 +123,7 @@ fn image_by_digest_verifies_ok_and_wrong_digest_is_missing() {
 #[test]
 fn full_fetches_every_layer() {
     let run = both_are("armada-master/alpine:latest", None, &["--full"], "ok");
-    run.stdout_has("config and all layers verified");
+    run.stdout_has("config and all 1 layers verified");
 }
 
 #[test]
@@ -560,5 +560,5 @@ fn unreadable_or_malformed_dockerconfig_is_a_usage_error_without_leaking() {
         r#"{"auths":{"a.io":{"auth":"!!"}}}"#,
     );
     let run = rekey().arg("verify").arg("--dockerconfig").arg(&badauth).run();
-    assert_usage_error(&run, "field `auths.a.io.auth` is not valid base64");
+    assert_usage_error(&run, "field `auths.a.io` has an `auth` that is not valid base64");
 }
