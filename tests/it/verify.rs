@@ -829,6 +829,9 @@ fn manifests_containerd_rejects_are_not_an_image() {
         assert_eq!(class, "not_an_image", "{kind}: {detail}");
         assert!(detail.contains(needle), "{kind}: {detail}");
     }
+    // The real registries store and serve an OCI artifact as it was pushed.
+    let run = both_are("probe/chart:v1", None, &[], "not_an_image");
+    run.stdout_has("application/vnd.cncf.helm.config.v1+json");
     // skopeo refuses an HTML page as a manifest; it guesses the type of a
     // text/plain one (containerd does not, and containerd pulls for the
     // cluster), and copies artifacts as it copies images.

@@ -607,6 +607,20 @@ async fn push_images(fx: &Fixture) {
         "probe/armonly:v1".to_owned(),
         p.index("probe/armonly", "v1", &["arm64", "arm"], true).await,
     ));
+    // An OCI artifact (a Helm chart), not an image.
+    {
+        let repo = "probe/chart";
+        let config = br#"{"name":"chart","version":"1.0.0"}"#;
+        let layer = format!("chart {}", unique_hex()).into_bytes();
+        let cd = p.blob(repo, config).await;
+        let ld = p.blob(repo, &layer).await;
+        let m = serde_json::json!({"schemaVersion": 2, "mediaType": MT_OCI,
+            "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "size": config.len(), "digest": cd},
+            "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "size": layer.len(), "digest": ld}]})
+        .to_string()
+        .into_bytes();
+        pushed.push(("probe/chart:v1".to_owned(), p.manifest(repo, "v1", MT_OCI, &m).await));
+    }
     for repo in ["probe/single", "private/secret"] {
         let (m, d) = p.image(repo, "amd64", false).await;
         p.manifest(repo, "v1", MT_SCHEMA2, &m).await;
