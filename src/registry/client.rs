@@ -926,6 +926,9 @@ impl Session<'_> {
         let url = self.url(&format!("v2/{}/blobs/{}", image.repository, desc.digest))?;
         let what = format!("{what} blob {}", desc.digest);
         let range = format!("bytes=0-{}", LAYER_PROBE - 1);
+        // A blob no larger than the probe is read whole (an empty one would
+        // not satisfy the range).
+        let full = full || desc.size.is_some_and(|s| s <= LAYER_PROBE);
         let mut resp = self
             .fetch(Method::GET, url, None, (!full).then_some(range.as_str()))
             .await?;
@@ -1106,6 +1109,64 @@ mod tests {
         assert!(!same_origin(&a, &Url::parse("https://cdn.example/x").unwrap()));
         assert!(!same_origin(&a, &Url::parse("http://r.example/x").unwrap()));
         assert!(!same_origin(&a, &Url::parse("https://r.example:8443/x").unwrap()));
+    }
+
+    fn doc(json: &str) -> ManifestDoc {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn manifest_types_are_checked_as_containerd_does() {
+        let image = r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:00","size":1},"layers":[]}"#;
+        let index = r#"{"schemaVersion":2,"manifests":[]}"#;
+        let kind = |d: &str, ct: Option<&str>| check_manifest_type(&doc(d), ct, "m").map_err(|f| (f.class, f.detail));
+        assert_eq!(kind(image, Some(MT_OCI_MANIFEST)), Ok(Shape::Image));
+        assert_eq!(
+            kind(image, Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8")),
+            Ok(Shape::Image)
+        );
+        assert_eq!(kind(index, Some(MT_DOCKER_LIST)), Ok(Shape::Index));
+        for (d, ct) in [
+            (image, Some(MT_OCI_INDEX)),
+            (index, Some(MT_DOCKER_MANIFEST)),
+            (image, Some("text/plain")),
+            (image, None),
+            (r#"{"schemaVersion":1,"fsLayers":[]}"#, Some(MT_DOCKER_MANIFEST)),
+            (
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#,
+                Some(MT_DOCKER_MANIFEST),
+            ),
+        ] {
+            let r = kind(d, ct);
+            assert!(matches!(&r, Err((Class::NotAnImage, _))), "{d} as {ct:?}: {r:?}");
+        }
+        assert!(check_image_parts(&doc(image), "m").is_ok());
+        let helm = r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"sha256:00"}}"#;
+        assert_eq!(check_image_parts(&doc(helm), "m").unwrap_err().class, Class::NotAnImage);
+    }
+
+    #[test]
+    fn partly_read_layers_must_start_as_their_media_type() {
+        let d = |t: &str| Descriptor {
+            media_type: Some(t.to_owned()),
+            digest: String::new(),
+            size: None,
+            platform: None,
+        };
+        let gz = d("application/vnd.oci.image.layer.v1.tar+gzip");
+        assert!(check_magic(&gz, &[0x1f, 0x8b, 8, 0], "l").is_ok());
+        assert_eq!(check_magic(&gz, b"<htm", "l").unwrap_err().class, Class::DigestMismatch);
+        let zst = d("application/vnd.oci.image.layer.v1.tar+zstd");
+        assert!(check_magic(&zst, &[0x28, 0xb5, 0x2f, 0xfd], "l").is_ok());
+        assert!(check_magic(&d("application/vnd.oci.image.layer.v1.tar"), b"anyt", "l").is_ok());
+    }
+
+    #[test]
+    fn header_values_read_as_utf8_or_latin1() {
+        let utf8 = HeaderValue::from_bytes("Basic realm=\"café\"".as_bytes()).unwrap();
+        assert_eq!(header_text(&utf8), "Basic realm=\"café\"");
+        let latin1 = HeaderValue::from_bytes(b"Basic realm=\"caf\xe9\"").unwrap();
+        assert_eq!(header_text(&latin1), "Basic realm=\"café\"");
     }
 
     #[test]
