@@ -704,6 +704,19 @@ fn token_server_granting_without_the_key_is_credential_not_required() {
         assert_eq!(class, "credential_not_required", "{kind}: {}", run.stdout);
         assert!(detail.contains(evidence), "{kind}: {detail}");
     }
+    // skopeo pulls from both without the key.
+    let wrong = Canary::new("verify-token-wrong");
+    skopeo_agrees(skopeo_copy("anontoken", "probe/x:v1", None), true, "anontoken");
+    skopeo_agrees(
+        skopeo_copy("anypasstoken", "probe/x:v1", Some(&wrong.key)),
+        true,
+        "anypasstoken",
+    );
+    skopeo_agrees(
+        skopeo_copy("anypasstoken", "probe/x:v1", None),
+        false,
+        "anypasstoken anonymous",
+    );
 }
 
 #[test]
@@ -832,11 +845,17 @@ fn manifests_containerd_rejects_are_not_an_image() {
     // The real registries store and serve an OCI artifact as it was pushed.
     let run = both_are("probe/chart:v1", None, &[], "not_an_image");
     run.stdout_has("application/vnd.cncf.helm.config.v1+json");
-    // skopeo refuses an HTML page as a manifest; it guesses the type of a
-    // text/plain one (containerd does not, and containerd pulls for the
-    // cluster), and copies artifacts as it copies images.
-    if skopeo_installed() {
-        skopeo_agrees(skopeo_copy("mthtml", "probe/x:v1", Some(&fx.key)), false, "mthtml");
+    // skopeo refuses the same manifests, except an artifact, which it copies
+    // as it copies images (containerd, which pulls for the cluster, cannot
+    // run it).
+    for (kind, skopeo_ok) in [
+        ("mthtml", false),
+        ("mtplain", false),
+        ("mtindex", false),
+        ("mtmismatch", false),
+        ("artifact", true),
+    ] {
+        skopeo_agrees(skopeo_copy(kind, "probe/x:v1", Some(&fx.key)), skopeo_ok, kind);
     }
 }
 
@@ -852,6 +871,11 @@ fn non_ascii_challenges_are_answered() {
         assert_eq!(class, "ok", "{kind}: {detail}");
     }
     skopeo_agrees(skopeo_copy("latin1", "probe/x:v1", Some(&fx.key)), true, "latin1");
+    skopeo_agrees(
+        skopeo_copy("utf8bearer", "probe/x:v1", Some(&fx.key)),
+        true,
+        "utf8bearer",
+    );
 }
 
 #[test]
@@ -949,6 +973,8 @@ fn oversized_manifest_and_token_answers_are_bounded() {
         run.code(1);
         assert_eq!(class, "server_error", "{kind}: {detail}");
         assert!(detail.contains(needle), "{kind}: {detail}");
+        // skopeo bounds both answers too.
+        skopeo_agrees(skopeo_copy(kind, "probe/x:v1", Some(&fx.key)), false, kind);
     }
 }
 
@@ -990,6 +1016,7 @@ fn a_manifest_reflecting_the_authorization_header_never_prints_it() {
     assert_eq!(class, "server_error", "{detail}");
     assert!(detail.contains("line 1 column"), "{detail}");
     assert!(!detail.contains("Basic"), "{detail}");
+    skopeo_agrees(skopeo_copy("reflect", "probe/x:v1", Some(&fx.key)), false, "reflect");
     // fault_verify asserts the key (and its base64 forms) are not in the output.
 }
 

@@ -718,13 +718,22 @@ pub fn fault_listener(host: &str) -> SocketAddr {
     let fx = &*FIXTURE;
     let inner = fault_server(fx.key.clone(), fx.image.clone());
     let host = host.to_owned();
-    serve(
+    let own: Arc<std::sync::OnceLock<SocketAddr>> = Arc::new(std::sync::OnceLock::new());
+    let addr = own.clone();
+    let listening = serve(
         Some(acceptor(&fx.pki)),
         Arc::new(move |mut req: Req| {
             req.host = host.clone();
+            // Token realms name this listener's address, which the client
+            // can reach without --resolve.
+            if let Some(a) = addr.get() {
+                req.headers.push(("x-fault-listener".to_owned(), a.to_string()));
+            }
             inner(req)
         }),
-    )
+    );
+    let _ = own.set(listening);
+    listening
 }
 
 pub static SEEN: LazyLock<Mutex<HashMap<String, Vec<Seen>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
@@ -895,18 +904,19 @@ async fn fault(req: &Req, key: &str, image: &FaultImage) -> Resp {
         return Resp::new(200).header("Docker-Distribution-API-Version", "registry/2.0");
     }
     if !authed {
+        let realm_host = req.header("x-fault-listener").unwrap_or(&req.host);
         let (name, challenge) = match kind.as_str() {
             "oauth" => (
                 "WWW-Authenticate",
-                format!("Bearer realm=\"https://{}/oauth/token\",service=\"fault\"", req.host),
+                format!("Bearer realm=\"https://{realm_host}/oauth/token\",service=\"fault\""),
             ),
             "utf8bearer" => (
                 "WWW-Authenticate",
-                format!("Bearer realm=\"https://{}/token\",service=\"régistry-ü\"", req.host),
+                format!("Bearer realm=\"https://{realm_host}/token\",service=\"régistry-ü\""),
             ),
             _ if get_token => (
                 "WWW-Authenticate",
-                format!("Bearer realm=\"https://{}/token\",service=\"fault\"", req.host),
+                format!("Bearer realm=\"https://{realm_host}/token\",service=\"fault\""),
             ),
             "latin1" => ("WWW-Authenticate@latin1", "Basic realm=\"café\"".to_owned()),
             // Basic first, as real clients read it; the Bearer realm is down.
