@@ -530,6 +530,10 @@ fn invalid_image_and_insecure_host_are_usage_errors() {
         "--insecure-http",
     );
     assert_usage_error(&base().args(["--concurrency", "0"]).run(), "--concurrency");
+    assert_usage_error(
+        &base().args(["--allow-anonymous", "https://a.io/"]).run(),
+        "--allow-anonymous `https://a.io/`",
+    );
 }
 
 #[test]
