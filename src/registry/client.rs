@@ -685,7 +685,8 @@ impl Session<'_> {
     }
 
     /// Repeats the first request that carried the credential anonymously
-    /// and with a wrong password. Returns the evidence when either worked.
+    /// and with a wrong password (all attempts at once). Returns the
+    /// evidence when any of them worked.
     async fn prove_credential(&self) -> Result<Option<String>, Failure> {
         let Some(first) = self.first_authed.clone() else {
             return Ok(Some(
@@ -693,57 +694,88 @@ impl Session<'_> {
                     .to_owned(),
             ));
         };
-        let request = format!("{} {}", first.method, first.url.path());
         let range = first.url.path().contains("/blobs/").then_some("bytes=0-0");
         let opts = Opts {
             accept: first.accept,
             range,
             form: None,
         };
-        let works = |resp: &Response| resp.status().is_success();
-        let resp = self.fetch_as(&first.method, &first.url, opts, Cred::None).await?;
-        if works(&resp) {
-            return Ok(Some(format!(
-                "{request} answered HTTP {} without credentials",
-                resp.status().as_u16()
-            )));
-        }
         let wrong = zeroize::Zeroizing::new(wrong_password());
         let username = self.target.credential.username.as_str();
-        match (&self.auth, &self.bearer) {
+        let anonymous = self.attempt(&first, opts, Cred::None, "without credentials");
+        let results: [Result<Option<String>, Failure>; 3] = match (&self.auth, &self.bearer) {
             (Auth::Bearer(_), Some(ch)) => {
-                for (cred, how) in [
-                    (TokenCred::Anonymous, "without credentials"),
-                    (TokenCred::Password(&wrong), "for a wrong password"),
-                ] {
-                    // A refused token is what proves the key.
-                    let Ok(token) = self.token(ch, cred).await else {
-                        continue;
-                    };
-                    let resp = self
-                        .fetch_as(&first.method, &first.url, opts, Cred::Bearer(token.expose_secret()))
-                        .await?;
-                    if works(&resp) {
-                        return Ok(Some(format!(
-                            "the token server granted a token {how} and {request} answered HTTP {} with it",
-                            resp.status().as_u16()
-                        )));
-                    }
-                }
+                let (a, b, c) = tokio::join!(
+                    anonymous,
+                    self.attempt_with_token(&first, opts, ch, TokenCred::Anonymous, "without credentials"),
+                    self.attempt_with_token(&first, opts, ch, TokenCred::Password(&wrong), "for a wrong password"),
+                );
+                [a, b, c]
             }
             _ => {
-                let resp = self
-                    .fetch_as(&first.method, &first.url, opts, Cred::Basic(username, &wrong))
-                    .await?;
-                if works(&resp) {
-                    return Ok(Some(format!(
-                        "{request} answered HTTP {} with a wrong password",
-                        resp.status().as_u16()
-                    )));
-                }
+                let (a, c) = tokio::join!(
+                    anonymous,
+                    self.attempt(&first, opts, Cred::Basic(username, &wrong), "with a wrong password"),
+                );
+                [a, Ok(None), c]
+            }
+        };
+        // Evidence wins over another attempt's failure.
+        let mut failure = None;
+        for r in results {
+            match r {
+                Ok(Some(evidence)) => return Ok(Some(evidence)),
+                Ok(None) => {}
+                Err(f) => failure = failure.or(Some(f)),
             }
         }
-        Ok(None)
+        failure.map_or(Ok(None), Err)
+    }
+
+    /// Sends `first` again with `cred`; returns the evidence if it worked.
+    async fn attempt(
+        &self,
+        first: &FirstAuthed,
+        opts: Opts<'_>,
+        cred: Cred<'_>,
+        how: &str,
+    ) -> Result<Option<String>, Failure> {
+        let resp = self.fetch_as(&first.method, &first.url, opts, cred).await?;
+        Ok(resp.status().is_success().then(|| {
+            format!(
+                "{} {} answered HTTP {} {how}",
+                first.method,
+                first.url.path(),
+                resp.status().as_u16()
+            )
+        }))
+    }
+
+    /// Asks the token realm for a token with `cred` and, if one is granted,
+    /// sends `first` again with it; returns the evidence if that worked.
+    async fn attempt_with_token(
+        &self,
+        first: &FirstAuthed,
+        opts: Opts<'_>,
+        ch: &auth::Challenge,
+        cred: TokenCred<'_>,
+        how: &str,
+    ) -> Result<Option<String>, Failure> {
+        // A refused token is what proves the key.
+        let Ok(token) = self.token(ch, cred).await else {
+            return Ok(None);
+        };
+        let resp = self
+            .fetch_as(&first.method, &first.url, opts, Cred::Bearer(token.expose_secret()))
+            .await?;
+        Ok(resp.status().is_success().then(|| {
+            format!(
+                "the token server granted a token {how} and {} {} answered HTTP {} with it",
+                first.method,
+                first.url.path(),
+                resp.status().as_u16()
+            )
+        }))
     }
 
     fn status_failure(&self, what: &str, resp: &Response) -> Failure {
