@@ -518,8 +518,10 @@ impl Session<'_> {
                 if !matches!(self.auth, Auth::Basic) {
                     return Ok(());
                 }
-                // Basic: the ping with credentials proves them.
-                self.note_authed(&Method::GET, &ping, None);
+                // Basic: the ping with credentials tells a wrong key early.
+                // (The proof repeats the first repository request instead:
+                // a registry may refuse the ping anonymously yet serve the
+                // image.)
                 let resp = self
                     .send(&Method::GET, &ping, Opts::default(), self.session_cred())
                     .await?;

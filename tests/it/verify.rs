@@ -295,11 +295,7 @@ fn persistent_429_is_rate_limited_after_honouring_retry_after() {
 fn one_429_then_success_is_ok() {
     let (host, run, class) = fault_one("r429once", &[]);
     assert_eq!(class, "ok", "{}", run.stdout);
-    let heads = seen(&host)
-        .iter()
-        .filter(|(m, p, _)| m == "HEAD" && p.contains("/manifests/"))
-        .count();
-    assert_eq!(heads, 2);
+    assert_eq!(keyed_manifest_heads(&host), 2, "{:?}", seen(&host));
 }
 
 #[test]
@@ -734,20 +730,20 @@ fn a_required_key_is_proven_with_an_anonymous_and_a_wrong_request() {
         "Basic {}",
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{}", fx.key))
     );
-    let pings: Vec<Option<String>> = seen(&host)
+    let heads: Vec<Option<String>> = seen(&host)
         .into_iter()
-        .filter(|(_, p, _)| p == "/v2/")
+        .filter(|(m, p, _)| m == "HEAD" && p.ends_with("/manifests/v1"))
         .map(|(_, _, a)| a)
         .collect();
-    // Ping, ping with the key, then the proof (at once, in either order):
-    // anonymous and with a wrong password.
-    assert_eq!(pings.len(), 4, "{pings:?}");
-    assert_eq!(pings[1].as_deref(), Some(good.as_str()));
-    let proof = &pings[2..];
-    assert!(proof.contains(&None), "{pings:?}");
+    // The manifest HEAD with the key, then the proof (at once, in either
+    // order): anonymous and with a wrong password.
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert_eq!(heads[0].as_deref(), Some(good.as_str()));
+    let proof = &heads[1..];
+    assert!(proof.contains(&None), "{heads:?}");
     assert!(
         proof.iter().flatten().any(|a| a.starts_with("Basic ") && *a != good),
-        "{pings:?}"
+        "{heads:?}"
     );
     // The real registries refuse both (the ok tests above), and so does skopeo
     // with a wrong key.
@@ -911,11 +907,7 @@ fn a_tag_moving_between_head_and_get_is_read_again() {
     let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
     run.code(0);
     assert_eq!(class, "ok", "{detail}");
-    let heads = seen(&host)
-        .iter()
-        .filter(|(m, p, _)| m == "HEAD" && p.ends_with("/manifests/v1"))
-        .count();
-    assert_eq!(heads, 2, "{:?}", seen(&host));
+    assert_eq!(keyed_manifest_heads(&host), 2, "{:?}", seen(&host));
     let (run, class, detail) = fault_verify(&fault_host("headlies"), "probe/x:v1", &fx.key, &[], &[]);
     run.code(1);
     assert_eq!(class, "digest_mismatch", "{detail}");

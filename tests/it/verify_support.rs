@@ -743,6 +743,16 @@ pub fn seen(host: &str) -> Vec<Seen> {
     SEEN.lock().unwrap().get(host).cloned().unwrap_or_default()
 }
 
+/// Returns how many manifest HEADs carrying the fixture's key `host` saw
+/// (the credential proof's own HEADs carry no key).
+pub fn keyed_manifest_heads(host: &str) -> usize {
+    let good = format!("Basic {}", STANDARD.encode(format!("{USER}:{}", FIXTURE.key)));
+    seen(host)
+        .iter()
+        .filter(|(m, p, a)| m == "HEAD" && p.contains("/manifests/") && a.as_deref() == Some(good.as_str()))
+        .count()
+}
+
 fn count(host: &str, path_part: &str) -> usize {
     seen(host).iter().filter(|(_, p, _)| p.contains(path_part)).count()
 }
