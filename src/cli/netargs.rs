@@ -8,9 +8,6 @@ use crate::pullsecret::host::Host;
 use crate::pullsecret::image::ImageRef;
 use crate::registry::{self, ClientConfig, Credential, HostResult, Settings, Target};
 use anyhow::{Context, bail};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,9 +31,14 @@ pub struct NetArgs {
     /// Use plain http for this host (repeatable); every other host uses https.
     #[arg(long, value_name = "HOST")]
     pub insecure_http: Vec<String>,
-    /// Also fetch every layer and check its digest.
+    /// Also download every layer and check its digest (by default the
+    /// config is fetched and the first bytes of every layer are read).
     #[arg(long)]
     pub full: bool,
+    /// Accept `credential_not_required` for this host (repeatable): a
+    /// registry that serves the probe image anonymously by design.
+    #[arg(long, value_name = "HOST")]
+    pub allow_anonymous: Vec<String>,
 }
 
 /// Parses `HOST=ADDR:PORT`.
@@ -63,6 +65,11 @@ impl NetArgs {
             let host = Host::parse(raw).map_err(|e| anyhow::anyhow!("--insecure-http `{raw}` {e}"))?;
             insecure.insert(host.as_str().to_owned());
         }
+        let mut allow_anonymous = BTreeSet::new();
+        for raw in &self.allow_anonymous {
+            let host = Host::parse(raw).map_err(|e| anyhow::anyhow!("--allow-anonymous `{raw}` {e}"))?;
+            allow_anonymous.insert(host.as_str().to_owned());
+        }
         let mut ca_pems = Vec::with_capacity(self.ca_cert.len());
         for path in &self.ca_cert {
             let pem = std::fs::read(path).with_context(|| format!("reading --ca-cert {}", path.display()))?;
@@ -84,6 +91,7 @@ impl NetArgs {
             timeout: Duration::from_secs(self.timeout),
             full: self.full,
             insecure_http: insecure,
+            allow_anonymous,
         };
         Ok((client, settings))
     }
@@ -127,9 +135,11 @@ impl NetArgs {
 
 pub use crate::ops::rotate::region_targets;
 
-/// Returns one target per host of a dockerconfigjson, each with its entry's
-/// own credentials (`username` and `password`, or else `auth`), reported
-/// under `region`; `source` names the file in errors.
+/// Returns one target per host of a dockerconfigjson, each with the
+/// credential Docker uses (`auth`, or else `username` and `password`),
+/// reported under `region`; `source` names the file in errors. An entry
+/// whose `auth` and `password` disagree is an error, found before any
+/// request.
 pub fn config_targets(
     config: &DockerConfig,
     region: &str,
@@ -143,30 +153,7 @@ pub fn config_targets(
     for (name, entry) in &config.auths {
         let field = |f: &str| format!("{source}: field `auths.{name}{f}`");
         let host = Host::parse(name).map_err(|e| anyhow::anyhow!("{}: `{name}` {e}", field("")))?;
-        let from_auth = match entry.auth.as_ref().map(|a| a.expose_secret()).filter(|a| !a.is_empty()) {
-            Some(auth) => {
-                let decoded = zeroize::Zeroizing::new(
-                    STANDARD
-                        .decode(auth)
-                        .map_err(|_| anyhow::anyhow!("{} is not valid base64", field(".auth")))?,
-                );
-                let text =
-                    std::str::from_utf8(&decoded).map_err(|_| anyhow::anyhow!("{} is not UTF-8", field(".auth")))?;
-                let (user, pass) = text
-                    .split_once(':')
-                    .ok_or_else(|| anyhow::anyhow!("{} does not decode to username:password", field(".auth")))?;
-                Some((user.to_owned(), SecretString::from(pass.to_owned())))
-            }
-            None => None,
-        };
-        let (username, password) = match (&entry.username, &entry.password, from_auth) {
-            (Some(u), Some(p), _) if !u.is_empty() && !p.expose_secret().is_empty() => (u.clone(), p.clone()),
-            (_, _, Some(pair)) => pair,
-            _ => bail!("{} has neither username and password nor auth", field("")),
-        };
-        if password.expose_secret().is_empty() {
-            bail!("{}: the password is empty", field(""));
-        }
+        let (username, password) = entry.credential().map_err(|e| anyhow::anyhow!("{} {e}", field("")))?;
         targets.push(Target {
             region: region.to_owned(),
             host,
@@ -193,6 +180,7 @@ impl crate::ops::world::Verifier for NetVerifier<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn resolve_takes_host_equals_address() {

@@ -9,7 +9,7 @@ use crate::pullsecret::catalog::Catalog;
 use crate::pullsecret::dockerconfig;
 use crate::pullsecret::image::ImageRef;
 use crate::pullsecret::manifest;
-use crate::registry::{Class, HostResult, Target};
+use crate::registry::{HostResult, Target};
 use crate::secret::ApiKey;
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -20,12 +20,20 @@ use std::time::Duration;
 ///
 /// For each host: GET /v2/, answer its Basic or Bearer challenge (a token
 /// for `repository:<repo>:pull`), fetch the probe image's manifest (resolving
-/// an index to linux/amd64) and config blob, and check every digest. All
+/// an index to linux/amd64) and config blob, and check every digest and
+/// media type as containerd does. All
 /// hosts are checked at once, each within --timeout. A host listed in
 /// several regions is checked once per region. Each host is classified as
 /// ok, bad_credentials, no_access, missing_image, platform_missing,
-/// digest_mismatch, not_a_registry, rate_limited, server_error, dns,
-/// connect, tls or timeout. Exits 1 if any host is not ok.
+/// digest_mismatch, not_an_image, not_a_registry, rate_limited,
+/// server_error, dns, connect, tls, timeout or credential_not_required.
+/// Exits 1 if any host is not ok (credential_not_required passes only for
+/// a host named by --allow-anonymous).
+///
+/// Without --full the config blob is fetched whole and the first bytes of
+/// every layer are read (HTTP Range). After the pull, the first request
+/// that carried the key is repeated anonymously and with a wrong password:
+/// if either works, the key was not proven (credential_not_required).
 ///
 /// Credentials come from the region catalog and the key, or from a
 /// generated pull secret (--dockerconfig), checked exactly as shipped.
@@ -117,12 +125,12 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     };
     let results = args.net.check(printer, targets)?;
     report(printer, &results)?;
-    let failed = results.iter().any(|r| r.class != Class::Ok);
+    let failed = results.iter().any(|r| !r.passed());
     Ok(Exit::problem_if(failed))
 }
 
 fn report(printer: &Printer, results: &[HostResult]) -> anyhow::Result<()> {
-    let failed = results.iter().filter(|r| r.class != Class::Ok).count();
+    let failed = results.iter().filter(|r| !r.passed()).count();
     match printer.format() {
         OutputFormat::Json => printer.json(&Summary {
             ok: failed == 0,
@@ -158,7 +166,7 @@ fn junit(results: &[HostResult]) -> quick_junit::Report {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let mut suite = TestSuite::new("rekey verify");
     for r in results {
-        let status = if r.class == Class::Ok {
+        let status = if r.passed() {
             TestCaseStatus::success()
         } else {
             let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
@@ -179,6 +187,7 @@ fn junit(results: &[HostResult]) -> quick_junit::Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Class;
 
     #[test]
     fn junit_has_one_case_per_host() {
@@ -188,6 +197,7 @@ mod tests {
             class,
             detail: "d".into(),
             elapsed_ms: 3,
+            anonymous_allowed: false,
         };
         let xml = junit(&[r(Class::Ok, "a.io"), r(Class::NoAccess, "b.io")])
             .to_string()

@@ -19,7 +19,7 @@ pub use policy::{KeyNames, PolicyChanges, Recipient, Waiver};
 use crate::ops::world::{Clock, Event, Events};
 use crate::pullsecret::catalog::{Catalog, Region};
 use crate::pullsecret::dockerconfig::{self, DockerConfig};
-use crate::registry::{Class, HostResult};
+use crate::registry::HostResult;
 use crate::secrets_repo::git::{self, ChangeKind, GitError, ModeChange};
 use crate::secrets_repo::layout::{self, Metadata, Version};
 use crate::secrets_repo::leakscan::{self, Allowlist};
@@ -716,7 +716,7 @@ fn pull_checks(run: &mut Run<'_>, pull: &dyn PullVerifier, name: &str, plain: &[
         PullOutcome::Unusable(e) => run.record("pull", name, vec![e], ""),
         PullOutcome::Checked(results) => {
             for r in results {
-                let problems = if r.class == Class::Ok {
+                let problems = if r.passed() {
                     Vec::new()
                 } else {
                     vec![format!("{}: {}", r.class, r.detail)]

@@ -8,7 +8,7 @@ use crate::ops::world::{Clock, Event, Events, Git, Random, Verifier};
 use crate::pullsecret::catalog::Region;
 use crate::pullsecret::dockerconfig;
 use crate::pullsecret::image::ImageRef;
-use crate::registry::{Class, Credential, HostResult, Target};
+use crate::registry::{Credential, HostResult, Target};
 use crate::secret::ApiKey;
 use crate::secrets_repo::journal::{self, Journal, Stage};
 use crate::secrets_repo::layout::{self, Digest, Existing, Plan, SealRequest, State};
@@ -255,12 +255,8 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
             }
             continue;
         }
-        report.hosts_ok = mine.iter().filter(|h| h.class == Class::Ok).count();
-        report.failing_hosts = mine
-            .iter()
-            .filter(|h| h.class != Class::Ok)
-            .map(|h| (*h).clone())
-            .collect();
+        report.hosts_ok = mine.iter().filter(|h| h.passed()).count();
+        report.failing_hosts = mine.iter().filter(|h| !h.passed()).map(|h| (*h).clone()).collect();
         let blocking = report
             .failing_hosts
             .iter()

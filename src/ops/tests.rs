@@ -324,6 +324,19 @@ fn a_blocked_region_keeps_its_key_and_is_not_committed() {
 }
 
 #[test]
+fn a_host_serving_without_the_key_blocks_unless_the_operator_allows_it() {
+    let repo = Repo::new();
+    let verifier = StaticVerifier::failing(&["private-r2.reg.test"], Class::CredentialNotRequired);
+    let report = repo.rotate(&verifier).unwrap();
+    assert_eq!(report.regions[1].action, Action::Blocked);
+    let mut allowed = StaticVerifier::failing(&["private-r2.reg.test"], Class::CredentialNotRequired);
+    allowed.anonymous_allowed.insert("private-r2.reg.test".to_owned());
+    let report = repo.rotate(&allowed).unwrap();
+    assert_eq!(report.regions[1].action, Action::Rotate);
+    assert_eq!(repo.key_in("r2", Slot::Active), NEW);
+}
+
+#[test]
 fn a_rotation_resumes_from_each_journal_stage() {
     // Verified: not verified again, then sealed and published.
     let repo = Repo::new();

@@ -4,7 +4,7 @@
 
 use crate::registry::{Class, HostResult, Target};
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -143,6 +143,8 @@ pub trait Verifier {
 #[derive(Debug, Default)]
 pub struct StaticVerifier {
     pub failing: BTreeMap<String, Class>,
+    /// Hosts the operator allows to serve without the key (`--allow-anonymous`).
+    pub anonymous_allowed: BTreeSet<String>,
     asked: Mutex<Vec<String>>,
 }
 
@@ -151,6 +153,7 @@ impl StaticVerifier {
     pub fn failing(hosts: &[&str], class: Class) -> StaticVerifier {
         StaticVerifier {
             failing: hosts.iter().map(|h| ((*h).to_owned(), class)).collect(),
+            anonymous_allowed: BTreeSet::new(),
             asked: Mutex::new(Vec::new()),
         }
     }
@@ -178,9 +181,10 @@ impl Verifier for StaticVerifier {
                     } else {
                         "refused by the test registry".to_owned()
                     },
-                    host,
+                    host: host.clone(),
                     class,
                     elapsed_ms: 0,
+                    anonymous_allowed: self.anonymous_allowed.contains(&host),
                 }
             })
             .collect())

@@ -75,6 +75,58 @@ pub struct Entry {
     pub auth: Option<SecretString>,
 }
 
+/// Why an entry gives no credential to authenticate with. Names fields,
+/// never values (they are keys).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("has neither username and password nor auth")]
+    Missing,
+    #[error("has an `auth` that is not valid base64")]
+    AuthBase64,
+    #[error("has an `auth` that is not UTF-8")]
+    AuthUtf8,
+    #[error("has an `auth` that does not decode to username:password")]
+    AuthShape,
+    #[error("has an `auth` carrying another key than its `password` (Docker and containerd use `auth`)")]
+    PasswordDisagrees,
+    #[error("has an `auth` naming another user than its `username` (Docker and containerd use `auth`)")]
+    UsernameDisagrees,
+    #[error("has an empty password")]
+    EmptyPassword,
+}
+
+impl Entry {
+    /// Returns the username and password Docker, containerd and skopeo
+    /// authenticate with: `auth` when present, else `username` and
+    /// `password`. An entry whose `auth` disagrees with its `username` or
+    /// `password` is an error: which one counts depends on the client.
+    pub fn credential(&self) -> Result<(String, SecretString), CredentialError> {
+        let auth = self.auth.as_ref().map(|a| a.expose_secret()).filter(|a| !a.is_empty());
+        let password = self.password.as_ref().filter(|p| !p.expose_secret().is_empty());
+        let username = self.username.as_deref().filter(|u| !u.is_empty());
+        let Some(auth) = auth else {
+            return match (username, password) {
+                (Some(u), Some(p)) => Ok((u.to_owned(), p.clone())),
+                (_, None) if self.password.is_some() => Err(CredentialError::EmptyPassword),
+                _ => Err(CredentialError::Missing),
+            };
+        };
+        let decoded = Zeroizing::new(STANDARD.decode(auth.trim()).map_err(|_| CredentialError::AuthBase64)?);
+        let text = std::str::from_utf8(&decoded).map_err(|_| CredentialError::AuthUtf8)?;
+        let (user, pass) = text.split_once(':').ok_or(CredentialError::AuthShape)?;
+        if pass.is_empty() {
+            return Err(CredentialError::EmptyPassword);
+        }
+        if password.is_some_and(|p| p.expose_secret() != pass) {
+            return Err(CredentialError::PasswordDisagrees);
+        }
+        if username.is_some_and(|u| u != user) {
+            return Err(CredentialError::UsernameDisagrees);
+        }
+        Ok((user.to_owned(), SecretString::from(pass.to_owned())))
+    }
+}
+
 /// A dockerconfigjson as read from a file.
 #[derive(Deserialize)]
 pub struct DockerConfig {
@@ -346,5 +398,88 @@ mod tests {
             "{:?}",
             report.problems
         );
+    }
+
+    fn cred(json: &str) -> Result<(String, String), CredentialError> {
+        let config = parse(json.as_bytes()).unwrap();
+        let entry = config.auths.values().next().unwrap();
+        entry.credential().map(|(u, p)| (u, p.expose_secret().to_owned()))
+    }
+
+    #[test]
+    fn credential_uses_auth_as_docker_does() {
+        // auth = base64("iamapikey:k2")
+        let both = r#"{"auths":{"a.io":{"username":"iamapikey","password":"k2","auth":"aWFtYXBpa2V5OmsyCg=="}}}"#;
+        assert_eq!(cred(both), Err(CredentialError::PasswordDisagrees), "k2 vs k2\n");
+        let auth_only = r#"{"auths":{"a.io":{"auth":"aWFtYXBpa2V5Oms="}}}"#;
+        assert_eq!(cred(auth_only), Ok(("iamapikey".into(), "k".into())));
+        let agree = r#"{"auths":{"a.io":{"username":"iamapikey","password":"k","auth":"aWFtYXBpa2V5Oms="}}}"#;
+        assert_eq!(cred(agree), Ok(("iamapikey".into(), "k".into())));
+        let other_key = r#"{"auths":{"a.io":{"username":"iamapikey","password":"k1","auth":"aWFtYXBpa2V5Oms="}}}"#;
+        assert_eq!(cred(other_key), Err(CredentialError::PasswordDisagrees));
+        let other_user = r#"{"auths":{"a.io":{"username":"bob","password":"k","auth":"aWFtYXBpa2V5Oms="}}}"#;
+        assert_eq!(cred(other_user), Err(CredentialError::UsernameDisagrees));
+        let no_auth = r#"{"auths":{"a.io":{"username":"u","password":"p"}}}"#;
+        assert_eq!(cred(no_auth), Ok(("u".into(), "p".into())));
+        assert_eq!(cred(r#"{"auths":{"a.io":{}}}"#), Err(CredentialError::Missing));
+        assert_eq!(
+            cred(r#"{"auths":{"a.io":{"auth":"!!"}}}"#),
+            Err(CredentialError::AuthBase64)
+        );
+        assert_eq!(
+            cred(r#"{"auths":{"a.io":{"auth":"dXNlcg=="}}}"#),
+            Err(CredentialError::AuthShape)
+        );
+        assert_eq!(
+            cred(r#"{"auths":{"a.io":{"auth":"dTo="}}}"#),
+            Err(CredentialError::EmptyPassword)
+        );
+        let e = cred(other_key).unwrap_err().to_string();
+        assert!(!e.contains("k1"), "{e}");
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const VALID: &str = r#"{"auths":{"jp.icr.io":{"username":"iamapikey","password":"k","email":"e@x","auth":"aWFtYXBpa2V5Oms="},"b.io":{"auth":"dTpw"}}}"#;
+
+        fn read(bytes: &[u8]) {
+            if let Ok(config) = parse(bytes) {
+                for entry in config.auths.values() {
+                    let _ = entry.credential();
+                }
+                let _ = check(&config, None);
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                read(&bytes);
+            }
+
+            #[test]
+            fn mutated_configs_never_panic(at in 0..VALID.len(), byte in any::<u8>()) {
+                let mut bytes = VALID.as_bytes().to_vec();
+                bytes[at] = byte;
+                read(&bytes);
+            }
+        }
+
+        #[test]
+        fn every_truncation_and_bit_flip_is_ok_or_a_clean_error() {
+            let valid = VALID.as_bytes();
+            for end in 0..=valid.len() {
+                read(&valid[..end]);
+            }
+            for at in 0..valid.len() {
+                for bit in 0..8 {
+                    let mut bytes = valid.to_vec();
+                    bytes[at] ^= 1 << bit;
+                    read(&bytes);
+                }
+            }
+        }
     }
 }

@@ -187,4 +187,50 @@ mod tests {
         let c = parse_challenges(r#"Bearer realm="a\"b""#).unwrap();
         assert_eq!(c[0].param("realm"), Some("a\"b"));
     }
+
+    #[test]
+    fn non_ascii_parameters_are_kept() {
+        let c = parse_challenges("Bearer realm=\"https://a/tökén\",service=\"régistry\"").unwrap();
+        assert_eq!(c[0].param("realm"), Some("https://a/tökén"));
+        assert_eq!(c[0].param("service"), Some("régistry"));
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const VALID: &str = r#"Basic realm="x", Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push",error="insufficient_scope""#;
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_never_panics(s in ".{0,256}") {
+                if let Ok(c) = parse_challenges(&s) {
+                    prop_assert!(!c.is_empty());
+                    let _ = pick(&c);
+                }
+            }
+
+            #[test]
+            fn header_like_text_never_panics(s in r#"[A-Za-z=", \\\t]{0,128}"#) {
+                let _ = parse_challenges(&s);
+            }
+        }
+
+        #[test]
+        fn every_truncation_and_byte_flip_is_ok_or_a_clean_error() {
+            let valid = VALID.as_bytes();
+            for end in 0..=valid.len() {
+                let _ = parse_challenges(&String::from_utf8_lossy(&valid[..end]));
+            }
+            for at in 0..valid.len() {
+                for bit in 0..8 {
+                    let mut bytes = valid.to_vec();
+                    bytes[at] ^= 1 << bit;
+                    let _ = parse_challenges(&String::from_utf8_lossy(&bytes));
+                }
+            }
+            let full = parse_challenges(VALID).unwrap();
+            assert_eq!(full.len(), 2);
+        }
+    }
 }

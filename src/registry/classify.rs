@@ -34,6 +34,12 @@ pub enum Class {
     Tls,
     /// The host did not finish within the time budget.
     Timeout,
+    /// The pull also succeeded without the credential (anonymously or with
+    /// a wrong one): the check proved nothing about the key.
+    CredentialNotRequired,
+    /// The reference names something a container runtime cannot pull as an
+    /// image: an artifact, an unknown or mismatched media type, schema 1.
+    NotAnImage,
 }
 
 impl Class {
@@ -53,6 +59,8 @@ impl Class {
             Class::Connect => "connect",
             Class::Tls => "tls",
             Class::Timeout => "timeout",
+            Class::CredentialNotRequired => "credential_not_required",
+            Class::NotAnImage => "not_an_image",
         }
     }
 }
@@ -78,6 +86,21 @@ impl Failure {
             detail: detail.into(),
         }
     }
+}
+
+/// Returns `text` with control characters (C0, DEL, C1) and bidirectional
+/// overrides written as `\u{..}` escapes: registry-controlled strings are
+/// printed to terminals, logs and JUnit files.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Classifies a transport error from reqwest. The detail is built from the
@@ -130,6 +153,15 @@ mod tests {
             "\"not_a_registry\""
         );
         assert_eq!(Class::PlatformMissing.to_string(), "platform_missing");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_controls("a\x1b[31mb\nc\u{202e}d"),
+            "a\\u{1b}[31mb\\u{a}c\\u{202e}d"
+        );
+        assert_eq!(escape_controls("plain ü/amd64"), "plain ü/amd64");
     }
 
     #[test]

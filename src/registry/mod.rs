@@ -45,6 +45,9 @@ pub struct Settings {
     pub full: bool,
     /// Hosts (`name` or `name:port`) that may be reached over plain http.
     pub insecure_http: BTreeSet<String>,
+    /// Hosts (`name` or `name:port`) whose `credential_not_required` result
+    /// does not count as a failure.
+    pub allow_anonymous: BTreeSet<String>,
 }
 
 impl Settings {
@@ -55,6 +58,15 @@ impl Settings {
         }
         let name = authority.rsplit_once(':').map_or(authority, |(n, _)| n);
         self.insecure_http.contains(name)
+    }
+
+    /// Returns true when `authority` may serve the probe image anonymously.
+    pub fn allows_anonymous(&self, authority: &str) -> bool {
+        if self.allow_anonymous.contains(authority) {
+            return true;
+        }
+        let name = authority.rsplit_once(':').map_or(authority, |(n, _)| n);
+        self.allow_anonymous.contains(name)
     }
 }
 
@@ -113,6 +125,17 @@ pub struct HostResult {
     pub class: Class,
     pub detail: String,
     pub elapsed_ms: u64,
+    /// `--allow-anonymous` named this host: `credential_not_required` passes.
+    #[serde(skip)]
+    pub anonymous_allowed: bool,
+}
+
+impl HostResult {
+    /// Returns true when the host's result is not a failure: `ok`, or
+    /// `credential_not_required` on a host named by `--allow-anonymous`.
+    pub fn passed(&self) -> bool {
+        self.class == Class::Ok || (self.class == Class::CredentialNotRequired && self.anonymous_allowed)
+    }
 }
 
 /// Verifies every target, at most `concurrency` at once, each within
@@ -159,6 +182,7 @@ pub async fn verify_all(
                 class: Class::ServerError,
                 detail: "the check stopped unexpectedly".to_owned(),
                 elapsed_ms: 0,
+                anonymous_allowed: false,
             })
         })
         .collect()
@@ -181,7 +205,10 @@ pub async fn verify_one(client: &reqwest::Client, target: &Target, settings: &Se
         region: target.region.clone(),
         host: target.host.to_string(),
         class,
-        detail,
+        // Details quote registry-controlled strings (error codes, media
+        // types, platform names): never print their control characters.
+        detail: classify::escape_controls(&detail),
         elapsed_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        anonymous_allowed: settings.allows_anonymous(target.host.as_str()),
     }
 }

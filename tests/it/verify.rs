@@ -123,7 +123,7 @@ fn image_by_digest_verifies_ok_and_wrong_digest_is_missing() {
 #[test]
 fn full_fetches_every_layer() {
     let run = both_are("armada-master/alpine:latest", None, &["--full"], "ok");
-    run.stdout_has("config and all layers verified");
+    run.stdout_has("config and all 1 layers verified");
 }
 
 #[test]
@@ -295,11 +295,7 @@ fn persistent_429_is_rate_limited_after_honouring_retry_after() {
 fn one_429_then_success_is_ok() {
     let (host, run, class) = fault_one("r429once", &[]);
     assert_eq!(class, "ok", "{}", run.stdout);
-    let heads = seen(&host)
-        .iter()
-        .filter(|(m, p, _)| m == "HEAD" && p.contains("/manifests/"))
-        .count();
-    assert_eq!(heads, 2);
+    assert_eq!(keyed_manifest_heads(&host), 2, "{:?}", seen(&host));
 }
 
 #[test]
@@ -530,6 +526,10 @@ fn invalid_image_and_insecure_host_are_usage_errors() {
         "--insecure-http",
     );
     assert_usage_error(&base().args(["--concurrency", "0"]).run(), "--concurrency");
+    assert_usage_error(
+        &base().args(["--allow-anonymous", "https://a.io/"]).run(),
+        "--allow-anonymous `https://a.io/`",
+    );
 }
 
 #[test]
@@ -560,5 +560,491 @@ fn unreadable_or_malformed_dockerconfig_is_a_usage_error_without_leaking() {
         r#"{"auths":{"a.io":{"auth":"!!"}}}"#,
     );
     let run = rekey().arg("verify").arg("--dockerconfig").arg(&badauth).run();
-    assert_usage_error(&run, "field `auths.a.io.auth` is not valid base64");
+    assert_usage_error(&run, "field `auths.a.io` has an `auth` that is not valid base64");
+}
+
+// ------------------------------------------------------------ proving the key
+//
+// Each case is also pulled with skopeo (when installed) from a listener that
+// plays the same fault host, so rekey's verdict is compared with what a real
+// client does with the same key.
+
+/// Runs `rekey verify --output json` for the fault host `host` (plus
+/// `extra_hosts`, all resolved to the fault server) with `key`; returns the
+/// run, the host's class and its detail.
+fn fault_verify(host: &str, image: &str, key: &str, extra_hosts: &[&str], args: &[&str]) -> (Run, String, String) {
+    let fx = &*FIXTURE;
+    let tmp = tempdir();
+    let cat = catalog(tmp.path(), &[("t", &[host.to_owned()], image)]);
+    let mut resolve = vec![(host, fx.fault)];
+    resolve.extend(extra_hosts.iter().map(|h| (*h, fx.fault)));
+    let run = verify_cmd(fx, &resolve)
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-env")
+        .arg("K")
+        .env("K", key)
+        .args(["--output", "json"])
+        .args(args)
+        .run();
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+    Canary::with_value(key).assert_not_in_run(&run);
+    let json = run.json();
+    let h = json["hosts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["host"] == host))
+        .unwrap_or_else(|| panic!("{host} in {}", run.stdout));
+    let (class, detail) = (
+        h["class"].as_str().unwrap().to_owned(),
+        h["detail"].as_str().unwrap().to_owned(),
+    );
+    (run, class, detail)
+}
+
+fn skopeo_installed() -> bool {
+    std::process::Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Copies `image` with skopeo (config and every layer, digests checked)
+/// from a listener that plays fault host `kind`, authenticating with `key`
+/// (no credentials when `None`). Returns None when skopeo is not installed,
+/// else whether the copy succeeded and skopeo's stderr.
+fn skopeo_copy(kind: &str, image: &str, key: Option<&str>) -> Option<(bool, String)> {
+    if !skopeo_installed() {
+        return None;
+    }
+    let addr = fault_listener(&fault_host(kind));
+    skopeo_copy_from(addr, image, key)
+}
+
+fn skopeo_copy_from(addr: std::net::SocketAddr, image: &str, key: Option<&str>) -> Option<(bool, String)> {
+    use base64::Engine;
+    if !skopeo_installed() {
+        return None;
+    }
+    let tmp = tempdir();
+    let registry = format!("127.0.0.1:{}", addr.port());
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["60", "skopeo", "--insecure-policy", "copy", "--src-tls-verify=false"])
+        .env("HOME", tmp.path())
+        .env("XDG_RUNTIME_DIR", tmp.path())
+        .env_remove("REGISTRY_AUTH_FILE");
+    match key {
+        Some(k) => {
+            let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{k}"));
+            let file = write(
+                tmp.path(),
+                "auth.json",
+                serde_json::json!({"auths": {registry.clone(): {"auth": auth}}}).to_string(),
+            );
+            cmd.arg("--src-authfile").arg(file);
+        }
+        None => {
+            cmd.arg("--src-no-creds");
+        }
+    }
+    cmd.arg(format!("docker://{registry}/{image}"))
+        .arg(format!("dir:{}", tmp.path().join("out").display()));
+    let out = cmd.output().expect("running skopeo");
+    Some((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// Asserts skopeo's outcome when skopeo is installed.
+#[track_caller]
+fn skopeo_agrees(outcome: Option<(bool, String)>, succeeds: bool, case: &str) {
+    if let Some((ok, stderr)) = outcome {
+        assert_eq!(ok, succeeds, "skopeo on {case}: {stderr}");
+    }
+}
+
+#[test]
+fn anonymous_registry_is_credential_not_required_unless_allowed() {
+    let wrong = Canary::new("verify-anon-any");
+    let host = fault_host("anon");
+    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &wrong.key, &[], &[]);
+    run.code(1);
+    assert_eq!(class, "credential_not_required", "{}", run.stdout);
+    assert!(detail.contains("without credentials"), "{detail}");
+    assert_eq!(run.json()["ok"], false);
+    // --allow-anonymous: still named, but not a failure.
+    let (run, class, _) = fault_verify(&host, "probe/x:v1", &wrong.key, &[], &["--allow-anonymous", &host]);
+    run.code(0);
+    assert_eq!(class, "credential_not_required", "{}", run.stdout);
+    // skopeo pulls with no credentials at all: the key proves nothing.
+    skopeo_agrees(skopeo_copy("anon", "probe/x:v1", None), true, "anon");
+}
+
+#[test]
+fn registry_accepting_any_password_is_credential_not_required() {
+    let wrong = Canary::new("verify-anypass");
+    let host = fault_host("anypass");
+    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &wrong.key, &[], &[]);
+    run.code(1);
+    assert_eq!(class, "credential_not_required", "{}", run.stdout);
+    assert!(detail.contains("with a wrong password"), "{detail}");
+    // The proof sent a wrong password, never the key, in its extra request.
+    let sent: Vec<_> = seen(&host).into_iter().filter_map(|(_, _, a)| a).collect();
+    assert!(sent.len() >= 2, "{sent:?}");
+    skopeo_agrees(skopeo_copy("anypass", "probe/x:v1", Some(&wrong.key)), true, "anypass");
+}
+
+#[test]
+fn token_server_granting_without_the_key_is_credential_not_required() {
+    let fx = &*FIXTURE;
+    for (kind, evidence) in [
+        ("anontoken", "granted a token without credentials"),
+        ("anypasstoken", "granted a token for a wrong password"),
+    ] {
+        let host = fault_host(kind);
+        let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
+        run.code(1);
+        assert_eq!(class, "credential_not_required", "{kind}: {}", run.stdout);
+        assert!(detail.contains(evidence), "{kind}: {detail}");
+    }
+    // skopeo pulls from both without the key.
+    let wrong = Canary::new("verify-token-wrong");
+    skopeo_agrees(skopeo_copy("anontoken", "probe/x:v1", None), true, "anontoken");
+    skopeo_agrees(
+        skopeo_copy("anypasstoken", "probe/x:v1", Some(&wrong.key)),
+        true,
+        "anypasstoken",
+    );
+    skopeo_agrees(
+        skopeo_copy("anypasstoken", "probe/x:v1", None),
+        false,
+        "anypasstoken anonymous",
+    );
+}
+
+#[test]
+fn a_required_key_is_proven_with_an_anonymous_and_a_wrong_request() {
+    let fx = &*FIXTURE;
+    let host = fault_host("ok");
+    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
+    run.code(0);
+    assert_eq!(class, "ok", "{detail}");
+    let good = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{}", fx.key))
+    );
+    let heads: Vec<Option<String>> = seen(&host)
+        .into_iter()
+        .filter(|(m, p, _)| m == "HEAD" && p.ends_with("/manifests/v1"))
+        .map(|(_, _, a)| a)
+        .collect();
+    // The manifest HEAD with the key, then the proof (at once, in either
+    // order): anonymous and with a wrong password.
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert_eq!(heads[0].as_deref(), Some(good.as_str()));
+    let proof = &heads[1..];
+    assert!(proof.contains(&None), "{heads:?}");
+    assert!(
+        proof.iter().flatten().any(|a| a.starts_with("Basic ") && *a != good),
+        "{heads:?}"
+    );
+    // The real registries refuse both (the ok tests above), and so does skopeo
+    // with a wrong key.
+    let wrong = Canary::new("verify-skopeo-wrong");
+    if skopeo_installed() {
+        skopeo_agrees(
+            skopeo_copy_from(fx.basic, "probe/single:v1", Some(&wrong.key)),
+            false,
+            "basic registry, wrong key",
+        );
+        skopeo_agrees(
+            skopeo_copy_from(fx.basic, "probe/single:v1", None),
+            false,
+            "basic registry, anonymous",
+        );
+        skopeo_agrees(
+            skopeo_copy_from(fx.basic, "probe/single:v1", Some(&fx.key)),
+            true,
+            "basic registry, key",
+        );
+    }
+}
+
+// ------------------------------------------------------------ the blob path
+
+#[test]
+fn denied_missing_and_broken_layers_fail_without_full() {
+    let fx = &*FIXTURE;
+    for (kind, want, skopeo_ok) in [
+        ("layer403", "no_access", false),
+        ("layer404", "missing_image", false),
+        ("layerbad", "digest_mismatch", false),
+        // The blob is what its digest says, but not the gzip its media type
+        // says: containerd fails unpacking it; skopeo copying to a directory
+        // does not unpack, so it succeeds.
+        ("bightml", "digest_mismatch", true),
+    ] {
+        let host = fault_host(kind);
+        let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
+        run.code(1);
+        assert_eq!(class, want, "{kind}: {detail}");
+        assert!(detail.contains("layer 0"), "{kind}: {detail}");
+        skopeo_agrees(skopeo_copy(kind, "probe/x:v1", Some(&fx.key)), skopeo_ok, kind);
+    }
+    // A layer redirected to a CDN that fails.
+    let host = fault_host("layercdn");
+    let id = host.split_once('-').unwrap().1.split('.').next().unwrap().to_owned();
+    let cdn = format!("cdnbroken-{id}.fault.test");
+    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[&cdn], &[]);
+    run.code(1);
+    assert_eq!(class, "missing_image", "{detail}");
+    assert!(seen(&cdn).iter().all(|(_, _, a)| a.is_none()), "{:?}", seen(&cdn));
+}
+
+#[test]
+fn layers_are_probed_with_a_range_and_full_reads_them_whole() {
+    let fx = &*FIXTURE;
+    let big = digest(&fx.image.big_gzip);
+    let host = fault_host("biglayer");
+    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
+    run.code(0);
+    assert_eq!(class, "ok", "{detail}");
+    assert!(detail.contains("first bytes of 1 layers read"), "{detail}");
+    let r = ranges(&host);
+    assert!(
+        r.iter().any(|(p, range)| p.ends_with(&big) && range == "bytes=0-511"),
+        "{r:?}"
+    );
+    let host = fault_host("biglayer");
+    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &["--full"]);
+    run.code(0);
+    assert_eq!(class, "ok", "{detail}");
+    assert!(
+        ranges(&host).iter().all(|(p, _)| !p.ends_with(&big)),
+        "--full reads whole layers"
+    );
+    skopeo_agrees(skopeo_copy("biglayer", "probe/x:v1", Some(&fx.key)), true, "biglayer");
+}
+
+// ------------------------------------------------------------ manifests as containerd reads them
+
+#[test]
+fn manifests_containerd_rejects_are_not_an_image() {
+    let fx = &*FIXTURE;
+    for (kind, needle) in [
+        ("mthtml", "served as `text/html`"),
+        ("mtplain", "served as `text/plain`"),
+        ("mtindex", "served as an index"),
+        (
+            "mtmismatch",
+            "its mediaType is `application/vnd.oci.image.manifest.v1+json`",
+        ),
+        ("artifact", "application/vnd.cncf.helm.config.v1+json"),
+    ] {
+        let host = fault_host(kind);
+        let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
+        run.code(1);
+        assert_eq!(class, "not_an_image", "{kind}: {detail}");
+        assert!(detail.contains(needle), "{kind}: {detail}");
+    }
+    // The real registries store and serve an OCI artifact as it was pushed.
+    let run = both_are("probe/chart:v1", None, &[], "not_an_image");
+    run.stdout_has("application/vnd.cncf.helm.config.v1+json");
+    // skopeo refuses the same manifests, except an artifact, which it copies
+    // as it copies images (containerd, which pulls for the cluster, cannot
+    // run it).
+    for (kind, skopeo_ok) in [
+        ("mthtml", false),
+        ("mtplain", false),
+        ("mtindex", false),
+        ("mtmismatch", false),
+        ("artifact", true),
+    ] {
+        skopeo_agrees(skopeo_copy(kind, "probe/x:v1", Some(&fx.key)), skopeo_ok, kind);
+    }
+}
+
+// ------------------------------------------------------------ what real clients tolerate
+
+#[test]
+fn non_ascii_challenges_are_answered() {
+    let fx = &*FIXTURE;
+    for kind in ["latin1", "utf8bearer"] {
+        let host = fault_host(kind);
+        let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
+        run.code(0);
+        assert_eq!(class, "ok", "{kind}: {detail}");
+    }
+    skopeo_agrees(skopeo_copy("latin1", "probe/x:v1", Some(&fx.key)), true, "latin1");
+    skopeo_agrees(
+        skopeo_copy("utf8bearer", "probe/x:v1", Some(&fx.key)),
+        true,
+        "utf8bearer",
+    );
+}
+
+#[test]
+fn basic_is_used_when_the_bearer_realm_is_down() {
+    let fx = &*FIXTURE;
+    let host = fault_host("fallback");
+    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
+    run.code(0);
+    assert_eq!(class, "ok", "{detail}");
+    assert!(
+        detail.contains("used Basic because the Bearer realm failed"),
+        "{detail}"
+    );
+    // A wrong key is still refused through Basic.
+    let wrong = Canary::new("verify-fallback-wrong");
+    let (run, class, _) = fault_verify(&fault_host("fallback"), "probe/x:v1", &wrong.key, &[], &[]);
+    run.code(1);
+    assert_eq!(class, "bad_credentials", "{}", run.stdout);
+    // skopeo answers the first challenge offered: Basic.
+    skopeo_agrees(skopeo_copy("fallback", "probe/x:v1", Some(&fx.key)), true, "fallback");
+}
+
+#[test]
+fn a_tag_moving_between_head_and_get_is_read_again() {
+    let fx = &*FIXTURE;
+    let host = fault_host("moving");
+    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
+    run.code(0);
+    assert_eq!(class, "ok", "{detail}");
+    assert_eq!(keyed_manifest_heads(&host), 2, "{:?}", seen(&host));
+    let (run, class, detail) = fault_verify(&fault_host("headlies"), "probe/x:v1", &fx.key, &[], &[]);
+    run.code(1);
+    assert_eq!(class, "digest_mismatch", "{detail}");
+    assert!(detail.contains("read twice"), "{detail}");
+    skopeo_agrees(skopeo_copy("moving", "probe/x:v1", Some(&fx.key)), true, "moving");
+}
+
+// ------------------------------------------------------------ pull secrets as Docker reads them
+
+#[test]
+fn dockerconfig_auth_is_used_and_disagreeing_password_is_refused_before_any_request() {
+    use base64::Engine;
+    let fx = &*FIXTURE;
+    let tmp = tempdir();
+    let wrong = Canary::new("verify-dc-password");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{}", fx.key));
+    // `auth` only: used, as Docker uses it.
+    let host = fault_host("ok");
+    let only_auth = write(
+        tmp.path(),
+        "auth.dockerconfigjson",
+        serde_json::json!({"auths": {host.clone(): {"auth": auth}}}).to_string(),
+    );
+    let run = verify_cmd(fx, &[(&host, fx.fault)])
+        .arg("--dockerconfig")
+        .arg(&only_auth)
+        .args(["--image", "probe/x:v1", "--output", "json"])
+        .run();
+    run.code(0);
+    assert_eq!(classes(&run)[&host], "ok", "{}", run.stdout);
+    // `auth` and `password` disagree: exit 2 naming the field, no request.
+    let host = fault_host("ok");
+    let both = write(
+        tmp.path(),
+        "both.dockerconfigjson",
+        serde_json::json!({"auths": {host.clone(): {"username": USER, "password": wrong.key, "auth": auth}}})
+            .to_string(),
+    );
+    let run = verify_cmd(fx, &[(&host, fx.fault)])
+        .arg("--dockerconfig")
+        .arg(&both)
+        .args(["--image", "probe/x:v1"])
+        .run();
+    run.code(2);
+    run.stderr_has("has an `auth` carrying another key than its `password`");
+    assert!(seen(&host).is_empty(), "{:?}", seen(&host));
+    wrong.assert_not_in_run(&run);
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+}
+
+// ------------------------------------------------------------ hostile answers
+
+#[test]
+fn oversized_manifest_and_token_answers_are_bounded() {
+    let fx = &*FIXTURE;
+    for (kind, needle) in [
+        ("hugemanifest", "larger than the limit of 4194304 bytes"),
+        ("hugetoken", "larger than the limit of 1048576 bytes"),
+    ] {
+        let (run, class, detail) = fault_verify(&fault_host(kind), "probe/x:v1", &fx.key, &[], &[]);
+        run.code(1);
+        assert_eq!(class, "server_error", "{kind}: {detail}");
+        assert!(detail.contains(needle), "{kind}: {detail}");
+        // skopeo bounds both answers too.
+        skopeo_agrees(skopeo_copy(kind, "probe/x:v1", Some(&fx.key)), false, kind);
+    }
+}
+
+#[test]
+fn control_characters_from_the_registry_are_escaped_in_text_and_junit() {
+    let fx = &*FIXTURE;
+    for kind in ["escape", "escplat"] {
+        let host = fault_host(kind);
+        let tmp = tempdir();
+        let cat = catalog(tmp.path(), &[("t", std::slice::from_ref(&host), "probe/x:v1")]);
+        for format in ["text", "junit", "json"] {
+            let run = verify_cmd(fx, &[(&host, fx.fault)])
+                .arg("--regions")
+                .arg(&cat)
+                .arg("--api-key-env")
+                .arg("K")
+                .env("K", &fx.key)
+                .args(["--output", format])
+                .run();
+            run.code(1);
+            for out in [&run.stdout, &run.stderr] {
+                assert!(
+                    !out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\u{9b}'),
+                    "{kind} {format}: {out:?}"
+                );
+            }
+            if format != "json" {
+                run.stdout_has("\\u{1b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_manifest_reflecting_the_authorization_header_never_prints_it() {
+    let fx = &*FIXTURE;
+    let (run, class, detail) = fault_verify(&fault_host("reflect"), "probe/x:v1", &fx.key, &[], &[]);
+    run.code(1);
+    assert_eq!(class, "server_error", "{detail}");
+    assert!(detail.contains("line 1 column"), "{detail}");
+    assert!(!detail.contains("Basic"), "{detail}");
+    skopeo_agrees(skopeo_copy("reflect", "probe/x:v1", Some(&fx.key)), false, "reflect");
+    // fault_verify asserts the key (and its base64 forms) are not in the output.
+}
+
+#[test]
+fn credentials_are_not_sent_after_a_redirect_to_plain_http() {
+    let fx = &*FIXTURE;
+    let plain = *PLAIN_PORT.get().expect("plain listener");
+    let tmp = tempdir();
+    let host = format!("localhost:{}", fx.fault.port());
+    let cat = catalog(tmp.path(), &[("t", std::slice::from_ref(&host), "probe/x:v1")]);
+    let run = rekey()
+        .arg("verify")
+        .arg("--ca-cert")
+        .arg(&fx.ca_pem)
+        .arg("--insecure-http")
+        .arg(format!("localhost:{plain}"))
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-env")
+        .arg("K")
+        .env("K", &fx.key)
+        .args(["--output", "json"])
+        .run();
+    run.code(0);
+    assert_eq!(classes(&run)[&host], "ok", "{}", run.stdout);
+    let downgraded: Vec<_> = seen("localhost")
+        .into_iter()
+        .filter(|(_, p, _)| p.starts_with("/cdn/"))
+        .collect();
+    assert!(!downgraded.is_empty());
+    assert!(downgraded.iter().all(|(_, _, a)| a.is_none()), "{downgraded:?}");
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
 }

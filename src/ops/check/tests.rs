@@ -517,13 +517,14 @@ impl PullVerifier for FakePull {
                 .map(|host| HostResult {
                     region: secret.to_owned(),
                     class: if host == "jp.icr.io" {
-                        Class::Ok
+                        crate::registry::Class::Ok
                     } else {
-                        Class::BadCredentials
+                        crate::registry::Class::BadCredentials
                     },
                     host,
                     detail: "401".into(),
                     elapsed_ms: 1,
+                    anonymous_allowed: false,
                 })
                 .collect(),
         ))
