@@ -42,13 +42,13 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub repo: PathBuf,
     /// Keys older than this must be rotated (exit 1).
-    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = crate::cli::duration::parse)]
     pub max_age: Duration,
     /// Keys older than this are due for rotation.
-    #[arg(long, value_name = "DURATION", default_value = "75d", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "75d", value_parser = crate::cli::duration::parse)]
     pub warn_age: Duration,
     /// Recipient certificates expiring within this are due for renewal.
-    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = crate::cli::duration::parse)]
     pub warn_validity: Duration,
 }
 

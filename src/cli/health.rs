@@ -65,13 +65,13 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["from_file", "at"])]
     pub watch: bool,
     /// With --watch: time between evaluations.
-    #[arg(long, value_name = "DURATION", default_value = "1m", requires = "watch", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1m", requires = "watch", value_parser = crate::cli::duration::parse)]
     pub interval: Duration,
     /// With --watch: stop (exit 0) once the overall verdict is this.
     #[arg(long, value_name = "VERDICT", requires = "watch")]
     pub until: Option<UntilVerdict>,
     /// With --watch: stop after this long.
-    #[arg(long = "timeout", value_name = "DURATION", default_value = "30m", requires = "watch", value_parser = humantime::parse_duration)]
+    #[arg(long = "timeout", value_name = "DURATION", default_value = "30m", requires = "watch", value_parser = crate::cli::duration::parse)]
     pub watch_timeout: Duration,
 }
 
@@ -92,13 +92,13 @@ pub struct GateArgs {
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
     /// How far back from --at to look.
-    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::cli::duration::text)]
     pub window: String,
     /// Evaluate at this time (RFC 3339, e.g. 2026-11-23T12:00:00Z; default: now).
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
     /// Give up on a Prometheus request after this long.
-    #[arg(long = "query-timeout", value_name = "DURATION", default_value = "30s")]
+    #[arg(long = "query-timeout", value_name = "DURATION", default_value = "30s", value_parser = crate::cli::duration::text)]
     pub timeout: String,
     /// Send `Authorization: Bearer` with the token read from FILE (`-` reads stdin).
     #[arg(long, value_name = "FILE", conflicts_with = "token_env")]
@@ -121,13 +121,13 @@ pub struct GateOptions {
     #[arg(long, value_name = "FILE")]
     pub health_rules: Option<PathBuf>,
     /// How far back the health gate looks.
-    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::cli::duration::text)]
     pub health_window: String,
     /// Evaluate the health gate at this time (RFC 3339) instead of now.
     #[arg(long, value_name = "TIME")]
     pub health_at: Option<String>,
     /// Give up on a Prometheus request of the health gate after this long.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::cli::duration::text)]
     pub health_timeout: String,
     /// The health gate's bearer token, read from FILE (`-` reads stdin).
     #[arg(long, value_name = "FILE", conflicts_with = "health_token_env")]

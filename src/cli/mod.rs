@@ -6,6 +6,7 @@ pub mod check;
 pub mod check_render;
 pub mod completions;
 pub mod decrypt;
+pub mod duration;
 pub mod encrypt;
 pub mod generate;
 pub mod health;

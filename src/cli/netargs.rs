@@ -19,10 +19,11 @@ pub struct NetArgs {
     /// How many hosts to check at once.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
-    /// The time budget of each host in seconds, retries included.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub timeout: u64,
-    /// Connect to ADDR:PORT for HOST instead of resolving it (repeatable).
+    /// The time budget of each host, retries included (e.g. 30s, 2m; at most 1h).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::cli::duration::parse)]
+    pub timeout: Duration,
+    /// Connect to ADDR:PORT for HOST instead of resolving it (repeatable);
+    /// `*=ADDR:PORT` sends every other host there (one test registry or proxy).
     #[arg(long, value_name = "HOST=ADDR:PORT")]
     pub resolve: Vec<String>,
     /// Also trust the CA certificates in this PEM file (repeatable).
@@ -46,19 +47,36 @@ pub fn parse_resolve(raw: &str) -> anyhow::Result<(String, SocketAddr)> {
     let (host, addr) = raw
         .split_once('=')
         .with_context(|| format!("--resolve `{raw}`: expected HOST=ADDR:PORT"))?;
-    let host = Host::parse(host).map_err(|e| anyhow::anyhow!("--resolve `{raw}`: the host `{host}` {e}"))?;
     let addr: SocketAddr = addr
         .parse()
         .map_err(|_| anyhow::anyhow!("--resolve `{raw}`: `{addr}` is not ADDR:PORT (for example 127.0.0.1:5000)"))?;
+    if host == "*" {
+        return Ok(("*".to_owned(), addr));
+    }
+    let host = Host::parse(host).map_err(|e| anyhow::anyhow!("--resolve `{raw}`: the host `{host}` {e}"))?;
     Ok((host.name().to_owned(), addr))
 }
 
 impl NetArgs {
     /// Validates the options and builds the shared HTTP client and settings.
     pub fn client(&self) -> anyhow::Result<(reqwest::Client, Settings)> {
+        if self.timeout > Duration::from_secs(3600) {
+            bail!(
+                "--timeout {}: at most 1h per host",
+                humantime::format_duration(self.timeout)
+            );
+        }
         let mut resolve = Vec::with_capacity(self.resolve.len());
+        let mut resolve_all = None;
         for raw in &self.resolve {
-            resolve.push(parse_resolve(raw)?);
+            match parse_resolve(raw)? {
+                (name, addr) if name == "*" => {
+                    if resolve_all.replace(addr).is_some() {
+                        bail!("--resolve: `*` is given twice");
+                    }
+                }
+                pair => resolve.push(pair),
+            }
         }
         let mut insecure = BTreeSet::new();
         for raw in &self.insecure_http {
@@ -83,12 +101,13 @@ impl NetArgs {
         }
         let client = registry::build_client(&ClientConfig {
             resolve,
+            resolve_all,
             ca_pems,
             pool_per_host: 4,
         })
         .context("setting up the HTTP client")?;
         let settings = Settings {
-            timeout: Duration::from_secs(self.timeout),
+            timeout: self.timeout,
             full: self.full,
             insecure_http: insecure,
             allow_anonymous,
@@ -189,6 +208,8 @@ mod tests {
         assert!(parse_resolve("jp.icr.io").is_err());
         assert!(parse_resolve("jp.icr.io=127.0.0.1").is_err());
         assert!(parse_resolve("JP=127.0.0.1:1").is_err());
+        assert_eq!(parse_resolve("*=127.0.0.1:5000").unwrap().0, "*");
+        assert!(parse_resolve("*.icr.io=127.0.0.1:5000").is_err());
     }
 
     #[test]

@@ -14,10 +14,10 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ValidityArgs {
     /// Fail when a recipient certificate expires sooner than this (e.g. 30d).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::duration::parse)]
     pub min_validity: Option<Duration>,
     /// Warn when a recipient certificate expires sooner than this.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30d")]
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::duration::parse, default_value = "30d")]
     pub warn_validity: Duration,
 }
 

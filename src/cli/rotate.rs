@@ -81,7 +81,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "health_gate")]
     pub health_rules: Option<PathBuf>,
     /// How far back the health gate looks.
-    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::cli::duration::text)]
     pub health_window: String,
     /// Evaluate the health gate at this time (RFC 3339) instead of now, e.g. to replay an incident.
     #[arg(long, value_name = "TIME", requires = "health_gate")]

@@ -76,6 +76,9 @@ pub struct ClientConfig {
     /// Host name → address to connect to (the address's port is used unless
     /// the host carries its own port).
     pub resolve: Vec<(String, SocketAddr)>,
+    /// Where every other name connects (`--resolve '*=ADDR:PORT'`): the
+    /// address's port is used unless the URL carries its own.
+    pub resolve_all: Option<SocketAddr>,
     /// Extra trust roots, PEM.
     pub ca_pems: Vec<Vec<u8>>,
     /// Maximum idle connections kept per host.
@@ -111,10 +114,28 @@ pub fn build_client(config: &ClientConfig) -> Result<reqwest::Client, ClientErro
             b = b.add_root_certificate(cert);
         }
     }
+    if let Some(addr) = config.resolve_all {
+        b = b.dns_resolver(std::sync::Arc::new(EveryName(addr)));
+    }
     for (name, addr) in &config.resolve {
         b = b.resolve(name, *addr);
     }
     b.build().map_err(ClientError::Build)
+}
+
+/// A resolver that answers every name with one address (`--resolve '*=…'`),
+/// so a whole catalog, and its token realms, can be pointed at one test
+/// registry or proxy. Named `--resolve` entries still take precedence.
+struct EveryName(SocketAddr);
+
+impl reqwest::dns::Resolve for EveryName {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addr = self.0;
+        Box::pin(async move {
+            let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(addr));
+            Ok(addrs)
+        })
+    }
 }
 
 /// One host's result, as printed.

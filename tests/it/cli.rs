@@ -135,3 +135,31 @@ fn help_groups_global_options_apart() {
     let repo = run.stdout.find("--repo <DIR>").expect("the --repo option line");
     assert!(output > global && repo < global, "{}", run.stdout);
 }
+
+#[test]
+fn every_duration_flag_reads_the_same_way() {
+    // A bare number is refused with the same hint everywhere, before any input is read.
+    for argv in [
+        &[
+            "verify",
+            "--regions",
+            "nowhere",
+            "--api-key-env",
+            "UNSET",
+            "--timeout",
+            "30",
+        ][..],
+        &["audit", "--repo", "nowhere", "--max-age", "90"][..],
+        &["health", "--prometheus", "http://127.0.0.1:9", "--window", "60"][..],
+        &["storage", "wait", "--truth", "t.json", "--timeout", "30"][..],
+        &["keys", "check", "--regions", "nowhere", "--iam-timeout", "30"][..],
+    ] {
+        let run = rekey().args(argv).run();
+        run.code(2).stderr_has("has no unit: write ");
+    }
+    // Units work everywhere they are accepted.
+    let run = rekey()
+        .args(["audit", "--repo", "nowhere", "--max-age", "90d", "--warn-age", "10m"])
+        .run();
+    run.code(2).stderr_has("nowhere");
+}

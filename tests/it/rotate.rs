@@ -96,7 +96,7 @@ impl Setup {
             .arg(self.regions())
             .arg("--repo")
             .arg(self.repo())
-            .args(["--api-key-env", "NEW_KEY", "--key-name", key_name, "--timeout", "10"])
+            .args(["--api-key-env", "NEW_KEY", "--key-name", key_name, "--timeout", "10s"])
             .env("NEW_KEY", &fx.key)
             .arg("--ca-cert")
             .arg(&fx.ca_pem);

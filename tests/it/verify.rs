@@ -32,6 +32,57 @@ fn basic_and_token_registries_verify_ok() {
     Canary::with_value(&fx.key).assert_not_in_run(&run);
 }
 
+/// `--resolve '*=ADDR:PORT'` points every catalog host at one registry, so a
+/// whole region is tried against one test registry without naming each host.
+#[test]
+fn resolve_star_maps_every_catalog_host() {
+    let fx = &*FIXTURE;
+    let tmp = tempdir();
+    let hosts = [
+        "jp.reg.test".to_owned(),
+        "private-jp.reg.test".to_owned(),
+        "au.reg.test".to_owned(),
+    ];
+    let cat = catalog(tmp.path(), &[("jp", &hosts, "armada-master/alpine:latest")]);
+    let run = rekey()
+        .arg("verify")
+        .arg("--ca-cert")
+        .arg(&fx.ca_pem)
+        .arg("--resolve")
+        .arg(format!("*={}", fx.basic))
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-file")
+        .arg(key_file(tmp.path(), &fx.key))
+        .args(["--output", "json", "--timeout", "20s"])
+        .run();
+    run.code(0);
+    let c = classes(&run);
+    for h in &hosts {
+        assert_eq!(c[h], "ok", "{}", run.stdout);
+    }
+    // A named host still goes where it is told; `*` only catches the rest.
+    let run = rekey()
+        .arg("verify")
+        .arg("--ca-cert")
+        .arg(&fx.ca_pem)
+        .arg("--resolve")
+        .arg(format!("*={}", fx.basic))
+        .arg("--resolve")
+        .arg(format!("au.reg.test=127.0.0.1:{}", free_port()))
+        .arg("--regions")
+        .arg(&cat)
+        .arg("--api-key-file")
+        .arg(key_file(tmp.path(), &fx.key))
+        .args(["--output", "json", "--timeout", "5s"])
+        .run();
+    run.code(1);
+    let c = classes(&run);
+    assert_eq!(c["jp.reg.test"], "ok");
+    assert_eq!(c["au.reg.test"], "connect", "{}", run.stdout);
+    Canary::with_value(&fx.key).assert_not_in_run(&run);
+}
+
 /// Runs `rekey verify --output json` for `hosts` (one region `t`) with the
 /// fixture's key, every host resolved to `addr`.
 fn run_hosts(hosts: &[String], addr: std::net::SocketAddr, extra: &[&str]) -> Run {
@@ -283,7 +334,7 @@ fn anonymous_ping_then_challenge_on_the_manifest_is_answered() {
 
 #[test]
 fn persistent_429_is_rate_limited_after_honouring_retry_after() {
-    let (host, run, class) = fault_one("ratelimit", &["--timeout", "3"]);
+    let (host, run, class) = fault_one("ratelimit", &["--timeout", "3s"]);
     assert_eq!(class, "rate_limited", "{}", run.stdout);
     run.code(1);
     // Retry-After: 1 within a 3 s budget: retried, but not hammered.
@@ -303,7 +354,7 @@ fn one_503_then_success_is_ok_and_persistent_503_is_server_error() {
     let (host, run, class) = fault_one("r503once", &[]);
     assert_eq!(class, "ok", "{}", run.stdout);
     assert!(seen(&host).iter().filter(|(_, p, _)| p == "/v2/").count() >= 2);
-    let (_, run, class) = fault_one("always503", &["--timeout", "2"]);
+    let (_, run, class) = fault_one("always503", &["--timeout", "2s"]);
     assert_eq!(class, "server_error", "{}", run.stdout);
     run.stdout_has("HTTP 503");
 }
@@ -348,12 +399,12 @@ fn redirect_loop_is_server_error() {
 fn hosts_are_checked_at_once_up_to_the_concurrency_limit() {
     // Each gate host answers only once all four are in flight together.
     let hosts = gate_hosts();
-    let run = run_hosts(&hosts, FIXTURE.fault, &["--concurrency", "4", "--timeout", "20"]);
+    let run = run_hosts(&hosts, FIXTURE.fault, &["--concurrency", "4", "--timeout", "20s"]);
     run.code(0);
     assert!(classes(&run).values().all(|c| c == "ok"), "{}", run.stdout);
     // One at a time, the first host checked waits for company that never comes.
     let hosts = gate_hosts();
-    let run = run_hosts(&hosts, FIXTURE.fault, &["--concurrency", "1", "--timeout", "1"]);
+    let run = run_hosts(&hosts, FIXTURE.fault, &["--concurrency", "1", "--timeout", "1s"]);
     run.code(1);
     let timeouts = classes(&run).values().filter(|c| *c == "timeout").count();
     assert!(timeouts >= 1, "{}", run.stdout);
@@ -361,7 +412,7 @@ fn hosts_are_checked_at_once_up_to_the_concurrency_limit() {
 
 #[test]
 fn slow_host_is_timeout() {
-    let (_, run, class) = fault_one("slow", &["--timeout", "1"]);
+    let (_, run, class) = fault_one("slow", &["--timeout", "1s"]);
     assert_eq!(class, "timeout", "{}", run.stdout);
     run.code(1);
 }
@@ -416,7 +467,7 @@ fn unknown_ca_is_tls_refused_port_is_connect_and_unknown_name_is_dns() {
         .arg("--api-key-env")
         .arg("K")
         .env("K", &fx.key)
-        .args(["--output", "json", "--timeout", "20"])
+        .args(["--output", "json", "--timeout", "20s"])
         .run();
     run.code(1);
     let c = classes(&run);

@@ -48,10 +48,10 @@ pub struct WaitArgs {
     #[arg(long, value_name = "ID")]
     pub cluster: Option<String>,
     /// Time between polls.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::cli::duration::parse)]
     pub interval: Duration,
     /// Give up after this long.
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = crate::cli::duration::parse)]
     pub timeout: Duration,
 }
 
