@@ -1,6 +1,6 @@
 //! `rekey audit`: key age and recipient expiry across the secrets repo.
 
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Paint, Printer};
 use crate::exit::Exit;
 use crate::pullsecret::keyname;
 use crate::secrets_repo::audit::{self, AgePolicy, AgeStatus};
@@ -151,14 +151,15 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                 "status", "region", "secret", "age", "created", "key"
             ));
             for k in &keys {
-                let status = match k.status {
-                    AgeStatus::Future => "FUTURE",
-                    AgeStatus::Ok => "ok",
-                    AgeStatus::Due => "due",
-                    AgeStatus::Overdue => "OVERDUE",
+                let (status, paint) = match k.status {
+                    AgeStatus::Future => ("FUTURE", Paint::Bad),
+                    AgeStatus::Ok => ("ok", Paint::Good),
+                    AgeStatus::Due => ("due", Paint::Warn),
+                    AgeStatus::Overdue => ("OVERDUE", Paint::Bad),
                 };
+                let status = printer.paint(paint, &format!("{status:<8}"));
                 printer.line(format_args!(
-                    "{status:<8} {:<6} {:<30} {:>4}d  {:<10} {} {}",
+                    "{status} {:<6} {:<30} {:>4}d  {:<10} {} {}",
                     k.region,
                     k.secret,
                     k.age_days,

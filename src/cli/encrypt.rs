@@ -1,6 +1,6 @@
 //! `rekey encrypt`: OpenPGP messages that GnuPG 2.2 decrypts.
 
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::cli::pgpargs::{self, SigningKeyArgs, ValidityArgs};
 use crate::exit::Exit;
 use crate::fsx::{self, WriteSet};
@@ -138,10 +138,10 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                 printer.line(format_args!("{} -> {}", f.input.display(), f.output.display()));
             }
             printer.status(format_args!(
-                "encrypted {} files to {} recipients ({} keys)",
-                files.len(),
-                set.certs.len(),
-                set.key_ids().len()
+                "encrypted {} to {} ({})",
+                plural(files.len(), "file", "files"),
+                plural(set.certs.len(), "recipient", "recipients"),
+                plural(set.key_ids().len(), "key", "keys")
             ));
             if let Some(key) = &signing_key {
                 printer.status(format_args!("signed by {}", key.name()));

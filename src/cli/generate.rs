@@ -1,7 +1,7 @@
 //! `rekey generate`: per-region `kubernetes.io/dockerconfigjson` pull secrets.
 
 use crate::cli::keyarg::KeyArgs;
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::exit::Exit;
 use crate::fingerprint::Fingerprint;
 use crate::fsx::{self, WriteSet};
@@ -162,14 +162,18 @@ fn report(printer: &Printer, key: &ApiKey, written: Vec<Written>, out: &Path) ->
         _ => {
             for w in &written {
                 printer.line(format_args!(
-                    "{:<6} {} ({} hosts, key {})",
+                    "{:<6} {} ({}, key {})",
                     w.region,
                     w.file.display(),
-                    w.hosts.len(),
+                    plural(w.hosts.len(), "host", "hosts"),
                     w.key_fingerprint
                 ));
             }
-            printer.status(format_args!("wrote {} regions to {}", written.len(), out.display()));
+            printer.status(format_args!(
+                "wrote {} to {}",
+                plural(written.len(), "region", "regions"),
+                out.display()
+            ));
             Ok(())
         }
     }

@@ -3,7 +3,7 @@
 //! retire --health-gate`) flattens [`GateOptions`] into its own options and
 //! calls `GateOptions::gate_args().evaluate(now)`.
 
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::cli::secret_input::SecretSource;
 use crate::exit::Exit;
 use crate::fsx::{self, WriteSet};
@@ -477,9 +477,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             save(dir, recording.bodies.into_inner())?;
         }
         printer.status(format_args!(
-            "queried {} for {} rules",
+            "queried {} for {}",
             http.base,
-            gate.rules.rules.len()
+            plural(gate.rules.rules.len(), "rule", "rules")
         ));
         report
     } else {

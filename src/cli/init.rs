@@ -1,7 +1,7 @@
 //! `rekey init`: makes a secrets repo ready to use, so that `rekey init`
 //! plus `rekey rotate` is all a new team needs.
 
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::cli::pgpargs::ValidityArgs;
 use crate::exit::Exit;
 use crate::fsx::{self, WriteSet};
@@ -193,7 +193,11 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         OutputFormat::Json => printer.json(&report)?,
         _ => {
             let n = report.files.len();
-            printer.line(format_args!("set up {} ({n} files)", report.dir.display()));
+            printer.line(format_args!(
+                "set up {} ({})",
+                report.dir.display(),
+                plural(n, "file", "files")
+            ));
             for f in &report.files {
                 printer.line(format_args!("  {f}"));
             }

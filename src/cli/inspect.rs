@@ -1,6 +1,6 @@
 //! `rekey inspect`: check dockerconfigjson pull secrets for consistency.
 
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::exit::Exit;
 use crate::pullsecret::catalog::Catalog;
 use crate::pullsecret::dockerconfig::{self, Report};
@@ -94,9 +94,9 @@ fn print_text(printer: &Printer, files: &[FileReport]) {
             format!("{problems} problems")
         };
         printer.line(format_args!(
-            "{}: {verdict}, {} hosts, key {key}",
+            "{}: {verdict}, {}, key {key}",
             f.file.display(),
-            r.hosts.len()
+            plural(r.hosts.len(), "host", "hosts")
         ));
         let width = r.hosts.iter().map(|h| h.host.len()).max().unwrap_or(0);
         for h in &r.hosts {

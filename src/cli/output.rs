@@ -25,12 +25,66 @@ pub enum OutputFormat {
 pub struct Printer {
     format: OutputFormat,
     quiet: bool,
+    color_out: bool,
+    color_err: bool,
+}
+
+/// How a word is coloured on a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paint {
+    /// A passing verdict.
+    Good,
+    /// Something due soon, or a warning.
+    Warn,
+    /// A failing verdict or an error.
+    Bad,
+}
+
+impl Paint {
+    fn code(self) -> &'static str {
+        match self {
+            Paint::Good => "32",
+            Paint::Warn => "33",
+            Paint::Bad => "1;31",
+        }
+    }
+}
+
+/// Returns true when colour may be written to a stream: it is a terminal,
+/// `NO_COLOR` is unset or empty (no-color.org), and `TERM` is not `dumb`.
+fn color_allowed(is_terminal: bool) -> bool {
+    is_terminal
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }
 
 impl Printer {
     /// Returns a printer for the chosen format; `quiet` silences status lines.
     pub fn new(format: OutputFormat, quiet: bool) -> Printer {
-        Printer { format, quiet }
+        Printer {
+            format,
+            quiet,
+            color_out: format == OutputFormat::Text && color_allowed(std::io::stdout().is_terminal()),
+            color_err: color_allowed(std::io::stderr().is_terminal()),
+        }
+    }
+
+    /// Returns `text` coloured for stdout when stdout is a colour terminal,
+    /// else unchanged (pipes, files, `NO_COLOR`, JSON and JUnit never get escapes).
+    pub fn paint(&self, paint: Paint, text: &str) -> String {
+        if self.color_out {
+            format!("\x1b[{}m{text}\x1b[0m", paint.code())
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn paint_err(&self, paint: Paint, text: &str) -> String {
+        if self.color_err {
+            format!("\x1b[{}m{text}\x1b[0m", paint.code())
+        } else {
+            text.to_owned()
+        }
     }
 
     /// Returns the chosen output format.
@@ -89,13 +143,13 @@ impl Printer {
 
     /// Writes `warning: ...` to stderr.
     pub fn warn(&self, message: impl Display) {
-        eprintln!("warning: {message}");
+        eprintln!("{} {message}", self.paint_err(Paint::Warn, "warning:"));
     }
 
     /// Writes an error and its causes to stderr, one line per cause.
     pub fn error(&self, error: &anyhow::Error) {
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "error: {error}");
+        let _ = writeln!(err, "{} {error}", self.paint_err(Paint::Bad, "error:"));
         for cause in error.chain().skip(1) {
             let _ = writeln!(err, "  caused by: {cause}");
         }
@@ -105,6 +159,15 @@ impl Printer {
     /// not quiet, and not in CI.
     pub fn interactive(&self) -> bool {
         !self.quiet && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
+    }
+}
+
+/// Returns `1 host`, `2 hosts`: a count with its noun in the right number.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
     }
 }
 

@@ -1,7 +1,7 @@
 //! `rekey recipients check`: proves, without any private key, that every
 //! encrypted file in the secrets repo is addressed to exactly the policy set.
 
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::cli::pgpargs::ValidityArgs;
 use crate::exit::Exit;
 use crate::secrets_repo::layout::{self, Metadata, Slot};
@@ -164,9 +164,9 @@ fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
             }
             let bad = files.iter().filter(|f| !f.ok).count();
             printer.status(format_args!(
-                "{} files checked against {} policy keys; {bad} with problems",
-                files.len(),
-                policy.key_ids().len()
+                "{} checked against {}; {bad} with problems",
+                plural(files.len(), "file", "files"),
+                plural(policy.key_ids().len(), "policy key", "policy keys")
             ));
         }
     }

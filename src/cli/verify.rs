@@ -2,7 +2,7 @@
 //! registry host, all hosts at once.
 
 use crate::cli::netargs::{NetArgs, config_targets, region_targets};
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Paint, Printer, plural};
 use crate::cli::secret_input::SecretSource;
 use crate::exit::Exit;
 use crate::pullsecret::catalog::Catalog;
@@ -141,23 +141,39 @@ fn report(printer: &Printer, results: &[HostResult]) -> anyhow::Result<()> {
         OutputFormat::Junit => printer.junit(&junit(results))?,
         OutputFormat::Text | OutputFormat::Openmetrics => {
             for r in results {
+                let paint = if r.passed() { Paint::Good } else { Paint::Bad };
                 printer.line(format_args!(
-                    "{:<16} {:<6} {:<32} {} ({} ms)",
-                    r.class, r.region, r.host, r.detail, r.elapsed_ms
+                    "{} {:<6} {:<32} {} ({} ms)",
+                    printer.paint(paint, &format!("{:<16}", r.class)),
+                    r.region,
+                    r.host,
+                    r.detail,
+                    r.elapsed_ms
                 ));
             }
         }
     }
     printer.status(format_args!(
-        "{} of {} hosts ok{}",
+        "{} of {} ok{}",
         results.len() - failed,
-        results.len(),
+        plural(results.len(), "host", "hosts"),
         if failed > 0 {
             format!(", {failed} failed")
         } else {
             String::new()
         }
     ));
+    // End with the failures, grouped by class, so a long run does not hide them.
+    let mut by_class: std::collections::BTreeMap<&str, Vec<String>> = std::collections::BTreeMap::new();
+    for r in results.iter().filter(|r| !r.passed()) {
+        by_class
+            .entry(r.class.as_str())
+            .or_default()
+            .push(format!("{} ({})", r.host, r.region));
+    }
+    for (class, hosts) in &by_class {
+        printer.status(format_args!("  {class}: {}", hosts.join(", ")));
+    }
     Ok(())
 }
 

@@ -203,7 +203,10 @@ pub fn check(config: &DockerConfig, region: Option<&Region>) -> Report {
         }
     }
     if keys.len() > 1 {
-        let list: Vec<String> = keys.iter().map(|(fp, n)| format!("{fp} ({n} hosts)")).collect();
+        let list: Vec<String> = keys
+            .iter()
+            .map(|(fp, n)| format!("{fp} ({n} {})", if *n == 1 { "host" } else { "hosts" }))
+            .collect();
         problems.push(format!(
             "hosts carry {} different keys: {}",
             keys.len(),

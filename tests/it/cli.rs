@@ -163,3 +163,37 @@ fn every_duration_flag_reads_the_same_way() {
         .run();
     run.code(2).stderr_has("nowhere");
 }
+
+/// Runs rekey on a pseudo-terminal (util-linux `script`), with `env` set.
+fn on_a_terminal(args: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &format!("{} {args}", env!("CARGO_BIN_EXE_rekey")), "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("util-linux script");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let coloured = on_a_terminal("audit --repo /nonexistent-rekey-repo", &[]);
+    assert!(coloured.contains("\u{1b}[1;31merror:\u{1b}[0m"), "{coloured:?}");
+    let plain = on_a_terminal("audit --repo /nonexistent-rekey-repo", &[("NO_COLOR", "1")]);
+    assert!(plain.contains("error:") && !plain.contains('\u{1b}'), "{plain:?}");
+    let dumb = on_a_terminal("audit --repo /nonexistent-rekey-repo", &[("TERM", "dumb")]);
+    assert!(!dumb.contains('\u{1b}'), "{dumb:?}");
+    // Piped, as every other test runs it: no escapes.
+    let piped = rekey()
+        .env_remove("NO_COLOR")
+        .args(["audit", "--repo", "/nonexistent-rekey-repo"])
+        .run();
+    assert!(
+        piped.stderr.contains("error:") && !piped.stderr.contains('\u{1b}'),
+        "{:?}",
+        piped.stderr
+    );
+}

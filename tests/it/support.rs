@@ -70,6 +70,11 @@ impl Rekey {
         self
     }
 
+    pub fn env_remove(mut self, k: &str) -> Rekey {
+        self.cmd.env_remove(k);
+        self
+    }
+
     pub fn current_dir(mut self, dir: &Path) -> Rekey {
         self.cmd.current_dir(dir);
         self

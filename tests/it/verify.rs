@@ -253,6 +253,13 @@ fn junit_has_one_case_per_host_and_text_names_the_failure() {
     run.code(1);
     run.stdout_has("platform_missing").stdout_has("token.reg.test");
     run.stderr_has("1 of 2 hosts ok, 1 failed");
+    // The run ends with its failures, grouped by class, after every host line.
+    let last = run.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("platform_missing: ") && last.contains("token.reg.test (b)"),
+        "{}",
+        run.stderr
+    );
     Canary::with_value(&fx.key).assert_not_in_run(&run);
 }
 
