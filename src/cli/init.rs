@@ -95,6 +95,10 @@ pub struct Args {
     /// The certificates allowed to sign secrets (an armored keyring).
     #[arg(long, value_name = "FILE")]
     pub signers: Option<PathBuf>,
+    /// Pin the CI workflows to this rekey release tag (v1.2.3) or commit SHA
+    /// (default: they read the repository variable REKEY_REF).
+    #[arg(long, value_name = "REF")]
+    pub rekey_ref: Option<String>,
     /// Commit the new files.
     #[arg(long)]
     pub commit: bool,
@@ -112,6 +116,20 @@ struct Report {
     commit: Option<String>,
 }
 
+/// Returns true for a release tag (`v1.2.3`, optionally `-rc.1`) or a full commit SHA.
+fn valid_ref(r: &str) -> bool {
+    let sha = r.len() == 40 && r.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let tag = r.strip_prefix('v').is_some_and(|v| {
+        let core = v.split_once('-').map_or(v, |(c, _)| c);
+        let parts: Vec<&str> = core.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    });
+    sha || tag
+}
+
 /// Reads a keyring and returns its bytes and the certificates' names.
 fn keyring(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<sequoia_openpgp::Cert>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -122,6 +140,13 @@ fn keyring(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<sequoia_openpgp::Cert>)>
 /// Runs `rekey init`.
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     printer.require("init", &[OutputFormat::Text, OutputFormat::Json])?;
+    if let Some(r) = &args.rekey_ref
+        && !valid_ref(r)
+    {
+        bail!(
+            "--rekey-ref `{r}`: use a release tag such as v1.2.3 or a full 40-hex commit SHA, so CI installs exactly that rekey"
+        );
+    }
     let now = SystemTime::now();
     let (recipients_bytes, recipient_certs) = keyring(&args.recipients)?;
     let set = pgp::check_recipients(&recipient_certs, now, args.validity.validity())
@@ -145,7 +170,11 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         files.push((SIGNERS.to_owned(), bytes));
     }
     for (path, text) in CI_FILES {
-        files.push(((*path).to_owned(), text.as_bytes().to_vec()));
+        let text = match &args.rekey_ref {
+            Some(r) => text.replace("${{ vars.REKEY_REF }}", r),
+            None => (*text).to_owned(),
+        };
+        files.push(((*path).to_owned(), text.into_bytes()));
     }
     let existing: Vec<&str> = files
         .iter()

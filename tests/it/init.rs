@@ -73,3 +73,35 @@ fn init_refuses_an_expired_recipient_and_writes_nothing() {
     run.code(2).stderr_has("expired");
     assert!(!repo.exists(), "init created {} for a refused policy", repo.display());
 }
+
+#[test]
+fn init_pins_the_ci_workflows_to_a_rekey_release() {
+    let dir = tempdir();
+    let repo = dir.path().join("secrets");
+    rekey()
+        .arg("init")
+        .arg(&repo)
+        .arg("--recipients")
+        .arg(keys().file("team.pub"))
+        .args(["--rekey-ref", "v1.4.2"])
+        .run()
+        .code(0);
+    for wf in ["rekey-check.yml", "rekey-rotation.yml"] {
+        let text = std::fs::read_to_string(repo.join(".github/workflows").join(wf)).unwrap();
+        assert!(text.contains("REKEY_REF: v1.4.2"), "{wf} is not pinned:\n{text}");
+        assert!(!text.contains("vars.REKEY_REF"), "{wf}");
+    }
+    let other = dir.path().join("other");
+    for bad in ["main", "HEAD", "v1.4", "1234abcd"] {
+        rekey()
+            .arg("init")
+            .arg(&other)
+            .arg("--recipients")
+            .arg(keys().file("team.pub"))
+            .args(["--rekey-ref", bad])
+            .run()
+            .code(2)
+            .stderr_has("--rekey-ref");
+        assert!(!other.exists());
+    }
+}
