@@ -12,6 +12,40 @@
 //! levels, so documents nested deeper than a small limit are refused before
 //! parsing. The scan is linear and needs no allocation per level.
 
+/// Returns `text` with control characters (C0, DEL, C1) and bidirectional
+/// overrides written as `\u{..}` escapes, so that text from a server or a
+/// pull request cannot drive the terminal, log or JUnit file it lands in.
+pub fn escape(text: &str) -> String {
+    escape_with(text, false, usize::MAX)
+}
+
+/// Like [`escape`], but keeps line feeds (for multi-line reports).
+pub fn escape_lines(text: &str) -> String {
+    escape_with(text, true, usize::MAX)
+}
+
+/// Like [`escape`], keeping at most `max` characters of `text` (then `…`).
+pub fn escape_bounded(text: &str, max: usize) -> String {
+    escape_with(text, false, max)
+}
+
+fn escape_with(text: &str, keep_newlines: bool, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max.saturating_add(8)));
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && !(keep_newlines && c == '\n')) || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Describes a JSON parse error by its kind and position only.
 pub fn json_error(e: &serde_json::Error) -> String {
     let what = match e.classify() {

@@ -44,19 +44,9 @@ pub enum ResponseError {
 /// queries produce (a few series per rule), far below what hurts.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
-/// Returns `text` with control characters escaped (`\u{1b}`), so that text
-/// from a server cannot drive the terminal it is printed on.
-pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() && c != '\n' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+/// Returns `text` with control characters escaped (`\u{1b}`) but line
+/// feeds kept, so that text from a server cannot drive the terminal.
+pub use crate::untrusted::escape_lines as printable;
 
 #[derive(Deserialize)]
 struct RawResponse {
@@ -285,7 +275,7 @@ mod tests {
         let e = verr("{\"status\":\"error\",\"errorType\":\"x\\u001b[31m\",\"error\":\"bad\\u001b]0;pwned\\u0007\"}");
         assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
         assert!(e.contains("\\u{1b}[31m"), "{e}");
-        assert_eq!(printable("a\tb\u{9b}c"), "a\\tb\\u{9b}c");
+        assert_eq!(printable("a\tb\u{9b}c\nd"), "a\\u{9}b\\u{9b}c\nd");
     }
 
     #[test]

@@ -88,20 +88,10 @@ impl Failure {
     }
 }
 
-/// Returns `text` with control characters (C0, DEL, C1) and bidirectional
-/// overrides written as `\u{..}` escapes: registry-controlled strings are
-/// printed to terminals, logs and JUnit files.
-pub fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+/// Returns `text` with control characters and bidirectional overrides
+/// escaped: registry-controlled strings are printed to terminals, logs and
+/// JUnit files.
+pub use crate::untrusted::escape as escape_controls;
 
 /// Classifies a transport error from reqwest. The detail is built from the
 /// error's causes with the URL removed, so no query string or user info leaks.

@@ -109,19 +109,7 @@ fn is_error(line: &str) -> bool {
 }
 
 fn quote(line: &str) -> String {
-    let mut out = String::new();
-    for (n, c) in line.trim_end().chars().enumerate() {
-        if n == QUOTE_MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::untrusted::escape_bounded(line.trim_end(), QUOTE_MAX)
 }
 
 fn has_phrase(line: &str) -> bool {

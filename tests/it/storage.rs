@@ -1043,7 +1043,7 @@ fn truth_from_etcd_over_tls_with_client_certificate_and_password_auth() {
         "etcd key /secure-truth/acc1/rg1/us-south"
     );
     // The password from a file works the same.
-    let pw = write(e.dir.path(), "pw", format!("{ETCD_PASSWORD}\n"));
+    let pw = write(&e.dir, "pw", format!("{ETCD_PASSWORD}\n"));
     let mut args = tls_args(e);
     args.extend([
         "--etcd-user".into(),

@@ -203,7 +203,6 @@ pub fn fingerprint(bytes: &[u8]) -> String {
 /// A real etcd started once for the whole test binary, on free loopback ports.
 pub struct Etcd {
     pub client_port: u16,
-    _dir: tempfile::TempDir,
 }
 
 /// Returns the shared etcd, starting it on first use. The process is spawned
@@ -215,10 +214,11 @@ pub fn etcd() -> &'static Etcd {
 }
 
 fn start_etcd() -> Etcd {
-    let dir = tempdir();
+    // Not a TempDir: a static is never dropped, and etcd preallocates 64 MB.
+    let dir = fixture_dir("etcd");
     let client_port = free_port();
     let peer_port = free_port();
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut cmd = Command::new("/usr/bin/etcd");
@@ -245,7 +245,7 @@ fn start_etcd() -> Etcd {
         }
     });
     rx.recv().unwrap();
-    let etcd = Etcd { client_port, _dir: dir };
+    let etcd = Etcd { client_port };
     for _ in 0..200 {
         if etcd.try_post("/v3/kv/range", r#"{"key":"AA=="}"#).is_some() {
             return etcd;
@@ -295,7 +295,7 @@ pub const ETCD_TLS_PREFIX: &str = "/secure-truth/";
 /// (`--client-cert-auth`) and user/password auth enabled, on loopback.
 pub struct EtcdTls {
     pub port: u16,
-    pub dir: tempfile::TempDir,
+    pub dir: PathBuf,
     /// CA, client certificate and key (PEM files in `dir`).
     pub cacert: PathBuf,
     pub cert: PathBuf,
@@ -392,11 +392,11 @@ fn tls_post(
 }
 
 fn start_etcd_tls() -> EtcdTls {
-    let dir = tempdir();
-    let (cacert, server, server_key, cert, key, other_ca) = pem_files(dir.path());
+    let dir = fixture_dir("etcd-tls");
+    let (cacert, server, server_key, cert, key, other_ca) = pem_files(&dir);
     let port = free_port();
     let peer_port = free_port();
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     let (tx, rx) = std::sync::mpsc::channel();
     {
         let (cacert, server, server_key) = (cacert.clone(), server.clone(), server_key.clone());

@@ -274,6 +274,29 @@ pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
 }
 
 /// Returns a temporary directory removed at the end of the test.
+/// Returns a directory for a peer shared by the whole test binary (a static
+/// fixture is never dropped, so its directory is never removed by a
+/// `TempDir`): `<target tmp>/<prefix>-<pid>`, after removing the directories
+/// of test processes that are gone.
+pub fn fixture_dir(prefix: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(&format!("{prefix}-"))
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = root.join(format!("{prefix}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("rekey-test-").tempdir().unwrap()
 }
