@@ -373,6 +373,18 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
     }
 }
 
+/// Readies the directory a command writes its outputs into: creates it
+/// (0700), takes its lock, and removes what a killed rekey left there
+/// (temporaries holding a new secret, backups holding the old one). Hold
+/// the returned lock until the writes are done.
+pub fn prepare_output_dir(dir: &Path) -> anyhow::Result<DirLock> {
+    use anyhow::Context;
+    ensure_dir(dir).with_context(|| format!("output directory {} is not writable", dir.display()))?;
+    let lock = lock_dir(dir)?;
+    remove_strays(dir)?;
+    Ok(lock)
+}
+
 /// Reads `path` if it is a regular file of at most `max` bytes: `None` when
 /// it does not exist. A symbolic link (not followed), a directory, a FIFO or
 /// a device, and a file over `max` are errors (`InvalidData`), so that no

@@ -74,6 +74,11 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     if args.out_file.as_os_str() == "-" {
         printer.raw(&opened.plaintext)?;
     } else {
+        let dir = match args.out_file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let _lock = fsx::prepare_output_dir(&dir)?;
         fsx::write_atomic(&args.out_file, &opened.plaintext, fsx::SECRET_MODE)?;
         printer.status(format_args!(
             "decrypted {} -> {} ({} bytes)",

@@ -115,9 +115,15 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             .with_context(|| format!("encrypting {}", input.display()))
         })
         .collect::<anyhow::Result<_>>()?;
-    if let Some(dir) = &args.out_dir {
-        fsx::ensure_dir(dir).with_context(|| format!("output directory {} is not writable", dir.display()))?;
-    }
+    let out_dir = match (&args.out_dir, &args.out_file) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(file)) => match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        },
+        (None, None) => PathBuf::from("."),
+    };
+    let _lock = fsx::prepare_output_dir(&out_dir)?;
     let mut writes = WriteSet::new();
     let files: Vec<(PathBuf, &[u8])> = outputs.iter().cloned().zip(sealed.iter().map(Vec::as_slice)).collect();
     writes.stage_parallel(&files, fsx::PUBLIC_MODE, WRITER_THREADS)?;

@@ -9,7 +9,6 @@ use crate::pullsecret::catalog::{self, Catalog, Region};
 use crate::pullsecret::dockerconfig;
 use crate::pullsecret::manifest;
 use crate::secret::ApiKey;
-use anyhow::Context;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -121,11 +120,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         manifest::validate_name(ns).map_err(|p| anyhow::anyhow!("--namespace: {p}"))?;
     }
     let key = args.key.read()?;
-    fsx::ensure_dir(&args.out).with_context(|| format!("output directory {} is not writable", args.out.display()))?;
-    // Hold the directory while writing, and remove what a killed run left
-    // there (temporaries holding a new key, backups holding the old one).
-    let _lock = fsx::lock_dir(&args.out)?;
-    fsx::remove_strays(&args.out)?;
+    let _lock = fsx::prepare_output_dir(&args.out)?;
 
     let mut set = WriteSet::new();
     let mut written = Vec::with_capacity(regions.len());

@@ -220,6 +220,42 @@ fn temporaries_of_a_killed_run_are_removed_by_the_next_run() {
     );
 }
 
+/// A killed `decrypt --out-file` leaves the plain text in a temporary next
+/// to the output; the next decrypt or encrypt into that directory removes it.
+#[test]
+fn temporaries_of_a_killed_decrypt_are_removed_by_the_next_one() {
+    let tmp = tempdir();
+    let out = tmp.path().join("plain");
+    let canary = Canary::new("bound-decrypt-tmp");
+    write(&out, ".rekey-tmp-Qq77", &canary.key);
+    let sealed = tmp.path().join("msg.gpg");
+    let plain = write(tmp.path(), "msg.txt", "hello");
+    rekey()
+        .arg("encrypt")
+        .arg("--recipients")
+        .arg(keys().file("alice.pub"))
+        .arg(&plain)
+        .arg("--out-file")
+        .arg(&sealed)
+        .run()
+        .code(0);
+    rekey()
+        .arg("decrypt")
+        .arg("--key")
+        .arg(keys().file("alice.sec"))
+        .arg(&sealed)
+        .arg("--out-file")
+        .arg(out.join("msg.txt"))
+        .run()
+        .code(0);
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["msg.txt"]);
+    canary.assert_not_in_tree(&out, &[]);
+}
+
 #[test]
 fn under_umask_000_directories_for_secrets_are_0700() {
     let tmp = tempdir();
