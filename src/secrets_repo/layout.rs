@@ -484,12 +484,17 @@ pub fn check_file(bytes: &[u8], version: Option<&Version>, recipients: &Recipien
         }
     };
     if addressed != key_ids {
-        let missing: Vec<&String> = key_ids.iter().filter(|k| !addressed.contains(k)).collect();
-        let extra: Vec<&String> = addressed.iter().filter(|k| !key_ids.contains(k)).collect();
+        // Name certificates by user ID and fingerprint, not only subkey IDs.
+        let name = |k: &String| match recipients.certs.iter().find(|c| c.key_ids.contains(k)) {
+            Some(c) => format!("{} (fingerprint {}, key ID {k})", c.name.user_id, c.name.fingerprint),
+            None => format!("key ID {k} (no certificate in the policy)"),
+        };
+        let missing: Vec<String> = key_ids.iter().filter(|k| !addressed.contains(k)).map(name).collect();
+        let extra: Vec<String> = addressed.iter().filter(|k| !key_ids.contains(k)).map(name).collect();
         problems.push(format!(
             "not addressed to exactly the policy set: missing [{}], not in policy [{}]",
-            join(&missing),
-            join(&extra)
+            missing.join(", "),
+            extra.join(", ")
         ));
     }
     match version {
@@ -512,10 +517,6 @@ pub fn check_file(bytes: &[u8], version: Option<&Version>, recipients: &Recipien
         }
     }
     (addressed, problems)
-}
-
-fn join(v: &[&String]) -> String {
-    v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

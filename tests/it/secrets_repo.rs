@@ -206,8 +206,13 @@ fn policy_change_fails_check_until_reencrypt() {
     let report = check.json();
     assert_eq!(report["ok"], false);
     let problems = report["files"][0]["problems"].to_string();
+    // The missing recipient is named by user ID and fingerprint, not only its subkey ID.
     assert!(
-        problems.contains(&format!("missing [{}]", keys().subkey_id("bob"))),
+        problems.contains(&format!(
+            "missing [bob <bob@example.com> (fingerprint {}, key ID {})]",
+            keys().fingerprint("bob"),
+            keys().subkey_id("bob")
+        )),
         "{problems}"
     );
 
