@@ -176,7 +176,9 @@ fn check_iam_fields(v: &Version, field: &str) -> Result<(), String> {
         ));
     }
     if v.retired_at.is_some() != v.retired_how.is_some() {
-        return Err(format!("{field}.retired_at and {field}.retired_how: give both or neither"));
+        return Err(format!(
+            "{field}.retired_at and {field}.retired_how: give both or neither"
+        ));
     }
     Ok(())
 }
