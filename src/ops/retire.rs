@@ -201,6 +201,16 @@ pub enum IamFailure {
     /// IAM refused (a locked key, no permission, …).
     #[error("{0}")]
     Refused(String),
+    /// IAM refused the admin key itself: nothing can be retired with it.
+    #[error("{0}")]
+    AdminRefused(String),
+}
+
+impl IamFailure {
+    /// Returns true when no retirement can succeed in this run (exit 2).
+    pub fn is_environment(&self) -> bool {
+        !matches!(self, IamFailure::Refused(_))
+    }
 }
 
 /// Retires keys in IAM by id: the narrow interface over `Iam::retire`.
@@ -311,7 +321,8 @@ pub enum Outcome {
         iam_key_id: String,
         key_fingerprint: String,
         error: String,
-        unreachable: bool,
+        /// True when IAM was unreachable or refused the admin key (exit 2).
+        environment: bool,
     },
     /// Kept, for this reason.
     Held {
@@ -356,7 +367,7 @@ impl RetireReport {
         let mut exit = Exit::Ok;
         for r in &self.regions {
             match &r.outcome {
-                Outcome::Failed { unreachable: true, .. } => return Exit::Error,
+                Outcome::Failed { environment: true, .. } => return Exit::Error,
                 Outcome::Failed { .. } | Outcome::GateClosed { .. } => exit = Exit::Problem,
                 Outcome::Held { attention: true, .. } => exit = Exit::Problem,
                 _ => {}
@@ -475,7 +486,7 @@ pub fn retire(req: &RetireRequest, world: &RetireWorld<'_>) -> Result<RetireRepo
                         Err(e) => Outcome::Failed {
                             iam_key_id,
                             key_fingerprint,
-                            unreachable: matches!(e, IamFailure::Unreachable(_)),
+                            environment: e.is_environment(),
                             error: e.to_string(),
                         },
                     }
