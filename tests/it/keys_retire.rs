@@ -374,3 +374,59 @@ fn verify_iam_check_reports_deleted_keys_by_class() {
         .code(2)
         .stdout_has("iam_unreachable");
 }
+
+#[test]
+fn audit_iam_reports_states_creation_dates_and_pending_retirements() {
+    let mut s = Setup::new();
+    let (old, new) = s.rotated("jp");
+    let audit = |s: &Setup| {
+        rekey()
+            .args(["audit", "--repo"])
+            .arg(&s.repo)
+            .args(["--iam", "--iam-url", &s.iam.url(), "--iam-api-key-env", ADMIN_ENV])
+            .env(ADMIN_ENV, &s.admin)
+    };
+    let run = audit(&s).args(["--output", "json"]).run();
+    run.code(0);
+    s.no_leak(&run);
+    let doc = run.json();
+    let keys = doc["iam"]["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{doc}");
+    let by_id = |id: &str| keys.iter().find(|k| k["iam_key_id"] == id).unwrap().clone();
+    assert_eq!(by_id(&new.id)["state"], "active");
+    assert_eq!(by_id(&new.id)["version"], "current");
+    assert_eq!(by_id(&new.id)["created_at"], "2026-08-20T09:30:00Z");
+    assert_eq!(by_id(&old.id)["version"], "previous");
+    let pending = doc["iam"]["pending_retirement"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{doc}");
+    assert_eq!(pending[0]["iam_key_id"], old.id.as_str());
+    assert_eq!(pending[0]["due"], true);
+
+    s.retire(LATE).run().code(0);
+    let text = audit(&s).run();
+    text.code(0);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.starts_with("disabled") && l.contains(&old.id)),
+        "{}",
+        text.stdout
+    );
+    assert!(!text.stdout.contains("pending retirement"), "{}", text.stdout);
+    s.no_leak(&text);
+
+    // The current key deleted behind rekey's back: the audit fails.
+    let current_value = s.canaries[1].key.clone();
+    s.iam.edit(&current_value, |k| k.deleted = true);
+    let bad = audit(&s).run();
+    bad.code(1).stdout_has("the current key is deleted in IAM");
+    s.no_leak(&bad);
+    // Without the admin key, --iam cannot look keys up.
+    rekey()
+        .args(["audit", "--repo"])
+        .arg(&s.repo)
+        .args(["--iam", "--iam-url", &s.iam.url()])
+        .run()
+        .code(2)
+        .stderr_has("needs the IAM admin key");
+}
