@@ -430,3 +430,49 @@ fn audit_iam_reports_states_creation_dates_and_pending_retirements() {
         .code(2)
         .stderr_has("needs the IAM admin key");
 }
+
+#[test]
+fn a_locked_key_iam_refuses_to_delete_is_exit_1_and_not_recorded() {
+    let mut s = Setup::new();
+    s.rotated("jp");
+    let old_value = s.canaries[0].key.clone();
+    s.iam.edit(&old_value, |k| k.locked = true);
+    let run = s.retire(LATE).arg("--delete").run();
+    run.code(1).stdout_has("failed").stdout_has("BXNIM0525E");
+    s.no_leak(&run);
+    assert!(s.iam.accepts(&old_value), "IAM kept the locked key");
+    assert!(s.meta("jp")["previous"].get("retired_at").is_none());
+}
+
+#[test]
+fn the_rotation_workflow_retires_daily_with_the_admin_key_by_variable_name() {
+    let text = std::fs::read_to_string(repo_root().join("ci/github/rotation.yml")).unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let crons: Vec<&str> = doc["on"]["schedule"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|s| s["cron"].as_str().unwrap())
+        .collect();
+    let job = &doc["jobs"]["retire"];
+    let cond = job["if"].as_str().unwrap();
+    assert!(crons.iter().any(|c| cond.contains(c)), "{cond} {crons:?}");
+    let steps = job["steps"].as_sequence().unwrap();
+    let step = steps
+        .iter()
+        .find(|s| s["run"].as_str().is_some_and(|r| r.contains("rekey keys retire")))
+        .expect("a step running rekey keys retire");
+    let run = step["run"].as_str().unwrap();
+    assert!(run.contains("--iam-api-key-env REKEY_IAM_API_KEY"), "{run}");
+    assert!(!run.contains("secrets."), "secrets reach rekey only through the environment: {run}");
+    assert_eq!(
+        step["env"]["REKEY_IAM_API_KEY"].as_str(),
+        Some("${{ secrets.REKEY_IAM_API_KEY }}")
+    );
+    let install = steps
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .find(|r| r.contains("cargo install"))
+        .unwrap();
+    assert!(install.contains("--rev \"$REKEY_REF\"") && !install.contains("--branch"));
+}
