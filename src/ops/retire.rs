@@ -57,7 +57,7 @@ pub enum Hold {
     /// The current key has not been published for the grace period yet.
     InGracePeriod { until: DateTime<Utc> },
     /// The previous key is the current key of this region (or the same as this region's current key).
-    StillCurrent { region: String },
+    StillCurrent { current_in: String },
     /// No IAM id is recorded for the previous key, so it cannot be named in IAM.
     NoIamId,
 }
@@ -124,7 +124,7 @@ fn decide(r: &RegionKeys, all: &[RegionKeys], now: DateTime<Utc>, grace: Duratio
             || (prev.iam_key_id.is_some() && o.current.iam_key_id == prev.iam_key_id)
     }) {
         return Decision::Hold(Hold::StillCurrent {
-            region: other.region.clone(),
+            current_in: other.region.clone(),
         });
     }
     if r.pending {
@@ -635,7 +635,9 @@ mod tests {
         let p = plan(&regions, t("2026-11-24T00:00:00Z"), DEFAULT_GRACE).unwrap();
         assert_eq!(
             p[0].decision,
-            Decision::Hold(Hold::StillCurrent { region: "au".into() })
+            Decision::Hold(Hold::StillCurrent {
+                current_in: "au".into()
+            })
         );
         assert_eq!(p[1].decision, Decision::Hold(Hold::NoPrevious));
     }

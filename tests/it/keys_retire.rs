@@ -250,6 +250,25 @@ fn a_key_still_current_elsewhere_is_never_retired() {
     let run = s.retire(LATE).run();
     run.code(1).stdout_has("still current in au");
     s.no_leak(&run);
+    let doc = s.retire(LATE).args(["--output", "json"]).run().json();
+    let jp = doc["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == "jp")
+        .unwrap()
+        .clone();
+    assert_eq!(jp["outcome"], "held", "{doc}");
+    assert_eq!(jp["reason"], "still_current");
+    assert_eq!(jp["current_in"], "au");
+    assert_eq!(jp["region"], "jp");
+    assert_eq!(jp["attention"], true);
+    assert_eq!(doc["ok"], false);
+    s.retire(LATE)
+        .args(["--region", "de"])
+        .run()
+        .code(2)
+        .stderr_has("no secret in the repo for region de");
     assert!(s.key_calls().is_empty());
     assert!(s.iam.accepts(&old_c.key));
 }
@@ -464,7 +483,10 @@ fn the_rotation_workflow_retires_daily_with_the_admin_key_by_variable_name() {
         .expect("a step running rekey keys retire");
     let run = step["run"].as_str().unwrap();
     assert!(run.contains("--iam-api-key-env REKEY_IAM_API_KEY"), "{run}");
-    assert!(!run.contains("secrets."), "secrets reach rekey only through the environment: {run}");
+    assert!(
+        !run.contains("secrets."),
+        "secrets reach rekey only through the environment: {run}"
+    );
     assert_eq!(
         step["env"]["REKEY_IAM_API_KEY"].as_str(),
         Some("${{ secrets.REKEY_IAM_API_KEY }}")

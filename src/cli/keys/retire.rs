@@ -155,6 +155,15 @@ impl KeyRetirer for CliRetirer {
     }
 }
 
+/// A dry run without an admin key: never asked, refuses if it were.
+struct NoAdminKey;
+
+impl KeyRetirer for NoAdminKey {
+    fn retire(&self, _: &str, _: RetiredHow) -> Result<IamRetired, IamFailure> {
+        Err(IamFailure::AdminRefused("no IAM admin key was given".to_owned()))
+    }
+}
+
 /// The health gate of `rekey health`, through Prometheus.
 pub struct CliGate<'a>(pub &'a GateOptions);
 
@@ -210,10 +219,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     };
     let retirer: Box<dyn KeyRetirer> = match admin {
         Some(admin) => Box::new(CliRetirer::new(client, admin)?),
-        None => Box::new(retire::MemoryIam {
-            unreachable: true,
-            ..Default::default()
-        }),
+        None => Box::new(NoAdminKey),
     };
     let gate = CliGate(&args.gate);
     let store = Store::new(&args.repo);
@@ -307,7 +313,7 @@ fn describe(hold: &retire::Hold) -> String {
         Hold::NotPublished => "the current key is still pending: the rotation is not finished".to_owned(),
         Hold::AlreadyRetired { at } => format!("the previous key was retired at {}", show(at)),
         Hold::InGracePeriod { until } => format!("in the grace period until {}", show(until)),
-        Hold::StillCurrent { region } => format!("the previous key is still current in {region}: not retired"),
+        Hold::StillCurrent { current_in } => format!("the previous key is still current in {current_in}: not retired"),
         Hold::NoIamId => {
             "no IAM id is recorded for the previous key: retire it in IAM by hand, or record its id".to_owned()
         }
