@@ -498,3 +498,35 @@ fn the_rotation_workflow_retires_daily_with_the_admin_key_by_variable_name() {
         .unwrap();
     assert!(install.contains("--rev \"$REKEY_REF\"") && !install.contains("--branch"));
 }
+
+#[test]
+fn verify_iam_check_lets_a_locked_key_pull() {
+    // Locking protects a key from changes and deletion; it still authenticates.
+    let (iam, admin) = Iam::start();
+    let locked = Canary::new("locked-key");
+    iam.add_key("iks-registry-test-locked", &locked.key);
+    iam.edit(&locked.key, |k| k.locked = true);
+    let fx = &*FIXTURE;
+    let tmp = tempdir();
+    let cat = catalog(
+        tmp.path(),
+        &[("t", &[TOKEN_HOST.to_owned()], "armada-master/alpine:latest")],
+    );
+    let run = verify_cmd(fx, &[(TOKEN_HOST, fx.token), (AUTH_HOST, iam.registry_auth(fx))])
+        .arg("--regions")
+        .arg(&cat)
+        .args([
+            "--api-key-env",
+            "REKEY_TEST_KEY",
+            "--iam-check",
+            "--iam-url",
+            &iam.url(),
+        ])
+        .args(["--iam-api-key-env", ADMIN_ENV])
+        .env(ADMIN_ENV, &admin)
+        .env("REKEY_TEST_KEY", &locked.key)
+        .run();
+    run.code(0).stderr_has("IAM accepts key");
+    locked.assert_not_in_run(&run);
+    Canary::with_value(&admin).assert_not_in_run(&run);
+}
