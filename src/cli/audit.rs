@@ -1,5 +1,7 @@
 //! `rekey audit`: key age and recipient expiry across the secrets repo.
 
+use crate::cli::audit_iam;
+use crate::cli::iamargs::{AdminKeyArgs, IamArgs};
 use crate::cli::output::{OutputFormat, Paint, Printer};
 use crate::exit::Exit;
 use crate::pullsecret::keyname;
@@ -26,6 +28,14 @@ use std::time::{Duration, SystemTime};
 /// A key whose name carries a date after today is reported as `future`
 /// (exit 1): its age, and every alert on it, would be wrong.
 ///
+/// With --iam, each current and previous key is looked up in IAM by the IAM
+/// id recorded in its metadata (GET /v1/apikeys/{id}; nothing is
+/// decrypted): its real creation date and state (active, disabled, locked,
+/// deleted; unknown without a recorded id), and the previous keys pending
+/// retirement (due now, or when their grace period ends). Exits 1 when a
+/// current key is deleted or disabled in IAM, or a key the metadata records
+/// as retired is still active; 2 when IAM cannot be reached.
+///
 /// --output openmetrics writes gauges for Prometheus's textfile collector
 /// (rekey_key_age_seconds, rekey_key_created_timestamp_seconds,
 /// rekey_key_retirement_seconds, rekey_recipient_expiry_timestamp_seconds,
@@ -35,6 +45,7 @@ use std::time::{Duration, SystemTime};
 ///   rekey audit --repo secrets
 ///   rekey audit --repo secrets --max-age 90d --warn-age 75d --output json
 ///   rekey audit --repo secrets --output openmetrics > /var/lib/node_exporter/rekey.prom
+///   rekey audit --repo secrets --iam --iam-api-key-env REKEY_IAM_API_KEY
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -50,6 +61,20 @@ pub struct Args {
     /// Recipient certificates expiring within this are due for renewal.
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = crate::cli::duration::parse)]
     pub warn_validity: Duration,
+    /// Ask IBM Cloud IAM, by the IAM ids in the metadata, for each current
+    /// and previous key's creation date and state (needs the admin key).
+    #[arg(long)]
+    pub iam: bool,
+    /// The grace period after which a previous key is due for retirement (with --iam).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = crate::cli::duration::parse)]
+    pub retire_after: Duration,
+    #[command(flatten)]
+    pub iam_args: IamArgs,
+    #[command(flatten)]
+    pub admin: AdminKeyArgs,
+    /// Also trust the CA certificates in this PEM file for IAM (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Vec<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -83,6 +108,8 @@ struct Report<'a> {
     warn_age_days: i64,
     keys: &'a [KeyAge],
     recipients: &'a [Recipient],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iam: Option<&'a audit_iam::IamAudit>,
 }
 
 /// Runs `rekey audit`.
@@ -132,10 +159,24 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         });
     }
     let recipients = audit_recipients(&args, now)?;
+    let iam = if args.iam {
+        let grace = chrono::Duration::from_std(args.retire_after).context("--retire-after is too long")?;
+        Some(audit_iam::collect(
+            &store,
+            &args.iam_args,
+            &args.admin,
+            &args.ca_cert,
+            grace,
+            chrono::DateTime::<chrono::Utc>::from(now),
+        )?)
+    } else {
+        None
+    };
     let ok = keys
         .iter()
         .all(|k| !matches!(k.status, AgeStatus::Overdue | AgeStatus::Future))
-        && recipients.iter().all(|r| r.status != "unusable");
+        && recipients.iter().all(|r| r.status != "unusable")
+        && iam.as_ref().is_none_or(audit_iam::IamAudit::ok);
     match printer.format() {
         OutputFormat::Openmetrics => printer.raw(openmetrics(&keys, &recipients, policy, ok).as_bytes())?,
         OutputFormat::Json => printer.json(&Report {
@@ -144,6 +185,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             warn_age_days: policy.warn_days,
             keys: &keys,
             recipients: &recipients,
+            iam: iam.as_ref(),
         })?,
         _ => {
             printer.line(format_args!(
@@ -181,6 +223,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                     "{:<8} recipient {} {}: {}",
                     r.status, r.fingerprint, r.user_id, r.detail
                 ));
+            }
+            if let Some(iam) = &iam {
+                audit_iam::render_text(printer, iam);
             }
             if keys.is_empty() {
                 printer.status(format_args!("{} holds no secrets", store.registry_dir().display()));

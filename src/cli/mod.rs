@@ -2,6 +2,7 @@
 //! only place that reads files, the environment and the terminal for the core.
 
 pub mod audit;
+pub mod audit_iam;
 pub mod check;
 pub mod check_render;
 pub mod completions;

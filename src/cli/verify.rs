@@ -1,10 +1,12 @@
 //! `rekey verify`: prove that a key pulls the probe image from every
 //! registry host, all hosts at once.
 
+use crate::cli::iamargs::{AdminKeyArgs, DEFAULT_IAM_URL, IamArgs};
 use crate::cli::netargs::{NetArgs, config_targets, region_targets};
 use crate::cli::output::{OutputFormat, Paint, Printer, plural};
 use crate::cli::secret_input::SecretSource;
 use crate::exit::Exit;
+use crate::iam::{self, KeyClass, KeyStatus};
 use crate::pullsecret::catalog::Catalog;
 use crate::pullsecret::dockerconfig;
 use crate::pullsecret::image::ImageRef;
@@ -38,8 +40,16 @@ use std::time::Duration;
 /// Credentials come from the region catalog and the key, or from a
 /// generated pull secret (--dockerconfig), checked exactly as shipped.
 ///
+/// With --iam-check (or an --iam-url other than IBM's), the key is first
+/// exchanged for a token at IAM: a key IAM does not accept is reported by
+/// its class (invalid, disabled, locked, expired; with an admin key IAM's
+/// details tell a disabled key from a deleted one) and exits 1 before any
+/// registry is asked; exit 2 when IAM is unreachable.
+///
 /// Example:
 ///   rekey verify --regions regions --api-key-file key.txt
+///   rekey verify --regions regions --api-key-env REGISTRY_KEY --iam-check \
+///       --iam-api-key-env REKEY_IAM_API_KEY
 ///   rekey verify --regions regions --api-key-env REGISTRY_KEY --region jp --output junit
 ///   rekey verify --dockerconfig out/jp.dockerconfigjson --image armada-master/alpine:latest
 ///   rekey verify --regions regions --api-key-file key.txt \
@@ -69,11 +79,20 @@ pub struct Args {
     pub image: Option<String>,
     #[command(flatten)]
     pub net: NetArgs,
+    /// Ask IAM whether the key is valid before any registry (token exchange).
+    #[arg(long, conflicts_with = "dockerconfig")]
+    pub iam_check: bool,
+    #[command(flatten)]
+    pub iam: IamArgs,
+    #[command(flatten)]
+    pub admin: AdminKeyArgs,
 }
 
 #[derive(Serialize)]
 struct Summary<'a> {
     ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iam: Option<&'a KeyStatus>,
     total: usize,
     failed: usize,
     hosts: &'a [HostResult],
@@ -92,7 +111,7 @@ fn load_dockerconfig(path: &Path, image: &ImageRef) -> anyhow::Result<Vec<Target
     config_targets(&config, region, image, &path.display().to_string())
 }
 
-fn catalog_targets(args: &Args, image: Option<&ImageRef>) -> anyhow::Result<Vec<Target>> {
+fn catalog_targets(args: &Args, image: Option<&ImageRef>) -> anyhow::Result<(Vec<Target>, ApiKey)> {
     let Some(dir) = &args.regions else {
         bail!("nothing to verify: give --regions DIR with --api-key-file or --api-key-env, or --dockerconfig FILE");
     };
@@ -102,7 +121,24 @@ fn catalog_targets(args: &Args, image: Option<&ImageRef>) -> anyhow::Result<Vec<
         .context("no API key source given: use --api-key-file or --api-key-env")?;
     let key =
         ApiKey::parse(source.read()?).with_context(|| format!("API key from {} is not usable", source.describe()))?;
-    Ok(region_targets(regions, &key, image))
+    Ok((region_targets(regions, &key, image), key))
+}
+
+/// Asks IAM what it says of `key` (with the admin key's token, when given, for its details).
+fn iam_status(args: &Args, key: &ApiKey) -> anyhow::Result<KeyStatus> {
+    let client = args.iam.client(&args.net.ca_cert)?;
+    let admin = args.admin.read()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let admin_token = match &admin {
+            Some(k) => Some(client.token(k).await.context("the IAM admin key")?),
+            None => None,
+        };
+        anyhow::Ok(iam::classify(&client, key, admin_token.as_ref(), chrono::Utc::now()).await)
+    })
 }
 
 /// Runs `rekey verify`.
@@ -121,7 +157,22 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             };
             load_dockerconfig(path, &image)?
         }
-        None => catalog_targets(&args, image.as_ref())?,
+        None => {
+            let (targets, key) = catalog_targets(&args, image.as_ref())?;
+            if args.iam_check || args.iam.iam_url != DEFAULT_IAM_URL {
+                let status = iam_status(&args, &key)?;
+                if status.class != KeyClass::Valid {
+                    report_iam(printer, &key, &status)?;
+                    return Ok(if status.class == KeyClass::IamUnreachable {
+                        Exit::Error
+                    } else {
+                        Exit::Problem
+                    });
+                }
+                printer.status(format_args!("IAM accepts key {}", key.fingerprint()));
+            }
+            targets
+        }
     };
     let results = args.net.check(printer, targets)?;
     report(printer, &results)?;
@@ -129,11 +180,49 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     Ok(Exit::problem_if(failed))
 }
 
+/// Reports a key IAM does not accept; no registry was asked.
+fn report_iam(printer: &Printer, key: &ApiKey, status: &KeyStatus) -> anyhow::Result<()> {
+    let fingerprint = key.fingerprint();
+    match printer.format() {
+        OutputFormat::Json => printer.json(&Summary {
+            ok: false,
+            iam: Some(status),
+            total: 0,
+            failed: 0,
+            hosts: &[],
+        })?,
+        OutputFormat::Junit => {
+            use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_type(status.class.name());
+            s.set_message(format!("{}: {}", status.class.name(), status.detail));
+            let mut suite = TestSuite::new("rekey verify");
+            suite.add_test_case(TestCase::new(format!("iam {fingerprint}"), s));
+            let mut report = Report::new("rekey");
+            report.add_test_suite(suite);
+            printer.junit(&report)?;
+        }
+        OutputFormat::Text | OutputFormat::Openmetrics => {
+            printer.line(format_args!(
+                "{:<16} iam    key {fingerprint} {}",
+                status.class.name(),
+                status.detail
+            ));
+        }
+    }
+    printer.status(format_args!(
+        "IAM does not accept key {fingerprint} ({}): no registry was asked",
+        status.class.name()
+    ));
+    Ok(())
+}
+
 fn report(printer: &Printer, results: &[HostResult]) -> anyhow::Result<()> {
     let failed = results.iter().filter(|r| !r.passed()).count();
     match printer.format() {
         OutputFormat::Json => printer.json(&Summary {
             ok: failed == 0,
+            iam: None,
             total: results.len(),
             failed,
             hosts: results,

@@ -247,6 +247,28 @@ impl Iam {
         }
     }
 
+    /// Describes the key with IAM id `id` (`GET /v1/apikeys/{id}`, IBM's
+    /// `GetAPIKey`), authorised by `token`. `None` when IAM does not know it
+    /// (deleted, or never there).
+    pub async fn key_by_id(&self, token: &SecretString, id: &str) -> Result<Option<KeyDetails>, IamError> {
+        const CALL: &str = "the key lookup";
+        let auth = bearer(token);
+        let answer = self
+            .send(
+                CALL,
+                reqwest::Method::GET,
+                self.url(&format!("/v1/apikeys/{}", path_segment(id))),
+                &[("Authorization", &auth)],
+                Body::None,
+            )
+            .await?;
+        match answer.status {
+            200 => parse(CALL, &answer.body).map(Some),
+            404 => Ok(None),
+            status => Err(refused(CALL, status, &answer.body)),
+        }
+    }
+
     /// Describes the service ID `id` (`GET /v1/serviceids/{id}`).
     pub async fn service_id(&self, token: &SecretString, id: &str) -> Result<ServiceId, IamError> {
         const CALL: &str = "the service ID lookup";

@@ -4,8 +4,14 @@
 //! the old key stay valid until they expire), and never while that key is
 //! still current in any region.
 
+use crate::exit::Exit;
+use crate::ops::world::{Clock, Event, Events, Git};
+use crate::secrets_repo::layout::{Metadata, RetiredHow, Rewrite, State, Version};
+use crate::secrets_repo::store::{Lock, Store, WritePlan};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 /// IAM access tokens live up to an hour, and stay valid after their key is
 /// deleted: a grace period shorter than this would cut clusters off early.
@@ -33,6 +39,8 @@ pub struct RegionKeys {
     pub region: String,
     pub secret: String,
     pub current: KeyVersion,
+    /// True when the current version is still pending (not yet published).
+    pub pending: bool,
     pub previous: Option<KeyVersion>,
 }
 
@@ -42,12 +50,14 @@ pub struct RegionKeys {
 pub enum Hold {
     /// The region has no previous version.
     NoPrevious,
+    /// The region's active version is still pending: its rotation is not finished.
+    NotPublished,
     /// The previous key was already retired.
     AlreadyRetired { at: DateTime<Utc> },
     /// The current key has not been published for the grace period yet.
     InGracePeriod { until: DateTime<Utc> },
     /// The previous key is the current key of this region (or the same as this region's current key).
-    StillCurrent { region: String },
+    StillCurrent { current_in: String },
     /// No IAM id is recorded for the previous key, so it cannot be named in IAM.
     NoIamId,
 }
@@ -114,8 +124,11 @@ fn decide(r: &RegionKeys, all: &[RegionKeys], now: DateTime<Utc>, grace: Duratio
             || (prev.iam_key_id.is_some() && o.current.iam_key_id == prev.iam_key_id)
     }) {
         return Decision::Hold(Hold::StillCurrent {
-            region: other.region.clone(),
+            current_in: other.region.clone(),
         });
+    }
+    if r.pending {
+        return Decision::Hold(Hold::NotPublished);
     }
     let until = r.current.published_at + grace;
     if now < until {
@@ -128,6 +141,429 @@ fn decide(r: &RegionKeys, all: &[RegionKeys], now: DateTime<Utc>, grace: Duratio
         },
         None => Decision::Hold(Hold::NoIamId),
     }
+}
+
+impl Hold {
+    /// Returns true when the hold needs an operator: a key still current in
+    /// another region, or one rekey cannot name in IAM. Waiting out the grace
+    /// period, an unfinished rotation or a key already retired do not.
+    pub fn needs_attention(&self) -> bool {
+        matches!(self, Hold::StillCurrent { .. } | Hold::NoIamId)
+    }
+}
+
+/// Reads the regions' current and previous keys from the repo's metadata.
+/// The current version counts as published when it was sealed (`rotated_at`).
+pub fn region_keys(store: &Store) -> anyhow::Result<Vec<RegionKeys>> {
+    let mut out = Vec::new();
+    for name in store.secret_names()? {
+        let Some(meta) = store.read_meta(&name)? else {
+            continue;
+        };
+        out.push(from_meta(&meta));
+    }
+    Ok(out)
+}
+
+fn from_meta(meta: &Metadata) -> RegionKeys {
+    let version = |v: &Version| KeyVersion {
+        key_name: v.key_name.clone(),
+        key_fingerprint: v.key_fingerprint.clone(),
+        iam_key_id: v.iam_key_id.clone(),
+        published_at: v.rotated_at,
+        retired_at: v.retired_at,
+    };
+    RegionKeys {
+        region: meta.region.clone(),
+        secret: meta.name.clone(),
+        current: version(&meta.active),
+        pending: meta.active.state == State::Pending,
+        previous: meta.previous.as_ref().map(version),
+    }
+}
+
+/// What IAM said to a retirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IamRetired {
+    /// IAM deleted or disabled the key.
+    Done,
+    /// IAM does not know the key any more (deleted by someone else): it
+    /// cannot authenticate either way.
+    AlreadyGone,
+}
+
+/// Why IAM did not retire a key. Never carries a key or a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IamFailure {
+    /// IAM could not be reached or kept failing.
+    #[error("{0}")]
+    Unreachable(String),
+    /// IAM refused (a locked key, no permission, …).
+    #[error("{0}")]
+    Refused(String),
+    /// IAM refused the admin key itself: nothing can be retired with it.
+    #[error("{0}")]
+    AdminRefused(String),
+}
+
+impl IamFailure {
+    /// Returns true when no retirement can succeed in this run (exit 2).
+    pub fn is_environment(&self) -> bool {
+        !matches!(self, IamFailure::Refused(_))
+    }
+}
+
+/// Retires keys in IAM by id: the narrow interface over `Iam::retire`.
+pub trait KeyRetirer {
+    /// Deletes or disables the key with IAM id `id`.
+    fn retire(&self, id: &str, how: RetiredHow) -> Result<IamRetired, IamFailure>;
+}
+
+/// An in-memory IAM (tests): holds keys by id, records retirements.
+#[derive(Debug, Default)]
+pub struct MemoryIam {
+    pub keys: Mutex<BTreeMap<String, Option<RetiredHow>>>,
+    pub unreachable: bool,
+}
+
+impl MemoryIam {
+    /// An IAM holding these key ids, all active.
+    pub fn with_keys(ids: &[&str]) -> MemoryIam {
+        MemoryIam {
+            keys: Mutex::new(ids.iter().map(|i| ((*i).to_owned(), None)).collect()),
+            unreachable: false,
+        }
+    }
+
+    /// Returns how the key `id` was retired (`None` while active or unknown).
+    pub fn state(&self, id: &str) -> Option<RetiredHow> {
+        self.keys.lock().ok().and_then(|k| k.get(id).copied().flatten())
+    }
+}
+
+impl KeyRetirer for MemoryIam {
+    fn retire(&self, id: &str, how: RetiredHow) -> Result<IamRetired, IamFailure> {
+        if self.unreachable {
+            return Err(IamFailure::Unreachable("IAM is unreachable (test)".into()));
+        }
+        let mut keys = self
+            .keys
+            .lock()
+            .map_err(|_| IamFailure::Unreachable("poisoned".into()))?;
+        match keys.get_mut(id) {
+            Some(Some(RetiredHow::Deleted)) | None => Ok(IamRetired::AlreadyGone),
+            Some(state) => {
+                *state = Some(how);
+                Ok(IamRetired::Done)
+            }
+        }
+    }
+}
+
+/// The health gate's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateVerdict {
+    pub healthy: bool,
+    /// The verdict's name (`healthy`, `degraded`, `outage`, `no_data`).
+    pub verdict: String,
+    /// One line per rule that is not healthy.
+    pub details: Vec<String>,
+}
+
+/// Asks whether the service is healthy enough to retire keys.
+pub trait HealthGate {
+    /// Evaluates the gate at `now`; an error means no answer could be had.
+    fn verdict(&self, now: DateTime<Utc>) -> anyhow::Result<GateVerdict>;
+}
+
+/// What `rekey keys retire` asks for.
+#[derive(Debug, Clone)]
+pub struct RetireRequest {
+    /// How long a current key must have been published before its predecessor goes.
+    pub grace: Duration,
+    /// Delete or disable.
+    pub how: RetiredHow,
+    /// Only these regions (all when `None`); every region still counts for "still current".
+    pub regions: Option<Vec<String>>,
+    /// Plan and report only: no IAM call, nothing written.
+    pub dry_run: bool,
+    /// Commit the metadata it changes.
+    pub commit: bool,
+    /// The branch to commit on.
+    pub branch: Option<String>,
+}
+
+/// What happened to one region's previous key.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Retired in IAM and recorded in the metadata.
+    Retired {
+        iam_key_id: String,
+        key_fingerprint: String,
+        how: RetiredHow,
+        /// True when IAM no longer knew the key (someone deleted it already).
+        already_gone: bool,
+    },
+    /// Would be retired (dry run).
+    WouldRetire {
+        iam_key_id: String,
+        key_fingerprint: String,
+        how: RetiredHow,
+    },
+    /// Due, but the health gate is not healthy: left alone.
+    GateClosed {
+        iam_key_id: String,
+        key_fingerprint: String,
+    },
+    /// IAM did not retire it.
+    Failed {
+        iam_key_id: String,
+        key_fingerprint: String,
+        error: String,
+        /// True when IAM was unreachable or refused the admin key (exit 2).
+        environment: bool,
+    },
+    /// Kept, for this reason.
+    Held {
+        #[serde(flatten)]
+        hold: Hold,
+        attention: bool,
+    },
+}
+
+/// One region's line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionOutcome {
+    pub region: String,
+    pub secret: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// What `rekey keys retire` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetireReport {
+    pub ok: bool,
+    pub dry_run: bool,
+    #[serde(serialize_with = "ser_time")]
+    pub at: DateTime<Utc>,
+    pub grace_seconds: i64,
+    pub gate: Option<GateVerdict>,
+    pub regions: Vec<RegionOutcome>,
+    /// The files written, relative to the repo root.
+    pub written: Vec<String>,
+    pub commit: Option<String>,
+}
+
+fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+impl RetireReport {
+    /// Returns the exit code: 2 when IAM could not be reached, 1 when the
+    /// gate refused, IAM refused or a hold needs attention, else 0.
+    pub fn exit(&self) -> Exit {
+        let mut exit = Exit::Ok;
+        for r in &self.regions {
+            match &r.outcome {
+                Outcome::Failed { environment: true, .. } => return Exit::Error,
+                Outcome::Failed { .. } | Outcome::GateClosed { .. } => exit = Exit::Problem,
+                Outcome::Held { attention: true, .. } => exit = Exit::Problem,
+                _ => {}
+            }
+        }
+        exit
+    }
+
+    /// Returns the number of keys retired now.
+    pub fn retired(&self) -> usize {
+        self.regions
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Retired { .. }))
+            .count()
+    }
+}
+
+/// Why the retirement could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RetireError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("--regions: no secret in the repo for region {0}")]
+    UnknownRegion(String),
+    #[error("the health gate gave no answer: {0:#}")]
+    Gate(anyhow::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The outside world `retire` works through.
+pub struct RetireWorld<'a> {
+    pub store: &'a Store,
+    pub iam: &'a dyn KeyRetirer,
+    pub gate: Option<&'a dyn HealthGate>,
+    pub git: &'a dyn Git,
+    pub clock: &'a dyn Clock,
+    pub events: &'a dyn Events,
+}
+
+/// Retires, in each selected region whose current key has been published
+/// for the grace period, the previous key in IAM by its recorded id, and
+/// records the retirement in the metadata. Nothing is retired when the
+/// health gate is not healthy; a key still current anywhere is never retired.
+pub fn retire(req: &RetireRequest, world: &RetireWorld<'_>) -> Result<RetireReport, RetireError> {
+    let now = world.clock.now();
+    if req.grace < MIN_GRACE {
+        plan(&[], now, req.grace)?;
+    }
+    // A dry run reads without the lock; a real run plans under it, so no
+    // rotation changes the metadata between the plan and the record.
+    let lock = if req.dry_run {
+        None
+    } else {
+        Some(world.store.lock(world.events)?)
+    };
+    let all = region_keys(world.store)?;
+    if let Some(selected) = &req.regions {
+        for r in selected {
+            if !all.iter().any(|k| &k.region == r) {
+                return Err(RetireError::UnknownRegion(r.clone()));
+            }
+        }
+    }
+    let planned: Vec<Planned> = plan(&all, now, req.grace)?
+        .into_iter()
+        .filter(|p| req.regions.as_ref().is_none_or(|sel| sel.contains(&p.region)))
+        .collect();
+    let due = planned.iter().any(|p| matches!(p.decision, Decision::Retire { .. }));
+    let gate = match (world.gate, due) {
+        (Some(g), true) => Some(g.verdict(now).map_err(RetireError::Gate)?),
+        _ => None,
+    };
+    let open = gate.as_ref().is_none_or(|g| g.healthy);
+    if let Some(g) = &gate
+        && !g.healthy
+    {
+        world.events.event(Event::Warning(format!(
+            "the health gate says {}: no key is retired while the service is not healthy",
+            g.verdict
+        )));
+    }
+    let mut regions = Vec::with_capacity(planned.len());
+    let mut written = Vec::new();
+    for p in planned {
+        let outcome = match p.decision {
+            Decision::Hold(hold) => Outcome::Held {
+                attention: hold.needs_attention(),
+                hold,
+            },
+            Decision::Retire {
+                iam_key_id,
+                key_fingerprint,
+            } => {
+                if !open {
+                    Outcome::GateClosed {
+                        iam_key_id,
+                        key_fingerprint,
+                    }
+                } else if let Some(lock) = &lock {
+                    world.events.event(Event::Status(format!(
+                        "{}: retiring the previous key {key_fingerprint} ({iam_key_id}) in IAM: {}",
+                        p.region,
+                        req.how.name()
+                    )));
+                    match world.iam.retire(&iam_key_id, req.how) {
+                        Ok(done) => {
+                            written.extend(record(world.store, lock, &p.secret, &iam_key_id, req.how, now)?);
+                            Outcome::Retired {
+                                iam_key_id,
+                                key_fingerprint,
+                                how: req.how,
+                                already_gone: done == IamRetired::AlreadyGone,
+                            }
+                        }
+                        Err(e) => Outcome::Failed {
+                            iam_key_id,
+                            key_fingerprint,
+                            environment: e.is_environment(),
+                            error: e.to_string(),
+                        },
+                    }
+                } else {
+                    Outcome::WouldRetire {
+                        iam_key_id,
+                        key_fingerprint,
+                        how: req.how,
+                    }
+                }
+            }
+        };
+        regions.push(RegionOutcome {
+            region: p.region,
+            secret: p.secret,
+            outcome,
+        });
+    }
+    let commit = if req.commit && !written.is_empty() {
+        let ids: Vec<String> = regions
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                Outcome::Retired { iam_key_id, .. } => Some(format!("{}: {iam_key_id}", r.region)),
+                _ => None,
+            })
+            .collect();
+        let message = format!(
+            "Retire previous registry keys in IAM ({})\n\n{}\n",
+            req.how.name(),
+            ids.join("\n")
+        );
+        world.git.commit(req.branch.as_deref(), &written, &message)?
+    } else {
+        None
+    };
+    drop(lock);
+    let mut report = RetireReport {
+        ok: true,
+        dry_run: req.dry_run,
+        at: now,
+        grace_seconds: req.grace.num_seconds(),
+        gate,
+        regions,
+        written,
+        commit,
+    };
+    report.ok = report.exit() == Exit::Ok;
+    Ok(report)
+}
+
+/// Records under `lock` that `secret`'s previous key `id` was retired.
+fn record(
+    store: &Store,
+    lock: &Lock,
+    secret: &str,
+    id: &str,
+    how: RetiredHow,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let mut meta = store
+        .read_meta(secret)?
+        .ok_or_else(|| anyhow::anyhow!("{secret}: its metadata disappeared while retiring its previous key"))?;
+    let Some(prev) = meta.previous.as_mut().filter(|p| p.iam_key_id.as_deref() == Some(id)) else {
+        anyhow::bail!("{secret}: its previous version changed while retiring key {id}; the retirement is not recorded");
+    };
+    prev.retired_at = Some(now);
+    prev.retired_how = Some(how);
+    let mut plan = WritePlan::default();
+    lock.stage(
+        &mut plan,
+        Rewrite {
+            meta,
+            active: None,
+            previous: None,
+        },
+    )?;
+    lock.apply(plan)
 }
 
 #[cfg(test)]
@@ -153,6 +589,7 @@ mod tests {
             region: name.into(),
             secret: format!("{}_REGISTRY_PULL_SECRET_64", name.to_uppercase()),
             current,
+            pending: false,
             previous,
         }
     }
@@ -198,7 +635,9 @@ mod tests {
         let p = plan(&regions, t("2026-11-24T00:00:00Z"), DEFAULT_GRACE).unwrap();
         assert_eq!(
             p[0].decision,
-            Decision::Hold(Hold::StillCurrent { region: "au".into() })
+            Decision::Hold(Hold::StillCurrent {
+                current_in: "au".into()
+            })
         );
         assert_eq!(p[1].decision, Decision::Hold(Hold::NoPrevious));
     }
@@ -235,5 +674,212 @@ mod tests {
                 at: t("2026-11-10T00:00:00Z")
             })
         );
+    }
+
+    mod operation {
+        use super::*;
+        use crate::ops::world::{FixedClock, GitCli, RecordedEvents};
+        use crate::secrets_repo::layout::{Digest, Slot};
+
+        struct Repo {
+            dir: tempfile::TempDir,
+        }
+
+        fn version(state: State, name: &str, slot: Slot, fp: &str, id: Option<&str>, at: &str) -> Version {
+            Version {
+                state,
+                file: slot.file(name),
+                key_name: None,
+                key_fingerprint: fp.into(),
+                rotated_at: t(at),
+                recipients: vec![],
+                recipient_key_ids: vec![],
+                rekey_version: "0".into(),
+                plaintext_digest: Digest::compute(&[1; 32], fp.as_bytes()),
+                iam_key_id: id.map(str::to_owned),
+                retired_at: None,
+                retired_how: None,
+            }
+        }
+
+        impl Repo {
+            fn new() -> Repo {
+                let dir = tempfile::tempdir().unwrap();
+                let ok = std::process::Command::new("git")
+                    .args(["init", "-q", "-b", "main"])
+                    .arg(dir.path())
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+                std::fs::create_dir(dir.path().join("registry")).unwrap();
+                Repo { dir }
+            }
+
+            fn store(&self) -> Store {
+                Store::new(self.dir.path())
+            }
+
+            /// Writes a region whose current key `cur` (published at `at`) replaced `prev`.
+            fn region(&self, region: &str, cur: (&str, &str), prev: Option<(&str, &str)>, at: &str) {
+                let name = crate::secrets_repo::layout::secret_name(region);
+                let reg = self.dir.path().join("registry");
+                std::fs::write(reg.join(Slot::Active.file(&name)), b"x").unwrap();
+                let previous = prev.map(|(fp, id)| {
+                    std::fs::write(reg.join(Slot::Previous.file(&name)), b"y").unwrap();
+                    version(
+                        State::Previous,
+                        &name,
+                        Slot::Previous,
+                        fp,
+                        Some(id),
+                        "2026-08-01T00:00:00Z",
+                    )
+                });
+                let meta = Metadata {
+                    schema: crate::secrets_repo::layout::SCHEMA,
+                    name: name.clone(),
+                    region: region.into(),
+                    active: version(State::Current, &name, Slot::Active, cur.0, Some(cur.1), at),
+                    previous,
+                };
+                std::fs::write(reg.join(Slot::Meta.file(&name)), meta.render()).unwrap();
+            }
+
+            fn meta(&self, region: &str) -> Metadata {
+                let name = crate::secrets_repo::layout::secret_name(region);
+                self.store().read_meta(&name).unwrap().unwrap()
+            }
+
+            fn run(
+                &self,
+                iam: &dyn KeyRetirer,
+                gate: Option<&dyn HealthGate>,
+                at: &str,
+                dry_run: bool,
+            ) -> RetireReport {
+                let store = self.store();
+                let git = GitCli {
+                    repo: self.dir.path().to_owned(),
+                };
+                let events = RecordedEvents::default();
+                let clock = FixedClock(t(at));
+                let req = RetireRequest {
+                    grace: DEFAULT_GRACE,
+                    how: RetiredHow::Disabled,
+                    regions: None,
+                    dry_run,
+                    commit: true,
+                    branch: None,
+                };
+                retire(
+                    &req,
+                    &RetireWorld {
+                        store: &store,
+                        iam,
+                        gate,
+                        git: &git,
+                        clock: &clock,
+                        events: &events,
+                    },
+                )
+                .unwrap()
+            }
+        }
+
+        struct Gate(bool);
+        impl HealthGate for Gate {
+            fn verdict(&self, _: DateTime<Utc>) -> anyhow::Result<GateVerdict> {
+                Ok(GateVerdict {
+                    healthy: self.0,
+                    verdict: if self.0 { "healthy" } else { "degraded" }.into(),
+                    details: vec![],
+                })
+            }
+        }
+
+        #[test]
+        fn retires_after_grace_records_and_commits_once() {
+            let repo = Repo::new();
+            repo.region(
+                "jp",
+                ("sha256:jpnew", "ApiKey-jpnew"),
+                Some(("sha256:jpold", "ApiKey-jpold")),
+                "2026-11-20T00:00:00Z",
+            );
+            repo.region(
+                "au",
+                ("sha256:aunew", "ApiKey-aunew"),
+                Some(("sha256:auold", "ApiKey-auold")),
+                "2026-11-24T00:00:00Z",
+            );
+            let iam = MemoryIam::with_keys(&["ApiKey-jpold", "ApiKey-auold", "ApiKey-jpnew", "ApiKey-aunew"]);
+            let dry = repo.run(&iam, None, "2026-11-24T10:00:00Z", true);
+            assert_eq!(dry.exit(), Exit::Ok);
+            assert!(dry.written.is_empty());
+            assert_eq!(iam.state("ApiKey-jpold"), None, "a dry run calls no IAM");
+            let report = repo.run(&iam, None, "2026-11-24T10:00:00Z", false);
+            assert_eq!(report.exit(), Exit::Ok);
+            assert_eq!(report.retired(), 1);
+            assert_eq!(iam.state("ApiKey-jpold"), Some(RetiredHow::Disabled));
+            assert_eq!(iam.state("ApiKey-auold"), None, "au is inside its grace period");
+            let jp = repo.meta("jp").previous.unwrap();
+            assert_eq!(jp.retired_how, Some(RetiredHow::Disabled));
+            assert_eq!(jp.retired_at, Some(t("2026-11-24T10:00:00Z")));
+            assert_eq!(
+                report.written,
+                vec!["registry/JP_REGISTRY_PULL_SECRET_64.meta.json".to_owned()]
+            );
+            assert!(report.commit.is_some());
+            let again = repo.run(&iam, None, "2026-11-24T11:00:00Z", false);
+            assert_eq!(again.retired(), 0, "already retired");
+            assert!(again.commit.is_none());
+        }
+
+        #[test]
+        fn a_closed_gate_or_a_key_still_current_retires_nothing() {
+            let repo = Repo::new();
+            repo.region(
+                "jp",
+                ("sha256:jpnew", "ApiKey-jpnew"),
+                Some(("sha256:shared", "ApiKey-shared")),
+                "2026-11-20T00:00:00Z",
+            );
+            repo.region(
+                "us",
+                ("sha256:usnew", "ApiKey-usnew"),
+                Some(("sha256:usold", "ApiKey-usold")),
+                "2026-11-20T00:00:00Z",
+            );
+            repo.region("au", ("sha256:shared", "ApiKey-shared"), None, "2026-08-01T00:00:00Z");
+            let iam = MemoryIam::with_keys(&["ApiKey-shared", "ApiKey-usold"]);
+            let closed = repo.run(&iam, Some(&Gate(false)), "2026-11-24T10:00:00Z", false);
+            assert_eq!(closed.exit(), Exit::Problem);
+            assert_eq!(iam.state("ApiKey-usold"), None);
+            assert!(closed.written.is_empty());
+            let open = repo.run(&iam, Some(&Gate(true)), "2026-11-24T10:00:00Z", false);
+            assert_eq!(open.exit(), Exit::Problem, "jp's previous key is au's current key");
+            assert_eq!(iam.state("ApiKey-shared"), None);
+            assert_eq!(iam.state("ApiKey-usold"), Some(RetiredHow::Disabled));
+        }
+
+        #[test]
+        fn iam_unreachable_records_nothing_and_exits_2() {
+            let repo = Repo::new();
+            repo.region(
+                "jp",
+                ("sha256:jpnew", "ApiKey-jpnew"),
+                Some(("sha256:jpold", "ApiKey-jpold")),
+                "2026-11-20T00:00:00Z",
+            );
+            let iam = MemoryIam {
+                unreachable: true,
+                ..MemoryIam::default()
+            };
+            let report = repo.run(&iam, None, "2026-11-24T10:00:00Z", false);
+            assert_eq!(report.exit(), Exit::Error);
+            assert!(report.written.is_empty());
+            assert!(repo.meta("jp").previous.unwrap().retired_at.is_none());
+        }
     }
 }

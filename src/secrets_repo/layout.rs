@@ -128,6 +128,59 @@ pub struct Version {
     pub recipient_key_ids: Vec<String>,
     pub rekey_version: String,
     pub plaintext_digest: Digest,
+    /// The key's IAM id (`ApiKey-…`), never the key; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_key_id: Option<String>,
+    /// When rekey retired the key in IAM (`rekey keys retire`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<DateTime<Utc>>,
+    /// How it was retired: `deleted` or `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_how: Option<RetiredHow>,
+}
+
+/// How a key was retired in IAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetiredHow {
+    /// Deleted: gone for good.
+    Deleted,
+    /// Disabled: kept, but it cannot authenticate.
+    Disabled,
+}
+
+impl RetiredHow {
+    /// Returns the word as written in the metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            RetiredHow::Deleted => "deleted",
+            RetiredHow::Disabled => "disabled",
+        }
+    }
+}
+
+/// Returns true when `id` looks like an IAM API key id (`ApiKey-` and up to
+/// 120 of `A-Za-z0-9-`): what metadata may name in IAM, nothing else.
+pub fn is_iam_key_id(id: &str) -> bool {
+    id.strip_prefix("ApiKey-").is_some_and(|rest| {
+        !rest.is_empty() && rest.len() <= 120 && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
+}
+
+fn check_iam_fields(v: &Version, field: &str) -> Result<(), String> {
+    if let Some(id) = &v.iam_key_id
+        && !is_iam_key_id(id)
+    {
+        return Err(format!(
+            "{field}.iam_key_id: not an IAM API key id (ApiKey- and letters, digits, dashes)"
+        ));
+    }
+    if v.retired_at.is_some() != v.retired_how.is_some() {
+        return Err(format!(
+            "{field}.retired_at and {field}.retired_how: give both or neither"
+        ));
+    }
+    Ok(())
 }
 
 /// The metadata file of one secret.
@@ -165,6 +218,10 @@ impl Metadata {
             && p.state != State::Previous
         {
             return Err(bad("previous.state: must be previous".to_owned()));
+        }
+        check_iam_fields(&meta.active, "active").map_err(bad)?;
+        if let Some(p) = &meta.previous {
+            check_iam_fields(p, "previous").map_err(bad)?;
         }
         Ok(meta)
     }
@@ -362,6 +419,9 @@ pub fn plan_seal(
         recipient_key_ids: key_ids,
         rekey_version: env!("CARGO_PKG_VERSION").to_owned(),
         plaintext_digest: Digest::compute(&req.salt, req.plaintext),
+        iam_key_id: None,
+        retired_at: None,
+        retired_how: None,
     };
     let (previous, previous_bytes) = match existing {
         Some(ex) if ex.meta.active.state == State::Current => {
@@ -403,6 +463,16 @@ pub fn rollback(meta: &Metadata, active: &[u8], previous: &[u8]) -> Result<(Meta
     let Some(prev) = &meta.previous else {
         return Err(RepoError::NoPrevious(meta.name.clone()));
     };
+    if let (Some(at), Some(how)) = (prev.retired_at, prev.retired_how) {
+        return Err(RepoError::BadMetadata {
+            file: meta_file(&meta.name),
+            reason: format!(
+                "previous: its key was {} in IAM at {}; rolling back would publish a key that cannot authenticate",
+                how.name(),
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        });
+    }
     let mut new_active = prev.clone();
     new_active.state = State::Current;
     new_active.file = active_file(&meta.name);
@@ -719,6 +789,50 @@ mod tests {
         assert!(err.contains("m.json: active.state"), "{err}");
         let err = Metadata::parse(b"{}", "m.json").unwrap_err().to_string();
         assert!(err.starts_with("m.json: missing field"), "{err}");
+    }
+
+    #[test]
+    fn iam_fields_are_optional_round_trip_and_are_checked() {
+        let set = recipients(1);
+        let (mut meta, _, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let old = String::from_utf8(meta.render()).unwrap();
+        assert!(!old.contains("iam_key_id") && !old.contains("retired"), "{old}");
+        meta.active.iam_key_id = Some("ApiKey-0a1b2c3d-4e5f".into());
+        meta.active.retired_at = Some(Utc::now());
+        meta.active.retired_how = Some(RetiredHow::Disabled);
+        let text = String::from_utf8(meta.render()).unwrap();
+        assert!(text.contains("\"retired_how\": \"disabled\""), "{text}");
+        let back = Metadata::parse(text.as_bytes(), "m.json").unwrap();
+        assert_eq!(back.active.iam_key_id.as_deref(), Some("ApiKey-0a1b2c3d-4e5f"));
+        let bad = text.replace("ApiKey-0a1b2c3d-4e5f", "../../etc/passwd");
+        let err = Metadata::parse(bad.as_bytes(), "m.json").unwrap_err().to_string();
+        assert!(err.contains("m.json: active.iam_key_id"), "{err}");
+        meta.active.retired_how = None;
+        let err = Metadata::parse(&meta.render(), "m.json").unwrap_err().to_string();
+        assert!(err.contains("give both or neither"), "{err}");
+        assert!(is_iam_key_id("ApiKey-abc"));
+        assert!(!is_iam_key_id("ApiKey-"));
+        assert!(!is_iam_key_id("ApiKey-a/b"));
+    }
+
+    #[test]
+    fn rollback_to_a_retired_key_is_refused() {
+        let set = recipients(1);
+        let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let a1 = a1.unwrap();
+        let (mut m2, a2, _) = written(
+            plan_seal(
+                Some(Existing { meta: &m1, active: &a1 }),
+                &req(b"two", State::Current),
+                &set,
+            )
+            .unwrap(),
+        );
+        let prev = m2.previous.as_mut().unwrap();
+        prev.retired_at = Some(Utc::now());
+        prev.retired_how = Some(RetiredHow::Deleted);
+        let err = rollback(&m2, &a2.unwrap(), &a1).unwrap_err().to_string();
+        assert!(err.contains("deleted in IAM"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!   `apikey`): `{"access_token", "refresh_token", "token_type", "expires_in",
 //!   "expiration", "scope"}`; an unknown or disabled key gets HTTP 400
 //!   `{"errorCode": "BXNIM0415E", "errorMessage": "Provided API key could not be found.", "context": {…}}`;
-//! - `GET /v1/apikeys/details` (header `IAM-ApiKey`), `GET /v1/serviceids/{id}`,
+//! - `GET /v1/apikeys/details` (header `IAM-ApiKey`), `GET /v1/apikeys/{id}`, `GET /v1/serviceids/{id}`,
 //!   `POST /v1/apikeys`, `POST /v1/apikeys/{id}/lock`, `…/disable`,
 //!   `DELETE /v1/apikeys/{id}`: the identity API's `APIKey`/`ServiceId`
 //!   documents, errors as `{"context", "status_code", "errors": [{"code",
@@ -14,11 +14,16 @@
 //!
 //! Faults a real IAM cannot produce on demand (429, 503, a huge body) are
 //! queued with [`Iam::fail_next`].
+//!
+//! [`Iam::registry_auth`] starts a token server for the test registry (the
+//! token-auth docker-registry of `verify_support`) that issues pull tokens
+//! for exactly the keys this IAM holds and has not deleted or disabled, as
+//! IBM's registry does: retiring a key in IAM makes its pulls fail.
 
 #![allow(dead_code)]
 
 use crate::support::unique_hex;
-use crate::verify_support::{Handler, Req, Resp, serve};
+use crate::verify_support::{Fixture, Handler, Req, Resp, TOKEN_GRANTS, USER, acceptor, basic_ok, serve};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -197,6 +202,51 @@ impl Iam {
         self.state.lock().unwrap().fail_creations_after = Some(n);
     }
 
+    /// Starts a token server for `fx`'s token registry that grants pulls to
+    /// `iamapikey` with any key this IAM accepts now; returns its address
+    /// (resolve `verify_support::AUTH_HOST` to it).
+    pub fn registry_auth(&self, fx: &Fixture) -> SocketAddr {
+        let iam = self.clone();
+        let signer = fx.signer.clone();
+        let handler: Handler = Arc::new(move |req: Req| {
+            let (iam, signer) = (iam.clone(), signer.clone());
+            Box::pin(async move {
+                if !req.path.starts_with("/token") || req.method != "GET" {
+                    return Resp::new(404);
+                }
+                let accepted = iam
+                    .state
+                    .lock()
+                    .unwrap()
+                    .keys
+                    .iter()
+                    .any(|k| usable(k) && k.iam_id == SERVICE_IAM_ID && basic_ok(&req, USER, &k.value));
+                if !accepted {
+                    return Resp::new(401).json(&serde_json::json!({"details": "invalid credentials"}));
+                }
+                let url = url::Url::parse(&format!("https://x{}", req.path)).unwrap();
+                let scope = url
+                    .query_pairs()
+                    .find(|(k, _)| k == "scope")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                let repo = scope
+                    .strip_prefix("repository:")
+                    .and_then(|s| s.rsplit_once(':'))
+                    .map(|(r, _)| r.to_owned())
+                    .unwrap_or_default();
+                let actions: &[&str] = if TOKEN_GRANTS.iter().any(|p| repo.starts_with(p)) {
+                    &["pull"]
+                } else {
+                    &[]
+                };
+                Resp::new(200)
+                    .json(&serde_json::json!({"token": signer.token(USER, &repo, actions), "expires_in": 600}))
+            })
+        });
+        serve(Some(acceptor(&fx.pki)), handler)
+    }
+
     /// Returns (method, path) of every request so far.
     pub fn calls(&self) -> Vec<(String, String)> {
         self.state.lock().unwrap().calls.clone()
@@ -354,6 +404,7 @@ fn handle(state: &Mutex<State>, req: Req) -> Resp {
                 k.deleted = true;
                 Resp::new(204)
             }
+            ("GET", []) => Resp::new(200).json(&key_json(k, false)),
             ("POST", ["disable"]) => {
                 k.disabled = true;
                 Resp::new(204)

@@ -16,6 +16,7 @@ mod iam_support;
 mod init;
 mod inspect;
 mod keys;
+mod keys_retire;
 mod leaks;
 mod leaks_corpus;
 mod man;

@@ -308,7 +308,7 @@ pub fn basic_ok(req: &Req, user: &str, pass: &str) -> bool {
 }
 
 /// Repositories the token server grants pull on (prefix match).
-const TOKEN_GRANTS: &[&str] = &["armada-master/", "probe/"];
+pub const TOKEN_GRANTS: &[&str] = &["armada-master/", "probe/"];
 
 fn token_server(signer: Arc<Signer>, key: String) -> Handler {
     Arc::new(move |req: Req| {
@@ -390,6 +390,8 @@ pub struct Fixture {
     pub unknown_ca: SocketAddr,
     pub pki: Arc<Pki>,
     pub image: Arc<FaultImage>,
+    /// The key the token registry trusts tokens from (other token servers sign with it too).
+    pub signer: Arc<Signer>,
 }
 
 pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(start);
@@ -424,7 +426,7 @@ fn start() -> Fixture {
     write(&dir, "server.key", &pki.key_pem);
     let signer = Arc::new(Signer::new());
     write(&dir, "token-signer.pem", &signer.cert_pem);
-    let auth = serve(Some(acceptor(&pki)), token_server(signer, key.clone()));
+    let auth = serve(Some(acceptor(&pki)), token_server(signer.clone(), key.clone()));
     let htpasswd = Command::new("htpasswd")
         .args(["-B", "-C", "4", "-b", "-n", USER, &key])
         .output()
@@ -471,6 +473,7 @@ fn start() -> Fixture {
         unknown_ca,
         pki,
         image,
+        signer,
     };
     RT.block_on(push_images(&fx));
     fx

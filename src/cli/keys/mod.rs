@@ -1,6 +1,7 @@
 //! `rekey keys`: the service-ID API keys in IBM Cloud IAM, one per region.
 
 pub mod check;
+pub mod retire;
 
 use crate::cli::output::Printer;
 use crate::exit::Exit;
@@ -9,6 +10,7 @@ use crate::exit::Exit;
 ///
 /// Example:
 ///   rekey keys check --regions regions --api-keys-dir keys --iam-api-key-env IAM_ADMIN_KEY
+///   rekey keys retire --repo secrets --iam-api-key-env IAM_ADMIN_KEY --commit
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -19,11 +21,13 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
     Check(check::Args),
+    Retire(retire::Args),
 }
 
 /// Runs `rekey keys`.
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     match args.command {
         KeysCommand::Check(a) => check::run(printer, a),
+        KeysCommand::Retire(a) => retire::run(printer, a),
     }
 }
