@@ -5,6 +5,7 @@
 //! the operation and renders the report; operations never print, read the
 //! environment or the terminal.
 
+pub mod authorship;
 pub mod check;
 pub mod reencrypt;
 pub mod retire;

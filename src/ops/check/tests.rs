@@ -134,6 +134,7 @@ impl Repo {
             state: State::Current,
             now: now(),
             salt: [7; 32],
+            signer: None,
         };
         let Plan::Write(rw) = layout::plan_seal(existing, &req, &self.policy()).unwrap() else {
             panic!("nothing to write");
