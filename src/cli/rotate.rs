@@ -91,7 +91,7 @@ pub struct Args {
     #[command(flatten)]
     pub validity: ValidityArgs,
     #[command(flatten)]
-    pub signing: crate::cli::pgpargs::SigningKeyArgs,
+    pub signing: Box<crate::cli::pgpargs::SigningKeyArgs>,
 }
 
 impl Args {
