@@ -324,3 +324,44 @@ fn signers_expired_or_revoked_at_the_base_no_longer_vouch() {
         );
     }
 }
+
+#[test]
+fn audit_shows_each_versions_signer_and_time() {
+    let pr = Pr::new("auth-audit", &[&keys().file("signer.pub")]);
+    pr.seal(
+        &pr.new.key.clone(),
+        "iks-registry-prod-test-20261123",
+        &signing("signer"),
+    )
+    .code(0);
+    let fpr = keys().fingerprint("signer");
+    let audit = || rekey().arg("audit").arg("--repo").arg(pr.repo());
+    audit()
+        .run()
+        .code(0)
+        .stdout_has(&format!(
+            "signed   JP_REGISTRY_PULL_SECRET_64 current  version 2 by signer <signer@example.com> (fingerprint {fpr}) at 20"
+        ))
+        .stdout_has("signed   JP_REGISTRY_PULL_SECRET_64 previous version 1 by signer");
+    let v = audit().args(["--output", "json"]).run().json();
+    let current = v["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["secret"] == "JP_REGISTRY_PULL_SECRET_64" && s["version_state"] == "current")
+        .unwrap()
+        .clone();
+    assert_eq!(current["signer_fingerprint"], fpr.as_str());
+    assert_eq!(current["version"], 2);
+    assert!(current["signed_at"].as_str().unwrap().ends_with('Z'), "{current}");
+
+    // An unsigned active version fails the audit once signers.asc exists.
+    let meta_path = pr.repo().join(format!("{JP}.meta.json"));
+    let mut meta = pr.meta();
+    meta["active"].as_object_mut().unwrap().remove("signed");
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    audit()
+        .run()
+        .code(1)
+        .stdout_has("unsigned JP_REGISTRY_PULL_SECRET_64 current  no signed statement");
+}
