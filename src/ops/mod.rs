@@ -12,6 +12,7 @@ pub mod retire;
 pub mod rollback;
 pub mod rotate;
 pub mod seal;
+pub mod sign;
 pub mod world;
 
 #[cfg(test)]

@@ -91,6 +91,15 @@ impl Pr {
         std::fs::write(&signers, kept).unwrap();
     }
 
+    /// Re-seals the old key unsigned in a repo without signers.asc (as
+    /// rekey did before signing): metadata without statements.
+    fn seal_unsigned_over(&self) {
+        let registry = self.repo().join("registry");
+        std::fs::remove_dir_all(&registry).unwrap();
+        self.seal(&self.old.key.clone(), "iks-registry-prod-test-20260801", &[])
+            .code(0);
+    }
+
     fn commit(&self, message: &str) {
         git(&self.repo(), &["add", "-A"]);
         git(&self.repo(), &["commit", "-qm", message]);
@@ -364,4 +373,69 @@ fn audit_shows_each_versions_signer_and_time() {
         .run()
         .code(1)
         .stdout_has("unsigned JP_REGISTRY_PULL_SECRET_64 current  no signed statement");
+}
+
+#[test]
+fn sign_migrates_an_unsigned_repo_after_review_and_refuses_mismatched_metadata() {
+    // An unsigned repo, as before signing existed.
+    let pr = Pr::new("auth-migrate", &[&keys().file("signer.pub")]);
+    let repo = pr.repo();
+    std::fs::remove_file(repo.join(".rekey/signers.asc")).unwrap();
+    pr.seal_unsigned_over();
+    pr.commit("unsigned");
+    let sign = |extra: &[&str]| {
+        rekey()
+            .arg("sign")
+            .arg("--repo")
+            .arg(&repo)
+            .args(signing("signer"))
+            .args(extra)
+            .run()
+    };
+
+    // Metadata that does not match its file is refused, nothing written.
+    let meta_path = repo.join(format!("{JP}.meta.json"));
+    let good = std::fs::read(&meta_path).unwrap();
+    let mut meta = pr.meta();
+    meta["active"]["recipient_key_ids"] = serde_json::json!(["0123456789ABCDEF"]);
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let before = snapshot(&repo);
+    sign(&[])
+        .code(2)
+        .stderr_has(&format!("{JP}.gpg: addressed to ["))
+        .stderr_has("but its metadata lists [0123456789ABCDEF]");
+    assert_eq!(snapshot(&repo), before);
+    std::fs::write(&meta_path, good).unwrap();
+    let before = snapshot(&repo);
+
+    // A dry run writes nothing; then the reviewed repo is signed and committed.
+    sign(&["--dry-run"])
+        .code(0)
+        .stdout_has("would sign JP_REGISTRY_PULL_SECRET_64 (version 1)");
+    assert_eq!(snapshot(&repo), before);
+    pr.set_signers(&[&keys().file("signer.pub")]);
+    sign(&["--commit"])
+        .code(0)
+        .stdout_has("signed     JP_REGISTRY_PULL_SECRET_64 (version 1)");
+    assert!(pr.meta()["active"]["signed"]["statement"].is_string());
+    sign(&[])
+        .code(0)
+        .stdout_has("unchanged  JP_REGISTRY_PULL_SECRET_64 (version 1)");
+    // A key outside signers.asc cannot sign.
+    rekey()
+        .arg("sign")
+        .arg("--repo")
+        .arg(&repo)
+        .args(signing("alice"))
+        .run()
+        .code(2)
+        .stderr_has("is not an allowed signer");
+    // (exit 1: the old key is overdue for rotation)
+    rekey()
+        .arg("audit")
+        .arg("--repo")
+        .arg(&repo)
+        .run()
+        .code(1)
+        .stdout_has("signed   JP_REGISTRY_PULL_SECRET_64 current  version 1 by signer <signer@example.com>");
 }
