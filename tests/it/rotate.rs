@@ -596,3 +596,53 @@ fn bad_rollback_input_writes_nothing() {
     s.old.assert_not_in_run(&run);
     assert_eq!(snapshot(&s.repo()), before);
 }
+
+/// The CI job signs with the masked key it is given by variable name: the
+/// key material is never on a command line, and the rotation is signed.
+#[test]
+fn the_ci_job_signs_with_the_masked_key_by_variable_name() {
+    let s = Setup::with_signing("rot-ci-sign", &[], true);
+    let fx = &*FIXTURE;
+    // A wrapper that records rekey's arguments and adds the test registry's
+    // CA and addresses (options the job leaves to the CI system).
+    let argv = s.tmp.path().join("argv");
+    let mut extra = format!("--ca-cert '{}'", fx.ca_pem.display());
+    for h in s.hosts.iter().filter(|h| h.ends_with(".reg.test")) {
+        extra.push_str(&format!(" --resolve '{h}={}'", fx.basic));
+    }
+    let wrapper = write(
+        s.tmp.path(),
+        "rekey-wrapper",
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nexec '{}' \"$@\" {extra}\n",
+            argv.display(),
+            env!("CARGO_BIN_EXE_rekey")
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let signing_key = std::fs::read_to_string(keys().file("signer.sec")).unwrap();
+    let out = Command::new(repo_root().join("ci/rekey-job"))
+        .arg("rotate")
+        .env("REKEY", &wrapper)
+        .env("REKEY_REPO", s.repo())
+        .env("REKEY_REGIONS", s.regions())
+        .env("REKEY_KEY_NAME", NEW_KEY_NAME)
+        .env("REKEY_API_KEY_ENV", "NEW_KEY")
+        .env("NEW_KEY", &fx.key)
+        .env("REKEY_SIGNING_KEY", &signing_key)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = std::fs::read_to_string(&argv).unwrap();
+    assert!(args.contains("--signing-key-env\nREKEY_SIGNING_KEY\n"), "{args}");
+    assert!(!args.contains("PRIVATE KEY"), "key material on the command line");
+    for region in ["r1", "r2"] {
+        // Sealed (1), then the rotation: pending (2), current (3).
+        assert_eq!(s.verify_statement(region), Ok(3), "{region}");
+    }
+}
