@@ -723,3 +723,35 @@ fn a_repo_with_signers_refuses_unsigned_writes_unknown_signers_and_unsigned_secr
     repo.rotate(&verifier).unwrap();
     assert_eq!(repo.key_in("r1", Slot::Active), NEW);
 }
+
+#[test]
+fn reencrypt_with_a_signer_re_signs_inside_and_out_and_needs_an_allowed_key() {
+    let mut repo = Repo::signed(Some(&SIGNERS[0]));
+    repo.rotate(&StaticVerifier::default()).unwrap();
+    std::fs::write(
+        repo.root().join(layout::RECIPIENTS_FILE),
+        CERTS[0].armored().to_vec().unwrap(),
+    )
+    .unwrap();
+    let keys = secret_keys();
+    let carol = repo.signer.take();
+    let req = |signer| ReencryptRequest {
+        keys: &keys,
+        dry_run: false,
+        validity: validity(),
+        signer,
+    };
+    let err = reencrypt(&req(None), &repo.store(), &repo.clock, &NoEvents)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--signing-key"), "{err}");
+    let report = reencrypt(&req(carol.as_ref()), &repo.store(), &repo.clock, &NoEvents).unwrap();
+    assert!(report.secrets.iter().all(|i| i.action == ItemAction::Reencrypted));
+    let (st, signer) = verify_secret(&repo, "r1").unwrap();
+    assert_eq!(st.version, 4, "one above the rotation's 3");
+    for slot in [Slot::Active, Slot::Previous] {
+        let bytes = repo.store().read_file(&layout::secret_name("r1"), slot).unwrap();
+        let opened = pgp::open_verified(&bytes, &keys, &allowed(&SIGNERS[0]), std::time::SystemTime::now()).unwrap();
+        assert!(opened.signature.unwrap().unwrap().same_certificate(&signer), "{slot:?}");
+    }
+}

@@ -189,3 +189,126 @@ pub fn check_allowed(key: &SigningKey, signers: &AllowedSigners) -> anyhow::Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets_repo::layout::{Digest, SCHEMA, State, Version};
+    use sequoia_openpgp::cert::CertBuilder;
+    use sequoia_openpgp::serialize::SerializeInto;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T10:00:00.750Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn meta() -> Metadata {
+        Metadata {
+            schema: SCHEMA,
+            name: "JP_REGISTRY_PULL_SECRET_64".to_owned(),
+            region: "jp".to_owned(),
+            active: Version {
+                state: State::Current,
+                file: "JP_REGISTRY_PULL_SECRET_64.gpg".to_owned(),
+                key_name: Some("iks-key-20261124".to_owned()),
+                key_fingerprint: "sha256:1a2b3c4d".to_owned(),
+                rotated_at: now(),
+                recipients: Vec::new(),
+                recipient_key_ids: Vec::new(),
+                rekey_version: "0".to_owned(),
+                plaintext_digest: Digest::compute(&[1; 32], b"x"),
+                signed: None,
+            },
+            previous: None,
+        }
+    }
+
+    fn signer() -> (SigningKey, AllowedSigners) {
+        let cert = CertBuilder::new()
+            .add_userid("ci <ci@example.com>")
+            .add_signing_subkey()
+            .set_creation_time(std::time::SystemTime::from(now()) - std::time::Duration::from_secs(3600))
+            .generate()
+            .unwrap()
+            .0;
+        let key = SigningKey::parse(&cert.as_tsk().armored().to_vec().unwrap(), "k", None, now().into()).unwrap();
+        let allowed = AllowedSigners::parse(&cert.armored().to_vec().unwrap(), "signers").unwrap();
+        (key, allowed)
+    }
+
+    #[test]
+    fn a_signed_rewrite_verifies_and_any_disagreement_is_named() {
+        let (key, allowed) = signer();
+        let mut rw = Rewrite {
+            meta: meta(),
+            active: Some(b"ciphertext".to_vec()),
+            previous: None,
+        };
+        sign_rewrite(&mut rw, None, None, &key, now()).unwrap();
+        let t = now().into();
+        let (st, who) = verify(&rw.meta, b"ciphertext", None, &allowed, t).unwrap();
+        assert_eq!(st.version, 1);
+        assert_eq!(who.name.user_id, "ci <ci@example.com>");
+        // The metadata's sub-second time is in the statement to the second.
+        assert!(st.encode().unwrap().windows(20).any(|w| w == b"2026-11-24T10:00:00Z"));
+
+        let err = verify(&rw.meta, b"other", None, &allowed, t).unwrap_err();
+        assert!(matches!(err, SignError::HashMismatch { .. }), "{err}");
+        let err = verify(&rw.meta, b"ciphertext", Some(b"old"), &allowed, t).unwrap_err();
+        assert!(err.to_string().contains("previous ciphertext"), "{err}");
+        let mut other = rw.meta.clone();
+        other.active.key_fingerprint = "sha256:ffffffff".to_owned();
+        let err = verify(&other, b"ciphertext", None, &allowed, t).unwrap_err();
+        assert!(err.to_string().contains("key-fingerprint `sha256:1a2b3c4d`"), "{err}");
+        let mut unsigned = rw.meta.clone();
+        unsigned.active.signed = None;
+        assert!(matches!(
+            verify(&unsigned, b"ciphertext", None, &allowed, t),
+            Err(SignError::NoSignature)
+        ));
+        assert!(matches!(
+            verify(&rw.meta, b"ciphertext", None, &AllowedSigners::none(), t),
+            Err(SignError::UnknownSigner { .. })
+        ));
+    }
+
+    #[test]
+    fn versions_count_up_from_everything_the_metadata_holds() {
+        let (key, _) = signer();
+        let mut first = Rewrite {
+            meta: meta(),
+            active: Some(b"v1".to_vec()),
+            previous: None,
+        };
+        sign_rewrite(&mut first, None, None, &key, now()).unwrap();
+        // A new version: the old one becomes previous, keeping its statement (1).
+        let mut meta2 = first.meta.clone();
+        let mut prev = meta2.active.clone();
+        prev.state = State::Previous;
+        prev.file = "JP_REGISTRY_PULL_SECRET_64.previous.gpg".to_owned();
+        meta2.previous = Some(prev);
+        meta2.active.signed = None;
+        let mut second = Rewrite {
+            meta: meta2,
+            active: Some(b"v2".to_vec()),
+            previous: Some(b"v1".to_vec()),
+        };
+        let disk = OnDisk {
+            meta: &first.meta,
+            active: b"v1",
+            previous: None,
+        };
+        sign_rewrite(&mut second, Some(&disk), None, &key, now()).unwrap();
+        assert_eq!(second.meta.active.statement_version(), Some(2));
+        assert_eq!(second.meta.latest_version(), 2);
+        // A rewrite naming a previous version with no bytes anywhere is refused.
+        let mut broken = Rewrite {
+            meta: second.meta.clone(),
+            active: Some(b"v3".to_vec()),
+            previous: None,
+        };
+        let err = sign_rewrite(&mut broken, None, None, &key, now()).unwrap_err();
+        assert!(err.to_string().contains("no previous ciphertext"), "{err}");
+    }
+}

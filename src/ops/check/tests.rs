@@ -793,3 +793,44 @@ fn an_expired_signer_and_a_different_inner_signer_fail() {
         "{detail}"
     );
 }
+
+#[test]
+fn a_signed_rollback_is_a_newer_version_naming_the_one_it_restores() {
+    let s = signers();
+    let repo = Repo::signed(&[&s.dave]);
+    let k = key(&s.dave);
+    repo.git(&["checkout", "-q", "main"]);
+    repo.seal_signed(b"new plaintext", "new-key", Some(&k), Some(&k));
+    repo.commit("rotate to version 2");
+    repo.git(&["checkout", "-q", "-B", "pr"]);
+    // Roll back as `rekey rollback --signing-key` does.
+    let meta = repo.meta();
+    let active = repo.read(&format!("registry/{NAME}.gpg"));
+    let previous = repo.read(&format!("registry/{NAME}.previous.gpg"));
+    let (new_meta, new_active, new_previous) = layout::rollback(&meta, &active, &previous).unwrap();
+    let mut rw = layout::Rewrite {
+        meta: new_meta,
+        active: Some(new_active),
+        previous: Some(new_previous),
+    };
+    let disk = authorship::OnDisk {
+        meta: &meta,
+        active: &active,
+        previous: Some(&previous),
+    };
+    let restores = meta.previous.as_ref().and_then(Version::statement_version);
+    assert_eq!(restores, Some(1));
+    authorship::sign_rewrite(&mut rw, Some(&disk), restores, &k, now()).unwrap();
+    repo.write(META, &rw.meta.render());
+    repo.write(&format!("registry/{NAME}.gpg"), rw.active.as_ref().unwrap());
+    repo.write(&format!("registry/{NAME}.previous.gpg"), rw.previous.as_ref().unwrap());
+    repo.commit("roll back");
+    let report = repo.check();
+    let a = report.checks.iter().find(|c| c.kind == "authorship").unwrap();
+    assert!(a.ok, "{a:?}");
+    assert!(
+        a.detail.contains("version 3, restoring version 1 signed by dave"),
+        "{}",
+        a.detail
+    );
+}
