@@ -174,6 +174,35 @@ fn gpg_verifies_the_signed_secret_and_its_statement() {
         text.starts_with("rekey-statement 1\nsecret JP_REGISTRY_PULL_SECRET_64\nregion jp\nversion 1\n"),
         "{text}"
     );
+
+    // And check accepts a statement signature made by gpg itself: a pull
+    // request whose statement the signer signed with `gpg --detach-sign`.
+    let home = GpgHome::new();
+    home.import(&keys().file("signer.sec"));
+    pr.seal(
+        &pr.new.key.clone(),
+        "iks-registry-prod-test-20261123",
+        &signing("signer"),
+    )
+    .code(0);
+    let mut meta = pr.meta();
+    let statement = write(
+        tmp.path(),
+        "statement2",
+        meta["active"]["signed"]["statement"].as_str().unwrap(),
+    );
+    let gpg_sig = tmp.path().join("statement2.asc");
+    home.detach_sign("signer@example.com", &statement, &gpg_sig, &[]);
+    meta["active"]["signed"]["signature"] = std::fs::read_to_string(&gpg_sig).unwrap().into();
+    std::fs::write(
+        pr.repo().join(format!("{JP}.meta.json")),
+        serde_json::to_vec_pretty(&meta).unwrap(),
+    )
+    .unwrap();
+    pr.commit("signed with gpg");
+    pr.check(&[])
+        .code(0)
+        .stdout_has("version 2 signed by signer <signer@example.com>");
 }
 
 #[test]
