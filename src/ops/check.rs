@@ -306,7 +306,7 @@ fn check_tree(run: &mut Run<'_>, changes: &[ModeChange]) {
                 &c.path,
                 vec![format!(
                     "rekey does not know this file: .rekey/ holds only {} (rekey keeps its state outside the work tree)",
-                    KNOWN_REKEY_FILES.join(" and ")
+                    KNOWN_REKEY_FILES.join(", ")
                 )],
                 "",
             );
