@@ -6,8 +6,10 @@ use crate::cli::output::{OutputFormat, Paint, Printer};
 use crate::exit::Exit;
 use crate::pullsecret::keyname;
 use crate::secrets_repo::audit::{self, AgePolicy, AgeStatus};
+use crate::secrets_repo::authorship;
 use crate::secrets_repo::layout;
 use crate::secrets_repo::pgp::{self, Validity};
+use crate::secrets_repo::signing::AllowedSigners;
 use crate::secrets_repo::store::Store;
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -101,6 +103,22 @@ struct Recipient {
     detail: String,
 }
 
+/// Who signed one version of a secret (its statement), checked against
+/// `.rekey/signers.asc` with public keys only.
+#[derive(Serialize)]
+struct VersionSigner {
+    secret: String,
+    /// `current` (or `pending`) or `previous`.
+    version_state: String,
+    /// `signed`, `unsigned`, `unverified` (the repo has no signers.asc) or `bad`.
+    status: &'static str,
+    version: Option<u64>,
+    signer_user_id: Option<String>,
+    signer_fingerprint: Option<String>,
+    signed_at: Option<String>,
+    detail: String,
+}
+
 #[derive(Serialize)]
 struct Report<'a> {
     ok: bool,
@@ -110,6 +128,7 @@ struct Report<'a> {
     recipients: &'a [Recipient],
     #[serde(skip_serializing_if = "Option::is_none")]
     iam: Option<&'a audit_iam::IamAudit>,
+    signatures: &'a [VersionSigner],
 }
 
 /// Runs `rekey audit`.
@@ -134,10 +153,15 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     let store = Store::new(&args.repo);
     let names = store.secret_names()?;
     let mut keys = Vec::new();
+    let signers = store.read_signers()?;
+    let mut signatures = Vec::new();
     for name in &names {
         let meta = store
             .read_meta(name)?
             .with_context(|| format!("reading metadata of {name}"))?;
+        for v in std::iter::once(&meta.active).chain(meta.previous.as_ref()) {
+            signatures.push(version_signer(name, v, signers.as_ref(), now));
+        }
         let v = &meta.active;
         let from_name = v.key_name.as_deref().and_then(|n| keyname::created_on(n).ok());
         let (created, created_from) = match from_name {
@@ -176,7 +200,12 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         .iter()
         .all(|k| !matches!(k.status, AgeStatus::Overdue | AgeStatus::Future))
         && recipients.iter().all(|r| r.status != "unusable")
-        && iam.as_ref().is_none_or(audit_iam::IamAudit::ok);
+        && iam.as_ref().is_none_or(audit_iam::IamAudit::ok)
+        // With allowed signers, every active version must verify.
+        && signatures
+            .iter()
+            .filter(|s| s.version_state != "previous")
+            .all(|s| signers.is_none() || s.status == "signed");
     match printer.format() {
         OutputFormat::Openmetrics => printer.raw(openmetrics(&keys, &recipients, policy, ok).as_bytes())?,
         OutputFormat::Json => printer.json(&Report {
@@ -186,6 +215,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             keys: &keys,
             recipients: &recipients,
             iam: iam.as_ref(),
+            signatures: &signatures,
         })?,
         _ => {
             printer.line(format_args!(
@@ -224,6 +254,13 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                     r.status, r.fingerprint, r.user_id, r.detail
                 ));
             }
+            let shown = signers.is_some() || signatures.iter().any(|s| s.status != "unsigned");
+            for s in signatures.iter().filter(|_| shown) {
+                printer.line(format_args!(
+                    "{:<8} {} {:<8} {}",
+                    s.status, s.secret, s.version_state, s.detail
+                ));
+            }
             if let Some(iam) = &iam {
                 audit_iam::render_text(printer, iam);
             }
@@ -233,6 +270,51 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         }
     }
     Ok(Exit::problem_if(!ok))
+}
+
+/// Describes who signed version `v` of secret `name`.
+fn version_signer(name: &str, v: &layout::Version, signers: Option<&AllowedSigners>, now: SystemTime) -> VersionSigner {
+    let mut out = VersionSigner {
+        secret: name.to_owned(),
+        version_state: v.state.to_string(),
+        status: "unsigned",
+        version: v.statement_version(),
+        signer_user_id: None,
+        signer_fingerprint: None,
+        signed_at: None,
+        detail: "no signed statement".to_owned(),
+    };
+    if v.signed.is_none() {
+        return out;
+    }
+    let Some(signers) = signers else {
+        out.status = "unverified";
+        out.detail = format!(
+            "signed, but the repo has no {} to verify it against",
+            layout::SIGNERS_FILE
+        );
+        return out;
+    };
+    match authorship::signer_of(v, signers, now) {
+        None => {}
+        Some(Err(e)) => {
+            out.status = "bad";
+            out.detail = e.to_string();
+        }
+        Some(Ok((st, signer))) => {
+            let at = pgp::show_time(signer.signed_at);
+            out.status = "signed";
+            out.detail = format!(
+                "version {} by {} (fingerprint {}) at {at}",
+                st.version, signer.name.user_id, signer.name.fingerprint
+            );
+            out.version = Some(st.version);
+            out.signer_user_id = Some(signer.name.user_id);
+            out.signer_fingerprint = Some(signer.name.fingerprint);
+            out.signed_at = Some(at);
+        }
+    }
+    out
 }
 
 /// Escapes a label value as the exposition formats require.

@@ -27,6 +27,18 @@ pub fn render(printer: &Printer, report: &CheckReport) -> anyhow::Result<()> {
             for w in &p.waivers_removed {
                 printer.line(format_args!("waiver removed: {w}"));
             }
+            for s in &p.signers_added {
+                printer.line(format_args!(
+                    "signer added (may sign once merged): {} (fingerprint {})",
+                    s.user_id, s.fingerprint
+                ));
+            }
+            for s in &p.signers_removed {
+                printer.line(format_args!(
+                    "signer removed: {} (fingerprint {})",
+                    s.user_id, s.fingerprint
+                ));
+            }
             for w in &report.waived {
                 printer.line(format_args!(
                     "waived   {} line {}: {} {} (reason: {})",

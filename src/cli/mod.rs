@@ -27,6 +27,7 @@ pub mod rollback;
 pub mod rotate;
 pub mod seal;
 pub mod secret_input;
+pub mod sign;
 pub mod storage;
 pub mod verify;
 
@@ -93,6 +94,7 @@ impl Command {
             Command::Keys(_) => ("keys", &[Text, Json]),
             Command::Completions(_) => ("completions", &[Text]),
             Command::Man(_) => ("man", &[Text]),
+            Command::Sign(_) => ("sign", &[Text, Json]),
         }
     }
 }
@@ -117,6 +119,7 @@ pub enum Command {
     Keys(keys::Args),
     Completions(completions::Args),
     Man(man::Args),
+    Sign(sign::Args),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -155,6 +158,7 @@ pub fn main() -> ExitCode {
         Command::Completions(args) => completions::run(&printer, args),
         Command::Man(args) => man::run(&printer, args),
         Command::Storage(args) => storage::run(&printer, args),
+        Command::Sign(args) => sign::run(&printer, args),
     };
     match result {
         Ok(exit) => exit.into(),

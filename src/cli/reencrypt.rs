@@ -2,7 +2,7 @@
 //! secret in the repo to the new set, all files or none.
 
 use crate::cli::output::{OutputFormat, Printer};
-use crate::cli::pgpargs::{SecretKeyArgs, ValidityArgs};
+use crate::cli::pgpargs::{SecretKeyArgs, SigningKeyArgs, ValidityArgs};
 use crate::exit::Exit;
 use crate::ops::reencrypt::{ItemAction, ReencryptRequest, reencrypt};
 use crate::ops::world::SystemClock;
@@ -36,14 +36,18 @@ pub struct Args {
     pub dry_run: bool,
     #[command(flatten)]
     pub validity: ValidityArgs,
+    #[command(flatten)]
+    pub signing: SigningKeyArgs,
 }
 
 /// Runs `rekey reencrypt`.
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     printer.require("reencrypt", &[OutputFormat::Text, OutputFormat::Json])?;
     let keys = args.key.load()?;
+    let signer = args.signing.load(std::time::SystemTime::now())?;
     let request = ReencryptRequest {
         keys: &keys,
+        signer: signer.as_ref(),
         dry_run: args.dry_run,
         validity: args.validity.validity(),
     };

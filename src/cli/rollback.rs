@@ -1,11 +1,13 @@
 //! `rekey rollback`: parses flags, runs `ops::rollback`, renders the report.
 
 use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::pgpargs::SigningKeyArgs;
 use crate::exit::Exit;
 use crate::ops::rollback::{RollbackRequest, rollback};
-use crate::ops::world::GitCli;
+use crate::ops::world::{GitCli, SystemClock};
 use crate::secrets_repo::store::Store;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 /// Make a region's previous pull secret current again, undoing a rotation.
 ///
@@ -16,6 +18,7 @@ use std::path::PathBuf;
 /// Example:
 ///   rekey rollback --repo secrets --region jp
 ///   rekey rollback --repo secrets --region jp --commit
+///   rekey rollback --repo secrets --region jp --signing-key signer.asc
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct RollbackArgs {
@@ -28,19 +31,23 @@ pub struct RollbackArgs {
     /// Commit the change to the repo's git history.
     #[arg(long)]
     pub commit: bool,
+    #[command(flatten)]
+    pub signing: SigningKeyArgs,
 }
 
 /// Runs `rekey rollback`.
 pub fn run(printer: &Printer, args: RollbackArgs) -> anyhow::Result<Exit> {
     printer.require("rollback", &[OutputFormat::Text, OutputFormat::Json])?;
+    let signer = args.signing.load(SystemTime::now())?;
     let request = RollbackRequest {
         region: args.region.clone(),
+        signer: signer.as_ref(),
         commit: args.commit,
     };
     let git = GitCli {
         repo: args.repo.clone(),
     };
-    let report = rollback(&request, &Store::new(&args.repo), &git, printer)?;
+    let report = rollback(&request, &Store::new(&args.repo), &git, &SystemClock, printer)?;
     if printer.format() == OutputFormat::Json {
         printer.json(&report)?;
     } else {

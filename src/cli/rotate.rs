@@ -90,6 +90,8 @@ pub struct Args {
     pub net: NetArgs,
     #[command(flatten)]
     pub validity: ValidityArgs,
+    #[command(flatten)]
+    pub signing: Box<crate::cli::pgpargs::SigningKeyArgs>,
 }
 
 impl Args {
@@ -140,6 +142,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         gate.prepare(chrono::Utc::now()).context("--health-gate")?;
     }
     let key = args.key.read()?;
+    let signer = args.signing.load(std::time::SystemTime::now())?;
     let request = RotateRequest {
         regions,
         key: &key,
@@ -150,6 +153,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         commit: args.commit,
         branch: args.branch.clone(),
         validity: args.validity.validity(),
+        signer: signer.as_ref(),
     };
     let store = Store::new(&args.repo);
     let world = RotateWorld {

@@ -2,7 +2,7 @@
 //! renders the report.
 
 use crate::cli::output::{OutputFormat, Printer};
-use crate::cli::pgpargs::{self, ValidityArgs};
+use crate::cli::pgpargs::{self, SigningKeyArgs, ValidityArgs};
 use crate::exit::Exit;
 use crate::ops::seal::{Generated, SealRequest, seal};
 use crate::ops::world::{OsRandom, SystemClock};
@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 ///   rekey generate --regions regions --api-key-file key.txt --out out
 ///   rekey seal --repo secrets --in out --key-name iks-registry-prod-jp-20261123
 ///   rekey seal --repo secrets --in out --pending
+///   rekey seal --repo secrets --in out --signing-key signer.asc
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -41,6 +42,8 @@ pub struct Args {
     pub pending: bool,
     #[command(flatten)]
     pub validity: ValidityArgs,
+    #[command(flatten)]
+    pub signing: SigningKeyArgs,
 }
 
 /// Runs `rekey seal`.
@@ -63,8 +66,10 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     if secrets.is_empty() {
         anyhow::bail!("{}: no <region>.dockerconfigjson files", args.input.display());
     }
+    let signer = args.signing.load(std::time::SystemTime::now())?;
     let request = SealRequest {
         secrets,
+        signer: signer.as_ref(),
         key_name: args.key_name.clone(),
         pending: args.pending,
         validity: args.validity.validity(),

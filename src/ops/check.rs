@@ -20,10 +20,12 @@ use crate::ops::world::{Clock, Event, Events};
 use crate::pullsecret::catalog::{Catalog, Region};
 use crate::pullsecret::dockerconfig::{self, DockerConfig};
 use crate::registry::HostResult;
+use crate::secrets_repo::authorship;
 use crate::secrets_repo::git::{self, ChangeKind, GitError, ModeChange};
 use crate::secrets_repo::layout::{self, Metadata, Version};
 use crate::secrets_repo::leakscan::{self, Allowlist};
 use crate::secrets_repo::pgp::{self, RecipientSet, SecretKeys};
+use crate::secrets_repo::signing::{AllowedSigners, SignError};
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -35,7 +37,7 @@ use zeroize::Zeroizing;
 pub const ALLOWLIST_FILE: &str = ".rekey/leak-allowlist.toml";
 
 /// The only files a pull request may add or change under `.rekey/`.
-pub const KNOWN_REKEY_FILES: &[&str] = &[layout::RECIPIENTS_FILE, ALLOWLIST_FILE];
+pub const KNOWN_REKEY_FILES: &[&str] = &[layout::RECIPIENTS_FILE, ALLOWLIST_FILE, layout::SIGNERS_FILE];
 
 /// The largest file `check` reads from either revision (16 MiB): pull
 /// request content is hostile and must not exhaust memory.
@@ -304,7 +306,7 @@ fn check_tree(run: &mut Run<'_>, changes: &[ModeChange]) {
                 &c.path,
                 vec![format!(
                     "rekey does not know this file: .rekey/ holds only {} (rekey keeps its state outside the work tree)",
-                    KNOWN_REKEY_FILES.join(" and ")
+                    KNOWN_REKEY_FILES.join(", ")
                 )],
                 "",
             );
@@ -539,6 +541,9 @@ fn check_secret(
         hosts_removed: Vec::new(),
         contents_checked: false,
     };
+    if let Some(signers) = &policy.signers {
+        authorship_check(run, req, signers, name, &head_meta, base_meta.as_ref())?;
+    }
     if let Some(keys) = req.keys {
         let region = req.catalog.and_then(|c| c.get(&head_meta.region));
         let mut problems = Vec::new();
@@ -579,6 +584,91 @@ fn check_secret(
         run.record("secret", &active_path, problems, "consistent pull secret");
     }
     Ok(Some(change))
+}
+
+/// Checks who published a changed secret, with public keys only: its
+/// statement is signed by a signer allowed at the base, hashes exactly the
+/// head's ciphertext files, agrees with the metadata and is numbered above
+/// the base's version (no replay of an older signed version). With a key,
+/// the signature inside the ciphertext must be by the same certificate.
+fn authorship_check(
+    run: &mut Run<'_>,
+    req: &CheckRequest<'_>,
+    signers: &Result<AllowedSigners, String>,
+    name: &str,
+    head_meta: &Metadata,
+    base_meta: Option<&Metadata>,
+) -> anyhow::Result<()> {
+    let meta_path = format!("{}/{}", layout::REGISTRY_DIR, layout::meta_file(name));
+    let signers = match signers {
+        Ok(s) => s,
+        Err(e) => {
+            run.record(
+                "authorship",
+                &meta_path,
+                vec![format!("no usable allowed signers at the base: {e}")],
+                "",
+            );
+            return Ok(());
+        }
+    };
+    let current = run.at_head(&format!("{}/{}", layout::REGISTRY_DIR, layout::active_file(name)))?;
+    let previous = match &head_meta.previous {
+        Some(_) => run.at_head(&format!("{}/{}", layout::REGISTRY_DIR, layout::previous_file(name)))?,
+        None => None,
+    };
+    let Some(current) = current else {
+        // The missing file is already a metadata finding.
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    let mut ok_detail = String::new();
+    match authorship::verify(head_meta, &current, previous.as_deref(), signers, run.now) {
+        Err(SignError::NoSignature) => problems.push(format!(
+            "unsigned: the base requires a statement signed by an allowed signer ({})",
+            layout::SIGNERS_FILE
+        )),
+        Err(e) => problems.push(format!("not from an allowed signer at the base: {e}")),
+        Ok((st, signer)) => {
+            let base_version = base_meta.map_or(0, Metadata::latest_version);
+            if st.version <= base_version {
+                problems.push(format!(
+                    "version {} signed by {} is not newer than the base's version {base_version}: an older signed version replayed",
+                    st.version, signer.name
+                ));
+            }
+            if let Some(keys) = req.keys {
+                match pgp::open_verified(&current, keys, signers, run.now) {
+                    Err(e) => problems.push(format!("cannot decrypt to check the inner signature: {e}")),
+                    Ok(opened) => match opened.signature {
+                        None => problems.push("the ciphertext is not signed inside".to_owned()),
+                        Some(Err(e)) => problems.push(format!("the signature inside the ciphertext: {e}")),
+                        Some(Ok(inner)) if !inner.same_certificate(&signer) => problems.push(format!(
+                            "the ciphertext is signed inside by {}, the statement by {}",
+                            inner.name, signer.name
+                        )),
+                        Some(Ok(_)) => {}
+                    },
+                }
+            }
+            let restores = st
+                .restores
+                .map(|r| format!(", restoring version {r}"))
+                .unwrap_or_default();
+            ok_detail = format!(
+                "version {}{restores} signed by {} (fingerprint {}) at {}",
+                st.version,
+                signer.name.user_id,
+                signer.name.fingerprint,
+                pgp::show_time(signer.signed_at)
+            );
+            if !problems.is_empty() {
+                problems.push(ok_detail.clone());
+            }
+        }
+    }
+    run.record("authorship", &meta_path, problems, &ok_detail);
+    Ok(())
 }
 
 /// True when two metadata files describe the same keys and contents: only

@@ -5,12 +5,14 @@
 //! the operation and renders the report; operations never print, read the
 //! environment or the terminal.
 
+pub mod authorship;
 pub mod check;
 pub mod reencrypt;
 pub mod retire;
 pub mod rollback;
 pub mod rotate;
 pub mod seal;
+pub mod sign;
 pub mod world;
 
 #[cfg(test)]

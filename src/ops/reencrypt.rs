@@ -1,9 +1,12 @@
 //! Re-encrypting every secret (and its previous version) to the current
 //! recipient policy after it changed, all files or none.
 
+use crate::ops::authorship;
 use crate::ops::world::{Clock, Events};
+use crate::secrets_repo::authorship::{OnDisk, sign_rewrite};
 use crate::secrets_repo::layout::{self, Slot};
 use crate::secrets_repo::pgp::{self, RecipientCert, SecretKeys, Validity};
+use crate::secrets_repo::signing::SigningKey;
 use crate::secrets_repo::store::{Store, WritePlan};
 use anyhow::Context;
 use serde::Serialize;
@@ -15,6 +18,8 @@ pub struct ReencryptRequest<'a> {
     pub keys: &'a SecretKeys,
     /// Plan only: write nothing.
     pub dry_run: bool,
+    /// Signs the re-encrypted versions (required once the repo has allowed signers).
+    pub signer: Option<&'a SigningKey>,
     pub validity: Validity,
 }
 
@@ -64,8 +69,10 @@ pub fn reencrypt(
     clock: &dyn Clock,
     events: &dyn Events,
 ) -> anyhow::Result<ReencryptReport> {
-    let now = clock.now().into();
+    let at = clock.now();
+    let now = at.into();
     let policy = store.load_policy(req.validity, now, events)?;
+    let signers = authorship::require_signer(store, req.signer)?;
     let lock = if req.dry_run {
         store.refuse_unknown_files()?;
         None
@@ -96,8 +103,27 @@ pub fn reencrypt(
             &plain_active,
             previous.as_ref().map(|(ids, p)| (ids.as_slice(), p.as_slice())),
             &policy,
+            req.signer.map(|k| (k, now)),
         )
         .with_context(|| format!("re-encrypting {name}"))?;
+        let plan = match (plan, req.signer) {
+            (Some(mut rewrite), Some(key)) => {
+                let active = store.read_file(&name, Slot::Active)?;
+                let previous = match &meta.previous {
+                    Some(_) => Some(store.read_file(&name, Slot::Previous)?),
+                    None => None,
+                };
+                let disk = OnDisk {
+                    meta: &meta,
+                    active: &active,
+                    previous: previous.as_deref(),
+                };
+                authorship::verify_on_disk(store, signers.as_ref(), &disk, now)?;
+                sign_rewrite(&mut rewrite, Some(&disk), None, key, at).with_context(|| format!("signing {name}"))?;
+                Some(rewrite)
+            }
+            (plan, _) => plan,
+        };
         let mut files = vec![store.path(&name, Slot::Active)];
         if meta.previous.is_some() {
             files.push(store.path(&name, Slot::Previous));

@@ -1,16 +1,22 @@
 //! Rolling a region back: its previous version becomes current again and
 //! the active one becomes previous, in one all-or-nothing write.
 
-use crate::ops::world::{Events, Git};
+use crate::ops::authorship;
+use crate::ops::world::{Clock, Events, Git};
+use crate::secrets_repo::authorship::{OnDisk, sign_rewrite};
 use crate::secrets_repo::layout::{self, Slot};
+use crate::secrets_repo::signing::SigningKey;
 use crate::secrets_repo::store::{Store, WritePlan};
 use anyhow::Context;
 use serde::Serialize;
 
 /// Which region to roll back.
 #[derive(Debug, Clone)]
-pub struct RollbackRequest {
+pub struct RollbackRequest<'a> {
     pub region: String,
+    /// Signs the restored version's new statement (required once the repo
+    /// has allowed signers).
+    pub signer: Option<&'a SigningKey>,
     /// Commit the rolled-back files.
     pub commit: bool,
 }
@@ -29,11 +35,14 @@ pub struct RollbackReport {
 
 /// Swaps a region's active and previous versions.
 pub fn rollback(
-    req: &RollbackRequest,
+    req: &RollbackRequest<'_>,
     store: &Store,
     git: &dyn Git,
+    clock: &dyn Clock,
     events: &dyn Events,
 ) -> anyhow::Result<RollbackReport> {
+    let now = clock.now();
+    let signers = authorship::require_signer(store, req.signer)?;
     let lock = store.lock(events)?;
     let name = layout::secret_name(&req.region);
     let meta = store.read_meta(&name)?.with_context(|| {
@@ -48,16 +57,27 @@ pub fn rollback(
     }
     let active = store.read_file(&name, Slot::Active)?;
     let previous = store.read_file(&name, Slot::Previous)?;
+    let disk = OnDisk {
+        meta: &meta,
+        active: &active,
+        previous: Some(&previous),
+    };
+    authorship::verify_on_disk(store, signers.as_ref(), &disk, now.into())?;
     let (new_meta, new_active, new_previous) = layout::rollback(&meta, &active, &previous)?;
+    let mut rewrite = layout::Rewrite {
+        meta: new_meta,
+        active: Some(new_active),
+        previous: Some(new_previous),
+    };
+    if let Some(key) = req.signer {
+        // The restored version gets a new, higher number; `restores` names
+        // the number it was published with.
+        let restores = meta.previous.as_ref().and_then(layout::Version::statement_version);
+        sign_rewrite(&mut rewrite, Some(&disk), restores, key, now).with_context(|| format!("signing {name}"))?;
+    }
+    let new_meta = rewrite.meta.clone();
     let mut writes = WritePlan::default();
-    lock.stage(
-        &mut writes,
-        layout::Rewrite {
-            meta: new_meta.clone(),
-            active: Some(new_active),
-            previous: Some(new_previous),
-        },
-    )?;
+    lock.stage(&mut writes, rewrite)?;
     let files = lock.apply(writes)?;
     let commit = if req.commit {
         let message = format!(

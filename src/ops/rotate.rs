@@ -4,15 +4,18 @@
 //! step so that a killed rotation resumes where it stopped, and commit
 //! exactly the files of the rotated regions.
 
+use crate::ops::authorship;
 use crate::ops::world::{Clock, Event, Events, Git, Random, Verifier};
 use crate::pullsecret::catalog::Region;
 use crate::pullsecret::dockerconfig;
 use crate::pullsecret::image::ImageRef;
 use crate::registry::{Credential, HostResult, Target};
 use crate::secret::ApiKey;
+use crate::secrets_repo::authorship::sign_rewrite;
 use crate::secrets_repo::journal::{self, Journal, Stage};
 use crate::secrets_repo::layout::{self, Digest, Existing, Plan, SealRequest, State};
 use crate::secrets_repo::pgp::Validity;
+use crate::secrets_repo::signing::SigningKey;
 use crate::secrets_repo::store::{self, Store, WritePlan};
 use anyhow::{Context, bail};
 use secrecy::SecretString;
@@ -39,6 +42,8 @@ pub struct RotateRequest<'a> {
     pub branch: Option<String>,
     /// How long recipient certificates must stay valid.
     pub validity: Validity,
+    /// Signs each new version (required once the repo has allowed signers).
+    pub signer: Option<&'a SigningKey>,
 }
 
 /// The outside world a rotation touches.
@@ -130,6 +135,7 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
     let fingerprint = req.key.fingerprint().to_string();
     let now = w.clock.now();
     let policy = w.store.load_policy(req.validity, now.into(), w.events)?;
+    let signers = authorship::require_signer(w.store, req.signer)?;
     let lock = if req.dry_run {
         w.store.refuse_unknown_files()?;
         None
@@ -165,6 +171,11 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
                 && s.meta.active.plaintext_digest.matches(plaintext.as_bytes())
                 && s.meta.active.recipient_key_ids == key_ids
         });
+        if let Some(old) = old.as_ref().filter(|_| !unchanged) {
+            // Checked before anything is verified or written: the version
+            // that becomes `previous` must come from an allowed signer.
+            authorship::verify_on_disk(w.store, signers.as_ref(), &old.on_disk(), now.into())?;
+        }
         let old_key_fingerprint = old.as_ref().map(|s| {
             if unchanged {
                 s.meta
@@ -288,13 +299,21 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
                 state: target,
                 now,
                 salt: w.random.salt()?,
+                signer: req.signer,
             };
             let existing = old.as_ref().map(|s| Existing {
                 meta: &s.meta,
                 active: &s.active,
             });
-            let plan =
+            let mut plan =
                 layout::plan_seal(existing, &seal, &policy).with_context(|| format!("sealing {}", p.report.secret))?;
+            if let (Plan::Write(rewrite), Some(key)) = (&mut plan, req.signer) {
+                if let Some(old) = &old {
+                    authorship::verify_on_disk(w.store, signers.as_ref(), &old.on_disk(), now.into())?;
+                }
+                sign_rewrite(rewrite, old.as_ref().map(|o| o.on_disk()).as_ref(), None, key, now)
+                    .with_context(|| format!("signing {}", p.report.secret))?;
+            }
             if let Plan::Write(rewrite) = plan {
                 let mut writes = WritePlan::default();
                 lock.stage(&mut writes, *rewrite)?;

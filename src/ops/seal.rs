@@ -2,10 +2,13 @@
 //! encrypted to exactly the recipient policy in memory, then all are
 //! written or none.
 
+use crate::ops::authorship;
 use crate::ops::world::{Clock, Events, Random};
 use crate::pullsecret::dockerconfig;
+use crate::secrets_repo::authorship::sign_rewrite;
 use crate::secrets_repo::layout::{self, Existing, Plan, SealRequest as SealOne, Slot, State};
 use crate::secrets_repo::pgp::Validity;
+use crate::secrets_repo::signing::SigningKey;
 use crate::secrets_repo::store::{Store, WritePlan};
 use anyhow::Context;
 use serde::Serialize;
@@ -23,8 +26,10 @@ pub struct Generated {
 }
 
 /// What to seal.
-pub struct SealRequest {
+pub struct SealRequest<'a> {
     pub secrets: Vec<Generated>,
+    /// Signs each new version (required once the repo has allowed signers).
+    pub signer: Option<&'a SigningKey>,
     /// The key's name to record (not the key).
     pub key_name: Option<String>,
     /// Record new versions as pending instead of current.
@@ -55,7 +60,7 @@ pub struct SealReport {
 
 /// Seals every secret of `req` into the repo, all or nothing.
 pub fn seal(
-    req: &SealRequest,
+    req: &SealRequest<'_>,
     store: &Store,
     clock: &dyn Clock,
     random: &dyn Random,
@@ -63,6 +68,7 @@ pub fn seal(
 ) -> anyhow::Result<SealReport> {
     let now = clock.now();
     let policy = store.load_policy(req.validity, now.into(), events)?;
+    let signers = authorship::require_signer(store, req.signer)?;
     let lock = store.lock(events)?;
     let state = if req.pending { State::Pending } else { State::Current };
     let mut writes = WritePlan::default();
@@ -89,12 +95,20 @@ pub fn seal(
             state,
             now,
             salt: random.salt()?,
+            signer: req.signer,
         };
         let existing = old.as_ref().map(|s| Existing {
             meta: &s.meta,
             active: &s.active,
         });
-        let plan = layout::plan_seal(existing, &one, &policy).with_context(|| format!("sealing {name}"))?;
+        let mut plan = layout::plan_seal(existing, &one, &policy).with_context(|| format!("sealing {name}"))?;
+        if let (Plan::Write(w), Some(key)) = (&mut plan, req.signer) {
+            if let Some(old) = &old {
+                authorship::verify_on_disk(store, signers.as_ref(), &old.on_disk(), now.into())?;
+            }
+            sign_rewrite(w, old.as_ref().map(|o| o.on_disk()).as_ref(), None, key, now)
+                .with_context(|| format!("signing {name}"))?;
+        }
         let final_state = match &plan {
             Plan::Write(w) => w.meta.active.state,
             Plan::Unchanged => old.as_ref().map(|s| s.meta.active.state).unwrap_or(state),

@@ -13,9 +13,11 @@ use crate::pullsecret::host::Host;
 use crate::pullsecret::image::ImageRef;
 use crate::registry::Class;
 use crate::secret::ApiKey;
+use crate::secrets_repo::authorship;
 use crate::secrets_repo::journal::{Journal, Stage};
 use crate::secrets_repo::layout::{self, Digest, Slot, State};
 use crate::secrets_repo::pgp::{self, SecretKeys, Validity};
+use crate::secrets_repo::signing::{AllowedSigners, SignError, Signer, SigningKey, Statement};
 use crate::secrets_repo::store::{self, Store};
 use chrono::Utc;
 use sequoia_openpgp::cert::{Cert, CertBuilder};
@@ -86,10 +88,17 @@ struct Repo {
     tmp: tempfile::TempDir,
     regions: Vec<Region>,
     clock: FixedClock,
+    signer: Option<SigningKey>,
 }
 
 impl Repo {
     fn new() -> Repo {
+        Repo::signed(None)
+    }
+
+    /// A repo whose `signers.asc` holds `signer`'s certificate and whose
+    /// secrets it signed (unsigned and without signers with `None`).
+    fn signed(signer: Option<&Cert>) -> Repo {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_owned();
         let root = root.as_path();
@@ -100,10 +109,14 @@ impl Repo {
         }
         std::fs::create_dir(root.join(".rekey")).unwrap();
         std::fs::write(root.join(layout::RECIPIENTS_FILE), ring).unwrap();
+        if let Some(cert) = signer {
+            std::fs::write(root.join(layout::SIGNERS_FILE), cert.armored().to_vec().unwrap()).unwrap();
+        }
         let repo = Repo {
             tmp,
             regions: vec![region("r1"), region("r2")],
             clock: FixedClock(Utc::now()),
+            signer: signer.map(signing_key),
         };
         repo.seal(OLD, Some("old-20260801"), false).unwrap();
         git(root, &["add", "."]);
@@ -139,6 +152,7 @@ impl Repo {
             key_name: key_name.map(str::to_owned),
             pending,
             validity: validity(),
+            signer: self.signer.as_ref(),
         };
         seal(&req, &self.store(), &self.clock, &OsRandom, &NoEvents)
     }
@@ -155,6 +169,7 @@ impl Repo {
             commit,
             branch: None,
             validity: validity(),
+            signer: self.signer.as_ref(),
         };
         let store = self.store();
         let events = RecordedEvents::default();
@@ -181,6 +196,7 @@ impl Repo {
             commit: true,
             branch: Some("never".to_owned()),
             validity: validity(),
+            signer: self.signer.as_ref(),
         };
         let store = self.store();
         let verifier = StaticVerifier::default();
@@ -251,6 +267,44 @@ impl Repo {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// Signer certificates (with secret keys): carol is allowed, mallory is not.
+static SIGNERS: LazyLock<Vec<Cert>> = LazyLock::new(|| {
+    ["carol", "mallory"]
+        .iter()
+        .map(|n| {
+            CertBuilder::new()
+                .add_userid(format!("{n} <{n}@example.com>"))
+                .add_signing_subkey()
+                .set_creation_time(std::time::SystemTime::now() - Duration::from_secs(86_400))
+                .generate()
+                .unwrap()
+                .0
+        })
+        .collect()
+});
+
+fn signing_key(cert: &Cert) -> SigningKey {
+    let tsk = cert.as_tsk().armored().to_vec().unwrap();
+    SigningKey::parse(&tsk, "signer.key", None, std::time::SystemTime::now()).unwrap()
+}
+
+fn allowed(cert: &Cert) -> AllowedSigners {
+    AllowedSigners::parse(&cert.armored().to_vec().unwrap(), "signers.asc").unwrap()
+}
+
+/// Verifies a secret on disk as `check` does, with public keys only.
+fn verify_secret(repo: &Repo, region: &str) -> Result<(Statement, Signer), SignError> {
+    let name = layout::secret_name(region);
+    let stored = repo.store().read_secret(&name).unwrap().unwrap();
+    authorship::verify(
+        &stored.meta,
+        &stored.active,
+        stored.previous.as_deref(),
+        &allowed(&SIGNERS[0]),
+        std::time::SystemTime::now(),
+    )
 }
 
 fn secret_keys() -> SecretKeys {
@@ -449,11 +503,13 @@ fn refusals_write_nothing() {
         &RollbackRequest {
             region: "r1".into(),
             commit: true,
+            signer: None,
         },
         &repo.store(),
         &GitCli {
             repo: repo.root().to_owned(),
         },
+        &repo.clock,
         &NoEvents,
     )
     .unwrap_err()
@@ -480,8 +536,9 @@ fn rollback_swaps_and_commits_exactly_the_secret() {
     let req = RollbackRequest {
         region: "r1".into(),
         commit: true,
+        signer: None,
     };
-    let report = rollback(&req, &repo.store(), &git, &NoEvents).unwrap();
+    let report = rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
     assert_eq!(repo.key_in("r1", Slot::Active), OLD);
     assert_eq!(repo.key_in("r1", Slot::Previous), NEW);
     assert_eq!(report.commit.as_deref(), Some(repo.head().as_str()));
@@ -491,7 +548,9 @@ fn rollback_swaps_and_commits_exactly_the_secret() {
     assert_eq!(report.files.len(), 3);
     // No previous version: refused.
     let repo = Repo::new();
-    let err = rollback(&req, &repo.store(), &git, &NoEvents).unwrap_err().to_string();
+    let err = rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no previous version to roll back to"), "{err}");
 }
 
@@ -513,6 +572,7 @@ fn seal_is_unchanged_on_a_rerun_and_reencrypt_follows_the_policy() {
         keys: &keys,
         dry_run: true,
         validity: validity(),
+        signer: None,
     };
     let before = git(repo.root(), &["status", "--porcelain"]);
     let plan = reencrypt(&req, &repo.store(), &repo.clock, &NoEvents).unwrap();
@@ -562,6 +622,7 @@ fn seal_reports_expiring_recipients_as_events() {
             min: None,
             warn: Duration::from_secs(86_400 * 30),
         },
+        signer: None,
     };
     let report = seal(&req, &repo.store(), &repo.clock, &OsRandom, &events).unwrap();
     assert_eq!(report.recipients, 2);
@@ -571,4 +632,139 @@ fn seal_reports_expiring_recipients_as_events() {
         matches!(&events[0], crate::ops::world::Event::Warning(w) if w.contains("soon") && w.contains("expires at")),
         "{events:?}"
     );
+}
+
+#[test]
+fn signed_versions_carry_a_statement_and_an_inner_signature_by_the_same_signer() {
+    let repo = Repo::signed(Some(&SIGNERS[0]));
+    let (st, signer) = verify_secret(&repo, "r1").unwrap();
+    assert_eq!((st.version, st.secret.as_str()), (1, "R1_REGISTRY_PULL_SECRET_64"));
+    assert_eq!(signer.name.user_id, "carol <carol@example.com>");
+    assert_eq!(st.files.len(), 1, "no previous version yet");
+
+    // A rotation seals pending (2) then current (3): the statement hashes both files.
+    repo.rotate(&StaticVerifier::default()).unwrap();
+    let (st, _) = verify_secret(&repo, "r1").unwrap();
+    assert_eq!(st.version, 3);
+    assert_eq!(st.files.len(), 2);
+    assert_eq!(st.key_name.as_deref(), Some(NEW_NAME));
+    let active = repo
+        .store()
+        .read_file(&layout::secret_name("r1"), Slot::Active)
+        .unwrap();
+    let opened = pgp::open_verified(
+        &active,
+        &secret_keys(),
+        &allowed(&SIGNERS[0]),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let inner = opened.signature.unwrap().unwrap();
+    assert!(inner.same_certificate(&signer));
+    // The version that became previous keeps the statement it was published with.
+    let meta = repo.store().read_meta(&layout::secret_name("r1")).unwrap().unwrap();
+    assert_eq!(
+        meta.previous.as_ref().and_then(layout::Version::statement_version),
+        Some(1)
+    );
+
+    // A signed rollback names the version it restores, under a new number.
+    let git = GitCli {
+        repo: repo.root().to_owned(),
+    };
+    let req = RollbackRequest {
+        region: "r1".into(),
+        commit: true,
+        signer: repo.signer.as_ref(),
+    };
+    rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    let (st, _) = verify_secret(&repo, "r1").unwrap();
+    assert_eq!((st.version, st.restores), (4, Some(1)));
+    assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+}
+
+#[test]
+fn a_repo_with_signers_refuses_unsigned_writes_unknown_signers_and_unsigned_secrets() {
+    let mut repo = Repo::signed(Some(&SIGNERS[0]));
+    let root = repo.root().to_owned();
+    let snapshot = || git(&root, &["status", "--porcelain"]);
+    let carol = repo.signer.take();
+
+    // No signing key.
+    let err = repo.rotate(&StaticVerifier::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("signers.asc exists, so every secret must be signed"),
+        "{err}"
+    );
+    let err = repo.seal(NEW, None, false).unwrap_err().to_string();
+    assert!(err.contains("--signing-key"), "{err}");
+
+    // A key outside signers.asc, refused before anything is verified.
+    repo.signer = Some(signing_key(&SIGNERS[1]));
+    let verifier = StaticVerifier::default();
+    let err = repo.rotate(&verifier).unwrap_err().to_string();
+    assert!(
+        err.contains("mallory <mallory@example.com>") && err.contains("not an allowed signer"),
+        "{err}"
+    );
+    assert!(verifier.asked().is_empty());
+    assert_eq!(snapshot(), "");
+
+    // An unsigned secret (its statement removed) is not built on.
+    repo.signer = carol;
+    let meta_path = repo.store().path(&layout::secret_name("r1"), Slot::Meta);
+    let good = std::fs::read(&meta_path).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    meta["active"].as_object_mut().unwrap().remove("signed");
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let err = repo.rotate(&verifier).unwrap_err().to_string();
+    assert!(err.contains("there is no signature"), "{err}");
+    std::fs::write(&meta_path, &good).unwrap();
+
+    // A ciphertext swapped under an intact statement.
+    let active = repo.store().path(&layout::secret_name("r1"), Slot::Active);
+    let other = repo.store().path(&layout::secret_name("r2"), Slot::Active);
+    let original = std::fs::read(&active).unwrap();
+    std::fs::copy(&other, &active).unwrap();
+    let err = repo.rotate(&verifier).unwrap_err().to_string();
+    assert!(err.contains("the current ciphertext's SHA-256 is"), "{err}");
+    std::fs::write(&active, original).unwrap();
+    assert!(verifier.asked().is_empty(), "refused before any registry is asked");
+    assert_eq!(snapshot(), "");
+
+    // With the allowed key, the rotation goes through.
+    repo.rotate(&verifier).unwrap();
+    assert_eq!(repo.key_in("r1", Slot::Active), NEW);
+}
+
+#[test]
+fn reencrypt_with_a_signer_re_signs_inside_and_out_and_needs_an_allowed_key() {
+    let mut repo = Repo::signed(Some(&SIGNERS[0]));
+    repo.rotate(&StaticVerifier::default()).unwrap();
+    std::fs::write(
+        repo.root().join(layout::RECIPIENTS_FILE),
+        CERTS[0].armored().to_vec().unwrap(),
+    )
+    .unwrap();
+    let keys = secret_keys();
+    let carol = repo.signer.take();
+    let req = |signer| ReencryptRequest {
+        keys: &keys,
+        dry_run: false,
+        validity: validity(),
+        signer,
+    };
+    let err = reencrypt(&req(None), &repo.store(), &repo.clock, &NoEvents)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--signing-key"), "{err}");
+    let report = reencrypt(&req(carol.as_ref()), &repo.store(), &repo.clock, &NoEvents).unwrap();
+    assert!(report.secrets.iter().all(|i| i.action == ItemAction::Reencrypted));
+    let (st, signer) = verify_secret(&repo, "r1").unwrap();
+    assert_eq!(st.version, 4, "one above the rotation's 3");
+    for slot in [Slot::Active, Slot::Previous] {
+        let bytes = repo.store().read_file(&layout::secret_name("r1"), slot).unwrap();
+        let opened = pgp::open_verified(&bytes, &keys, &allowed(&SIGNERS[0]), std::time::SystemTime::now()).unwrap();
+        assert!(opened.signature.unwrap().unwrap().same_certificate(&signer), "{slot:?}");
+    }
 }

@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 
 /// The recipient policy keyring, relative to the repo root.
 pub const RECIPIENTS_FILE: &str = ".rekey/recipients.asc";
+/// The allowed signers keyring, relative to the repo root: once it exists,
+/// every secret must carry a statement signed by one of these certificates.
+pub const SIGNERS_FILE: &str = ".rekey/signers.asc";
 /// The directory holding registry pull secrets, relative to the repo root.
 pub const REGISTRY_DIR: &str = "registry";
 /// The metadata schema version written.
@@ -137,6 +140,10 @@ pub struct Version {
     /// How it was retired: `deleted` or `disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_how: Option<RetiredHow>,
+    /// The signed statement about this version and its detached signature
+    /// (absent in an unsigned repo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<Signed>,
 }
 
 /// How a key was retired in IAM.
@@ -183,6 +190,27 @@ fn check_iam_fields(v: &Version, field: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A canonical statement (see `signing::Statement`) and its armored
+/// detached OpenPGP signature, as stored in a version's metadata. The
+/// statement's bytes are exactly the UTF-8 of `statement`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signed {
+    pub statement: String,
+    pub signature: String,
+}
+
+impl Version {
+    /// Returns the version number its statement claims, if it has a
+    /// parseable one (unverified: for numbering and display only).
+    pub fn statement_version(&self) -> Option<u64> {
+        let s = self.signed.as_ref()?;
+        crate::secrets_repo::signing::Statement::parse(s.statement.as_bytes())
+            .ok()
+            .map(|st| st.version)
+    }
+}
+
 /// The metadata file of one secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +252,14 @@ impl Metadata {
             check_iam_fields(p, "previous").map_err(bad)?;
         }
         Ok(meta)
+    }
+
+    /// Returns the highest version number any of its statements claims (0
+    /// when none is signed): a new statement's number is one more.
+    pub fn latest_version(&self) -> u64 {
+        let active = self.active.statement_version().unwrap_or(0);
+        let previous = self.previous.as_ref().and_then(Version::statement_version).unwrap_or(0);
+        active.max(previous)
     }
 
     /// Renders the metadata as pretty JSON with a trailing newline.
@@ -346,6 +382,8 @@ pub struct SealRequest<'a> {
     pub now: DateTime<Utc>,
     /// A fresh random salt for the plaintext digest.
     pub salt: [u8; 32],
+    /// Signs the new version inside its encryption, when given.
+    pub signer: Option<&'a crate::secrets_repo::signing::SigningKey>,
 }
 
 /// The secret as it is in the repo.
@@ -408,7 +446,10 @@ pub fn plan_seal(
             return Ok(Plan::Unchanged);
         }
     }
-    let ciphertext = pgp::seal(req.plaintext, recipients)?;
+    let ciphertext = match req.signer {
+        Some(key) => pgp::seal_signed(req.plaintext, recipients, key, req.now.into())?,
+        None => pgp::seal(req.plaintext, recipients)?,
+    };
     let active = Version {
         state: req.state,
         file: active_file(req.name),
@@ -422,6 +463,7 @@ pub fn plan_seal(
         iam_key_id: None,
         retired_at: None,
         retired_how: None,
+        signed: None,
     };
     let (previous, previous_bytes) = match existing {
         Some(ex) if ex.meta.active.state == State::Current => {
@@ -497,6 +539,7 @@ pub fn plan_reencrypt(
     plain_active: &[u8],
     previous: Option<(&[String], &[u8])>,
     recipients: &RecipientSet,
+    signer: Option<(&crate::secrets_repo::signing::SigningKey, std::time::SystemTime)>,
 ) -> Result<Option<Rewrite>, RepoError> {
     let key_ids: Vec<String> = recipients.key_ids().into_iter().collect();
     let fingerprints = recipients.fingerprints();
@@ -520,14 +563,18 @@ pub fn plan_reencrypt(
         return Ok(None);
     }
     let mut meta = meta.clone();
-    let active = pgp::seal(plain_active, recipients)?;
+    let seal = |plain: &[u8]| match signer {
+        Some((key, now)) => pgp::seal_signed(plain, recipients, key, now),
+        None => pgp::seal(plain, recipients),
+    };
+    let active = seal(plain_active)?;
     meta.active.recipients = fingerprints.clone();
     meta.active.recipient_key_ids = key_ids.clone();
     let previous = match (&mut meta.previous, previous) {
         (Some(pv), Some((_, plain))) => {
             pv.recipients = fingerprints;
             pv.recipient_key_ids = key_ids;
-            Some(pgp::seal(plain, recipients)?)
+            Some(seal(plain)?)
         }
         _ => None,
     };
@@ -626,6 +673,7 @@ mod tests {
             state,
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             salt: [7; 32],
+            signer: None,
         }
     }
 

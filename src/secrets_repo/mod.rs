@@ -4,6 +4,7 @@
 //! store through which every command reads and writes the repo on disk.
 
 pub mod audit;
+pub mod authorship;
 pub mod git;
 pub mod history;
 pub mod journal;

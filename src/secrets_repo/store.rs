@@ -24,6 +24,7 @@ use crate::secrets_repo::git;
 use crate::secrets_repo::journal::Journal;
 use crate::secrets_repo::layout::{self, Metadata, Rewrite, Slot};
 use crate::secrets_repo::pgp::{self, RecipientSet, Validity};
+use crate::secrets_repo::signing::AllowedSigners;
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -46,6 +47,19 @@ pub const MAX_JOURNAL_BYTES: u64 = 1 << 20;
 pub struct Stored {
     pub meta: Metadata,
     pub active: Vec<u8>,
+    /// The previous version's bytes, when the metadata has one.
+    pub previous: Option<Vec<u8>>,
+}
+
+impl Stored {
+    /// The secret as the signing code sees it.
+    pub fn on_disk(&self) -> crate::secrets_repo::authorship::OnDisk<'_> {
+        crate::secrets_repo::authorship::OnDisk {
+            meta: &self.meta,
+            active: &self.active,
+            previous: self.previous.as_deref(),
+        }
+    }
 }
 
 /// A secrets repo on disk. Reading needs nothing but the directory; writing
@@ -117,6 +131,16 @@ impl Store {
         })
     }
 
+    /// Reads the allowed signers (`.rekey/signers.asc`): `None` when the
+    /// repo has none (secrets may be unsigned).
+    pub fn read_signers(&self) -> anyhow::Result<Option<AllowedSigners>> {
+        let file = self.root.join(layout::SIGNERS_FILE);
+        let Some(bytes) = self.read_pinned(&file, MAX_POLICY_BYTES)? else {
+            return Ok(None);
+        };
+        Ok(Some(AllowedSigners::parse(&bytes, &file.display().to_string())?))
+    }
+
     /// Reads and checks the recipient policy at `now`; warns through
     /// `events` about certificates that expire within the warning window.
     pub fn load_policy(
@@ -172,7 +196,11 @@ impl Store {
         match self.read_meta(name)? {
             Some(meta) => {
                 let active = self.read_file(name, Slot::Active)?;
-                Ok(Some(Stored { meta, active }))
+                let previous = match &meta.previous {
+                    Some(_) => Some(self.read_file(name, Slot::Previous)?),
+                    None => None,
+                };
+                Ok(Some(Stored { meta, active, previous }))
             }
             None => Ok(None),
         }

@@ -6,6 +6,7 @@ mod pgp_support;
 mod support;
 
 mod audit;
+mod authorship;
 mod check;
 mod cli;
 mod encrypt;

@@ -16,11 +16,19 @@ pub(crate) struct Setup {
     pub(crate) tmp: tempfile::TempDir,
     pub(crate) old: Canary,
     pub(crate) hosts: Vec<String>,
+    /// Sign with gpg's `signer` key (allowed in `.rekey/signers.asc`).
+    pub(crate) signed: bool,
 }
 
 impl Setup {
     /// Regions `r1`, `r2` (two hosts each) plus `extra` hosts in r2.
     pub(crate) fn new(tag: &str, extra: &[&str]) -> Setup {
+        Setup::with_signing(tag, extra, false)
+    }
+
+    /// Like [`Setup::new`], with `signed`: `signers.asc` allows gpg's
+    /// `signer`, and every seal and rotation signs with it.
+    pub(crate) fn with_signing(tag: &str, extra: &[&str], signed: bool) -> Setup {
         let tmp = tempdir();
         let uniq = unique_hex();
         let mut hosts = Vec::new();
@@ -43,11 +51,19 @@ impl Setup {
             tmp,
             old: Canary::new(&format!("{tag}-old")),
             hosts,
+            signed,
         };
         let repo = setup.repo();
         let mut ring = std::fs::read(keys().file("alice.pub")).unwrap();
         ring.extend(std::fs::read(keys().file("bob.pub")).unwrap());
         write(&repo, ".rekey/recipients.asc", ring);
+        if signed {
+            write(
+                &repo,
+                ".rekey/signers.asc",
+                std::fs::read(keys().file("signer.pub")).unwrap(),
+            );
+        }
         git(&repo, &["init", "-q", "-b", "main"]);
         // Seal the old key (no registry accepts it: seal does not verify).
         let gen_dir = setup.tmp.path().join("old-gen");
@@ -67,12 +83,50 @@ impl Setup {
             .arg("--in")
             .arg(&gen_dir)
             .args(["--key-name", OLD_KEY_NAME])
+            .args(setup.signing_args())
             .run()
             .code(0);
         std::fs::remove_dir_all(&gen_dir).unwrap();
         git(&repo, &["add", "."]);
         git(&repo, &["commit", "-qm", "old key"]);
         setup
+    }
+
+    /// `--signing-key` for a signed setup, nothing otherwise.
+    pub(crate) fn signing_args(&self) -> Vec<String> {
+        if self.signed {
+            vec![
+                "--signing-key".to_owned(),
+                keys().file("signer.sec").display().to_string(),
+            ]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Verifies a region's statement as `check` does, with public keys only.
+    pub(crate) fn verify_statement(&self, region: &str) -> Result<u64, String> {
+        use rekey::secrets_repo::{authorship, layout::Metadata, signing::AllowedSigners};
+        let signers = AllowedSigners::parse(&std::fs::read(keys().file("signer.pub")).unwrap(), "signers").unwrap();
+        let meta_path = self.repo().join(format!(
+            "registry/{}_REGISTRY_PULL_SECRET_64.meta.json",
+            region.to_uppercase()
+        ));
+        let meta = Metadata::parse(&std::fs::read(meta_path).unwrap(), "meta").map_err(|e| e.to_string())?;
+        let active = std::fs::read(self.file(region, false)).unwrap();
+        let previous = meta
+            .previous
+            .as_ref()
+            .map(|_| std::fs::read(self.file(region, true)).unwrap());
+        authorship::verify(
+            &meta,
+            &active,
+            previous.as_deref(),
+            &signers,
+            std::time::SystemTime::now(),
+        )
+        .map(|(st, _)| st.version)
+        .map_err(|e| e.to_string())
     }
 
     pub(crate) fn regions(&self) -> PathBuf {
@@ -103,7 +157,7 @@ impl Setup {
         for h in self.hosts.iter().filter(|h| h.ends_with(".reg.test")) {
             cmd = cmd.arg("--resolve").arg(format!("{h}={}", fx.basic));
         }
-        cmd
+        cmd.args(self.signing_args())
     }
 
     pub(crate) fn meta(&self, region: &str) -> serde_json::Value {
@@ -298,11 +352,12 @@ fn bad_rotate_input_writes_nothing() {
     s.rotate().run().code(2).stderr_has("recipients.asc is missing");
 }
 
-/// Kills `rekey rotate` with SIGKILL at many points and checks that every
-/// file is always a whole old or new version, and that a rerun completes.
+/// Kills a signed `rekey rotate` with SIGKILL at many points and checks
+/// that every file is always a whole old or new version whose signed
+/// statement verifies, and that a rerun completes.
 #[test]
 fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
-    let s = Setup::new("rot-kill", &[]);
+    let s = Setup::with_signing("rot-kill", &[], true);
     let template = s.tmp.path().join("template");
     copy_tree(&s.repo(), &template);
     let new_key = FIXTURE.key.clone();
@@ -340,6 +395,10 @@ fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
             }
             let meta = s.meta(region);
             assert!(meta["active"]["state"].is_string(), "run {i}: metadata parses");
+            // Files and metadata change together: the statement hashes what is on disk.
+            if let Err(e) = s.verify_statement(region) {
+                panic!("run {i}: {region}'s statement does not verify: {e}");
+            }
         }
         let state: Vec<bool> = ["r1", "r2"]
             .iter()
@@ -368,6 +427,8 @@ fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
             // Metadata and files changed together: the fingerprints agree.
             assert_eq!(meta["active"]["key_fingerprint"], fingerprint(&new_key), "run {i}");
             assert_eq!(meta["previous"]["key_fingerprint"], fingerprint(&s.old.key), "run {i}");
+            let version = s.verify_statement(region).unwrap();
+            assert!(version >= 3, "run {i}: {region} is at version {version}");
         }
         let strays: Vec<String> = snapshot(&s.repo())
             .keys()
@@ -534,4 +595,54 @@ fn bad_rollback_input_writes_nothing() {
     run.code(2).stderr_has("no previous version to roll back to");
     s.old.assert_not_in_run(&run);
     assert_eq!(snapshot(&s.repo()), before);
+}
+
+/// The CI job signs with the masked key it is given by variable name: the
+/// key material is never on a command line, and the rotation is signed.
+#[test]
+fn the_ci_job_signs_with_the_masked_key_by_variable_name() {
+    let s = Setup::with_signing("rot-ci-sign", &[], true);
+    let fx = &*FIXTURE;
+    // A wrapper that records rekey's arguments and adds the test registry's
+    // CA and addresses (options the job leaves to the CI system).
+    let argv = s.tmp.path().join("argv");
+    let mut extra = format!("--ca-cert '{}'", fx.ca_pem.display());
+    for h in s.hosts.iter().filter(|h| h.ends_with(".reg.test")) {
+        extra.push_str(&format!(" --resolve '{h}={}'", fx.basic));
+    }
+    let wrapper = write(
+        s.tmp.path(),
+        "rekey-wrapper",
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nexec '{}' \"$@\" {extra}\n",
+            argv.display(),
+            env!("CARGO_BIN_EXE_rekey")
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let signing_key = std::fs::read_to_string(keys().file("signer.sec")).unwrap();
+    let out = Command::new(repo_root().join("ci/rekey-job"))
+        .arg("rotate")
+        .env("REKEY", &wrapper)
+        .env("REKEY_REPO", s.repo())
+        .env("REKEY_REGIONS", s.regions())
+        .env("REKEY_KEY_NAME", NEW_KEY_NAME)
+        .env("REKEY_API_KEY_ENV", "NEW_KEY")
+        .env("NEW_KEY", &fx.key)
+        .env("REKEY_SIGNING_KEY", &signing_key)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = std::fs::read_to_string(&argv).unwrap();
+    assert!(args.contains("--signing-key-env\nREKEY_SIGNING_KEY\n"), "{args}");
+    assert!(!args.contains("PRIVATE KEY"), "key material on the command line");
+    for region in ["r1", "r2"] {
+        // Sealed (1), then the rotation: pending (2), current (3).
+        assert_eq!(s.verify_statement(region), Ok(3), "{region}");
+    }
 }

@@ -12,6 +12,7 @@ use crate::secrets_repo::git::ModeChange;
 use crate::secrets_repo::layout;
 use crate::secrets_repo::leakscan::{AllowEntry, Allowlist};
 use crate::secrets_repo::pgp::{self, CertName, RecipientSet, Validity};
+use crate::secrets_repo::signing::AllowedSigners;
 use sequoia_openpgp::Cert;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -91,6 +92,10 @@ pub struct PolicyChanges {
     pub recipients_removed: Vec<Recipient>,
     pub waivers_added: Vec<Waiver>,
     pub waivers_removed: Vec<Waiver>,
+    /// Signers the pull request adds to `.rekey/signers.asc` (user ID and fingerprint).
+    pub signers_added: Vec<CertName>,
+    /// Signers the pull request removes from `.rekey/signers.asc`.
+    pub signers_removed: Vec<CertName>,
 }
 
 /// Describes each certificate, checked alone against the recipient policy at `now`.
@@ -194,6 +199,10 @@ pub(super) struct Policy {
     pub allowlist: Allowlist,
     pub head_allowlist: Allowlist,
     pub changes: PolicyChanges,
+    /// The allowed signers at the base: `None` when the base has no
+    /// `signers.asc` (secrets may be unsigned); an error fails every
+    /// changed secret (fail closed).
+    pub signers: Option<Result<AllowedSigners, String>>,
 }
 
 /// Reads the recipient policy and allowlist at the base and reports the head's changes to them.
@@ -322,13 +331,82 @@ pub(super) fn read(run: &mut Run<'_>, req: &CheckRequest<'_>, changes: &[ModeCha
         policy_changes.waivers_added = added;
         policy_changes.waivers_removed = removed;
     }
+    let signers = read_signers(run, changes, &mut policy_changes)?;
     Ok(Policy {
         recipients,
         names,
         allowlist,
         head_allowlist,
         changes: policy_changes,
+        signers,
     })
+}
+
+/// Reads the allowed signers at the base and reports who the head adds and
+/// removes (by user ID and fingerprint): the head's signers take effect only
+/// once merged, so a pull request cannot add a signer and use it.
+fn read_signers(
+    run: &mut Run<'_>,
+    changes: &[ModeChange],
+    policy_changes: &mut PolicyChanges,
+) -> anyhow::Result<Option<Result<AllowedSigners, String>>> {
+    let file = layout::SIGNERS_FILE;
+    let parse = |bytes: Option<Vec<u8>>, which: &str| {
+        bytes.map(|b| AllowedSigners::parse(&b, &format!("{file} at the {which}")).map_err(|e| e.to_string()))
+    };
+    let base = parse(run.at_base(file)?, "base");
+    if let Some(Err(e)) = &base {
+        run.world.events.event(Event::Warning(format!(
+            "{e}: every changed secret fails the authorship check"
+        )));
+    }
+    if is_changed(changes, file) {
+        let mut problems = Vec::new();
+        let head = match parse(run.at_head(file)?, "head") {
+            None => {
+                problems.push("the pull request removes the allowed signers".to_owned());
+                AllowedSigners::none()
+            }
+            Some(Err(e)) => {
+                problems.push(e);
+                AllowedSigners::none()
+            }
+            Some(Ok(s)) => {
+                for (name, result) in s.check(run.now) {
+                    if let Err(e) = result {
+                        problems.push(format!("signer {name} would not be usable: {e}"));
+                    }
+                }
+                s
+            }
+        };
+        let base_set = match &base {
+            Some(Ok(s)) => s.clone(),
+            _ => AllowedSigners::none(),
+        };
+        let (added, removed) = head.diff(&base_set);
+        let mut detail = vec![
+            "the pull request changes the allowed signers (this pull request is checked against the base's)".to_owned(),
+        ];
+        detail.extend(
+            added
+                .iter()
+                .map(|s| format!("signer added: {} (fingerprint {})", s.user_id, s.fingerprint)),
+        );
+        detail.extend(
+            removed
+                .iter()
+                .map(|s| format!("signer removed: {} (fingerprint {})", s.user_id, s.fingerprint)),
+        );
+        let detail = detail.join("; ");
+        if !problems.is_empty() {
+            problems.push(detail.clone());
+        }
+        run.record("signers", file, problems, &detail);
+        policy_changes.signers_added = added;
+        policy_changes.signers_removed = removed;
+    }
+    Ok(base)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::fingerprint::Fingerprint;
 use crate::ops::world::{FixedClock, RecordedEvents};
 use crate::secrets_repo::layout::{Existing, Plan, SealRequest, State};
 use crate::secrets_repo::pgp::Validity;
+use crate::secrets_repo::signing::SigningKey;
 use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::cert::CertBuilder;
@@ -118,6 +119,12 @@ impl Repo {
 
     /// Seals `plain` for jp to the work tree's policy, as `rekey seal` does.
     fn seal(&self, plain: &[u8], key: &str) {
+        self.seal_signed(plain, key, None, None);
+    }
+
+    /// Seals like [`Repo::seal`], signed inside by `inner` and the statement
+    /// by `outer` when given.
+    fn seal_signed(&self, plain: &[u8], key: &str, inner: Option<&SigningKey>, outer: Option<&SigningKey>) {
         let meta_path = format!("registry/{NAME}.meta.json");
         let old_meta = self.path().join(&meta_path).exists().then(|| self.meta());
         let old_active = old_meta.as_ref().map(|_| self.read(&format!("registry/{NAME}.gpg")));
@@ -134,10 +141,23 @@ impl Repo {
             state: State::Current,
             now: now(),
             salt: [7; 32],
+            signer: inner,
         };
-        let Plan::Write(rw) = layout::plan_seal(existing, &req, &self.policy()).unwrap() else {
+        let Plan::Write(mut rw) = layout::plan_seal(existing, &req, &self.policy()).unwrap() else {
             panic!("nothing to write");
         };
+        if let Some(key) = outer {
+            let old_previous = old_meta
+                .as_ref()
+                .and_then(|m| m.previous.as_ref())
+                .map(|_| self.read(&format!("registry/{NAME}.previous.gpg")));
+            let disk = old_meta.as_ref().map(|meta| authorship::OnDisk {
+                meta,
+                active: old_active.as_deref().unwrap(),
+                previous: old_previous.as_deref(),
+            });
+            authorship::sign_rewrite(&mut rw, disk.as_ref(), None, key, now()).unwrap();
+        }
         self.write(&meta_path, &rw.meta.render());
         if let Some(a) = &rw.active {
             self.write(&format!("registry/{NAME}.gpg"), a);
@@ -604,4 +624,214 @@ fn a_broken_base_allowlist_waives_nothing_and_can_be_repaired() {
         events.events()
     );
     assert_eq!(report.policy_changes.waivers_added[0].path.as_deref(), Some("docs/"));
+}
+
+/// Signers: dave is allowed at the base, erin is not; frank expires.
+struct Signers {
+    dave: Cert,
+    erin: Cert,
+    frank: Cert,
+}
+
+fn signers() -> Signers {
+    Signers {
+        dave: cert("dave <dave@example.com>", None),
+        erin: cert("erin <erin@example.com>", None),
+        frank: cert("frank <frank@example.com>", Some(Duration::from_secs(10 * 86400))),
+    }
+}
+
+fn key(c: &Cert) -> SigningKey {
+    let tsk = c.as_tsk().armored().to_vec().unwrap();
+    SigningKey::parse(&tsk, "signer.key", None, now().into()).unwrap()
+}
+
+impl Repo {
+    /// A repo whose `main` allows `allowed` to sign and holds jp sealed and signed by the first.
+    fn signed(allowed: &[&Cert]) -> Repo {
+        let repo = Repo {
+            dir: tempfile::tempdir().unwrap(),
+            alice: cert("alice <alice@example.com>", None),
+            bob: cert("bob <bob@example.com>", None),
+            carol: cert("carol <carol@example.com>", None),
+        };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.write(layout::RECIPIENTS_FILE, &armored(&[&repo.alice, &repo.bob]));
+        repo.write(layout::SIGNERS_FILE, &armored(allowed));
+        let k = key(allowed[0]);
+        repo.seal_signed(b"old plaintext", "old-key", Some(&k), Some(&k));
+        repo.commit("base");
+        repo.git(&["checkout", "-qb", "pr"]);
+        repo
+    }
+
+    fn alice_keys(&self) -> SecretKeys {
+        SecretKeys::parse(&self.alice.as_tsk().armored().to_vec().unwrap(), "alice", None).unwrap()
+    }
+}
+
+const META: &str = "registry/JP_REGISTRY_PULL_SECRET_64.meta.json";
+
+#[test]
+fn a_rotation_signed_by_an_allowed_signer_passes_and_names_it() {
+    let s = signers();
+    let repo = Repo::signed(&[&s.dave]);
+    let k = key(&s.dave);
+    repo.seal_signed(b"new plaintext", "new-key", Some(&k), Some(&k));
+    repo.commit("rotate");
+    let keys = repo.alice_keys();
+    let (report, _) = repo.check_at(now(), Some(&keys));
+    let a = report.checks.iter().find(|c| c.kind == "authorship").unwrap();
+    assert!(a.ok, "{a:?}");
+    assert!(
+        a.detail.contains("version 2 signed by dave <dave@example.com>"),
+        "{}",
+        a.detail
+    );
+    assert!(a.detail.contains(&s.dave.fingerprint().to_hex()), "{}", a.detail);
+}
+
+#[test]
+fn unsigned_and_unknown_signers_fail_with_or_without_a_key() {
+    let s = signers();
+    let repo = Repo::signed(&[&s.dave]);
+    repo.seal(b"new plaintext", "new-key");
+    repo.commit("unsigned");
+    let detail = failed(&repo.check(), "authorship", META).detail.clone();
+    assert!(detail.contains("unsigned"), "{detail}");
+
+    let repo = Repo::signed(&[&s.dave]);
+    let e = key(&s.erin);
+    repo.seal_signed(b"new plaintext", "new-key", Some(&e), Some(&e));
+    repo.commit("erin signs");
+    let detail = failed(&repo.check(), "authorship", META).detail.clone();
+    assert!(detail.contains("which is not an allowed signer"), "{detail}");
+}
+
+#[test]
+fn a_signer_added_in_the_pull_request_is_reported_and_not_trusted() {
+    let s = signers();
+    let repo = Repo::signed(&[&s.dave]);
+    repo.write(layout::SIGNERS_FILE, &armored(&[&s.dave, &s.erin]));
+    let e = key(&s.erin);
+    repo.seal_signed(b"new plaintext", "new-key", Some(&e), Some(&e));
+    repo.commit("erin adds herself");
+    let report = repo.check();
+    assert!(!report.ok);
+    let detail = failed(&report, "authorship", META).detail.clone();
+    assert!(detail.contains("not an allowed signer"), "{detail}");
+    let change = report.checks.iter().find(|c| c.kind == "signers").unwrap();
+    assert!(
+        change.detail.contains(&format!(
+            "signer added: erin <erin@example.com> (fingerprint {})",
+            s.erin.fingerprint().to_hex()
+        )),
+        "{}",
+        change.detail
+    );
+    assert_eq!(report.policy_changes.signers_added.len(), 1);
+}
+
+#[test]
+fn a_replayed_older_version_and_a_swapped_ciphertext_fail() {
+    let s = signers();
+    let repo = Repo::signed(&[&s.dave]);
+    let k = key(&s.dave);
+    let v1_meta = repo.read(META);
+    let v1_active = repo.read(&format!("registry/{NAME}.gpg"));
+    // The base moves on to version 2.
+    repo.git(&["checkout", "-q", "main"]);
+    repo.seal_signed(b"new plaintext", "new-key", Some(&k), Some(&k));
+    repo.commit("rotate");
+    repo.git(&["checkout", "-q", "-B", "pr"]);
+    // The pull request puts version 1 back, validly signed, files and all.
+    repo.write(META, &v1_meta);
+    repo.write(&format!("registry/{NAME}.gpg"), &v1_active);
+    std::fs::remove_file(repo.path().join(format!("registry/{NAME}.previous.gpg"))).unwrap();
+    repo.commit("replay");
+    let detail = failed(&repo.check(), "authorship", META).detail.clone();
+    assert!(
+        detail.contains("version 1 signed by") && detail.contains("not newer than the base's version 2"),
+        "{detail}"
+    );
+
+    // A ciphertext swapped under an intact statement.
+    repo.git(&["reset", "-q", "--hard", "main"]);
+    repo.seal_signed(b"third plaintext", "third-key", Some(&k), Some(&k));
+    repo.write(&format!("registry/{NAME}.gpg"), &v1_active);
+    repo.commit("swap");
+    let detail = failed(&repo.check(), "authorship", META).detail.clone();
+    assert!(detail.contains("the current ciphertext's SHA-256 is"), "{detail}");
+}
+
+#[test]
+fn an_expired_signer_and_a_different_inner_signer_fail() {
+    let s = signers();
+    let repo = Repo::signed(&[&s.frank, &s.dave]);
+    let f = key(&s.frank);
+    repo.seal_signed(b"new plaintext", "new-key", Some(&f), Some(&f));
+    repo.commit("frank signs");
+    assert!(repo.check().ok);
+    let later = now() + chrono::Duration::days(30);
+    let (report, _) = repo.check_at(later, None);
+    let detail = failed(&report, "authorship", META).detail.clone();
+    assert!(
+        detail.contains("frank <frank@example.com>") && detail.contains("expired"),
+        "{detail}"
+    );
+
+    // Signed inside by erin, the statement by dave: only a key can tell.
+    let repo = Repo::signed(&[&s.dave, &s.erin]);
+    let (d, e) = (key(&s.dave), key(&s.erin));
+    repo.seal_signed(b"new plaintext", "new-key", Some(&e), Some(&d));
+    repo.commit("mixed");
+    assert!(repo.check().ok, "without a key the statement is all there is");
+    let keys = repo.alice_keys();
+    let (report, _) = repo.check_at(now(), Some(&keys));
+    let detail = failed(&report, "authorship", META).detail.clone();
+    assert!(
+        detail.contains("signed inside by") && detail.contains("erin"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_signed_rollback_is_a_newer_version_naming_the_one_it_restores() {
+    let s = signers();
+    let repo = Repo::signed(&[&s.dave]);
+    let k = key(&s.dave);
+    repo.git(&["checkout", "-q", "main"]);
+    repo.seal_signed(b"new plaintext", "new-key", Some(&k), Some(&k));
+    repo.commit("rotate to version 2");
+    repo.git(&["checkout", "-q", "-B", "pr"]);
+    // Roll back as `rekey rollback --signing-key` does.
+    let meta = repo.meta();
+    let active = repo.read(&format!("registry/{NAME}.gpg"));
+    let previous = repo.read(&format!("registry/{NAME}.previous.gpg"));
+    let (new_meta, new_active, new_previous) = layout::rollback(&meta, &active, &previous).unwrap();
+    let mut rw = layout::Rewrite {
+        meta: new_meta,
+        active: Some(new_active),
+        previous: Some(new_previous),
+    };
+    let disk = authorship::OnDisk {
+        meta: &meta,
+        active: &active,
+        previous: Some(&previous),
+    };
+    let restores = meta.previous.as_ref().and_then(Version::statement_version);
+    assert_eq!(restores, Some(1));
+    authorship::sign_rewrite(&mut rw, Some(&disk), restores, &k, now()).unwrap();
+    repo.write(META, &rw.meta.render());
+    repo.write(&format!("registry/{NAME}.gpg"), rw.active.as_ref().unwrap());
+    repo.write(&format!("registry/{NAME}.previous.gpg"), rw.previous.as_ref().unwrap());
+    repo.commit("roll back");
+    let report = repo.check();
+    let a = report.checks.iter().find(|c| c.kind == "authorship").unwrap();
+    assert!(a.ok, "{a:?}");
+    assert!(
+        a.detail.contains("version 3, restoring version 1 signed by dave"),
+        "{}",
+        a.detail
+    );
 }

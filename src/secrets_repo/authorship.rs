@@ -1,0 +1,317 @@
+//! Signed secrets in the repo: the statement each secret's metadata carries,
+//! made when a version is written and verified before it is trusted.
+//!
+//! Exists so that the writing commands (seal, rotate, rollback, reencrypt,
+//! sign) and `check` agree on one thing: what a secret's statement says and
+//! how it is checked against the files next to it. The statement lives in
+//! the active version's metadata (`active.signed`): the canonical statement
+//! text and its armored detached signature. It hashes every ciphertext file
+//! of the secret as stored (`current` = `<NAME>.gpg`, `previous` =
+//! `<NAME>.previous.gpg`). A version that becomes `previous` keeps the
+//! statement it was published with, as a record of who published it.
+
+use crate::secrets_repo::layout::{Metadata, Rewrite, Signed};
+use crate::secrets_repo::signing::{
+    self, AllowedSigners, FileHash, FileRole, SignError, Signer, SigningKey, Statement,
+};
+use chrono::{DateTime, Utc};
+use std::time::SystemTime;
+
+/// Returns the statement about `meta`'s active version and the files as
+/// they will be stored.
+pub fn statement_for(
+    meta: &Metadata,
+    current: &[u8],
+    previous: Option<&[u8]>,
+    version: u64,
+    restores: Option<u64>,
+) -> Statement {
+    let mut files = vec![FileHash::of(FileRole::Current, current)];
+    if let Some(p) = previous {
+        files.push(FileHash::of(FileRole::Previous, p));
+    }
+    Statement {
+        secret: meta.name.clone(),
+        region: meta.region.clone(),
+        version,
+        key_name: meta.active.key_name.clone(),
+        key_fingerprint: meta.active.key_fingerprint.clone(),
+        rotated_at: meta.active.rotated_at,
+        restores,
+        files,
+    }
+}
+
+/// Signs `meta`'s active version: a statement numbered `version` over the
+/// files `current` and `previous` (as they will be stored), signed by `key`
+/// at `now`, stored in `meta.active.signed`.
+pub fn sign_meta(
+    meta: &mut Metadata,
+    current: &[u8],
+    previous: Option<&[u8]>,
+    version: u64,
+    restores: Option<u64>,
+    key: &SigningKey,
+    now: DateTime<Utc>,
+) -> Result<(), SignError> {
+    let st = statement_for(meta, current, previous, version, restores);
+    let (bytes, sig) = signing::sign_statement(&st, key, now.into())?;
+    let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| SignError::Sign("not UTF-8".to_owned()));
+    meta.active.signed = Some(Signed {
+        statement: text(bytes)?,
+        signature: text(sig)?,
+    });
+    Ok(())
+}
+
+/// What is on disk of a secret before a rewrite: its metadata and files.
+pub struct OnDisk<'a> {
+    pub meta: &'a Metadata,
+    pub active: &'a [u8],
+    pub previous: Option<&'a [u8]>,
+}
+
+/// Signs a planned rewrite: the files it writes, or else those on disk.
+/// The version number is one more than any the secret's metadata (old or
+/// new) claims.
+pub fn sign_rewrite(
+    rewrite: &mut Rewrite,
+    on_disk: Option<&OnDisk<'_>>,
+    restores: Option<u64>,
+    key: &SigningKey,
+    now: DateTime<Utc>,
+) -> Result<(), SignError> {
+    let missing = |what: &str| SignError::Statement(format!("{}: no {what} ciphertext to hash", rewrite.meta.name));
+    let current: Vec<u8> = match (&rewrite.active, on_disk) {
+        (Some(b), _) => b.clone(),
+        (None, Some(d)) => d.active.to_vec(),
+        (None, None) => return Err(missing("current")),
+    };
+    let previous: Option<Vec<u8>> = match (&rewrite.meta.previous, &rewrite.previous, on_disk) {
+        (None, _, _) => None,
+        (Some(_), Some(b), _) => Some(b.clone()),
+        (Some(_), None, Some(OnDisk { previous: Some(p), .. })) => Some(p.to_vec()),
+        (Some(_), None, _) => return Err(missing("previous")),
+    };
+    let prior = on_disk.map_or(0, |d| d.meta.latest_version());
+    let version = prior.max(rewrite.meta.latest_version()) + 1;
+    let mut meta = rewrite.meta.clone();
+    sign_meta(&mut meta, &current, previous.as_deref(), version, restores, key, now)?;
+    rewrite.meta = meta;
+    Ok(())
+}
+
+/// Verifies a secret with public keys only: its active version's statement
+/// is signed by an allowed signer (policy at `now`), hashes exactly the
+/// ciphertext files given, and says what the metadata says (name, region,
+/// key name and fingerprint, time).
+pub fn verify(
+    meta: &Metadata,
+    current: &[u8],
+    previous: Option<&[u8]>,
+    signers: &AllowedSigners,
+    now: SystemTime,
+) -> Result<(Statement, Signer), SignError> {
+    let Some(signed) = &meta.active.signed else {
+        return Err(SignError::NoSignature);
+    };
+    let mut files: Vec<(FileRole, &[u8])> = vec![(FileRole::Current, current)];
+    if let Some(p) = previous {
+        files.push((FileRole::Previous, p));
+    }
+    let (st, signer) = signing::verify_secret(
+        signed.statement.as_bytes(),
+        signed.signature.as_bytes(),
+        &files,
+        signers,
+        now,
+    )?;
+    check_agrees(&st, meta)?;
+    Ok((st, signer))
+}
+
+/// Fails unless the statement says what the metadata says.
+pub fn check_agrees(st: &Statement, meta: &Metadata) -> Result<(), SignError> {
+    let differ = |field: &str, signed: &str, meta: &str| {
+        Err(SignError::Statement(format!(
+            "the signed statement says {field} `{signed}`, the metadata says `{meta}`"
+        )))
+    };
+    if st.secret != meta.name {
+        return differ("secret", &st.secret, &meta.name);
+    }
+    if st.region != meta.region {
+        return differ("region", &st.region, &meta.region);
+    }
+    if st.key_fingerprint != meta.active.key_fingerprint {
+        return differ("key-fingerprint", &st.key_fingerprint, &meta.active.key_fingerprint);
+    }
+    if st.key_name != meta.active.key_name {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_owned());
+        return differ("key-name", &show(&st.key_name), &show(&meta.active.key_name));
+    }
+    if st.rotated_at.timestamp() != meta.active.rotated_at.timestamp() {
+        return differ(
+            "rotated-at",
+            &st.rotated_at.to_rfc3339(),
+            &meta.active.rotated_at.to_rfc3339(),
+        );
+    }
+    Ok(())
+}
+
+/// Verifies only a version's statement signature (no file hashes): who
+/// signed it and when, for display (`audit`). `None` when unsigned.
+pub fn signer_of(
+    version: &crate::secrets_repo::layout::Version,
+    signers: &AllowedSigners,
+    now: SystemTime,
+) -> Option<Result<(Statement, Signer), SignError>> {
+    let signed = version.signed.as_ref()?;
+    Some(signing::verify_statement(
+        signed.statement.as_bytes(),
+        signed.signature.as_bytes(),
+        signers,
+        now,
+    ))
+}
+
+/// Fails unless `key`'s certificate is one of `signers`: a key that is not
+/// allowed would write secrets that `check` refuses.
+pub fn check_allowed(key: &SigningKey, signers: &AllowedSigners) -> anyhow::Result<()> {
+    let fpr = key.cert().fingerprint();
+    if !signers.certs().iter().any(|c| c.fingerprint() == fpr) {
+        anyhow::bail!(
+            "signing key {} is not an allowed signer in {}: add its certificate there (gpg --export --armor) in a reviewed change first",
+            key.name(),
+            crate::secrets_repo::layout::SIGNERS_FILE
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets_repo::layout::{Digest, SCHEMA, State, Version};
+    use sequoia_openpgp::cert::CertBuilder;
+    use sequoia_openpgp::serialize::SerializeInto;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T10:00:00.750Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn meta() -> Metadata {
+        Metadata {
+            schema: SCHEMA,
+            name: "JP_REGISTRY_PULL_SECRET_64".to_owned(),
+            region: "jp".to_owned(),
+            active: Version {
+                state: State::Current,
+                file: "JP_REGISTRY_PULL_SECRET_64.gpg".to_owned(),
+                key_name: Some("iks-key-20261124".to_owned()),
+                key_fingerprint: "sha256:1a2b3c4d".to_owned(),
+                rotated_at: now(),
+                recipients: Vec::new(),
+                recipient_key_ids: Vec::new(),
+                rekey_version: "0".to_owned(),
+                plaintext_digest: Digest::compute(&[1; 32], b"x"),
+                iam_key_id: None,
+                retired_at: None,
+                retired_how: None,
+                signed: None,
+            },
+            previous: None,
+        }
+    }
+
+    fn signer() -> (SigningKey, AllowedSigners) {
+        let cert = CertBuilder::new()
+            .add_userid("ci <ci@example.com>")
+            .add_signing_subkey()
+            .set_creation_time(std::time::SystemTime::from(now()) - std::time::Duration::from_secs(3600))
+            .generate()
+            .unwrap()
+            .0;
+        let key = SigningKey::parse(&cert.as_tsk().armored().to_vec().unwrap(), "k", None, now().into()).unwrap();
+        let allowed = AllowedSigners::parse(&cert.armored().to_vec().unwrap(), "signers").unwrap();
+        (key, allowed)
+    }
+
+    #[test]
+    fn a_signed_rewrite_verifies_and_any_disagreement_is_named() {
+        let (key, allowed) = signer();
+        let mut rw = Rewrite {
+            meta: meta(),
+            active: Some(b"ciphertext".to_vec()),
+            previous: None,
+        };
+        sign_rewrite(&mut rw, None, None, &key, now()).unwrap();
+        let t = now().into();
+        let (st, who) = verify(&rw.meta, b"ciphertext", None, &allowed, t).unwrap();
+        assert_eq!(st.version, 1);
+        assert_eq!(who.name.user_id, "ci <ci@example.com>");
+        // The metadata's sub-second time is in the statement to the second.
+        assert!(st.encode().unwrap().windows(20).any(|w| w == b"2026-11-24T10:00:00Z"));
+
+        let err = verify(&rw.meta, b"other", None, &allowed, t).unwrap_err();
+        assert!(matches!(err, SignError::HashMismatch { .. }), "{err}");
+        let err = verify(&rw.meta, b"ciphertext", Some(b"old"), &allowed, t).unwrap_err();
+        assert!(err.to_string().contains("previous ciphertext"), "{err}");
+        let mut other = rw.meta.clone();
+        other.active.key_fingerprint = "sha256:ffffffff".to_owned();
+        let err = verify(&other, b"ciphertext", None, &allowed, t).unwrap_err();
+        assert!(err.to_string().contains("key-fingerprint `sha256:1a2b3c4d`"), "{err}");
+        let mut unsigned = rw.meta.clone();
+        unsigned.active.signed = None;
+        assert!(matches!(
+            verify(&unsigned, b"ciphertext", None, &allowed, t),
+            Err(SignError::NoSignature)
+        ));
+        assert!(matches!(
+            verify(&rw.meta, b"ciphertext", None, &AllowedSigners::none(), t),
+            Err(SignError::UnknownSigner { .. })
+        ));
+    }
+
+    #[test]
+    fn versions_count_up_from_everything_the_metadata_holds() {
+        let (key, _) = signer();
+        let mut first = Rewrite {
+            meta: meta(),
+            active: Some(b"v1".to_vec()),
+            previous: None,
+        };
+        sign_rewrite(&mut first, None, None, &key, now()).unwrap();
+        // A new version: the old one becomes previous, keeping its statement (1).
+        let mut meta2 = first.meta.clone();
+        let mut prev = meta2.active.clone();
+        prev.state = State::Previous;
+        prev.file = "JP_REGISTRY_PULL_SECRET_64.previous.gpg".to_owned();
+        meta2.previous = Some(prev);
+        meta2.active.signed = None;
+        let mut second = Rewrite {
+            meta: meta2,
+            active: Some(b"v2".to_vec()),
+            previous: Some(b"v1".to_vec()),
+        };
+        let disk = OnDisk {
+            meta: &first.meta,
+            active: b"v1",
+            previous: None,
+        };
+        sign_rewrite(&mut second, Some(&disk), None, &key, now()).unwrap();
+        assert_eq!(second.meta.active.statement_version(), Some(2));
+        assert_eq!(second.meta.latest_version(), 2);
+        // A rewrite naming a previous version with no bytes anywhere is refused.
+        let mut broken = Rewrite {
+            meta: second.meta.clone(),
+            active: Some(b"v3".to_vec()),
+            previous: None,
+        };
+        let err = sign_rewrite(&mut broken, None, None, &key, now()).unwrap_err();
+        assert!(err.to_string().contains("no previous ciphertext"), "{err}");
+    }
+}
