@@ -190,6 +190,19 @@ impl GateArgs {
                 Rules::parse(&text, &path.display().to_string())?
             }
         };
+        // The token is read when Prometheus is asked; its source is checked
+        // now, so that a gate after a rotation cannot fail for a typo.
+        if let Some(name) = &self.token_env
+            && std::env::var_os(name).is_none()
+        {
+            anyhow::bail!("the bearer token's environment variable {name} is not set");
+        }
+        if let Some(path) = &self.token_file
+            && path.as_os_str() != "-"
+            && !path.is_file()
+        {
+            anyhow::bail!("the bearer token file {} does not exist", path.display());
+        }
         let window = health::rules::parse_duration(&self.window).map_err(|p| anyhow::anyhow!("--window: {p}"))?;
         if window > MAX_WINDOW {
             anyhow::bail!("--window: `{}` is longer than the limit of 366 days", self.window);

@@ -2,7 +2,7 @@
 //! `ops::rotate`; this file parses flags, runs the health gate after
 //! publishing, and renders the report.
 
-use crate::cli::health::GateArgs;
+use crate::cli::health::{GateArgs, GateOptions};
 use crate::cli::keyarg::KeyArgs;
 use crate::cli::netargs::{NetArgs, NetVerifier};
 use crate::cli::output::{OutputFormat, Printer};
@@ -74,18 +74,8 @@ pub struct Args {
     /// After publishing, gate on the auth health signals (see `rekey health`); needs --prometheus.
     #[arg(long, requires = "prometheus")]
     pub health_gate: bool,
-    /// The Prometheus the health gate queries.
-    #[arg(long, value_name = "URL", requires = "health_gate")]
-    pub prometheus: Option<String>,
-    /// The health gate's rules file (default: the built-in rules).
-    #[arg(long, value_name = "FILE", requires = "health_gate")]
-    pub health_rules: Option<PathBuf>,
-    /// How far back the health gate looks.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::cli::duration::text)]
-    pub health_window: String,
-    /// Evaluate the health gate at this time (RFC 3339) instead of now, e.g. to replay an incident.
-    #[arg(long, value_name = "TIME", requires = "health_gate")]
-    pub health_at: Option<String>,
+    #[command(flatten)]
+    pub gate: GateOptions,
     #[command(flatten)]
     pub net: NetArgs,
     #[command(flatten)]
@@ -97,15 +87,7 @@ pub struct Args {
 impl Args {
     /// Returns the health gate's options, when the gate is asked for.
     fn gate(&self) -> Option<GateArgs> {
-        self.health_gate.then(|| GateArgs {
-            prometheus: self.prometheus.clone(),
-            rules: self.health_rules.clone(),
-            window: self.health_window.clone(),
-            at: self.health_at.clone(),
-            timeout: "30s".to_owned(),
-            token_file: None,
-            token_env: None,
-        })
+        self.health_gate.then(|| self.gate.gate_args())
     }
 }
 

@@ -518,7 +518,22 @@ fn the_health_gate_runs_after_publishing_and_reports_in_the_summary() {
         .args(["--health-gate", "--prometheus", &p.url, "--health-window", "forever"])
         .run()
         .code(2)
-        .stderr_has("--health-gate");
+        .stderr_has("--health-window");
+    assert_eq!(snapshot(&s.repo()), before);
+    // The gate takes the same Prometheus options as `rekey health`: a token
+    // from a variable that is not set is found before anything is written.
+    s.rotate()
+        .args([
+            "--health-gate",
+            "--prometheus",
+            &p.url,
+            "--health-token-env",
+            "REKEY_UNSET_TOKEN_VAR",
+        ])
+        .args(["--health-timeout", "5s"])
+        .run()
+        .code(2)
+        .stderr_has("REKEY_UNSET_TOKEN_VAR");
     assert_eq!(snapshot(&s.repo()), before);
 }
 
