@@ -2,11 +2,14 @@
 //! Parses the flags, builds the request, runs [`crate::ops::check`] and renders.
 
 use crate::cli::check_render;
+use crate::cli::iamargs::IamArgs;
 use crate::cli::netargs::{NetArgs, config_targets};
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::SecretKeyArgs;
 use crate::exit::Exit;
-use crate::ops::check::{self as op, CheckRequest, CheckWorld, GitRepo, PullOutcome, PullVerifier};
+use crate::ops::check::{
+    self as op, CheckRequest, CheckWorld, GitRepo, KeyVerifier, Liveness, PullOutcome, PullVerifier,
+};
 use crate::ops::world::{Event, Events, SystemClock};
 use crate::pullsecret::catalog::Catalog;
 use crate::pullsecret::dockerconfig::DockerConfig;
@@ -74,6 +77,30 @@ pub struct Args {
     pub image: String,
     #[command(flatten)]
     pub net: NetArgs,
+    /// Exchange each leaked key found at IAM: a live one is `verified`
+    /// (critical: revoke it), a refused one `unverified`; IAM unreachable is an error.
+    #[arg(long)]
+    pub iam_check: bool,
+    #[command(flatten)]
+    pub iam: IamArgs,
+}
+
+/// Grades leaked keys with IAM's token exchange (`--iam-check`).
+struct IamVerifier {
+    iam: crate::iam::Iam,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl KeyVerifier for IamVerifier {
+    fn verify(&self, key: &crate::secret::ApiKey) -> anyhow::Result<Liveness> {
+        match self.runtime.block_on(self.iam.exchange(key)) {
+            Ok(crate::iam::Exchange::Token(_)) => Ok(Liveness::Live),
+            Ok(crate::iam::Exchange::Refused { status, text }) => {
+                Ok(Liveness::Refused(format!("HTTP {status}: {}", text.describe())))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("--iam-check: grading a leaked key")),
+        }
+    }
 }
 
 /// Pulls with the network options of the command line.
@@ -142,9 +169,20 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         net: &args.net,
         image,
     };
+    let verifier = match args.iam_check {
+        true => Some(IamVerifier {
+            iam: args.iam.client(&args.net.ca_cert)?,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?,
+        }),
+        false => None,
+    };
     let world = CheckWorld {
         git: &GitRepo(args.repo.clone()),
         pull: if args.verify_pull { Some(&pull) } else { None },
+        iam: verifier.as_ref().map(|v| v as &dyn KeyVerifier),
         clock: &SystemClock,
         events: &PrinterEvents(printer),
     };
