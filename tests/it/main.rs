@@ -7,6 +7,7 @@ mod support;
 
 mod audit;
 mod check;
+mod check_leaks;
 mod cli;
 mod encrypt;
 mod generate;

@@ -94,9 +94,20 @@ pub(super) fn check(
 
     let mut waived = Vec::new();
     let mut waived_lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut open_findings: Vec<(String, Finding, Vec<String>)> = Vec::new();
+    let mut open_findings: Vec<(String, Finding, Vec<String>, bool)> = Vec::new();
     let mut targets = Targets::of(&range);
-    for same in group(findings) {
+    // Most specific rule first: the rules file's order, a known key before all.
+    let rank = |rule: &str| match rule {
+        KNOWN_KEY => 0,
+        _ => scanner
+            .rules()
+            .rules
+            .iter()
+            .position(|r| r.id == rule)
+            .map_or(usize::MAX, |i| i + 1),
+    };
+    for mut same in group(findings) {
+        same.sort_by_key(|f| rank(&f.rule));
         let f = &same[0];
         let target = targets.target(f);
         // A waiver of any rule that found this secret here waives it.
@@ -116,16 +127,13 @@ pub(super) fn check(
             continue;
         }
         let mut notes = Vec::new();
-        if same.iter().any(|f| policy.head_allowlist.waives(f)) {
-            notes.push("not waived".to_owned());
+        if same.len() > 1 {
+            let also: Vec<&str> = same[1..].iter().map(|f| f.rule.as_str()).collect();
+            notes.push(format!("also {}", also.join(", ")));
         }
-        let rules: Vec<String> = same.iter().map(|f| f.rule.clone()).collect();
-        let mut f = same
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| unreachable!("groups are never empty"));
-        f.rule = rules.join(" and ");
-        open_findings.push((target, f, notes));
+        let head_waives = same.iter().any(|f| policy.head_allowlist.waives(f));
+        let Some(f) = same.into_iter().next() else { continue };
+        open_findings.push((target, f, notes, head_waives));
     }
 
     let grades = match run.world.iam {
@@ -135,9 +143,10 @@ pub(super) fn check(
 
     let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut head_waivable: BTreeSet<String> = BTreeSet::new();
-    for (target, f, mut notes) in open_findings {
-        if !notes.is_empty() {
+    for (target, f, mut notes, head_waives) in open_findings {
+        if head_waives {
             head_waivable.insert(target.clone());
+            notes.insert(0, "not waived".to_owned());
         }
         if let Some(g) = grades.get(&f.fingerprint) {
             notes.push(g.text());
@@ -211,11 +220,14 @@ fn covered_by_known_keys(findings: Vec<Finding>) -> Vec<Finding> {
         .collect()
 }
 
+/// Where a finding was made: region, commit, path, line and secret.
+type Place = (Region, Option<String>, String, Option<usize>, Fingerprint);
+
 /// Groups the findings of one secret at one place (several rules may
 /// find the same key on the same line), keeping the engine's order.
 fn group(findings: Vec<Finding>) -> Vec<Vec<Finding>> {
     let mut groups: Vec<Vec<Finding>> = Vec::new();
-    let mut index: HashMap<(Region, Option<String>, String, Option<usize>, Fingerprint), usize> = HashMap::new();
+    let mut index: HashMap<Place, usize> = HashMap::new();
     for f in findings {
         let key = (f.region, f.commit.clone(), f.path.clone(), f.line, f.fingerprint);
         match index.get(&key) {
@@ -356,11 +368,11 @@ fn grade(
     scanner: &Scanner,
     range: &Range,
     known: &[Known],
-    findings: &[(String, Finding, Vec<String>)],
+    findings: &[(String, Finding, Vec<String>, bool)],
 ) -> anyhow::Result<HashMap<Fingerprint, Grade>> {
     let wanted: HashSet<Fingerprint> = findings
         .iter()
-        .map(|(_, f, _)| f)
+        .map(|(_, f, _, _)| f)
         .filter(|f| f.rule != KNOWN_KEY && f.rule != DECODE_LIMIT)
         .map(|f| f.fingerprint)
         .collect();
@@ -372,7 +384,7 @@ fn grade(
             keys.push((c.fingerprint, key));
         }
     }
-    for (_, f, _) in findings.iter().filter(|(_, f, _)| f.rule == KNOWN_KEY) {
+    for (_, f, _, _) in findings.iter().filter(|(_, f, _, _)| f.rule == KNOWN_KEY) {
         if let Some(k) = known.iter().find(|k| k.known.fingerprint() == f.fingerprint)
             && !keys.iter().any(|(fp, _)| *fp == f.fingerprint)
         {

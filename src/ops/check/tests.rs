@@ -663,7 +663,7 @@ fn a_key_added_then_removed_in_a_later_commit_fails_with_the_history_note() {
     let fp = Fingerprint::of(key.as_bytes()).to_string();
     assert!(
         r.detail.contains(&format!(
-            "line 1: cli-login-password and ibm-api-key {fp}, added in commit "
+            "line 1: cli-login-password {fp} (also ibm-api-key), added in commit "
         )),
         "{}",
         r.detail
