@@ -28,15 +28,19 @@ use std::path::PathBuf;
 ///
 /// Without a key: every changed secret file is a complete OpenPGP message
 /// addressed to exactly the base's recipient policy, its metadata changed
-/// with it and agrees, the layout holds, no changed file holds a plain-text
-/// secret (dockerconfigjson passwords and auths, API-key-shaped values,
-/// private key blocks, also inside base64), no unknown file is added under
-/// .rekey/, and nothing is an executable, a symlink or a submodule. With
-/// --key: each changed secret is decrypted and checked as `rekey inspect`
-/// does, and a redacted summary shows which regions rotated (old -> new key
-/// fingerprint), which were only re-encrypted, and which hosts were added or
-/// removed. --verify-pull also pulls the probe image with each changed
-/// secret. One JUnit test case per check. Exits 1 when a check fails.
+/// with it and agrees, the layout holds, no unknown file is added under
+/// .rekey/, and nothing is an executable, a symlink or a submodule. Leaks
+/// are searched in everything the merge adds to history: every file version
+/// of every commit in base..head (also one a later commit removed), every
+/// commit message and file name, through base64, hex, gzip, zip, tar and
+/// other encodings. With --key: each changed secret is decrypted and checked
+/// as `rekey inspect` does, every current and previous key of the base and
+/// head is searched for exactly (`known-key`), and a redacted summary shows
+/// which regions rotated (old -> new key fingerprint), which were only
+/// re-encrypted, and which hosts were added or removed. --verify-pull also
+/// pulls the probe image with each changed secret. --iam-check exchanges
+/// each leaked key at IAM: `verified` (live: revoke it) or `unverified`.
+/// One JUnit test case per check. Exits 1 when a check fails.
 ///
 /// Example:
 ///   rekey check --repo . --base origin/main --head HEAD
