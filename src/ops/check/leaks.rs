@@ -20,10 +20,11 @@ use crate::ops::world::Event;
 use crate::pullsecret::dockerconfig;
 use crate::secret::ApiKey;
 use crate::secrets_repo::git::{ChangeKind, ModeChange};
-use crate::secrets_repo::history::{HistoryError, HistoryLimits, Range};
+use crate::secrets_repo::history::{HistoryLimits, Range};
 use crate::secrets_repo::layout::{self, Metadata};
 use crate::secrets_repo::leaks::{self, DECODE_LIMIT, Finding, KNOWN_KEY, KnownKey, Region, Scanner};
 use crate::secrets_repo::pgp::SecretKeys;
+use anyhow::Context;
 use base64::Engine;
 use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -64,20 +65,14 @@ pub(super) fn check(
         Some(keys) => known_keys(run, keys)?,
         None => Vec::new(),
     };
-    let range = match run.world.git.history(&run.base, &run.head, &HistoryLimits::default()) {
-        Ok(range) => range,
-        Err(HistoryError::Git(e)) => return Err(e.into()),
-        Err(e) => {
-            // Fail closed: what cannot be scanned cannot merge.
-            run.record(
-                "leak",
-                "history",
-                vec![format!("cannot scan what the pull request adds to history: {e}")],
-                "",
-            );
-            return Ok(Vec::new());
-        }
-    };
+    // Beyond the limits (a file over 16 MiB, too many commits) nothing is
+    // scanned: an error naming the limit and the file, as for any file
+    // `check` will not read.
+    let range = run
+        .world
+        .git
+        .history(&run.base, &run.head, &HistoryLimits::default())
+        .context("scanning what the pull request adds to history")?;
     run.world.events.event(Event::Status(format!(
         "scanning {} commits, {} new file versions and {} file names for leaks{}",
         range.commits.len(),

@@ -437,43 +437,10 @@ fn host_changes_compare_host_sets() {
     assert_eq!(host_changes(None, b).0.len(), 2);
 }
 
-/// Revisions of a huge file, without making one: the size is what git reports.
-struct HugeFile(GitRepo);
-
-impl Revisions for HugeFile {
-    fn rev_parse(&self, rev: &str) -> Result<String, GitError> {
-        self.0.rev_parse(rev)
-    }
-
-    fn changes(&self, base: &str, head: &str) -> Result<Vec<ModeChange>, GitError> {
-        self.0.changes(base, head)
-    }
-
-    fn size(&self, rev: &str, path: &str) -> Result<Option<u64>, GitError> {
-        Ok(self
-            .0
-            .size(rev, path)?
-            .map(|n| if path == "big.bin" { MAX_FILE + 1 } else { n }))
-    }
-
-    fn show(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
-        assert_ne!(path, "big.bin", "a file over the bound must not be read");
-        self.0.show(rev, path)
-    }
-
-    fn files(&self, rev: &str) -> Result<Vec<String>, GitError> {
-        self.0.files(rev)
-    }
-
-    fn history(&self, base: &str, head: &str, limits: &HistoryLimits) -> Result<Range, HistoryError> {
-        self.0.history(base, head, limits)
-    }
-}
-
 #[test]
 fn a_file_larger_than_the_bound_is_refused_unread() {
     let repo = Repo::new();
-    repo.write("big.bin", b"pretend this is 17 MiB");
+    repo.write("big.bin", &vec![0u8; MAX_FILE as usize + 1]);
     repo.commit("big");
     let req = CheckRequest {
         base: "main".into(),
@@ -482,16 +449,19 @@ fn a_file_larger_than_the_bound_is_refused_unread() {
         catalog: None,
         allowlist: None,
     };
-    let git = HugeFile(GitRepo(repo.path().to_owned()));
     let world = CheckWorld {
-        git: &git,
+        git: &GitRepo(repo.path().to_owned()),
         pull: None,
         iam: None,
         clock: &FixedClock(now()),
         events: &crate::ops::world::NoEvents,
     };
-    let err = check(&req, &world).unwrap_err().to_string();
-    assert!(err.contains("big.bin at the head is 16777217 bytes"), "{err}");
+    let err = format!("{:#}", check(&req, &world).unwrap_err());
+    assert!(err.contains("big.bin (added in commit "), "{err}");
+    assert!(
+        err.contains("is 16777217 bytes, more than the 16777216-byte limit"),
+        "{err}"
+    );
 }
 
 #[test]
