@@ -695,6 +695,8 @@ fn keys_in_commit_messages_file_names_archives_and_odd_names_are_found() {
     gz.write_all(&tar.into_inner().unwrap()).unwrap();
     repo.write("backup/notes.tar.gz", &gz.finish().unwrap());
     repo.write(&format!("keys/ibm/{in_name}.txt"), b"see the name\n");
+    let in_rekey_name = ibm_key("rekey-name");
+    repo.write(&format!(".rekey/ibm/{in_rekey_name}.txt"), b"not a rekey file\n");
     let odd = std::ffi::OsStr::from_bytes(b"notes/r\xe9gion-\xff.txt");
     std::fs::create_dir_all(repo.path().join("notes")).unwrap();
     std::fs::write(repo.path().join(odd), format!("apikey: {in_odd}\n")).unwrap();
@@ -723,6 +725,8 @@ fn keys_in_commit_messages_file_names_archives_and_odd_names_are_found() {
     );
     let name = find(fp(&in_name));
     assert_eq!(name.target, "keys/ibm/<redacted>.txt");
+    // Every check names that file by its redacted name.
+    failed(&report, "layout", ".rekey/ibm/<redacted>.txt");
     assert!(name.detail.contains("in the file name: "), "{name:?}");
     let archive = find(fp(&in_archive));
     assert_eq!(archive.target, "backup/notes.tar.gz");
@@ -740,7 +744,7 @@ fn keys_in_commit_messages_file_names_archives_and_odd_names_are_found() {
     assert_eq!(find(fp(&in_binary)).target, "blobs/app.bin");
     // The changed file whose name holds a key is checked under its redacted name only.
     assert!(leaks.iter().all(|c| !c.target.contains(&in_name)));
-    for key in [&in_message, &in_name, &in_archive, &in_odd, &in_binary] {
+    for key in [&in_message, &in_name, &in_archive, &in_odd, &in_binary, &in_rekey_name] {
         assert_never_shown(&report, &events, key);
     }
 }
