@@ -161,15 +161,14 @@ pub(super) fn check(
     // one per other place a finding was made (files a later commit removed,
     // commit messages).
     let mut order: Vec<String> = Vec::new();
-    for c in changes.iter().filter(|c| c.kind != ChangeKind::Deleted) {
-        let shown = targets.shown(&c.path);
-        if !order.contains(&shown) {
-            order.push(shown);
-        }
-    }
-    for t in problems.keys().chain(waived_lines.keys()) {
-        if !order.contains(t) {
-            order.push(t.clone());
+    let mut seen: HashSet<String> = HashSet::new();
+    let shown_changes = changes
+        .iter()
+        .filter(|c| c.kind != ChangeKind::Deleted)
+        .map(|c| targets.shown(&c.path));
+    for t in shown_changes.chain(problems.keys().chain(waived_lines.keys()).cloned()) {
+        if seen.insert(t.clone()) {
+            order.push(t);
         }
     }
     for target in order {
@@ -398,14 +397,23 @@ fn grade(
         return Ok(HashMap::new());
     }
     run.world.events.event(Event::Status(format!(
-        "exchanging {} leaked keys at IAM to see which are live",
+        "exchanging the leaked keys of {} findings at IAM to see which are live",
         keys.len()
     )));
+    // Once per key: an `auth` pair and the key itself are two findings.
+    let mut by_key: HashMap<Fingerprint, Grade> = HashMap::new();
     let mut grades = HashMap::new();
     for (fp, key) in keys {
-        let grade = match iam.verify(&key)? {
-            Liveness::Live => Grade::Verified,
-            Liveness::Refused(why) => Grade::Unverified(why),
+        let grade = match by_key.get(&key.fingerprint()) {
+            Some(g) => g.clone(),
+            None => {
+                let g = match iam.verify(&key)? {
+                    Liveness::Live => Grade::Verified,
+                    Liveness::Refused(why) => Grade::Unverified(why),
+                };
+                by_key.insert(key.fingerprint(), g.clone());
+                g
+            }
         };
         grades.insert(fp, grade);
     }

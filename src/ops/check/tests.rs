@@ -818,6 +818,14 @@ fn leaked_keys_are_graded_verified_or_unverified_by_iam() {
         format!("docker login -u iamapikey -p {live} jp.icr.io\n").as_bytes(),
     );
     repo.write("notes/b.sh", format!("ibmcloud login --apikey {dead}\n").as_bytes());
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("iamapikey:{live}"))
+    };
+    repo.write(
+        "notes/c.json",
+        format!(r#"{{"auths":{{"jp.icr.io":{{"auth":"{auth}"}}}}}}"#).as_bytes(),
+    );
     repo.commit("notes");
     let iam = FakeIam {
         live: vec![live.clone()],
@@ -841,6 +849,12 @@ fn leaked_keys_are_graded_verified_or_unverified_by_iam() {
     };
     let report = check(&req, &world).unwrap();
     assert_eq!(*iam.asked.lock().unwrap(), 2, "once per key");
+    let c = failed(&report, "leak", "notes/c.json");
+    assert!(
+        c.detail.contains("dockerconfig-auth") && c.detail.contains("(verified: "),
+        "{}",
+        c.detail
+    );
     let a = failed(&report, "leak", "notes/a.sh");
     assert!(a.detail.contains("(verified: IAM issued a token"), "{}", a.detail);
     let b = failed(&report, "leak", "notes/b.sh");

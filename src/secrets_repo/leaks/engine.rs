@@ -463,3 +463,41 @@ impl Walk<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "Xy7_Qz3-Lm9pR2tWv8Kd4sFh6Jb1Nc5Ge0Ua3Yo7Ti2";
+
+    #[test]
+    fn candidates_are_the_values_of_findings_and_never_shown() {
+        let auth = STANDARD.encode(format!("iamapikey:{KEY}"));
+        let text = format!(
+            "docker login -u iamapikey -p {KEY} jp.icr.io\n{{\"auths\":{{\"a.io\":{{\"auth\":\"{auth}\"}}}}}}\n"
+        );
+        let scanner = Scanner::default();
+        let findings = scanner.scan("notes.sh", text.as_bytes());
+        let candidates = scanner.candidates(Region::Content, text.as_bytes());
+        // Each candidate is a finding's fingerprint, once.
+        for c in &candidates {
+            assert!(findings.iter().any(|f| f.fingerprint == c.fingerprint), "{c:?}");
+        }
+        let mut fps: Vec<Fingerprint> = candidates.iter().map(|c| c.fingerprint).collect();
+        fps.dedup();
+        assert_eq!(fps.len(), candidates.len());
+        // The key's own value, and the password inside the `auth` pair.
+        let direct = candidates
+            .iter()
+            .find(|c| c.fingerprint == Fingerprint::of(KEY.as_bytes()))
+            .expect("the key itself");
+        assert_eq!(direct.expose_secret(), KEY.as_bytes());
+        let pair = candidates
+            .iter()
+            .find(|c| c.rule == "dockerconfig-auth")
+            .expect("the auth pair");
+        assert_eq!(pair.expose_secret(), KEY.as_bytes());
+        assert!(!format!("{candidates:?}").contains(KEY));
+        assert!(scanner.candidates(Region::Content, b"nothing here").is_empty());
+    }
+}
