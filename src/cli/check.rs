@@ -2,11 +2,14 @@
 //! Parses the flags, builds the request, runs [`crate::ops::check`] and renders.
 
 use crate::cli::check_render;
+use crate::cli::iamargs::IamArgs;
 use crate::cli::netargs::{NetArgs, config_targets};
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::SecretKeyArgs;
 use crate::exit::Exit;
-use crate::ops::check::{self as op, CheckRequest, CheckWorld, GitRepo, PullOutcome, PullVerifier};
+use crate::ops::check::{
+    self as op, CheckRequest, CheckWorld, GitRepo, KeyVerifier, Liveness, PullOutcome, PullVerifier,
+};
 use crate::ops::world::{Event, Events, SystemClock};
 use crate::pullsecret::catalog::Catalog;
 use crate::pullsecret::dockerconfig::DockerConfig;
@@ -25,15 +28,19 @@ use std::path::PathBuf;
 ///
 /// Without a key: every changed secret file is a complete OpenPGP message
 /// addressed to exactly the base's recipient policy, its metadata changed
-/// with it and agrees, the layout holds, no changed file holds a plain-text
-/// secret (dockerconfigjson passwords and auths, API-key-shaped values,
-/// private key blocks, also inside base64), no unknown file is added under
-/// .rekey/, and nothing is an executable, a symlink or a submodule. With
-/// --key: each changed secret is decrypted and checked as `rekey inspect`
-/// does, and a redacted summary shows which regions rotated (old -> new key
-/// fingerprint), which were only re-encrypted, and which hosts were added or
-/// removed. --verify-pull also pulls the probe image with each changed
-/// secret. One JUnit test case per check. Exits 1 when a check fails.
+/// with it and agrees, the layout holds, no unknown file is added under
+/// .rekey/, and nothing is an executable, a symlink or a submodule. Leaks
+/// are searched in everything the merge adds to history: every file version
+/// of every commit in base..head (also one a later commit removed), every
+/// commit message and file name, through base64, hex, gzip, zip, tar and
+/// other encodings. With --key: each changed secret is decrypted and checked
+/// as `rekey inspect` does, every current and previous key of the base and
+/// head is searched for exactly (`known-key`), and a redacted summary shows
+/// which regions rotated (old -> new key fingerprint), which were only
+/// re-encrypted, and which hosts were added or removed. --verify-pull also
+/// pulls the probe image with each changed secret. --iam-check exchanges
+/// each leaked key at IAM: `verified` (live: revoke it) or `unverified`.
+/// One JUnit test case per check. Exits 1 when a check fails.
 ///
 /// Example:
 ///   rekey check --repo . --base origin/main --head HEAD
@@ -74,6 +81,30 @@ pub struct Args {
     pub image: String,
     #[command(flatten)]
     pub net: NetArgs,
+    /// Exchange each leaked key found at IAM: a live one is `verified`
+    /// (critical: revoke it), a refused one `unverified`; IAM unreachable is an error.
+    #[arg(long)]
+    pub iam_check: bool,
+    #[command(flatten)]
+    pub iam: IamArgs,
+}
+
+/// Grades leaked keys with IAM's token exchange (`--iam-check`).
+struct IamVerifier {
+    iam: crate::iam::Iam,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl KeyVerifier for IamVerifier {
+    fn verify(&self, key: &crate::secret::ApiKey) -> anyhow::Result<Liveness> {
+        match self.runtime.block_on(self.iam.exchange(key)) {
+            Ok(crate::iam::Exchange::Token(_)) => Ok(Liveness::Live),
+            Ok(crate::iam::Exchange::Refused { status, text }) => {
+                Ok(Liveness::Refused(format!("HTTP {status}: {}", text.describe())))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("--iam-check: grading a leaked key")),
+        }
+    }
 }
 
 /// Pulls with the network options of the command line.
@@ -142,9 +173,20 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         net: &args.net,
         image,
     };
+    let verifier = match args.iam_check {
+        true => Some(IamVerifier {
+            iam: args.iam.client(&args.net.ca_cert)?,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?,
+        }),
+        false => None,
+    };
     let world = CheckWorld {
         git: &GitRepo(args.repo.clone()),
         pull: if args.verify_pull { Some(&pull) } else { None },
+        iam: verifier.as_ref().map(|v| v as &dyn KeyVerifier),
         clock: &SystemClock,
         events: &PrinterEvents(printer),
     };

@@ -9,10 +9,12 @@
 //! narrow interfaces: [`Revisions`] (git), [`PullVerifier`] (the registry),
 //! the clock and the event sink.
 
+mod leaks;
 mod policy;
 #[cfg(test)]
 mod tests;
 
+pub use leaks::{KeyVerifier, Liveness};
 use policy::Policy;
 pub use policy::{KeyNames, PolicyChanges, Recipient, Waiver};
 
@@ -22,8 +24,9 @@ use crate::pullsecret::dockerconfig::{self, DockerConfig};
 use crate::registry::HostResult;
 use crate::secrets_repo::authorship;
 use crate::secrets_repo::git::{self, ChangeKind, GitError, ModeChange};
+use crate::secrets_repo::history::{self, HistoryError, HistoryLimits, Range};
 use crate::secrets_repo::layout::{self, Metadata, Version};
-use crate::secrets_repo::leakscan::{self, Allowlist};
+use crate::secrets_repo::leakscan::Allowlist;
 use crate::secrets_repo::pgp::{self, RecipientSet, SecretKeys};
 use crate::secrets_repo::signing::{AllowedSigners, SignError};
 use anyhow::Context;
@@ -57,6 +60,11 @@ pub trait Revisions {
     fn size(&self, rev: &str, path: &str) -> Result<Option<u64>, GitError>;
     /// Returns a file's contents at `rev`, or `None` when it does not exist there.
     fn show(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError>;
+    /// Lists the files tracked at `rev`.
+    fn files(&self, rev: &str) -> Result<Vec<String>, GitError>;
+    /// Enumerates what merging `head` into `base` adds to history: every
+    /// commit of `base..head`, each blob added or changed, each file name.
+    fn history(&self, base: &str, head: &str, limits: &HistoryLimits) -> Result<Range, HistoryError>;
 }
 
 /// A git repository read with the git CLI ([`crate::secrets_repo::git`]).
@@ -78,6 +86,14 @@ impl Revisions for GitRepo {
 
     fn show(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
         git::show(&self.0, rev, path)
+    }
+
+    fn files(&self, rev: &str) -> Result<Vec<String>, GitError> {
+        git::ls_tree(&self.0, rev)
+    }
+
+    fn history(&self, base: &str, head: &str, limits: &HistoryLimits) -> Result<Range, HistoryError> {
+        history::enumerate(&self.0, base, head, limits)
     }
 }
 
@@ -117,6 +133,8 @@ pub struct CheckWorld<'a> {
     pub git: &'a dyn Revisions,
     /// Pulls with each changed secret (`--verify-pull`, needs `keys`).
     pub pull: Option<&'a dyn PullVerifier>,
+    /// Exchanges each leaked key found at IAM to grade it (`--iam-check`).
+    pub iam: Option<&'a dyn KeyVerifier>,
     pub clock: &'a dyn Clock,
     pub events: &'a dyn Events,
 }
@@ -152,7 +170,7 @@ pub struct SecretChange {
 pub struct WaivedFinding {
     pub path: String,
     pub line: usize,
-    pub rule: &'static str,
+    pub rule: String,
     pub fingerprint: String,
     pub reason: String,
 }
@@ -266,7 +284,8 @@ pub fn check(req: &CheckRequest<'_>, world: &CheckWorld<'_>) -> anyhow::Result<C
     )));
     let policy = policy::read(&mut run, req, &changes)?;
     check_tree(&mut run, &changes);
-    let (secrets, waived) = check_files(&mut run, &changes, &policy)?;
+    let secrets = check_files(&mut run, &changes)?;
+    let waived = leaks::check(&mut run, req, &policy, &changes)?;
     let mut summary = Vec::new();
     for name in &secrets {
         if let Some(change) = check_secret(&mut run, req, &policy, &changes, name)? {
@@ -329,15 +348,11 @@ fn check_tree(run: &mut Run<'_>, changes: &[ModeChange]) {
     }
 }
 
-/// Scans every changed file for plain-text secrets and checks the registry
-/// layout; returns the secrets the pull request touches and the waived findings.
-fn check_files(
-    run: &mut Run<'_>,
-    changes: &[ModeChange],
-    policy: &Policy,
-) -> anyhow::Result<(BTreeSet<String>, Vec<WaivedFinding>)> {
+/// Checks the registry layout of every changed file; returns the secrets
+/// the pull request touches. (Reading and scanning what the pull request
+/// adds to history, bounded in size, is [`leaks::check`]'s.)
+fn check_files(run: &mut Run<'_>, changes: &[ModeChange]) -> anyhow::Result<BTreeSet<String>> {
     let mut secrets = BTreeSet::new();
-    let mut waived = Vec::new();
     for change in changes {
         if change.kind == ChangeKind::Deleted {
             if let Some((name, _)) = secret_of(&change.path) {
@@ -345,63 +360,6 @@ fn check_files(
             }
             continue;
         }
-        let Some(bytes) = run.at_head(&change.path)? else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        let mut problems = Vec::new();
-        let mut file_waived = Vec::new();
-        let mut head_waivable = false;
-        for f in leakscan::scan(&change.path, &text, &[]) {
-            if let Some(w) = policy.allowlist.waiver(&f) {
-                file_waived.push(format!(
-                    "waived: line {} {} {} (reason: {})",
-                    f.line,
-                    f.rule.name(),
-                    f.fingerprint,
-                    w.reason
-                ));
-                waived.push(WaivedFinding {
-                    path: f.path.clone(),
-                    line: f.line,
-                    rule: f.rule.name(),
-                    fingerprint: f.fingerprint.to_string(),
-                    reason: w.reason.clone(),
-                });
-                continue;
-            }
-            let via = if f.encoding.is_empty() {
-                String::new()
-            } else {
-                format!(" inside {}", f.encoding.join(" inside "))
-            };
-            let note = if policy.head_allowlist.allows(&f) {
-                head_waivable = true;
-                " (not waived)"
-            } else {
-                ""
-            };
-            problems.push(format!(
-                "line {}: {} {}{via}{note}",
-                f.line,
-                f.rule.name(),
-                f.fingerprint
-            ));
-        }
-        if head_waivable {
-            problems.push(
-                "only this pull request's own allowlist waives these findings, and a waiver waives nothing in the pull request that adds it".to_owned(),
-            );
-        }
-        let ok_detail = if file_waived.is_empty() {
-            "no plain-text secret".to_owned()
-        } else {
-            format!("no plain-text secret but waived findings; {}", file_waived.join("; "))
-        };
-        if !problems.is_empty() {
-            problems.extend(file_waived);
-        }
-        run.record("leak", &change.path, problems, &ok_detail);
         if change.path.starts_with(&format!("{}/", layout::REGISTRY_DIR)) {
             match secret_of(&change.path) {
                 Some((name, _)) => {
@@ -419,7 +377,7 @@ fn check_files(
             }
         }
     }
-    Ok((secrets, waived))
+    Ok(secrets)
 }
 
 /// Checks one changed secret: addressed to the base policy, metadata

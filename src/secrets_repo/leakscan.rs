@@ -101,8 +101,14 @@ impl Allowlist {
     /// Returns true when a waiver covers a finding of the leak engine (for
     /// history scans): `rule` matches the engine's rule id or its category.
     pub fn waives(&self, finding: &leaks::Finding) -> bool {
+        self.waiver_of(finding).is_some()
+    }
+
+    /// Returns the first waiver that covers a finding of the leak engine
+    /// (to show its reason), matching as [`Allowlist::waives`] does.
+    pub fn waiver_of(&self, finding: &leaks::Finding) -> Option<&AllowEntry> {
         let category = category(&finding.rule).name();
-        self.allow.iter().any(|a| {
+        self.allow.iter().find(|a| {
             a.fingerprint
                 .as_deref()
                 .is_none_or(|f| f == finding.fingerprint.to_string())

@@ -8,6 +8,7 @@ mod support;
 mod audit;
 mod authorship;
 mod check;
+mod check_leaks;
 mod cli;
 mod encrypt;
 mod generate;

@@ -6,6 +6,7 @@ use super::*;
 use crate::fingerprint::Fingerprint;
 use crate::ops::world::{FixedClock, RecordedEvents};
 use crate::secrets_repo::layout::{Existing, Plan, SealRequest, State};
+use crate::secrets_repo::leakscan;
 use crate::secrets_repo::pgp::Validity;
 use crate::secrets_repo::signing::SigningKey;
 use chrono::{DateTime, Utc};
@@ -179,6 +180,7 @@ impl Repo {
         let world = CheckWorld {
             git: &GitRepo(self.path().to_owned()),
             pull: None,
+            iam: None,
             clock: &FixedClock(clock),
             events: &events,
         };
@@ -386,7 +388,7 @@ fn the_base_policy_is_judged_at_the_clock_time() {
     // that the pull request repairing it can pass...
     assert!(report.ok, "{:#?}", report.checks);
     assert!(
-        matches!(&events.events()[..], [Event::Status(_), Event::Warning(w)] if w.contains("expired")),
+        matches!(&events.events()[..], [Event::Status(_), Event::Warning(w), ..] if w.contains("expired")),
         "{:?}",
         events.events()
     );
@@ -455,35 +457,10 @@ fn host_changes_compare_host_sets() {
     assert_eq!(host_changes(None, b).0.len(), 2);
 }
 
-/// Revisions of a huge file, without making one: the size is what git reports.
-struct HugeFile(GitRepo);
-
-impl Revisions for HugeFile {
-    fn rev_parse(&self, rev: &str) -> Result<String, GitError> {
-        self.0.rev_parse(rev)
-    }
-
-    fn changes(&self, base: &str, head: &str) -> Result<Vec<ModeChange>, GitError> {
-        self.0.changes(base, head)
-    }
-
-    fn size(&self, rev: &str, path: &str) -> Result<Option<u64>, GitError> {
-        Ok(self
-            .0
-            .size(rev, path)?
-            .map(|n| if path == "big.bin" { MAX_FILE + 1 } else { n }))
-    }
-
-    fn show(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
-        assert_ne!(path, "big.bin", "a file over the bound must not be read");
-        self.0.show(rev, path)
-    }
-}
-
 #[test]
 fn a_file_larger_than_the_bound_is_refused_unread() {
     let repo = Repo::new();
-    repo.write("big.bin", b"pretend this is 17 MiB");
+    repo.write("big.bin", &vec![0u8; MAX_FILE as usize + 1]);
     repo.commit("big");
     let req = CheckRequest {
         base: "main".into(),
@@ -492,15 +469,19 @@ fn a_file_larger_than_the_bound_is_refused_unread() {
         catalog: None,
         allowlist: None,
     };
-    let git = HugeFile(GitRepo(repo.path().to_owned()));
     let world = CheckWorld {
-        git: &git,
+        git: &GitRepo(repo.path().to_owned()),
         pull: None,
+        iam: None,
         clock: &FixedClock(now()),
         events: &crate::ops::world::NoEvents,
     };
-    let err = check(&req, &world).unwrap_err().to_string();
-    assert!(err.contains("big.bin at the head is 16777217 bytes"), "{err}");
+    let err = format!("{:#}", check(&req, &world).unwrap_err());
+    assert!(err.contains("big.bin (added in commit "), "{err}");
+    assert!(
+        err.contains("is 16777217 bytes, more than the 16777216-byte limit"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -516,6 +497,7 @@ fn a_revision_that_does_not_exist_is_an_error_naming_the_flag() {
     let world = CheckWorld {
         git: &GitRepo(repo.path().to_owned()),
         pull: None,
+        iam: None,
         clock: &FixedClock(now()),
         events: &crate::ops::world::NoEvents,
     };
@@ -569,6 +551,7 @@ fn verify_pull_checks_each_changed_secret_with_its_own_hosts() {
     let world = CheckWorld {
         git: &GitRepo(repo.path().to_owned()),
         pull: Some(&pull),
+        iam: None,
         clock: &FixedClock(now()),
         events: &crate::ops::world::NoEvents,
     };
@@ -834,4 +817,307 @@ fn a_signed_rollback_is_a_newer_version_naming_the_one_it_restores() {
         "{}",
         a.detail
     );
+}
+
+/// Returns an IBM-shaped API key (44 characters of `[A-Za-z0-9_-]`) made from `seed`.
+fn ibm_key(seed: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let mut bytes = sha2::Sha256::digest(seed.as_bytes()).to_vec();
+    bytes.push(0x5a);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn leak_checks(report: &CheckReport) -> Vec<&CheckResult> {
+    report.checks.iter().filter(|c| c.kind == "leak").collect()
+}
+
+#[track_caller]
+fn assert_never_shown(report: &CheckReport, events: &RecordedEvents, key: &str) {
+    let shown = format!(
+        "{report:?} {:?} {}",
+        events.events(),
+        serde_json::to_string(report).unwrap()
+    );
+    assert!(!shown.contains(key), "the key is shown: {shown}");
+}
+
+#[test]
+fn a_key_added_then_removed_in_a_later_commit_fails_with_the_history_note() {
+    let repo = Repo::new();
+    let key = ibm_key("history");
+    repo.write(
+        "notes/login.sh",
+        format!("docker login -u iamapikey -p {key} jp.icr.io\n").as_bytes(),
+    );
+    repo.commit("login notes");
+    std::fs::remove_file(repo.path().join("notes/login.sh")).unwrap();
+    repo.commit("oops, remove it");
+    let (report, events) = repo.check_at(now(), None);
+    assert!(!report.ok);
+    assert!(
+        !report.checks.iter().any(|c| c.detail.contains("changes no file")),
+        "{:#?}",
+        report.checks
+    );
+    let r = failed(&report, "leak", "notes/login.sh");
+    let fp = Fingerprint::of(key.as_bytes()).to_string();
+    assert!(
+        r.detail.contains(&format!(
+            "line 1: cli-login-password {fp} (also ibm-api-key), added in commit "
+        )),
+        "{}",
+        r.detail
+    );
+    assert!(
+        r.detail
+            .contains("but still in history; squash or rewrite before merging"),
+        "{}",
+        r.detail
+    );
+    assert_never_shown(&report, &events, &key);
+
+    // The base's allowlist waives it by the engine's rule id, or by the old category.
+    for rule in ["cli-login-password", "api-key-assignment"] {
+        let allow = format!("[[allow]]\nrule = \"{rule}\"\npath = \"notes/\"\nreason = \"rotated since\"\n");
+        let report = check(
+            &CheckRequest {
+                base: "main".into(),
+                head: "pr".into(),
+                keys: None,
+                catalog: None,
+                allowlist: Some(Allowlist::parse("a.toml", &allow).unwrap()),
+            },
+            &CheckWorld {
+                git: &GitRepo(repo.path().to_owned()),
+                pull: None,
+                iam: None,
+                clock: &FixedClock(now()),
+                events: &crate::ops::world::NoEvents,
+            },
+        )
+        .unwrap();
+        assert!(report.ok, "{rule}: {:#?}", report.checks);
+        assert_eq!(report.waived.len(), 1);
+        assert_eq!(report.waived[0].rule, "cli-login-password");
+        assert_eq!(report.waived[0].reason, "rotated since");
+    }
+}
+
+#[test]
+fn keys_in_commit_messages_file_names_archives_and_odd_names_are_found() {
+    use std::io::Write as _;
+    use std::os::unix::ffi::OsStrExt;
+    let repo = Repo::new();
+    let in_message = ibm_key("message");
+    let in_name = ibm_key("name");
+    let in_archive = ibm_key("archive");
+    let in_odd = ibm_key("odd");
+    let in_binary = ibm_key("binary");
+
+    let mut tar = tar::Builder::new(Vec::new());
+    let note = format!("ibmcloud login --apikey {in_archive}\n");
+    let mut header = tar::Header::new_gnu();
+    header.set_size(note.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "ops/notes.txt", note.as_bytes()).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    repo.write("backup/notes.tar.gz", &gz.finish().unwrap());
+    repo.write(&format!("keys/ibm/{in_name}.txt"), b"see the name\n");
+    let in_rekey_name = ibm_key("rekey-name");
+    repo.write(&format!(".rekey/ibm/{in_rekey_name}.txt"), b"not a rekey file\n");
+    let odd = std::ffi::OsStr::from_bytes(b"notes/r\xe9gion-\xff.txt");
+    std::fs::create_dir_all(repo.path().join("notes")).unwrap();
+    std::fs::write(repo.path().join(odd), format!("apikey: {in_odd}\n")).unwrap();
+    let mut binary = vec![0u8, 0xff, 0xfe, 0x00];
+    binary.extend_from_slice(format!("ibmcloud login --apikey {in_binary}").as_bytes());
+    binary.extend_from_slice(&[0, 0x80, 0xc3]);
+    repo.write("blobs/app.bin", &binary);
+    repo.commit(&format!(
+        "jp notes\n\nUsed: docker login -u iamapikey -p {in_message} jp.icr.io\n"
+    ));
+    let (report, events) = repo.check_at(now(), None);
+    assert!(!report.ok);
+    let fp = |k: &str| Fingerprint::of(k.as_bytes()).to_string();
+    let leaks = leak_checks(&report);
+    let find = |fp: String| {
+        leaks
+            .iter()
+            .find(|c| !c.ok && c.detail.contains(&fp))
+            .unwrap_or_else(|| panic!("{fp} not found: {leaks:#?}"))
+    };
+    let message = find(fp(&in_message));
+    assert!(message.target.starts_with("commit "), "{message:?}");
+    assert!(
+        message.detail.contains("of the message: cli-login-password"),
+        "{message:?}"
+    );
+    let name = find(fp(&in_name));
+    assert_eq!(name.target, "keys/ibm/<redacted>.txt");
+    // Every check names that file by its redacted name.
+    failed(&report, "layout", ".rekey/ibm/<redacted>.txt");
+    assert!(name.detail.contains("in the file name: "), "{name:?}");
+    let archive = find(fp(&in_archive));
+    assert_eq!(archive.target, "backup/notes.tar.gz");
+    assert!(
+        archive.detail.contains("backup/notes.tar.gz!ops/notes.txt") && archive.detail.contains("inside gzip"),
+        "{archive:?}"
+    );
+    let odd = find(fp(&in_odd));
+    assert_eq!(odd.target, "notes/r\u{fffd}gion-\u{fffd}.txt");
+    assert_eq!(
+        leaks.iter().filter(|c| c.target.starts_with("notes/r")).count(),
+        1,
+        "{leaks:#?}"
+    );
+    assert_eq!(find(fp(&in_binary)).target, "blobs/app.bin");
+    // The changed file whose name holds a key is checked under its redacted name only.
+    assert!(leaks.iter().all(|c| !c.target.contains(&in_name)));
+    for key in [&in_message, &in_name, &in_archive, &in_odd, &in_binary, &in_rekey_name] {
+        assert_never_shown(&report, &events, key);
+    }
+}
+
+/// The jp pull secret with `key` as its password, as `rekey generate` writes it.
+fn pull_secret(key: &str) -> Vec<u8> {
+    format!(r#"{{"auths":{{"jp.icr.io":{{"username":"iamapikey","password":"{key}"}}}}}}"#).into_bytes()
+}
+
+fn alice_keys(repo: &Repo) -> SecretKeys {
+    SecretKeys::parse(&repo.alice.as_tsk().to_vec().unwrap(), "alice", None).unwrap()
+}
+
+#[test]
+fn with_the_key_a_bare_key_file_is_found_exactly_by_region_and_fingerprint() {
+    let repo = Repo::new();
+    // A key that no rule would call a key: short, low-entropy, no key-like name near it.
+    let key = "letmein-registry-2026";
+    repo.seal(&pull_secret(key), key);
+    repo.commit("rotate");
+    repo.write("ops/handover.txt", format!("{key}\n").as_bytes());
+    repo.commit("handover");
+    let without = repo.check();
+    assert!(
+        without.checks.iter().all(|c| c.kind != "leak" || c.ok),
+        "{:#?}",
+        without.checks
+    );
+    let keys = alice_keys(&repo);
+    let (report, events) = repo.check_at(now(), Some(&keys));
+    let r = failed(&report, "leak", "ops/handover.txt");
+    let fp = Fingerprint::of(key.as_bytes());
+    assert!(
+        r.detail.contains(&format!(
+            "line 1: known-key {fp} (the key of jp ({NAME}), active at the head, found exactly)"
+        )),
+        "{}",
+        r.detail
+    );
+    assert_never_shown(&report, &events, key);
+}
+
+/// Grades keys as a fake IAM would: live when listed, refused otherwise.
+struct FakeIam {
+    live: Vec<String>,
+    asked: std::sync::Mutex<usize>,
+    unreachable: bool,
+}
+
+impl KeyVerifier for FakeIam {
+    fn verify(&self, key: &crate::secret::ApiKey) -> anyhow::Result<Liveness> {
+        *self.asked.lock().unwrap() += 1;
+        if self.unreachable {
+            anyhow::bail!("IAM is unreachable (the token exchange): connection refused");
+        }
+        Ok(if self.live.iter().any(|k| k == key.expose_secret()) {
+            Liveness::Live
+        } else {
+            Liveness::Refused("HTTP 400: BXNIM0415E: Provided API key could not be found.".into())
+        })
+    }
+}
+
+#[test]
+fn leaked_keys_are_graded_verified_or_unverified_by_iam() {
+    let repo = Repo::new();
+    let live = ibm_key("live");
+    let dead = ibm_key("dead");
+    repo.write(
+        "notes/a.sh",
+        format!("docker login -u iamapikey -p {live} jp.icr.io\n").as_bytes(),
+    );
+    repo.write("notes/b.sh", format!("ibmcloud login --apikey {dead}\n").as_bytes());
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("iamapikey:{live}"))
+    };
+    repo.write(
+        "notes/c.json",
+        format!(r#"{{"auths":{{"jp.icr.io":{{"auth":"{auth}"}}}}}}"#).as_bytes(),
+    );
+    repo.commit("notes");
+    let iam = FakeIam {
+        live: vec![live.clone()],
+        asked: Default::default(),
+        unreachable: false,
+    };
+    let req = CheckRequest {
+        base: "main".into(),
+        head: "pr".into(),
+        keys: None,
+        catalog: None,
+        allowlist: None,
+    };
+    let events = RecordedEvents::default();
+    let world = CheckWorld {
+        git: &GitRepo(repo.path().to_owned()),
+        pull: None,
+        iam: Some(&iam),
+        clock: &FixedClock(now()),
+        events: &events,
+    };
+    let report = check(&req, &world).unwrap();
+    assert_eq!(*iam.asked.lock().unwrap(), 2, "once per key");
+    let c = failed(&report, "leak", "notes/c.json");
+    assert!(
+        c.detail.contains("dockerconfig-auth") && c.detail.contains("(verified: "),
+        "{}",
+        c.detail
+    );
+    let a = failed(&report, "leak", "notes/a.sh");
+    assert!(a.detail.contains("(verified: IAM issued a token"), "{}", a.detail);
+    let b = failed(&report, "leak", "notes/b.sh");
+    assert!(
+        b.detail.contains("(unverified: IAM refused it (HTTP 400"),
+        "{}",
+        b.detail
+    );
+    let critical = failed(&report, "verified", &Fingerprint::of(live.as_bytes()).to_string());
+    assert!(critical.detail.contains("revoke it now"), "{}", critical.detail);
+    assert!(
+        !report
+            .checks
+            .iter()
+            .any(|c| c.kind == "verified" && c.target == Fingerprint::of(dead.as_bytes()).to_string())
+    );
+    assert_never_shown(&report, &events, &live);
+    assert_never_shown(&report, &events, &dead);
+
+    // IAM unreachable: nothing is known, which is an error, not a verdict.
+    let down = FakeIam {
+        live: Vec::new(),
+        asked: Default::default(),
+        unreachable: true,
+    };
+    let err = check(
+        &req,
+        &CheckWorld {
+            iam: Some(&down),
+            ..world
+        },
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("unreachable"), "{err:#}");
 }

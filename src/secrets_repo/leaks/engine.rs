@@ -140,6 +140,35 @@ impl KnownKey {
     }
 }
 
+/// A candidate secret's value, as a rule matched it (for a `user:password`
+/// base64 pair, the password), for the caller to verify (an IAM token
+/// exchange). Held in memory only, cleared on drop, never shown: `Debug`
+/// prints the rule and fingerprint only.
+pub struct Candidate {
+    /// The rule that matched it.
+    pub rule: String,
+    /// The finding's fingerprint (the same as in [`Finding::fingerprint`]).
+    pub fingerprint: Fingerprint,
+    value: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Candidate")
+            .field("rule", &self.rule)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Candidate {
+    /// Returns the value. Every caller is a place where the secret leaves
+    /// its wrapper: keep them few.
+    pub fn expose_secret(&self) -> &[u8] {
+        &self.value
+    }
+}
+
 /// The leak scanner: rules, limits and known keys.
 #[derive(Debug, Clone)]
 pub struct Scanner {
@@ -200,6 +229,7 @@ impl Scanner {
             commit,
             budget: Budget::new(&self.limits),
             out: Vec::new(),
+            values: None,
         };
         walk.layer(bytes, path, &mut Vec::new(), None);
         let mut out = walk.out;
@@ -218,6 +248,26 @@ impl Scanner {
         out.sort_by(|a, b| (&a.path, a.line, &a.rule).cmp(&(&b.path, b.line, &b.rule)));
         out
     }
+
+    /// Returns the values of the secrets the rules find in `bytes` (and
+    /// every decoding of it), one per fingerprint, for verification. Known
+    /// keys are not repeated (the caller holds them); PEM blocks are not
+    /// values.
+    pub fn candidates(&self, region: Region, bytes: &[u8]) -> Vec<Candidate> {
+        let mut walk = Walk {
+            scanner: self,
+            region,
+            commit: None,
+            budget: Budget::new(&self.limits),
+            out: Vec::new(),
+            values: Some(Vec::new()),
+        };
+        walk.layer(bytes, "", &mut Vec::new(), None);
+        let mut values = walk.values.unwrap_or_default();
+        values.sort_by_key(|c| c.fingerprint);
+        values.dedup_by_key(|c| c.fingerprint);
+        values
+    }
 }
 
 struct Walk<'a> {
@@ -226,6 +276,8 @@ struct Walk<'a> {
     commit: Option<&'a str>,
     budget: Budget,
     out: Vec<Finding>,
+    /// Collects the matched values when asked to ([`Scanner::candidates`]).
+    values: Option<Vec<Candidate>>,
 }
 
 /// Line numbers of a layer, computed once.
@@ -253,6 +305,13 @@ fn trim_value(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
+}
+
+/// Returns the password of a base64 `user:password`.
+fn userpass_password(s: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let plain = Zeroizing::new(decode::base64_decode(s)?);
+    let colon = memchr::memchr(b':', &plain)?;
+    Some(Zeroizing::new(plain[colon + 1..].to_vec()))
 }
 
 fn is_userpass_base64(s: &[u8]) -> bool {
@@ -386,7 +445,59 @@ impl Walk<'_> {
                 }
                 _ => Fingerprint::of(secret),
             };
+            if let Some(values) = &mut self.values {
+                let value = match rule.check {
+                    Some(Check::PemBlock) => None,
+                    Some(Check::UserpassBase64) => userpass_password(secret),
+                    None => Some(Zeroizing::new(secret.to_vec())),
+                };
+                if let Some(value) = value.filter(|v| !v.is_empty()) {
+                    values.push(Candidate {
+                        rule: rule.id.clone(),
+                        fingerprint,
+                        value,
+                    });
+                }
+            }
             self.push(&rule.id, fingerprint, path, line_at(m.start()), chain);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "Xy7_Qz3-Lm9pR2tWv8Kd4sFh6Jb1Nc5Ge0Ua3Yo7Ti2";
+
+    #[test]
+    fn candidates_are_the_values_of_findings_and_never_shown() {
+        let auth = STANDARD.encode(format!("iamapikey:{KEY}"));
+        let text = format!(
+            "docker login -u iamapikey -p {KEY} jp.icr.io\n{{\"auths\":{{\"a.io\":{{\"auth\":\"{auth}\"}}}}}}\n"
+        );
+        let scanner = Scanner::default();
+        let findings = scanner.scan("notes.sh", text.as_bytes());
+        let candidates = scanner.candidates(Region::Content, text.as_bytes());
+        // Each candidate is a finding's fingerprint, once.
+        for c in &candidates {
+            assert!(findings.iter().any(|f| f.fingerprint == c.fingerprint), "{c:?}");
+        }
+        let mut fps: Vec<Fingerprint> = candidates.iter().map(|c| c.fingerprint).collect();
+        fps.dedup();
+        assert_eq!(fps.len(), candidates.len());
+        // The key's own value, and the password inside the `auth` pair.
+        let direct = candidates
+            .iter()
+            .find(|c| c.fingerprint == Fingerprint::of(KEY.as_bytes()))
+            .expect("the key itself");
+        assert_eq!(direct.expose_secret(), KEY.as_bytes());
+        let pair = candidates
+            .iter()
+            .find(|c| c.rule == "dockerconfig-auth")
+            .expect("the auth pair");
+        assert_eq!(pair.expose_secret(), KEY.as_bytes());
+        assert!(!format!("{candidates:?}").contains(KEY));
+        assert!(scanner.candidates(Region::Content, b"nothing here").is_empty());
     }
 }

@@ -14,12 +14,13 @@ pub mod engine;
 pub mod rules;
 
 pub use decode::{Layer, Limits};
-pub use engine::{DECODE_LIMIT, Finding, KNOWN_KEY, KnownKey, Region, Scanner};
+pub use engine::{Candidate, DECODE_LIMIT, Finding, KNOWN_KEY, KnownKey, Region, Scanner};
 pub use rules::{RuleSet, RulesError};
 
-use crate::secrets_repo::history::{self, HistoryError, HistoryLimits};
+use crate::fingerprint::Fingerprint;
+use crate::secrets_repo::history::{self, HistoryError, HistoryLimits, Range};
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// Returns a file name fit to show when it holds a key: each part of 16 or
@@ -60,6 +61,11 @@ pub fn scan_range(
     limits: &HistoryLimits,
 ) -> Result<Vec<Finding>, HistoryError> {
     let range = history::enumerate(repo, base, head, limits)?;
+    Ok(scan_enumerated(scanner, &range))
+}
+
+/// Scans a range already enumerated, as [`scan_range`] does.
+pub fn scan_enumerated(scanner: &Scanner, range: &Range) -> Vec<Finding> {
     // File names first: a name that holds a key is shown redacted everywhere.
     let mut findings = Vec::new();
     let mut redacted: HashMap<&[u8], String> = HashMap::new();
@@ -102,5 +108,30 @@ pub fn scan_range(
             &commit.message,
         ));
     }
-    Ok(findings)
+    findings
+}
+
+/// Returns the values of the rule findings of `range` whose fingerprints
+/// are `wanted`, one per fingerprint, for the caller to verify. Scans the
+/// range again, collecting values: call it only when there is something
+/// to verify.
+pub fn candidates(scanner: &Scanner, range: &Range, wanted: &HashSet<Fingerprint>) -> Vec<Candidate> {
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let mut found: Vec<Candidate> = range
+        .blobs
+        .par_iter()
+        .flat_map_iter(|blob| scanner.candidates(Region::Content, &blob.bytes))
+        .collect();
+    for name in &range.names {
+        found.extend(scanner.candidates(Region::FileName, &name.path));
+    }
+    for commit in &range.commits {
+        found.extend(scanner.candidates(Region::CommitMessage, &commit.message));
+    }
+    found.retain(|c| wanted.contains(&c.fingerprint));
+    found.sort_by_key(|c| c.fingerprint);
+    found.dedup_by_key(|c| c.fingerprint);
+    found
 }
