@@ -73,6 +73,9 @@ pub struct Args {
     /// The leak allowlist (default: .rekey/leak-allowlist.toml at the base, if present).
     #[arg(long, value_name = "FILE")]
     pub allowlist: Option<PathBuf>,
+    /// List only the failing checks in text output (the summary still counts all).
+    #[arg(long)]
+    pub failures_only: bool,
     /// Also pull the probe image with each changed secret (needs --key).
     #[arg(long, requires = "key")]
     pub verify_pull: bool,
@@ -191,6 +194,6 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         events: &PrinterEvents(printer),
     };
     let report = op::check(&request, &world)?;
-    check_render::render(printer, &report)?;
+    check_render::render(printer, &report, args.failures_only)?;
     Ok(Exit::problem_if(!report.ok))
 }

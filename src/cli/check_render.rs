@@ -1,17 +1,23 @@
 //! Renders `rekey check`'s report as text, JSON or JUnit.
 
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Paint, Printer, plural};
 use crate::ops::check::{CheckReport, CheckResult, SecretChange};
 use std::collections::BTreeMap;
 
 /// Prints `report` in the printer's format.
-pub fn render(printer: &Printer, report: &CheckReport) -> anyhow::Result<()> {
+/// With `failures_only`, text output lists only the failing checks (and
+/// what the pull request changes about the policies), for a long PR.
+pub fn render(printer: &Printer, report: &CheckReport, failures_only: bool) -> anyhow::Result<()> {
     match printer.format() {
         OutputFormat::Json => printer.json(report),
         OutputFormat::Junit => printer.junit(&junit(&report.checks)),
         OutputFormat::Text | OutputFormat::Openmetrics => {
-            for r in &report.checks {
-                let verdict = if r.ok { "ok  " } else { "FAIL" };
+            for r in report.checks.iter().filter(|r| !(failures_only && r.ok)) {
+                let verdict = if r.ok {
+                    printer.paint(Paint::Good, "ok  ")
+                } else {
+                    printer.paint(Paint::Bad, "FAIL")
+                };
                 printer.line(format_args!("{verdict}  {:<10} {}  {}", r.kind, r.target, r.detail));
             }
             let p = &report.policy_changes;
@@ -45,12 +51,14 @@ pub fn render(printer: &Printer, report: &CheckReport) -> anyhow::Result<()> {
                     w.path, w.line, w.rule, w.fingerprint, w.reason
                 ));
             }
-            for c in &report.changes {
-                printer.line(summary_line(c));
+            if !failures_only {
+                for c in &report.changes {
+                    printer.line(summary_line(c));
+                }
             }
             printer.status(format_args!(
-                "{} checks, {} failed",
-                report.checks.len(),
+                "{}, {} failed",
+                plural(report.checks.len(), "check", "checks"),
                 report.failed()
             ));
             Ok(())

@@ -192,6 +192,20 @@ fn a_plain_text_secret_is_rejected_even_inside_base64() {
         "{f:?}"
     );
     assert!(f.contains(&("leak".into(), "deploy/secret.yaml".into())), "{f:?}");
+    // --failures-only lists the failures alone; the summary still counts every check.
+    let short = pr.check(&["--failures-only"]);
+    short.code(1).stdout_has("FAIL  leak       notes/jp.dockerconfigjson");
+    let all = pr.check(&[]);
+    let failing: Vec<&str> = all.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(short.stdout.lines().collect::<Vec<_>>(), failing, "{}", all.stdout);
+    let summary = |r: &Run| {
+        r.stderr
+            .lines()
+            .find(|l| l.contains(" failed"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(summary(&short), summary(&all));
     let detail = entry(&run.json(), "checks", |c| c["target"] == "deploy/secret.yaml")["detail"]
         .as_str()
         .unwrap()
@@ -648,6 +662,18 @@ fn a_pure_reencryption_is_reported_as_such() {
     let text = pr.check(&[]);
     text.code(0)
         .stdout_has("reencrypted JP_REGISTRY_PULL_SECRET_64 (jp): same key sha256:");
+    assert!(text.stdout.lines().any(|l| l.starts_with("ok")), "{}", text.stdout);
+    // A passing check with --failures-only prints no check lines at all.
+    let quiet = pr.check(&["--failures-only"]);
+    quiet.code(0);
+    assert!(
+        !quiet
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("ok") || l.starts_with("FAIL")),
+        "{}",
+        quiet.stdout
+    );
     assert!(!text.stdout.contains(" -> "), "{}", text.stdout);
 }
 
