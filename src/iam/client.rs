@@ -61,6 +61,17 @@ struct Answer {
     body: Vec<u8>,
 }
 
+impl Answer {
+    /// Reads a document from a 200 answer; `None` on 404; else IAM's refusal.
+    fn found_or_none<T: serde::de::DeserializeOwned>(&self, call: &'static str) -> Result<Option<T>, IamError> {
+        match self.status {
+            200 => parse(call, &self.body).map(Some),
+            404 => Ok(None),
+            status => Err(refused(call, status, &self.body)),
+        }
+    }
+}
+
 /// What a request carries, rebuilt for every attempt.
 enum Body<'a> {
     None,
@@ -229,22 +240,10 @@ impl Iam {
     /// the `IAM-ApiKey` header), authorised by `token`. `None` when IAM
     /// does not know the key.
     pub async fn details(&self, token: &SecretString, key: &ApiKey) -> Result<Option<KeyDetails>, IamError> {
-        const CALL: &str = "the key details";
-        let auth = bearer(token);
         let answer = self
-            .send(
-                CALL,
-                reqwest::Method::GET,
-                self.url("/v1/apikeys/details"),
-                &[("Authorization", &auth), ("IAM-ApiKey", key.expose_secret())],
-                Body::None,
-            )
+            .get("the key details", "/v1/apikeys/details", token, Some(key))
             .await?;
-        match answer.status {
-            200 => parse(CALL, &answer.body).map(Some),
-            404 => Ok(None),
-            status => Err(refused(CALL, status, &answer.body)),
-        }
+        answer.found_or_none("the key details")
     }
 
     /// Describes the key with IAM id `id` (`GET /v1/apikeys/{id}`, IBM's
@@ -252,40 +251,39 @@ impl Iam {
     /// (deleted, or never there).
     pub async fn key_by_id(&self, token: &SecretString, id: &str) -> Result<Option<KeyDetails>, IamError> {
         const CALL: &str = "the key lookup";
-        let auth = bearer(token);
         let answer = self
-            .send(
-                CALL,
-                reqwest::Method::GET,
-                self.url(&format!("/v1/apikeys/{}", path_segment(id))),
-                &[("Authorization", &auth)],
-                Body::None,
-            )
+            .get(CALL, &format!("/v1/apikeys/{}", path_segment(id)), token, None)
             .await?;
-        match answer.status {
-            200 => parse(CALL, &answer.body).map(Some),
-            404 => Ok(None),
-            status => Err(refused(CALL, status, &answer.body)),
-        }
+        answer.found_or_none(CALL)
     }
 
     /// Describes the service ID `id` (`GET /v1/serviceids/{id}`).
     pub async fn service_id(&self, token: &SecretString, id: &str) -> Result<ServiceId, IamError> {
         const CALL: &str = "the service ID lookup";
-        let auth = bearer(token);
         let answer = self
-            .send(
-                CALL,
-                reqwest::Method::GET,
-                self.url(&format!("/v1/serviceids/{}", path_segment(id))),
-                &[("Authorization", &auth)],
-                Body::None,
-            )
+            .get(CALL, &format!("/v1/serviceids/{}", path_segment(id)), token, None)
             .await?;
         match answer.status {
             200 => parse(CALL, &answer.body),
             status => Err(refused(CALL, status, &answer.body)),
         }
+    }
+
+    /// Sends an authorised GET of `path` (with the key in `IAM-ApiKey` when given).
+    async fn get(
+        &self,
+        call: &'static str,
+        path: &str,
+        token: &SecretString,
+        key: Option<&ApiKey>,
+    ) -> Result<Answer, IamError> {
+        let auth = bearer(token);
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if let Some(key) = key {
+            headers.push(("IAM-ApiKey", key.expose_secret()));
+        }
+        self.send(call, reqwest::Method::GET, self.url(path), &headers, Body::None)
+            .await
     }
 
     /// Creates an API key for `iam_id` (`POST /v1/apikeys`, `store_value:

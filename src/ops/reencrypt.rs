@@ -73,12 +73,7 @@ pub fn reencrypt(
     let now = at.into();
     let policy = store.load_policy(req.validity, now, events)?;
     let signers = authorship::require_signer(store, req.signer)?;
-    let lock = if req.dry_run {
-        store.refuse_unknown_files()?;
-        None
-    } else {
-        Some(store.lock(events)?)
-    };
+    let lock = store.lock_unless_dry_run(req.dry_run, events)?;
     let mut writes = WritePlan::default();
     let mut items = Vec::new();
     for name in store.secret_names()? {

@@ -80,12 +80,7 @@ pub fn sign(
         )
         .unwrap_or_else(|_| AllowedSigners::none())
     });
-    let lock = if req.dry_run {
-        store.refuse_unknown_files()?;
-        None
-    } else {
-        Some(store.lock(events)?)
-    };
+    let lock = store.lock_unless_dry_run(req.dry_run, events)?;
     let mut writes = WritePlan::default();
     let mut secrets = Vec::new();
     for name in store.secret_names()? {

@@ -290,6 +290,18 @@ impl Store {
         }
     }
 
+    /// Takes the lock for a command that writes, or, for a dry run that
+    /// writes nothing, only refuses a `registry/` holding unknown files (as
+    /// the real run would).
+    pub fn lock_unless_dry_run(&self, dry_run: bool, events: &dyn Events) -> anyhow::Result<Option<Lock>> {
+        if dry_run {
+            self.refuse_unknown_files()?;
+            Ok(None)
+        } else {
+            self.lock(events).map(Some)
+        }
+    }
+
     /// Takes the repo's write lock (failing at once when another rekey holds
     /// it), then finishes what a killed rekey left half done: validates and
     /// rolls forward the redo log, removes stray temporaries. Finally refuses
