@@ -15,6 +15,7 @@ use crate::pullsecret::catalog::Catalog;
 use crate::pullsecret::host::Host;
 use crate::pullsecret::image::ImageRef;
 use crate::pullsecret::keyname;
+use crate::secrets_repo::git::BranchMove;
 use crate::secrets_repo::store::Store;
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -62,7 +63,9 @@ pub struct Args {
     /// Commit the changed secrets to the repo's git history.
     #[arg(long)]
     pub commit: bool,
-    /// The branch to commit on (created from HEAD, or moved to it); default: the current branch.
+    /// The branch to commit on: created at HEAD when missing; an existing
+    /// one only when checked out or when HEAD fast-forwards it (never
+    /// dropping its commits; refused otherwise); default: the current branch.
     #[arg(long, value_name = "BRANCH", requires = "commit")]
     pub branch: Option<String>,
     /// Publish even if this host cannot pull (repeatable); it is still reported.
@@ -209,8 +212,16 @@ fn render(printer: &Printer, report: &RotateReport, health: Option<&health::Repo
             printer.line(format_args!("         escalate: {e}"));
         }
     }
-    if let Some(c) = &report.commit {
-        printer.status(format_args!("committed {c}"));
+    match (&report.commit, &report.branch, report.branch_move) {
+        (Some(c), Some(b), Some(BranchMove::Created)) => {
+            printer.status(format_args!("committed {c} on new branch {b}"))
+        }
+        (Some(c), Some(b), Some(BranchMove::FastForward)) => {
+            printer.status(format_args!("fast-forwarded branch {b} and committed {c} on it"))
+        }
+        (Some(c), Some(b), _) => printer.status(format_args!("committed {c} on branch {b}")),
+        (Some(c), None, _) => printer.status(format_args!("committed {c}")),
+        (None, ..) => {}
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::pullsecret::image::ImageRef;
 use crate::registry::{Credential, HostResult, Target};
 use crate::secret::ApiKey;
 use crate::secrets_repo::authorship::sign_rewrite;
+use crate::secrets_repo::git::BranchMove;
 use crate::secrets_repo::journal::{self, Journal, Stage};
 use crate::secrets_repo::layout::{self, Digest, Existing, Plan, SealRequest, State};
 use crate::secrets_repo::pgp::Validity;
@@ -89,6 +90,9 @@ pub struct RotateReport {
     pub key_name: String,
     pub key_fingerprint: String,
     pub commit: Option<String>,
+    /// The branch committed on (`--branch`), and how it moved.
+    pub branch: Option<String>,
+    pub branch_move: Option<BranchMove>,
     /// The files committed, relative to the repo root.
     pub committed_files: Vec<String>,
     pub regions: Vec<RegionReport>,
@@ -202,10 +206,18 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
             },
         });
     }
-    let report = |plans: Vec<Planned<'_>>, commit, committed_files| RotateReport {
+    // A branch the commit could only reach by dropping commits is refused
+    // now, before anything is written.
+    let branch_move = match (&req.branch, req.commit) {
+        (Some(branch), true) => Some(w.git.plan_branch(branch).context("--branch")?),
+        _ => None,
+    };
+    let report = |plans: Vec<Planned<'_>>, commit: Option<String>, committed_files| RotateReport {
         dry_run: req.dry_run,
         key_name: req.key_name.clone(),
         key_fingerprint: fingerprint.clone(),
+        branch: req.branch.clone().filter(|_| commit.is_some()),
+        branch_move: branch_move.filter(|_| commit.is_some()),
         commit,
         committed_files,
         regions: plans.into_iter().map(|p| p.report).collect(),

@@ -431,6 +431,9 @@ fn a_rotation_resumes_from_each_journal_stage() {
         fn commit(&self, _: Option<&str>, _: &[String], _: &str) -> anyhow::Result<Option<String>> {
             anyhow::bail!("git is down")
         }
+        fn plan_branch(&self, _: &str) -> anyhow::Result<crate::secrets_repo::git::BranchMove> {
+            Ok(crate::secrets_repo::git::BranchMove::CheckedOut)
+        }
     }
     let err = repo
         .rotate_with(&StaticVerifier::default(), &FailingGit, true)

@@ -199,7 +199,9 @@ pub(crate) fn password_in(plaintext: &[u8]) -> String {
 fn rotates_every_region_commits_and_a_rerun_changes_nothing() {
     let s = Setup::new("rot-e2e", &[]);
     let run = s.rotate().args(["--commit", "--branch", "rotate-20261123"]).run();
-    run.code(0).stdout_has("rotated");
+    run.code(0)
+        .stdout_has("rotated")
+        .stderr_has("on new branch rotate-20261123");
     s.assert_no_leak(&run);
     for region in ["r1", "r2"] {
         // Real gpg reads the new key; the old one is kept as previous.
@@ -240,6 +242,48 @@ fn rotates_every_region_commits_and_a_rerun_changes_nothing() {
     again.code(0).stdout_has("unchanged");
     assert_eq!(snapshot(&s.repo()), before, "a second run rewrites nothing");
     assert_eq!(git(&s.repo(), &["rev-parse", "HEAD"]), head, "and commits nothing");
+}
+
+#[test]
+fn rotate_branch_never_drops_a_commit() {
+    let s = Setup::new("rot-branch", &[]);
+    let repo = s.repo();
+    let main = git(&repo, &["rev-parse", "--abbrev-ref", "HEAD"]).trim().to_owned();
+    // A teammate's branch with a commit HEAD does not have.
+    git(&repo, &["checkout", "-q", "-b", "team"]);
+    write(&repo, "NOTES.md", "a teammate's work\n");
+    git(&repo, &["add", "NOTES.md"]);
+    git(&repo, &["commit", "-qm", "teammate"]);
+    let team = git(&repo, &["rev-parse", "team"]);
+    git(&repo, &["checkout", "-q", &main]);
+    let before = snapshot(&repo);
+    let refused = s.rotate().args(["--commit", "--branch", "team"]).run();
+    refused.code(2).stderr_has("branch `team` exists").stderr_has("drop");
+    assert_eq!(
+        git(&repo, &["rev-parse", "team"]),
+        team,
+        "the teammate's commit survives"
+    );
+    assert_eq!(snapshot(&repo), before, "nothing is written");
+    assert!(!repo.join(".git/rekey/journal.json").exists());
+
+    // An existing branch that HEAD fast-forwards: moved forward, then committed on.
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["branch", "ff"]);
+    let run = s.rotate().args(["--commit", "--branch", "ff"]).run();
+    run.code(0).stderr_has("fast-forwarded branch ff");
+    assert_eq!(git(&repo, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "ff");
+    assert_eq!(
+        git(&repo, &["rev-parse", "ff~1"]),
+        head,
+        "the commit follows the old tip"
+    );
+    assert_eq!(
+        git(&repo, &["rev-parse", &main]),
+        head,
+        "the branch left behind is untouched"
+    );
+    assert_eq!(git(&repo, &["rev-parse", "team"]), team);
 }
 
 #[test]
