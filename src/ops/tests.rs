@@ -505,6 +505,7 @@ fn refusals_write_nothing() {
     let err = rollback(
         &RollbackRequest {
             region: "r1".into(),
+            to: crate::ops::rollback::RollbackTo::Previous,
             commit: true,
             signer: None,
         },
@@ -538,6 +539,7 @@ fn rollback_swaps_and_commits_exactly_the_secret() {
     };
     let req = RollbackRequest {
         region: "r1".into(),
+        to: crate::ops::rollback::RollbackTo::Previous,
         commit: true,
         signer: None,
     };
@@ -677,6 +679,7 @@ fn signed_versions_carry_a_statement_and_an_inner_signature_by_the_same_signer()
     };
     let req = RollbackRequest {
         region: "r1".into(),
+        to: crate::ops::rollback::RollbackTo::Previous,
         commit: true,
         signer: repo.signer.as_ref(),
     };
@@ -684,6 +687,20 @@ fn signed_versions_carry_a_statement_and_an_inner_signature_by_the_same_signer()
     let (st, _) = verify_secret(&repo, "r1").unwrap();
     assert_eq!((st.version, st.restores), (4, Some(1)));
     assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+    // A second rollback keeps the older key; restoring the newer one is
+    // explicit, and signed like any rollback.
+    let again = rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    assert!(!again.changed);
+    assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+    let forward = RollbackRequest {
+        to: crate::ops::rollback::RollbackTo::Key(NEW_NAME.to_owned()),
+        ..req.clone()
+    };
+    let report = rollback(&forward, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    assert!(report.changed);
+    let (st, _) = verify_secret(&repo, "r1").unwrap();
+    assert_eq!(st.restores, Some(3));
+    assert_eq!(repo.key_in("r1", Slot::Active), NEW);
 }
 
 #[test]

@@ -140,6 +140,10 @@ pub struct Version {
     /// How it was retired: `deleted` or `disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_how: Option<RetiredHow>,
+    /// When a rollback replaced this (newer) version by the one before it:
+    /// a later `rollback` to "previous" leaves it as previous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_at: Option<DateTime<Utc>>,
     /// The signed statement about this version and its detached signature
     /// (absent in an unsigned repo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -463,6 +467,7 @@ pub fn plan_seal(
         iam_key_id: None,
         retired_at: None,
         retired_how: None,
+        rolled_back_at: None,
         signed: None,
     };
     let (previous, previous_bytes) = match existing {

@@ -349,6 +349,46 @@ fn rollback_makes_the_previous_key_current_again() {
     assert_eq!(s.meta("r1")["active"]["state"], "current");
     assert_eq!(s.meta("r1")["previous"]["key_name"], NEW_KEY_NAME);
     assert!(git(&s.repo(), &["log", "-1", "--format=%s"]).starts_with("Roll back the r1 registry pull secret"));
+
+    // Rollback is not a toggle: a second one keeps the older key, says so,
+    // and writes and commits nothing.
+    let rollback = |extra: &[&str]| {
+        rekey()
+            .args(["rollback", "--region", "r1", "--commit", "--repo"])
+            .arg(s.repo())
+            .args(extra)
+            .run()
+    };
+    let before = snapshot(&s.repo());
+    let head = git(&s.repo(), &["rev-parse", "HEAD"]);
+    rollback(&[])
+        .code(0)
+        .stdout_has("unchanged")
+        .stdout_has("already rolled back");
+    assert_eq!(s.meta("r1")["active"]["key_name"], OLD_KEY_NAME);
+    // `--to` the current key, by name: a no-op too.
+    let json = rollback(&["--to", OLD_KEY_NAME, "--output", "json"]);
+    json.code(0);
+    assert_eq!(json.json()["changed"], false);
+    assert_eq!(snapshot(&s.repo()), before, "no-ops write nothing");
+    assert_eq!(git(&s.repo(), &["rev-parse", "HEAD"]), head, "and commit nothing");
+    // A key that is neither current nor previous; a region in the wrong case.
+    rollback(&["--to", "sha256:00000000"]).code(2).stderr_has("no such key");
+    rekey()
+        .args(["rollback", "--region", "R1", "--repo"])
+        .arg(s.repo())
+        .run()
+        .code(2)
+        .stderr_has("no secret for region `R1`")
+        .stderr_has("r1, r2");
+    assert_eq!(snapshot(&s.repo()), before, "refusals write nothing");
+    // Restoring the newer key is explicit.
+    rollback(&["--to", NEW_KEY_NAME]).code(0).stdout_has("rolled back");
+    assert_eq!(s.meta("r1")["active"]["key_name"], NEW_KEY_NAME);
+    assert_eq!(s.meta("r1")["previous"]["key_name"], OLD_KEY_NAME);
+    // ...after which `previous` is a rollback again.
+    rollback(&[]).code(0).stdout_has("rolled back");
+    assert_eq!(s.meta("r1")["active"]["key_name"], OLD_KEY_NAME);
 }
 
 #[test]
