@@ -410,6 +410,64 @@ fn an_unfinished_rotation_to_another_key_is_not_overwritten() {
 }
 
 #[test]
+fn abort_discards_an_unfinished_rotation_and_restores_the_committed_secrets() {
+    let s = Setup::new("rot-abort", &[]);
+    let repo = s.repo();
+    // Someone's unrelated, uncommitted work, which abort must not touch.
+    write(&repo, "NOTES.md", "work in progress\n");
+    let committed = git(&repo, &["rev-parse", "HEAD"]);
+    let registry_before = snapshot(&repo.join("registry"));
+    // A rotation that publishes, then dies at its commit (git's index is locked).
+    write(&repo, ".git/index.lock", "");
+    s.rotate().arg("--commit").run().code(2);
+    std::fs::remove_file(repo.join(".git/index.lock")).unwrap();
+    assert!(repo.join(".git/rekey/journal.json").exists());
+    assert_ne!(snapshot(&repo.join("registry")), registry_before, "it published");
+
+    // Its journal blocks another key, and the error says how to discard it.
+    let other = "iks-registry-access-prod-test-20261124";
+    s.rotate_named(other)
+        .run()
+        .code(2)
+        .stderr_has("is unfinished")
+        .stderr_has("rekey rotate --repo REPO --abort");
+
+    let run = rekey().args(["rotate", "--abort", "--repo"]).arg(&repo).run();
+    run.code(0)
+        .stdout_has(&format!("aborted the rotation to {NEW_KEY_NAME}"))
+        .stdout_has("restored registry/R1_REGISTRY_PULL_SECRET_64.gpg")
+        .stdout_has("removed  registry/R1_REGISTRY_PULL_SECRET_64.previous.gpg");
+    assert_eq!(
+        snapshot(&repo.join("registry")),
+        registry_before,
+        "the committed secrets are back"
+    );
+    assert!(!repo.join(".git/rekey/journal.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(repo.join("NOTES.md")).unwrap(),
+        "work in progress\n"
+    );
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), committed);
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "?? NOTES.md\n");
+    // Aborting again is a no-op that says so.
+    rekey()
+        .args(["rotate", "--abort", "--repo"])
+        .arg(&repo)
+        .run()
+        .code(0)
+        .stdout_has("nothing to abort");
+
+    // A rotation with another key now runs.
+    s.rotate_named(other)
+        .arg("--commit")
+        .run()
+        .code(0)
+        .stdout_has("rotated");
+    assert_eq!(s.meta("r1")["active"]["key_name"], other);
+    assert_eq!(s.meta("r1")["previous"]["key_name"], OLD_KEY_NAME);
+}
+
+#[test]
 fn bad_rotate_input_writes_nothing() {
     let s = Setup::new("rot-bad", &[]);
     let before = snapshot(&s.repo());
