@@ -597,6 +597,56 @@ fn seal_is_unchanged_on_a_rerun_and_reencrypt_follows_the_policy() {
 }
 
 #[test]
+fn reencrypt_keeps_a_version_already_addressed_to_the_policy() {
+    let repo = Repo::new();
+    let policy = repo.root().join(layout::RECIPIENTS_FILE);
+    let both = std::fs::read(&policy).unwrap();
+    // Rotated while the policy had only alice: the new version is for alice,
+    // the previous one still for alice and bob.
+    std::fs::write(&policy, CERTS[0].armored().to_vec().unwrap()).unwrap();
+    repo.rotate(&StaticVerifier::default()).unwrap();
+    // Bob is back: only the active versions need re-encrypting.
+    std::fs::write(&policy, &both).unwrap();
+    let prev_path = repo.store().path(&layout::secret_name("r1"), Slot::Previous);
+    let previous = std::fs::read(&prev_path).unwrap();
+    let keys = secret_keys();
+    let req = ReencryptRequest {
+        keys: &keys,
+        dry_run: false,
+        validity: validity(),
+        signer: None,
+    };
+    let done = reencrypt(&req, &repo.store(), &repo.clock, &NoEvents).unwrap();
+    assert!(done.secrets.iter().all(|i| i.action == ItemAction::Reencrypted));
+    assert_eq!(
+        done.written.len(),
+        4,
+        "active file and metadata of two secrets, no previous: {:?}",
+        done.written
+    );
+    assert!(
+        done.written.iter().all(|f| !f.contains("previous")),
+        "{:?}",
+        done.written
+    );
+    assert_eq!(
+        std::fs::read(&prev_path).unwrap(),
+        previous,
+        "previous.gpg kept byte for byte"
+    );
+    let item = done
+        .secrets
+        .iter()
+        .find(|i| i.name == layout::secret_name("r1"))
+        .unwrap();
+    assert_eq!(item.files.len(), 1, "{:?}", item.files);
+    assert_eq!(repo.key_in("r1", Slot::Active), NEW);
+    assert_eq!(repo.key_in("r1", Slot::Previous), OLD);
+    let again = reencrypt(&req, &repo.store(), &repo.clock, &NoEvents).unwrap();
+    assert!(again.secrets.iter().all(|i| i.action == ItemAction::Unchanged));
+}
+
+#[test]
 fn seal_reports_expiring_recipients_as_events() {
     let repo = Repo::new();
     let soon = CertBuilder::general_purpose(Some("soon <soon@example.com>"))
