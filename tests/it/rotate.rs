@@ -468,6 +468,53 @@ fn abort_discards_an_unfinished_rotation_and_restores_the_committed_secrets() {
 }
 
 #[test]
+fn reencrypt_keeps_a_previous_version_already_addressed_to_the_policy() {
+    let s = Setup::new("rot-reenc", &[]);
+    let repo = s.repo();
+    let both = std::fs::read(repo.join(".rekey/recipients.asc")).unwrap();
+    // Rotated while bob was out of the policy; then bob is back.
+    write(
+        &repo,
+        ".rekey/recipients.asc",
+        std::fs::read(keys().file("alice.pub")).unwrap(),
+    );
+    s.rotate().run().code(0);
+    write(&repo, ".rekey/recipients.asc", &both);
+    let previous: Vec<Vec<u8>> = ["r1", "r2"]
+        .iter()
+        .map(|r| std::fs::read(s.file(r, true)).unwrap())
+        .collect();
+    let run = rekey()
+        .args(["reencrypt", "--output", "json", "--repo"])
+        .arg(&repo)
+        .arg("--key")
+        .arg(keys().file("alice.sec"))
+        .run();
+    run.code(0);
+    let json = run.json();
+    let written: Vec<&str> = json["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(written.len(), 4, "{written:?}");
+    assert!(written.iter().all(|w| !w.ends_with(".previous.gpg")), "{written:?}");
+    for (i, r) in ["r1", "r2"].iter().enumerate() {
+        assert_eq!(
+            std::fs::read(s.file(r, true)).unwrap(),
+            previous[i],
+            "{r}: previous.gpg untouched"
+        );
+        // The re-encrypted current version now reads with bob's key too.
+        assert_eq!(
+            password_in(&gpg_decrypt(&keys().file("bob.sec"), &s.file(r, false))),
+            FIXTURE.key
+        );
+    }
+}
+
+#[test]
 fn bad_rotate_input_writes_nothing() {
     let s = Setup::new("rot-bad", &[]);
     let before = snapshot(&s.repo());
