@@ -110,10 +110,10 @@ pub fn rollback(
             );
         }
         RollbackTo::Key(_) => {}
-        // A previous version that an earlier rollback replaced (marked, or
-        // rotated after the current one) is newer: restoring it is a roll
+        // A previous version that an earlier rollback replaced (marked
+        // `rolled_back_at`) is the newer key: restoring it is a roll
         // forward, only on request (`--to`).
-        RollbackTo::Previous if prev.rolled_back_at.is_some() || prev.rotated_at > meta.active.rotated_at => {
+        RollbackTo::Previous if prev.rolled_back_at.is_some() => {
             return Ok(unchanged(format!(
                 "already rolled back: {} is current; the newer {} is kept as previous (`--to {}` restores it)",
                 key(&meta.active),
@@ -134,7 +134,7 @@ pub fn rollback(
     let (mut new_meta, new_active, new_previous) = layout::rollback(&meta, &active, &previous)?;
     // Mark the replaced version as rolled back from, unless this restores a
     // version that was itself rolled back from (a roll forward).
-    let forward = prev.rolled_back_at.is_some() || prev.rotated_at > meta.active.rotated_at;
+    let forward = prev.rolled_back_at.is_some();
     new_meta.active.rolled_back_at = None;
     if let Some(p) = new_meta.previous.as_mut() {
         p.rolled_back_at = (!forward).then_some(now);
