@@ -15,6 +15,7 @@ use crate::pullsecret::catalog::Catalog;
 use crate::pullsecret::host::Host;
 use crate::pullsecret::image::ImageRef;
 use crate::pullsecret::keyname;
+use crate::secrets_repo::git::BranchMove;
 use crate::secrets_repo::store::Store;
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -31,7 +32,8 @@ use std::path::PathBuf;
 /// region unless --allow-failing-host names it), and the secret is sealed as
 /// `pending`, then made `current`; the version it replaces is kept as
 /// `previous` for `rekey rollback`. A journal in the repo's git directory
-/// (.git/rekey) makes a killed rotation resumable: rerun the same command. Rerunning a finished rotation
+/// (.git/rekey) makes a killed rotation resumable: rerun the same command, or
+/// discard it with --abort. Rerunning a finished rotation
 /// changes nothing. Exits 1 when a region was blocked.
 ///
 /// Example:
@@ -43,16 +45,20 @@ use std::path::PathBuf;
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// The region catalog directory (one TOML file per region).
-    #[arg(long, value_name = "DIR")]
-    pub regions: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "abort")]
+    pub regions: Option<PathBuf>,
     /// The secrets repo (holding .rekey/recipients.asc).
     #[arg(long, value_name = "DIR")]
     pub repo: PathBuf,
-    #[command(flatten)]
-    pub key: KeyArgs,
-    /// The new key's name, ending in its creation date: <service-id>-<env>-<region>-YYYYMMDD.
+    /// Read the API key from FILE (`-` reads stdin); one trailing newline is ignored.
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["api_key_env", "abort"], conflicts_with = "api_key_env")]
+    pub api_key_file: Option<PathBuf>,
+    /// Read the API key from the environment variable NAME.
     #[arg(long, value_name = "NAME")]
-    pub key_name: String,
+    pub api_key_env: Option<String>,
+    /// The new key's name, ending in its creation date: <service-id>-<env>-<region>-YYYYMMDD.
+    #[arg(long, value_name = "NAME", required_unless_present = "abort")]
+    pub key_name: Option<String>,
     /// Rotate only this region (repeatable; default: every region).
     #[arg(long = "region", value_name = "NAME")]
     pub regions_selected: Vec<String>,
@@ -62,7 +68,9 @@ pub struct Args {
     /// Commit the changed secrets to the repo's git history.
     #[arg(long)]
     pub commit: bool,
-    /// The branch to commit on (created from HEAD, or moved to it); default: the current branch.
+    /// The branch to commit on: created at HEAD when missing; an existing
+    /// one only when checked out or when HEAD fast-forwards it (never
+    /// dropping its commits; refused otherwise); default: the current branch.
     #[arg(long, value_name = "BRANCH", requires = "commit")]
     pub branch: Option<String>,
     /// Publish even if this host cannot pull (repeatable); it is still reported.
@@ -82,6 +90,11 @@ pub struct Args {
     pub validity: ValidityArgs,
     #[command(flatten)]
     pub signing: Box<crate::cli::pgpargs::SigningKeyArgs>,
+    /// Discard an unfinished rotation (the journal in the repo's git
+    /// directory): the secrets it sealed or published but did not commit go
+    /// back to their committed versions; nothing else is touched.
+    #[arg(long, conflicts_with_all = ["regions", "key_name", "api_key_file", "api_key_env", "dry_run", "commit", "regions_selected"])]
+    pub abort: bool,
 }
 
 impl Args {
@@ -102,10 +115,16 @@ struct Summary<'a> {
 /// Runs `rekey rotate`.
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     printer.require("rotate", &[OutputFormat::Text, OutputFormat::Json])?;
-    keyname::validate(&args.key_name).context("--key-name")?;
-    keyname::created_on(&args.key_name).context("--key-name")?;
-    let catalog = Catalog::load(&args.regions)?;
-    let regions = catalog.select(&args.regions, &args.regions_selected)?;
+    if args.abort {
+        return run_abort(printer, &args);
+    }
+    let (Some(regions_dir), Some(key_name)) = (&args.regions, &args.key_name) else {
+        bail!("--regions and --key-name are required");
+    };
+    keyname::validate(key_name).context("--key-name")?;
+    keyname::created_on(key_name).context("--key-name")?;
+    let catalog = Catalog::load(regions_dir)?;
+    let regions = catalog.select(regions_dir, &args.regions_selected)?;
     let mut allowed = BTreeSet::new();
     for raw in &args.allow_failing_host {
         let host = Host::parse(raw).map_err(|e| anyhow::anyhow!("--allow-failing-host `{raw}` {e}"))?;
@@ -123,12 +142,16 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     if let Some(gate) = &gate {
         gate.prepare(chrono::Utc::now()).context("--health-gate")?;
     }
-    let key = args.key.read()?;
+    let key = KeyArgs {
+        api_key_file: args.api_key_file.clone(),
+        api_key_env: args.api_key_env.clone(),
+    }
+    .read()?;
     let signer = args.signing.load(std::time::SystemTime::now())?;
     let request = RotateRequest {
         regions,
         key: &key,
-        key_name: args.key_name.clone(),
+        key_name: key_name.clone(),
         allowed_failing_hosts: allowed,
         image,
         dry_run: args.dry_run,
@@ -164,6 +187,25 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     };
     render(printer, &report, health.as_ref())?;
     Ok(Exit::problem_if(report.blocked()).worst(health.map_or(Exit::Ok, |h| h.exit())))
+}
+
+fn run_abort(printer: &Printer, args: &Args) -> anyhow::Result<Exit> {
+    let report = crate::ops::rotate::abort(&Store::new(&args.repo), printer)?;
+    if printer.format() == OutputFormat::Json {
+        printer.json(&report)?;
+        return Ok(Exit::Ok);
+    }
+    match (&report.key_name, &report.key_fingerprint) {
+        (Some(name), Some(fp)) => printer.line(format_args!("aborted the rotation to {name} ({fp})")),
+        _ => printer.line("no unfinished rotation: nothing to abort"),
+    }
+    for f in &report.restored {
+        printer.line(format_args!("  restored {f} (committed version)"));
+    }
+    for f in &report.removed {
+        printer.line(format_args!("  removed  {f} (not committed)"));
+    }
+    Ok(Exit::Ok)
 }
 
 fn render(printer: &Printer, report: &RotateReport, health: Option<&health::Report>) -> anyhow::Result<()> {
@@ -209,8 +251,16 @@ fn render(printer: &Printer, report: &RotateReport, health: Option<&health::Repo
             printer.line(format_args!("         escalate: {e}"));
         }
     }
-    if let Some(c) = &report.commit {
-        printer.status(format_args!("committed {c}"));
+    match (&report.commit, &report.branch, report.branch_move) {
+        (Some(c), Some(b), Some(BranchMove::Created)) => {
+            printer.status(format_args!("committed {c} on new branch {b}"))
+        }
+        (Some(c), Some(b), Some(BranchMove::FastForward)) => {
+            printer.status(format_args!("fast-forwarded branch {b} and committed {c} on it"))
+        }
+        (Some(c), Some(b), _) => printer.status(format_args!("committed {c} on branch {b}")),
+        (Some(c), None, _) => printer.status(format_args!("committed {c}")),
+        (None, ..) => {}
     }
     Ok(())
 }

@@ -119,8 +119,12 @@ pub fn reencrypt(
             }
             (plan, _) => plan,
         };
-        let mut files = vec![store.path(&name, Slot::Active)];
-        if meta.previous.is_some() {
+        // The files (re-)encrypted: only those not addressed to the policy.
+        let mut files = Vec::new();
+        if plan.as_ref().is_none_or(|r| r.active.is_some()) {
+            files.push(store.path(&name, Slot::Active));
+        }
+        if meta.previous.is_some() && plan.as_ref().is_none_or(|r| r.previous.is_some()) {
             files.push(store.path(&name, Slot::Previous));
         }
         let action = match (plan, &lock) {

@@ -699,6 +699,7 @@ mod tests {
                 iam_key_id: id.map(str::to_owned),
                 retired_at: None,
                 retired_how: None,
+                rolled_back_at: None,
                 signed: None,
             }
         }

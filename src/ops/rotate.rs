@@ -12,6 +12,7 @@ use crate::pullsecret::image::ImageRef;
 use crate::registry::{Credential, HostResult, Target};
 use crate::secret::ApiKey;
 use crate::secrets_repo::authorship::sign_rewrite;
+use crate::secrets_repo::git::BranchMove;
 use crate::secrets_repo::journal::{self, Journal, Stage};
 use crate::secrets_repo::layout::{self, Digest, Existing, Plan, SealRequest, State};
 use crate::secrets_repo::pgp::Validity;
@@ -89,6 +90,9 @@ pub struct RotateReport {
     pub key_name: String,
     pub key_fingerprint: String,
     pub commit: Option<String>,
+    /// The branch committed on (`--branch`), and how it moved.
+    pub branch: Option<String>,
+    pub branch_move: Option<BranchMove>,
     /// The files committed, relative to the repo root.
     pub committed_files: Vec<String>,
     pub regions: Vec<RegionReport>,
@@ -151,7 +155,7 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
     {
         let path = w.store.state_dir()?.join(store::JOURNAL_FILE);
         bail!(
-            "{}: a rotation to {} ({}) started at {} is unfinished: rerun it with that key to finish it, or delete the journal to abandon it",
+            "{}: a rotation to {} ({}) started at {} is unfinished: rerun it with that key to finish it, or discard it with `rekey rotate --repo REPO --abort`",
             path.display(),
             j.key_name,
             j.key_fingerprint,
@@ -202,10 +206,18 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
             },
         });
     }
-    let report = |plans: Vec<Planned<'_>>, commit, committed_files| RotateReport {
+    // A branch the commit could only reach by dropping commits is refused
+    // now, before anything is written.
+    let branch_move = match (&req.branch, req.commit) {
+        (Some(branch), true) => Some(w.git.plan_branch(branch).context("--branch")?),
+        _ => None,
+    };
+    let report = |plans: Vec<Planned<'_>>, commit: Option<String>, committed_files| RotateReport {
         dry_run: req.dry_run,
         key_name: req.key_name.clone(),
         key_fingerprint: fingerprint.clone(),
+        branch: req.branch.clone().filter(|_| commit.is_some()),
+        branch_move: branch_move.filter(|_| commit.is_some()),
         commit,
         committed_files,
         regions: plans.into_iter().map(|p| p.report).collect(),
@@ -350,4 +362,91 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
     };
     lock.remove_journal()?;
     Ok(report(plans, commit, files))
+}
+
+/// What `rotate --abort` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct AbortReport {
+    /// False when there was no unfinished rotation.
+    pub aborted: bool,
+    pub key_name: Option<String>,
+    pub key_fingerprint: Option<String>,
+    /// Files put back to their committed versions, relative to the repo root.
+    pub restored: Vec<String>,
+    /// Files the rotation created that HEAD does not have, removed.
+    pub removed: Vec<String>,
+}
+
+/// Discards an unfinished rotation: the secrets of regions it sealed or
+/// published (but did not commit) go back to their versions at HEAD,
+/// through the store (atomically, per secret); files it created are
+/// removed; then the journal goes. Nothing else in the work tree is
+/// touched. Without a journal, does nothing.
+pub fn abort(store: &Store, events: &dyn Events) -> anyhow::Result<AbortReport> {
+    let lock = store.lock(events)?;
+    let Some(journal) = lock.read_journal()? else {
+        return Ok(AbortReport {
+            aborted: false,
+            key_name: None,
+            key_fingerprint: None,
+            restored: Vec::new(),
+            removed: Vec::new(),
+        });
+    };
+    let mut restored = Vec::new();
+    let mut removed = Vec::new();
+    for (region, stage) in &journal.regions {
+        if *stage < Stage::Sealed {
+            continue;
+        }
+        let name = layout::secret_name(region);
+        let root = store.root();
+        let head_meta = store::read_meta_at_revision(root, "HEAD", &name)?;
+        let mut keep: Vec<layout::Slot> = Vec::new();
+        if let Some(meta) = head_meta {
+            let active = store::read_file_at_revision(root, "HEAD", &name, layout::Slot::Active)?
+                .with_context(|| format!("{name}: its metadata at HEAD names a file HEAD does not have"))?;
+            let previous = match meta.previous {
+                Some(_) => Some(
+                    store::read_file_at_revision(root, "HEAD", &name, layout::Slot::Previous)?.with_context(|| {
+                        format!("{name}: its metadata at HEAD names a previous file HEAD does not have")
+                    })?,
+                ),
+                None => None,
+            };
+            keep.push(layout::Slot::Meta);
+            keep.push(layout::Slot::Active);
+            if previous.is_some() {
+                keep.push(layout::Slot::Previous);
+            }
+            let mut writes = WritePlan::default();
+            lock.stage(
+                &mut writes,
+                layout::Rewrite {
+                    meta,
+                    active: Some(active),
+                    previous,
+                },
+            )?;
+            restored.extend(lock.apply(writes)?);
+        }
+        for slot in layout::Slot::ALL {
+            if keep.contains(&slot) {
+                continue;
+            }
+            let path = store.path(&name, slot);
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                removed.push(Store::repo_path(&name, slot));
+            }
+        }
+    }
+    lock.remove_journal()?;
+    Ok(AbortReport {
+        aborted: true,
+        key_name: Some(journal.key_name),
+        key_fingerprint: Some(journal.key_fingerprint),
+        restored,
+        removed,
+    })
 }

@@ -431,6 +431,9 @@ fn a_rotation_resumes_from_each_journal_stage() {
         fn commit(&self, _: Option<&str>, _: &[String], _: &str) -> anyhow::Result<Option<String>> {
             anyhow::bail!("git is down")
         }
+        fn plan_branch(&self, _: &str) -> anyhow::Result<crate::secrets_repo::git::BranchMove> {
+            Ok(crate::secrets_repo::git::BranchMove::CheckedOut)
+        }
     }
     let err = repo
         .rotate_with(&StaticVerifier::default(), &FailingGit, true)
@@ -502,6 +505,7 @@ fn refusals_write_nothing() {
     let err = rollback(
         &RollbackRequest {
             region: "r1".into(),
+            to: crate::ops::rollback::RollbackTo::Previous,
             commit: true,
             signer: None,
         },
@@ -535,6 +539,7 @@ fn rollback_swaps_and_commits_exactly_the_secret() {
     };
     let req = RollbackRequest {
         region: "r1".into(),
+        to: crate::ops::rollback::RollbackTo::Previous,
         commit: true,
         signer: None,
     };
@@ -587,6 +592,56 @@ fn seal_is_unchanged_on_a_rerun_and_reencrypt_follows_the_policy() {
     assert!(done.secrets.iter().all(|i| i.action == ItemAction::Reencrypted));
     assert_eq!(done.written.len(), 4, "active file and metadata of two secrets");
     assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+    let again = reencrypt(&req, &repo.store(), &repo.clock, &NoEvents).unwrap();
+    assert!(again.secrets.iter().all(|i| i.action == ItemAction::Unchanged));
+}
+
+#[test]
+fn reencrypt_keeps_a_version_already_addressed_to_the_policy() {
+    let repo = Repo::new();
+    let policy = repo.root().join(layout::RECIPIENTS_FILE);
+    let both = std::fs::read(&policy).unwrap();
+    // Rotated while the policy had only alice: the new version is for alice,
+    // the previous one still for alice and bob.
+    std::fs::write(&policy, CERTS[0].armored().to_vec().unwrap()).unwrap();
+    repo.rotate(&StaticVerifier::default()).unwrap();
+    // Bob is back: only the active versions need re-encrypting.
+    std::fs::write(&policy, &both).unwrap();
+    let prev_path = repo.store().path(&layout::secret_name("r1"), Slot::Previous);
+    let previous = std::fs::read(&prev_path).unwrap();
+    let keys = secret_keys();
+    let req = ReencryptRequest {
+        keys: &keys,
+        dry_run: false,
+        validity: validity(),
+        signer: None,
+    };
+    let done = reencrypt(&req, &repo.store(), &repo.clock, &NoEvents).unwrap();
+    assert!(done.secrets.iter().all(|i| i.action == ItemAction::Reencrypted));
+    assert_eq!(
+        done.written.len(),
+        4,
+        "active file and metadata of two secrets, no previous: {:?}",
+        done.written
+    );
+    assert!(
+        done.written.iter().all(|f| !f.contains("previous")),
+        "{:?}",
+        done.written
+    );
+    assert_eq!(
+        std::fs::read(&prev_path).unwrap(),
+        previous,
+        "previous.gpg kept byte for byte"
+    );
+    let item = done
+        .secrets
+        .iter()
+        .find(|i| i.name == layout::secret_name("r1"))
+        .unwrap();
+    assert_eq!(item.files.len(), 1, "{:?}", item.files);
+    assert_eq!(repo.key_in("r1", Slot::Active), NEW);
+    assert_eq!(repo.key_in("r1", Slot::Previous), OLD);
     let again = reencrypt(&req, &repo.store(), &repo.clock, &NoEvents).unwrap();
     assert!(again.secrets.iter().all(|i| i.action == ItemAction::Unchanged));
 }
@@ -674,6 +729,7 @@ fn signed_versions_carry_a_statement_and_an_inner_signature_by_the_same_signer()
     };
     let req = RollbackRequest {
         region: "r1".into(),
+        to: crate::ops::rollback::RollbackTo::Previous,
         commit: true,
         signer: repo.signer.as_ref(),
     };
@@ -681,6 +737,20 @@ fn signed_versions_carry_a_statement_and_an_inner_signature_by_the_same_signer()
     let (st, _) = verify_secret(&repo, "r1").unwrap();
     assert_eq!((st.version, st.restores), (4, Some(1)));
     assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+    // A second rollback keeps the older key; restoring the newer one is
+    // explicit, and signed like any rollback.
+    let again = rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    assert!(!again.changed);
+    assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+    let forward = RollbackRequest {
+        to: crate::ops::rollback::RollbackTo::Key(NEW_NAME.to_owned()),
+        ..req.clone()
+    };
+    let report = rollback(&forward, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    assert!(report.changed);
+    let (st, _) = verify_secret(&repo, "r1").unwrap();
+    assert_eq!(st.restores, Some(3));
+    assert_eq!(repo.key_in("r1", Slot::Active), NEW);
 }
 
 #[test]

@@ -117,6 +117,11 @@ pub trait Git {
     /// on `branch` when given; returns the commit ID, or `None` when none
     /// of them changed.
     fn commit(&self, branch: Option<&str>, paths: &[String], message: &str) -> anyhow::Result<Option<String>>;
+
+    /// Decides how a commit would go on `branch` (created, checked out, or
+    /// fast-forwarded), or refuses a branch it would have to move backwards
+    /// or sideways; changes nothing.
+    fn plan_branch(&self, branch: &str) -> anyhow::Result<crate::secrets_repo::git::BranchMove>;
 }
 
 /// The git CLI in the repo at `repo`.
@@ -128,6 +133,10 @@ pub struct GitCli {
 impl Git for GitCli {
     fn commit(&self, branch: Option<&str>, paths: &[String], message: &str) -> anyhow::Result<Option<String>> {
         Ok(crate::secrets_repo::git::commit(&self.repo, branch, paths, message)?)
+    }
+
+    fn plan_branch(&self, branch: &str) -> anyhow::Result<crate::secrets_repo::git::BranchMove> {
+        Ok(crate::secrets_repo::git::plan_branch(&self.repo, branch)?)
     }
 }
 

@@ -221,6 +221,7 @@ mod tests {
                 iam_key_id: None,
                 retired_at: None,
                 retired_how: None,
+                rolled_back_at: None,
                 signed: None,
             },
             previous: None,

@@ -189,16 +189,84 @@ pub fn init(dir: &Path) -> Result<(), GitError> {
     run(dir, &["-c", "init.defaultBranch=main", "init", "--quiet"]).map(|_| ())
 }
 
-/// Commits exactly `paths` (files relative to the repo) on `branch`,
-/// creating or moving the branch to the current HEAD first when `branch` is
-/// given; nothing else in the work tree or the index is committed. Uses the
-/// configured identity, or `rekey <rekey@localhost>` when none is set.
-/// Returns the new commit ID, or `None` when none of `paths` changed.
+/// How committing on a branch moves it; never by dropping a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BranchMove {
+    /// The branch did not exist: it is created at HEAD.
+    Created,
+    /// The branch is checked out: the commit goes on it.
+    CheckedOut,
+    /// The branch is an ancestor of HEAD: it fast-forwards to HEAD, then
+    /// gets the commit.
+    FastForward,
+}
+
+impl std::fmt::Display for BranchMove {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BranchMove::Created => "created",
+            BranchMove::CheckedOut => "committed on",
+            BranchMove::FastForward => "fast-forwarded",
+        })
+    }
+}
+
+/// Decides how a commit can go on `branch` without dropping any of its
+/// commits: create it, use it checked out, or fast-forward it from an
+/// ancestor of HEAD. Refuses (an error, nothing changed) a branch that has
+/// commits HEAD does not have, and a name git does not accept.
+pub fn plan_branch(repo: &Path, branch: &str) -> Result<BranchMove, GitError> {
+    let refuse = |why: String| GitError {
+        repo: repo.to_owned(),
+        args: format!("commit on branch {branch}"),
+        stderr: why,
+    };
+    if run(repo, &["check-ref-format", "--branch", branch]).is_err() || branch.starts_with('-') {
+        return Err(refuse(format!("`{branch}` is not a valid branch name")));
+    }
+    let current = run(repo, &["symbolic-ref", "--quiet", "--short", "HEAD"]).unwrap_or_default();
+    if String::from_utf8_lossy(&current).trim() == branch {
+        return Ok(BranchMove::CheckedOut);
+    }
+    let refname = format!("refs/heads/{branch}");
+    let Ok(tip) = rev_parse(repo, &refname) else {
+        return Ok(BranchMove::Created);
+    };
+    let head = rev_parse(repo, "HEAD")?;
+    if run(repo, &["merge-base", "--is-ancestor", &tip, &head]).is_ok() {
+        return Ok(BranchMove::FastForward);
+    }
+    Err(refuse(format!(
+        "branch `{branch}` exists at {tip} with commits that HEAD ({head}) does not have; \
+         committing there would drop them: check `{branch}` out (or merge it into HEAD) and rerun, \
+         or choose another --branch"
+    )))
+}
+
+/// Commits exactly `paths` (files relative to the repo) on `branch` when
+/// given, moving to it as [`plan_branch`] decides (created at HEAD, already
+/// checked out, or fast-forwarded to HEAD; a branch with commits HEAD lacks
+/// is refused); nothing else in the work tree or the index is committed.
+/// Uses the configured identity, or `rekey <rekey@localhost>` when none is
+/// set. Returns the new commit ID, or `None` when none of `paths` changed.
 pub fn commit(repo: &Path, branch: Option<&str>, paths: &[String], message: &str) -> Result<Option<String>, GitError> {
     if let Some(branch) = branch {
-        let current = run(repo, &["symbolic-ref", "--quiet", "--short", "HEAD"]).unwrap_or_default();
-        if String::from_utf8_lossy(&current).trim() != branch {
-            run(repo, &["checkout", "--quiet", "-B", branch])?;
+        let refname = format!("refs/heads/{branch}");
+        match plan_branch(repo, branch)? {
+            BranchMove::CheckedOut => {}
+            // `-b` fails, rather than moves, a branch made since the plan.
+            BranchMove::Created => {
+                run(repo, &["checkout", "--quiet", "-b", branch])?;
+            }
+            BranchMove::FastForward => {
+                // Compare-and-swap from the tip just checked, then switch
+                // HEAD to it: HEAD's commit, index and work tree stay.
+                let tip = rev_parse(repo, &refname)?;
+                let head = rev_parse(repo, "HEAD")?;
+                run(repo, &["update-ref", &refname, &head, &tip])?;
+                run(repo, &["symbolic-ref", "HEAD", &refname])?;
+            }
         }
     }
     if paths.is_empty() {

@@ -140,6 +140,10 @@ pub struct Version {
     /// How it was retired: `deleted` or `disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_how: Option<RetiredHow>,
+    /// When a rollback replaced this (newer) version by the one before it:
+    /// a later `rollback` to "previous" leaves it as previous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_at: Option<DateTime<Utc>>,
     /// The signed statement about this version and its detached signature
     /// (absent in an unsigned repo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -463,6 +467,7 @@ pub fn plan_seal(
         iam_key_id: None,
         retired_at: None,
         retired_how: None,
+        rolled_back_at: None,
         signed: None,
     };
     let (previous, previous_bytes) = match existing {
@@ -532,7 +537,9 @@ pub fn rollback(meta: &Metadata, active: &[u8], previous: &[u8]) -> Result<(Meta
 /// Plans re-encrypting a secret's versions to `recipients`. `plain_active`
 /// and `plain_previous` are the decrypted versions; each must match its
 /// metadata digest. Returns `None` when both are already addressed to
-/// exactly `recipients` (as `addressed_*` shows) and the metadata agrees.
+/// exactly `recipients` (as `addressed_*` shows) and the metadata agrees;
+/// otherwise rewrites only the versions that are not (the other file is
+/// left as it is: `None` in the [`Rewrite`]).
 pub fn plan_reencrypt(
     meta: &Metadata,
     addressed_active: &[String],
@@ -552,14 +559,17 @@ pub fn plan_reencrypt(
     if !meta.active.plaintext_digest.matches(plain_active) {
         return Err(mismatch());
     }
-    let mut fresh = up_to_date(&meta.active, addressed_active);
+    // Each file on its own: one already addressed to the policy (and so
+    // described) is kept byte for byte.
+    let active_fresh = up_to_date(&meta.active, addressed_active);
+    let mut previous_fresh = true;
     if let (Some(pv), Some((addressed, plain))) = (&meta.previous, previous) {
         if !pv.plaintext_digest.matches(plain) {
             return Err(mismatch());
         }
-        fresh &= up_to_date(pv, addressed);
+        previous_fresh = up_to_date(pv, addressed);
     }
-    if fresh {
+    if active_fresh && previous_fresh {
         return Ok(None);
     }
     let mut meta = meta.clone();
@@ -567,22 +577,22 @@ pub fn plan_reencrypt(
         Some((key, now)) => pgp::seal_signed(plain, recipients, key, now),
         None => pgp::seal(plain, recipients),
     };
-    let active = seal(plain_active)?;
-    meta.active.recipients = fingerprints.clone();
-    meta.active.recipient_key_ids = key_ids.clone();
+    let active = if active_fresh {
+        None
+    } else {
+        meta.active.recipients = fingerprints.clone();
+        meta.active.recipient_key_ids = key_ids.clone();
+        Some(seal(plain_active)?)
+    };
     let previous = match (&mut meta.previous, previous) {
-        (Some(pv), Some((_, plain))) => {
+        (Some(pv), Some((_, plain))) if !previous_fresh => {
             pv.recipients = fingerprints;
             pv.recipient_key_ids = key_ids;
             Some(seal(plain)?)
         }
         _ => None,
     };
-    Ok(Some(Rewrite {
-        meta,
-        active: Some(active),
-        previous,
-    }))
+    Ok(Some(Rewrite { meta, active, previous }))
 }
 
 /// Checks one encrypted file of a secret against the policy and metadata;

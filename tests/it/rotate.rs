@@ -199,7 +199,9 @@ pub(crate) fn password_in(plaintext: &[u8]) -> String {
 fn rotates_every_region_commits_and_a_rerun_changes_nothing() {
     let s = Setup::new("rot-e2e", &[]);
     let run = s.rotate().args(["--commit", "--branch", "rotate-20261123"]).run();
-    run.code(0).stdout_has("rotated");
+    run.code(0)
+        .stdout_has("rotated")
+        .stderr_has("on new branch rotate-20261123");
     s.assert_no_leak(&run);
     for region in ["r1", "r2"] {
         // Real gpg reads the new key; the old one is kept as previous.
@@ -240,6 +242,48 @@ fn rotates_every_region_commits_and_a_rerun_changes_nothing() {
     again.code(0).stdout_has("unchanged");
     assert_eq!(snapshot(&s.repo()), before, "a second run rewrites nothing");
     assert_eq!(git(&s.repo(), &["rev-parse", "HEAD"]), head, "and commits nothing");
+}
+
+#[test]
+fn rotate_branch_never_drops_a_commit() {
+    let s = Setup::new("rot-branch", &[]);
+    let repo = s.repo();
+    let main = git(&repo, &["rev-parse", "--abbrev-ref", "HEAD"]).trim().to_owned();
+    // A teammate's branch with a commit HEAD does not have.
+    git(&repo, &["checkout", "-q", "-b", "team"]);
+    write(&repo, "NOTES.md", "a teammate's work\n");
+    git(&repo, &["add", "NOTES.md"]);
+    git(&repo, &["commit", "-qm", "teammate"]);
+    let team = git(&repo, &["rev-parse", "team"]);
+    git(&repo, &["checkout", "-q", &main]);
+    let before = snapshot(&repo);
+    let refused = s.rotate().args(["--commit", "--branch", "team"]).run();
+    refused.code(2).stderr_has("branch `team` exists").stderr_has("drop");
+    assert_eq!(
+        git(&repo, &["rev-parse", "team"]),
+        team,
+        "the teammate's commit survives"
+    );
+    assert_eq!(snapshot(&repo), before, "nothing is written");
+    assert!(!repo.join(".git/rekey/journal.json").exists());
+
+    // An existing branch that HEAD fast-forwards: moved forward, then committed on.
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["branch", "ff"]);
+    let run = s.rotate().args(["--commit", "--branch", "ff"]).run();
+    run.code(0).stderr_has("fast-forwarded branch ff");
+    assert_eq!(git(&repo, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "ff");
+    assert_eq!(
+        git(&repo, &["rev-parse", "ff~1"]),
+        head,
+        "the commit follows the old tip"
+    );
+    assert_eq!(
+        git(&repo, &["rev-parse", &main]),
+        head,
+        "the branch left behind is untouched"
+    );
+    assert_eq!(git(&repo, &["rev-parse", "team"]), team);
 }
 
 #[test]
@@ -305,6 +349,46 @@ fn rollback_makes_the_previous_key_current_again() {
     assert_eq!(s.meta("r1")["active"]["state"], "current");
     assert_eq!(s.meta("r1")["previous"]["key_name"], NEW_KEY_NAME);
     assert!(git(&s.repo(), &["log", "-1", "--format=%s"]).starts_with("Roll back the r1 registry pull secret"));
+
+    // Rollback is not a toggle: a second one keeps the older key, says so,
+    // and writes and commits nothing.
+    let rollback = |extra: &[&str]| {
+        rekey()
+            .args(["rollback", "--region", "r1", "--commit", "--repo"])
+            .arg(s.repo())
+            .args(extra)
+            .run()
+    };
+    let before = snapshot(&s.repo());
+    let head = git(&s.repo(), &["rev-parse", "HEAD"]);
+    rollback(&[])
+        .code(0)
+        .stdout_has("unchanged")
+        .stdout_has("already rolled back");
+    assert_eq!(s.meta("r1")["active"]["key_name"], OLD_KEY_NAME);
+    // `--to` the current key, by name: a no-op too.
+    let json = rollback(&["--to", OLD_KEY_NAME, "--output", "json"]);
+    json.code(0);
+    assert_eq!(json.json()["changed"], false);
+    assert_eq!(snapshot(&s.repo()), before, "no-ops write nothing");
+    assert_eq!(git(&s.repo(), &["rev-parse", "HEAD"]), head, "and commit nothing");
+    // A key that is neither current nor previous; a region in the wrong case.
+    rollback(&["--to", "sha256:00000000"]).code(2).stderr_has("no such key");
+    rekey()
+        .args(["rollback", "--region", "R1", "--repo"])
+        .arg(s.repo())
+        .run()
+        .code(2)
+        .stderr_has("no secret for region `R1`")
+        .stderr_has("r1, r2");
+    assert_eq!(snapshot(&s.repo()), before, "refusals write nothing");
+    // Restoring the newer key is explicit.
+    rollback(&["--to", NEW_KEY_NAME]).code(0).stdout_has("rolled back");
+    assert_eq!(s.meta("r1")["active"]["key_name"], NEW_KEY_NAME);
+    assert_eq!(s.meta("r1")["previous"]["key_name"], OLD_KEY_NAME);
+    // ...after which `previous` is a rollback again.
+    rollback(&[]).code(0).stdout_has("rolled back");
+    assert_eq!(s.meta("r1")["active"]["key_name"], OLD_KEY_NAME);
 }
 
 #[test]
@@ -323,6 +407,111 @@ fn an_unfinished_rotation_to_another_key_is_not_overwritten() {
         .stderr_has("a rotation to other-key-20261122 (sha256:00000000)")
         .stderr_has("is unfinished");
     assert_eq!(snapshot(&s.repo()), before);
+}
+
+#[test]
+fn abort_discards_an_unfinished_rotation_and_restores_the_committed_secrets() {
+    let s = Setup::new("rot-abort", &[]);
+    let repo = s.repo();
+    // Someone's unrelated, uncommitted work, which abort must not touch.
+    write(&repo, "NOTES.md", "work in progress\n");
+    let committed = git(&repo, &["rev-parse", "HEAD"]);
+    let registry_before = snapshot(&repo.join("registry"));
+    // A rotation that publishes, then dies at its commit (git's index is locked).
+    write(&repo, ".git/index.lock", "");
+    s.rotate().arg("--commit").run().code(2);
+    std::fs::remove_file(repo.join(".git/index.lock")).unwrap();
+    assert!(repo.join(".git/rekey/journal.json").exists());
+    assert_ne!(snapshot(&repo.join("registry")), registry_before, "it published");
+
+    // Its journal blocks another key, and the error says how to discard it.
+    let other = "iks-registry-access-prod-test-20261124";
+    s.rotate_named(other)
+        .run()
+        .code(2)
+        .stderr_has("is unfinished")
+        .stderr_has("rekey rotate --repo REPO --abort");
+
+    let run = rekey().args(["rotate", "--abort", "--repo"]).arg(&repo).run();
+    run.code(0)
+        .stdout_has(&format!("aborted the rotation to {NEW_KEY_NAME}"))
+        .stdout_has("restored registry/R1_REGISTRY_PULL_SECRET_64.gpg")
+        .stdout_has("removed  registry/R1_REGISTRY_PULL_SECRET_64.previous.gpg");
+    assert_eq!(
+        snapshot(&repo.join("registry")),
+        registry_before,
+        "the committed secrets are back"
+    );
+    assert!(!repo.join(".git/rekey/journal.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(repo.join("NOTES.md")).unwrap(),
+        "work in progress\n"
+    );
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), committed);
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "?? NOTES.md\n");
+    // Aborting again is a no-op that says so.
+    rekey()
+        .args(["rotate", "--abort", "--repo"])
+        .arg(&repo)
+        .run()
+        .code(0)
+        .stdout_has("nothing to abort");
+
+    // A rotation with another key now runs.
+    s.rotate_named(other)
+        .arg("--commit")
+        .run()
+        .code(0)
+        .stdout_has("rotated");
+    assert_eq!(s.meta("r1")["active"]["key_name"], other);
+    assert_eq!(s.meta("r1")["previous"]["key_name"], OLD_KEY_NAME);
+}
+
+#[test]
+fn reencrypt_keeps_a_previous_version_already_addressed_to_the_policy() {
+    let s = Setup::new("rot-reenc", &[]);
+    let repo = s.repo();
+    let both = std::fs::read(repo.join(".rekey/recipients.asc")).unwrap();
+    // Rotated while bob was out of the policy; then bob is back.
+    write(
+        &repo,
+        ".rekey/recipients.asc",
+        std::fs::read(keys().file("alice.pub")).unwrap(),
+    );
+    s.rotate().run().code(0);
+    write(&repo, ".rekey/recipients.asc", &both);
+    let previous: Vec<Vec<u8>> = ["r1", "r2"]
+        .iter()
+        .map(|r| std::fs::read(s.file(r, true)).unwrap())
+        .collect();
+    let run = rekey()
+        .args(["reencrypt", "--output", "json", "--repo"])
+        .arg(&repo)
+        .arg("--key")
+        .arg(keys().file("alice.sec"))
+        .run();
+    run.code(0);
+    let json = run.json();
+    let written: Vec<&str> = json["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(written.len(), 4, "{written:?}");
+    assert!(written.iter().all(|w| !w.ends_with(".previous.gpg")), "{written:?}");
+    for (i, r) in ["r1", "r2"].iter().enumerate() {
+        assert_eq!(
+            std::fs::read(s.file(r, true)).unwrap(),
+            previous[i],
+            "{r}: previous.gpg untouched"
+        );
+        // The re-encrypted current version now reads with bob's key too.
+        assert_eq!(
+            password_in(&gpg_decrypt(&keys().file("bob.sec"), &s.file(r, false))),
+            FIXTURE.key
+        );
+    }
 }
 
 #[test]
