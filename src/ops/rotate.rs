@@ -140,12 +140,7 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
     let now = w.clock.now();
     let policy = w.store.load_policy(req.validity, now.into(), w.events)?;
     let signers = authorship::require_signer(w.store, req.signer)?;
-    let lock = if req.dry_run {
-        w.store.refuse_unknown_files()?;
-        None
-    } else {
-        Some(w.store.lock(w.events)?)
-    };
+    let lock = w.store.lock_unless_dry_run(req.dry_run, w.events)?;
     let journal = match &lock {
         Some(l) => l.read_journal()?,
         None => w.store.peek_journal()?,
