@@ -276,6 +276,16 @@ pub fn check_recipients(certs: &[Cert], now: SystemTime, validity: Validity) -> 
 /// Encrypts `plaintext` to every key in `set`: ASCII-armored, SEIPDv1 with
 /// MDC, AES-256, no compression, recipients addressed by key ID.
 pub fn seal(plaintext: &[u8], set: &RecipientSet) -> Result<Vec<u8>, PgpError> {
+    seal_with(plaintext, set, None)
+}
+
+/// Encrypts as [`seal`] describes, signing inside the encryption when a
+/// signer (key pair and signing time) is given.
+fn seal_with(
+    plaintext: &[u8],
+    set: &RecipientSet,
+    signer: Option<(openpgp::crypto::KeyPair, SystemTime)>,
+) -> Result<Vec<u8>, PgpError> {
     if set.keys.is_empty() {
         return Err(PgpError::NoRecipients);
     }
@@ -290,10 +300,17 @@ pub fn seal(plaintext: &[u8], set: &RecipientSet) -> Result<Vec<u8>, PgpError> {
             .keys
             .iter()
             .map(|k| Recipient::new(Features::empty().set_seipdv1(), KeyHandle::from(k.keyid()), k));
-        let message = Encryptor::for_recipients(message, recipients)
+        let mut message = Encryptor::for_recipients(message, recipients)
             .symmetric_algo(SymmetricAlgorithm::AES256)
             .build()
             .map_err(err)?;
+        if let Some((keypair, now)) = signer {
+            message = openpgp::serialize::stream::Signer::new(message, keypair)
+                .map_err(err)?
+                .creation_time(now)
+                .build()
+                .map_err(err)?;
+        }
         let mut writer = LiteralWriter::new(message).build().map_err(err)?;
         writer.write_all(plaintext).map_err(|e| err(e.into()))?;
         writer.finalize().map_err(err)?;
@@ -550,30 +567,8 @@ pub fn seal_signed(
     if set.keys.is_empty() {
         return Err(PgpError::NoRecipients);
     }
-    let err = |e: anyhow::Error| PgpError::Seal(format!("{e:#}"));
     let keypair = key.keypair().map_err(|e| PgpError::Seal(e.to_string()))?;
-    let mut sink = Vec::new();
-    {
-        let message = Message::new(&mut sink);
-        let message = Armorer::new(message).build().map_err(err)?;
-        let recipients = set
-            .keys
-            .iter()
-            .map(|k| Recipient::new(Features::empty().set_seipdv1(), KeyHandle::from(k.keyid()), k));
-        let message = Encryptor::for_recipients(message, recipients)
-            .symmetric_algo(SymmetricAlgorithm::AES256)
-            .build()
-            .map_err(err)?;
-        let message = openpgp::serialize::stream::Signer::new(message, keypair)
-            .map_err(err)?
-            .creation_time(now)
-            .build()
-            .map_err(err)?;
-        let mut writer = LiteralWriter::new(message).build().map_err(err)?;
-        writer.write_all(plaintext).map_err(|e| err(e.into()))?;
-        writer.finalize().map_err(err)?;
-    }
-    Ok(sink)
+    seal_with(plaintext, set, Some((keypair, now)))
 }
 
 /// Returns the key IDs (upper-case hex; `*` for an anonymous recipient) that
