@@ -1,7 +1,7 @@
 //! `rekey audit`: key age and recipient expiry across the secrets repo.
 
 use crate::cli::audit_iam;
-use crate::cli::iamargs::{AdminKeyArgs, IamArgs};
+use crate::cli::iamargs::IamAccess;
 use crate::cli::output::{OutputFormat, Paint, Printer};
 use crate::exit::Exit;
 use crate::pullsecret::keyname;
@@ -71,12 +71,7 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = crate::cli::duration::parse)]
     pub retire_after: Duration,
     #[command(flatten)]
-    pub iam_args: IamArgs,
-    #[command(flatten)]
-    pub admin: AdminKeyArgs,
-    /// Also trust the CA certificates in this PEM file for IAM (repeatable).
-    #[arg(long, value_name = "PEM")]
-    pub ca_cert: Vec<PathBuf>,
+    pub iam_access: IamAccess,
 }
 
 #[derive(Serialize)]
@@ -187,9 +182,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         let grace = chrono::Duration::from_std(args.retire_after).context("--retire-after is too long")?;
         Some(audit_iam::collect(
             &store,
-            &args.iam_args,
-            &args.admin,
-            &args.ca_cert,
+            &args.iam_access,
             grace,
             chrono::DateTime::<chrono::Utc>::from(now),
         )?)

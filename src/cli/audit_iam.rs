@@ -2,7 +2,7 @@
 //! looked up by the IAM id recorded in the metadata (never by value, so
 //! nothing is decrypted), and which previous keys are pending retirement.
 
-use crate::cli::iamargs::{AdminKeyArgs, IamArgs};
+use crate::cli::iamargs::IamAccess;
 use crate::cli::output::Printer;
 use crate::iam::KeyDetails;
 use crate::ops::retire::{self, Decision, Hold};
@@ -11,7 +11,6 @@ use crate::secrets_repo::store::Store;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::path::PathBuf;
 
 /// One key version as IAM sees it.
 #[derive(Debug, Serialize)]
@@ -73,14 +72,12 @@ fn state_of(details: Option<&KeyDetails>) -> &'static str {
 /// Asks IAM about every recorded key of the repo at `store`.
 pub fn collect(
     store: &Store,
-    iam_args: &IamArgs,
-    admin: &AdminKeyArgs,
-    ca_certs: &[PathBuf],
+    access: &IamAccess,
     grace: chrono::Duration,
     now: DateTime<Utc>,
 ) -> anyhow::Result<IamAudit> {
-    let client = iam_args.client(ca_certs)?;
-    let admin = admin.read()?.context(
+    let client = access.client()?;
+    let admin = access.admin.read()?.context(
         "--iam needs the IAM admin key to look keys up: give --iam-api-key-env NAME or --iam-api-key-file FILE",
     )?;
     let mut versions: Vec<(String, String, Version)> = Vec::new();

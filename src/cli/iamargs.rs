@@ -49,6 +49,26 @@ impl AdminKeyArgs {
     }
 }
 
+/// Everything a command needs to manage keys in IAM: where IAM is, the
+/// admin key, and extra trust roots (`keys check`, `keys retire`, `audit --iam`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct IamAccess {
+    #[command(flatten)]
+    pub iam: IamArgs,
+    #[command(flatten)]
+    pub admin: AdminKeyArgs,
+    /// Also trust the CA certificates in this PEM file for IAM (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Vec<PathBuf>,
+}
+
+impl IamAccess {
+    /// Validates the URL and builds the client.
+    pub fn client(&self) -> anyhow::Result<Iam> {
+        self.iam.client(&self.ca_cert)
+    }
+}
+
 /// Returns true when `host` names this machine (127.0.0.0/8, ::1, localhost).
 fn is_loopback(host: &url::Host<&str>) -> bool {
     match host {

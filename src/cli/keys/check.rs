@@ -1,6 +1,6 @@
 //! `rekey keys check`: asks IAM whether each region's key is valid.
 
-use crate::cli::iamargs::{AdminKeyArgs, IamArgs};
+use crate::cli::iamargs::IamAccess;
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::regionkeys::RegionKeyArgs;
 use crate::exit::Exit;
@@ -36,12 +36,7 @@ pub struct Args {
     #[command(flatten)]
     pub keys: RegionKeyArgs,
     #[command(flatten)]
-    pub iam: IamArgs,
-    #[command(flatten)]
-    pub admin: AdminKeyArgs,
-    /// Also trust the CA certificates in this PEM file for IAM (repeatable).
-    #[arg(long, value_name = "PEM")]
-    pub ca_cert: Vec<PathBuf>,
+    pub iam: IamAccess,
 }
 
 #[derive(Serialize)]
@@ -66,9 +61,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     printer.require("keys check", &[OutputFormat::Text, OutputFormat::Json])?;
     let catalog = Catalog::load(&args.regions)?;
     let regions = catalog.select(&args.regions, &args.regions_selected)?;
-    let client = args.iam.client(&args.ca_cert)?;
+    let client = args.iam.client()?;
     let keys = args.keys.read(&regions)?;
-    let admin = args.admin.read()?;
+    let admin = args.iam.admin.read()?;
     let now = chrono::Utc::now();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,7 +2,7 @@
 //! its replacement has been published for the grace period.
 
 use crate::cli::health::GateOptions;
-use crate::cli::iamargs::{AdminKeyArgs, IamArgs};
+use crate::cli::iamargs::IamAccess;
 use crate::cli::output::{OutputFormat, Printer};
 use crate::exit::Exit;
 use crate::health::Status;
@@ -85,12 +85,7 @@ pub struct Args {
     #[arg(long, value_name = "BRANCH", requires = "commit")]
     pub branch: Option<String>,
     #[command(flatten)]
-    pub iam: IamArgs,
-    #[command(flatten)]
-    pub admin: AdminKeyArgs,
-    /// Also trust the CA certificates in this PEM file for IAM (repeatable).
-    #[arg(long, value_name = "PEM")]
-    pub ca_cert: Vec<PathBuf>,
+    pub iam: IamAccess,
 }
 
 /// Parses `--at`, or returns now.
@@ -208,8 +203,8 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         None if args.regions_selected.is_empty() => None,
         None => Some(args.regions_selected.clone()),
     };
-    let client = args.iam.client(&args.ca_cert)?;
-    let admin = args.admin.read()?;
+    let client = args.iam.client()?;
+    let admin = args.iam.admin.read()?;
     let admin = match admin {
         Some(k) => Some(k),
         None if args.dry_run => None,
