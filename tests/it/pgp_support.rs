@@ -152,12 +152,7 @@ type KeySpec = (
 );
 
 fn generate() -> Keys {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    remove_stale(&base);
-    let dir = base.join(format!("pgp-keys-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fixture_dir("pgp-keys");
     let home = GpgHome::new();
     // (name, algo, usage, expire, passphrase, extra options)
     let specs: &[KeySpec] = &[
@@ -227,19 +222,6 @@ fn generate() -> Keys {
     let ring = home.run(&["--armor", "--export", "alice@example.com", "bob@example.com"]);
     write(&dir, "team.pub", ring);
     Keys { dir }
-}
-
-/// Removes key directories left by test processes that are gone.
-fn remove_stale(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("pgp-keys-")
-            && !Path::new("/proc").join(pid).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// Encrypts `len` zero bytes with real gpg, compressed with `algo` at

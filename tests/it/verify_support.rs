@@ -396,26 +396,10 @@ pub struct Fixture {
 
 pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(start);
 
-/// Removes fixture directories of test processes that are gone (a static
-/// fixture is never dropped, so each run cleans up after earlier ones).
-fn remove_stale(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("verify-")
-            && !Path::new("/proc").join(pid).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
+/// Starts the shared peers, in a fixture directory that the next test run
+/// removes once this process is gone (a static fixture is never dropped).
 fn start() -> Fixture {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    remove_stale(&root);
-    let dir = root.join(format!("verify-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fixture_dir("verify");
     let key = Canary::new("verify-fixture").key;
     let pki = Arc::new(make_pki(
         "rekey test CA",
