@@ -303,6 +303,7 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
                 plaintext: p.plaintext.as_bytes(),
                 key_name: Some(&req.key_name),
                 key_fingerprint: req.key.fingerprint(),
+                iam_key_id: None,
                 state: target,
                 now,
                 salt: w.random.salt()?,

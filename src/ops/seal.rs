@@ -92,6 +92,7 @@ pub fn seal(
             plaintext: &g.plaintext,
             key_name: req.key_name.as_deref(),
             key_fingerprint: fingerprint,
+            iam_key_id: None,
             state,
             now,
             salt: random.salt()?,

@@ -381,6 +381,8 @@ pub struct SealRequest<'a> {
     pub plaintext: &'a [u8],
     pub key_name: Option<&'a str>,
     pub key_fingerprint: Fingerprint,
+    /// The key's id in IAM, when known (recorded, never the key).
+    pub iam_key_id: Option<&'a str>,
     /// `Pending` or `Current`.
     pub state: State,
     pub now: DateTime<Utc>,
@@ -464,7 +466,7 @@ pub fn plan_seal(
         recipient_key_ids: key_ids,
         rekey_version: env!("CARGO_PKG_VERSION").to_owned(),
         plaintext_digest: Digest::compute(&req.salt, req.plaintext),
-        iam_key_id: None,
+        iam_key_id: req.iam_key_id.map(str::to_owned),
         retired_at: None,
         retired_how: None,
         rolled_back_at: None,
@@ -680,6 +682,7 @@ mod tests {
             plaintext,
             key_name: Some("k-20260101"),
             key_fingerprint: Fingerprint::of(b"k"),
+            iam_key_id: None,
             state,
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             salt: [7; 32],

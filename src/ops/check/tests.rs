@@ -139,6 +139,7 @@ impl Repo {
             plaintext: plain,
             key_name: Some("iks-key-20261101"),
             key_fingerprint: Fingerprint::of(key.as_bytes()),
+            iam_key_id: None,
             state: State::Current,
             now: now(),
             salt: [7; 32],
