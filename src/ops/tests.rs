@@ -302,6 +302,7 @@ fn verify_secret(repo: &Repo, region: &str) -> Result<(Statement, Signer), SignE
         &stored.meta,
         &stored.active,
         stored.previous.as_deref(),
+        stored.pending.as_deref(),
         &allowed(&SIGNERS[0]),
         std::time::SystemTime::now(),
     )
@@ -315,7 +316,13 @@ fn secret_keys() -> SecretKeys {
 fn files_of(regions: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = regions
         .iter()
-        .flat_map(|r| Slot::ALL.map(|s| Store::repo_path(&layout::secret_name(r), s)))
+        .flat_map(|r| {
+            // A finished rotation leaves no pending file.
+            Slot::ALL
+                .into_iter()
+                .filter(|s| *s != Slot::Pending)
+                .map(|s| Store::repo_path(&layout::secret_name(r), s))
+        })
         .collect();
     out.sort();
     out
@@ -408,21 +415,23 @@ fn a_rotation_resumes_from_each_journal_stage() {
     repo.rotate(&verifier).unwrap();
     assert_eq!(verifier.asked().len(), 4);
 
-    // Sealed: the new version is on disk as pending; the resume promotes it
-    // without re-encrypting (the file stays byte for byte).
+    // Sealed: the new version is on disk as pending (its own file; the
+    // served one is still the old key); the resume promotes it without
+    // re-encrypting (the file moves byte for byte).
     let repo = Repo::new();
     repo.seal(NEW, Some(NEW_NAME), true).unwrap();
-    let pending = std::fs::read(repo.store().path(&layout::secret_name("r1"), Slot::Active)).unwrap();
-    assert_eq!(repo.state("r1"), State::Pending);
+    let name = layout::secret_name("r1");
+    let pending = std::fs::read(repo.store().path(&name, Slot::Pending)).unwrap();
+    assert_eq!(repo.state("r1"), State::Current);
+    assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+    assert_eq!(repo.key_in("r1", Slot::Pending), NEW);
     repo.write_journal(&[("r1", Stage::Sealed), ("r2", Stage::Sealed)]);
     let verifier = StaticVerifier::default();
     repo.rotate(&verifier).unwrap();
     assert!(verifier.asked().is_empty());
     assert_eq!(repo.state("r1"), State::Current);
-    assert_eq!(
-        std::fs::read(repo.store().path(&layout::secret_name("r1"), Slot::Active)).unwrap(),
-        pending
-    );
+    assert_eq!(std::fs::read(repo.store().path(&name, Slot::Active)).unwrap(), pending);
+    assert!(!repo.store().path(&name, Slot::Pending).exists());
 
     // Published, but killed before the commit: the rerun commits both regions.
     let repo = Repo::new();
@@ -716,11 +725,13 @@ fn signed_versions_carry_a_statement_and_an_inner_signature_by_the_same_signer()
     .unwrap();
     let inner = opened.signature.unwrap().unwrap();
     assert!(inner.same_certificate(&signer));
-    // The version that became previous keeps the statement it was published with.
+    // The version that became previous keeps the last statement made
+    // while it was served: the pending seal's (2), which hashed the
+    // pending file next to it.
     let meta = repo.store().read_meta(&layout::secret_name("r1")).unwrap().unwrap();
     assert_eq!(
         meta.previous.as_ref().and_then(layout::Version::statement_version),
-        Some(1)
+        Some(2)
     );
 
     // A signed rollback names the version it restores, under a new number.
@@ -735,7 +746,8 @@ fn signed_versions_carry_a_statement_and_an_inner_signature_by_the_same_signer()
     };
     rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
     let (st, _) = verify_secret(&repo, "r1").unwrap();
-    assert_eq!((st.version, st.restores), (4, Some(1)));
+    // It restores the old key as last signed while served (2, see above).
+    assert_eq!((st.version, st.restores), (4, Some(2)));
     assert_eq!(repo.key_in("r1", Slot::Active), OLD);
     // A second rollback keeps the older key; restoring the newer one is
     // explicit, and signed like any rollback.

@@ -118,10 +118,15 @@ impl Setup {
             .previous
             .as_ref()
             .map(|_| std::fs::read(self.file(region, true)).unwrap());
+        let pending = meta
+            .pending
+            .as_ref()
+            .map(|p| std::fs::read(self.file(region, false).with_file_name(&p.file)).unwrap());
         authorship::verify(
             &meta,
             &active,
             previous.as_deref(),
+            pending.as_deref(),
             &signers,
             std::time::SystemTime::now(),
         )
