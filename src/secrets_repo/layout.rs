@@ -561,7 +561,7 @@ pub fn plan_seal(
         p
     };
     if req.state == State::Pending {
-        let same_pending = ex.meta.pending.as_ref().is_some_and(|p| fresh(p)) && ex.pending.is_some();
+        let same_pending = ex.meta.pending.as_ref().is_some_and(&fresh) && ex.pending.is_some();
         if fresh(&ex.meta.active) || same_pending {
             return Ok(Plan::Unchanged);
         }
