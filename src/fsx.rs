@@ -311,6 +311,27 @@ impl WriteSet {
     /// Staged removals are in the log too, done after the renames.
     /// Returns the targets and the removed files, relative to `base`.
     pub fn commit_logged(self, log: &Path, base: &Path) -> Result<Vec<PathBuf>, WriteError> {
+        let redo = self.write_log(log, base)?;
+        finish_log(log, base, &redo)?;
+        let RedoLog { renames, removals } = redo;
+        Ok(renames.into_iter().map(|(_, target)| target).chain(removals).collect())
+    }
+
+    /// Like [`WriteSet::commit_logged`], but stops after `steps` of its
+    /// renames and removals, as a crash there would: for tests of recovery.
+    #[cfg(test)]
+    pub fn commit_logged_crashing(self, log: &Path, base: &Path, steps: usize) -> Result<(), WriteError> {
+        let redo = self.write_log(log, base)?;
+        let renames = redo.renames.len();
+        let partial = RedoLog {
+            renames: redo.renames.into_iter().take(steps).collect(),
+            removals: redo.removals.into_iter().take(steps.saturating_sub(renames)).collect(),
+        };
+        roll_forward(base, &partial)
+    }
+
+    /// Keeps the staged temporaries and writes the redo log naming them.
+    fn write_log(self, log: &Path, base: &Path) -> Result<RedoLog, WriteError> {
         let relative = |p: &Path| {
             p.strip_prefix(base).map(Path::to_owned).map_err(|_| WriteError {
                 path: p.to_owned(),
@@ -333,9 +354,7 @@ impl WriteSet {
             source: e.into(),
         })?;
         write_atomic(log, &text, PUBLIC_MODE)?;
-        finish_log(log, base, &redo)?;
-        let RedoLog { renames, removals } = redo;
-        Ok(renames.into_iter().map(|(_, target)| target).chain(removals).collect())
+        Ok(redo)
     }
 }
 
@@ -589,6 +608,40 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(read_log(&log).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_logged_removal_is_rolled_forward_after_the_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, gone, log) = (dir.path().join("a"), dir.path().join("gone"), dir.path().join("log"));
+        fs::write(&a, b"old a").unwrap();
+        fs::write(&gone, b"to remove").unwrap();
+        let mut set = WriteSet::new();
+        set.stage(&a, b"new a", PUBLIC_MODE).unwrap();
+        set.remove(&gone);
+        // A crash after the log and the rename, before the removal.
+        set.commit_logged_crashing(&log, dir.path(), 1).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"new a");
+        assert!(gone.exists());
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(text.contains("\"removals\":[\"gone\"]"), "{text}");
+        let redo = read_log(&log).unwrap().unwrap();
+        assert_eq!(finish_log(&log, dir.path(), &redo).unwrap(), 1);
+        assert!(!gone.exists());
+        assert!(!log.exists());
+        // Without removals the log keeps its original form: a list of renames.
+        let mut set = WriteSet::new();
+        set.stage(&a, b"newer a", PUBLIC_MODE).unwrap();
+        set.commit_logged_crashing(&log, dir.path(), 0).unwrap();
+        assert!(fs::read_to_string(&log).unwrap().starts_with("[["));
+        let redo = read_log(&log).unwrap().unwrap();
+        assert!(redo.removals.is_empty());
+        finish_log(&log, dir.path(), &redo).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"newer a");
+        // A completed removal is not redone (and a missing file is fine).
+        let mut set = WriteSet::new();
+        set.remove(&gone);
+        assert_eq!(set.commit_logged(&log, dir.path()).unwrap(), [PathBuf::from("gone")]);
     }
 
     #[test]

@@ -616,6 +616,14 @@ impl Lock {
         Ok(written.iter().map(|p| p.display().to_string()).collect())
     }
 
+    /// Like [`Lock::apply`], but stops after `steps` renames and removals,
+    /// leaving the redo log, as a crash there would (for tests of recovery).
+    #[cfg(test)]
+    pub(crate) fn apply_crashing(&self, plan: WritePlan, steps: usize) -> anyhow::Result<()> {
+        plan.set.commit_logged_crashing(&self.log(), self.store.root(), steps)?;
+        Ok(())
+    }
+
     /// Returns the files of `name` that exist, relative to the repo root
     /// (what a commit of that secret holds), and a pending file HEAD has
     /// that a promotion removed (so that the commit records the removal).
@@ -690,6 +698,12 @@ mod tests {
         std::fs::write(tmp.path().join("registry/.rekey-tmp-abc"), b"new").unwrap();
         std::fs::write(tmp.path().join(".rekey-hook"), b"#!/bin/sh").unwrap();
         for hostile in [
+            r#"{"renames": [], "removals": ["registry/JP.gpg"]}"#,
+            r#"{"renames": [], "removals": ["registry/JP.meta.json"]}"#,
+            r#"{"renames": [], "removals": [".git/config"]}"#,
+            r#"{"renames": [], "removals": ["registry/../JP.pending.gpg"]}"#,
+            r#"{"renames": [], "removals": ["registry/sub/JP.pending.gpg"]}"#,
+            r#"{"renames": [["registry/.rekey-tmp-abc", "registry/JP.gpg"]], "removals": ["/tmp/JP.pending.gpg"]}"#,
             r#"[[".rekey-hook", ".git/hooks/post-commit"]]"#,
             r#"[["registry/.rekey-tmp-abc/", "registry/JP.gpg"]]"#,
             r#"[["registry//.rekey-tmp-abc", "registry/JP.gpg"]]"#,
@@ -706,16 +720,19 @@ mod tests {
             assert!(tmp.path().join("registry/.rekey-tmp-abc").exists(), "{hostile}");
             assert!(!tmp.path().join(".git/hooks/post-commit").exists());
         }
-        // rekey's own log is rolled forward.
+        // rekey's own log is rolled forward, a promotion's removal of the
+        // pending file included.
         std::fs::write(
             state.join(WRITE_LOG_FILE),
-            r#"[["registry/.rekey-tmp-abc", "registry/JP.gpg"]]"#,
+            r#"{"renames": [["registry/.rekey-tmp-abc", "registry/JP.gpg"]], "removals": ["registry/JP.pending.gpg"]}"#,
         )
         .unwrap();
         std::fs::write(tmp.path().join("registry/JP.meta.json"), b"{}").unwrap();
+        std::fs::write(tmp.path().join("registry/JP.pending.gpg"), b"new").unwrap();
         let events = RecordedEvents::default();
         store.lock(&events).unwrap();
         assert_eq!(std::fs::read(tmp.path().join("registry/JP.gpg")).unwrap(), b"new");
+        assert!(!tmp.path().join("registry/JP.pending.gpg").exists());
         assert!(!state.join(WRITE_LOG_FILE).exists());
         assert_eq!(events.events().len(), 1);
     }
@@ -727,8 +744,9 @@ mod tests {
     fn no_mutated_redo_log_passes_with_a_rename_outside_registry() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("writes.json");
-        let seeds: [&[u8]; 3] = [
+        let seeds: [&[u8]; 4] = [
             br#"[["registry/.rekey-tmp-aB3","registry/JP_X.gpg"],["registry/.rekey-tmp-Zz9","registry/JP_X.meta.json"]]"#,
+            br#"{"renames":[["registry/.rekey-tmp-aB3","registry/JP_X.gpg"]],"removals":["registry/JP_X.pending.gpg"]}"#,
             br#"[["registry/.rekey-tmp-q","registry/US.previous.gpg"]]"#,
             br#"[[".rekey/hook",".git/hooks/post-commit"]]"#,
         ];
@@ -756,7 +774,13 @@ mod tests {
                 continue;
             };
             let renames = redo.renames;
-            if renames.iter().all(|(t, g)| check_rename(t, g).is_ok()) {
+            if renames.iter().all(|(t, g)| check_rename(t, g).is_ok())
+                && redo.removals.iter().all(|r| check_removal(r).is_ok())
+            {
+                for removed in &redo.removals {
+                    let file = removed.to_str().unwrap().strip_prefix("registry/").unwrap();
+                    assert_eq!(layout::parse_file_name(file).unwrap().1, Slot::Pending, "{file}");
+                }
                 accepted += 1;
                 for (tmp, target) in &renames {
                     let (tmp, target) = (tmp.to_string_lossy(), target.to_string_lossy());
