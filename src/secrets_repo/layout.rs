@@ -554,6 +554,10 @@ pub fn plan_seal(
     };
     let mut meta = ex.meta.clone();
     meta.schema = SCHEMA;
+    // The served version stays, but the set of files beside it changes: its
+    // statement (which hashes them all) no longer holds. A signing caller
+    // signs a new one (`authorship::sign_rewrite`).
+    meta.active.signed = None;
     let demoted = || {
         let mut p = ex.meta.active.clone();
         p.state = State::Previous;
@@ -946,7 +950,9 @@ mod tests {
         let w = write(plan_seal(Some(ex(&m1, &a1, None)), &req(b"two", State::Pending), &set).unwrap());
         // `<NAME>.gpg` and `<NAME>.previous.gpg` are not written at all.
         assert!(w.active.is_none() && w.previous.is_none());
-        assert_eq!(w.meta.active, m1.active, "the served version is unchanged");
+        let mut unsigned = m1.active.clone();
+        unsigned.signed = None;
+        assert_eq!(w.meta.active, unsigned, "the served version is unchanged");
         assert_eq!(w.meta.previous, None);
         let p = w.meta.pending.clone().unwrap();
         assert_eq!(p.state, State::Pending);
@@ -966,6 +972,14 @@ mod tests {
             .unwrap(),
             Plan::Unchanged
         ));
+        // A statement over the old set of files is not carried over.
+        let mut signed = m1.clone();
+        signed.active.signed = Some(Signed {
+            statement: "s".into(),
+            signature: "sig".into(),
+        });
+        let w = write(plan_seal(Some(ex(&signed, &a1, None)), &req(b"two", State::Pending), &set).unwrap());
+        assert_eq!(w.meta.active.signed, None);
         // No current version yet: no pending step.
         assert!(matches!(
             plan_seal(None, &req(b"two", State::Pending), &set).unwrap(),
@@ -1015,7 +1029,7 @@ mod tests {
         let w = write(plan_seal(Some(ex(&m2, &a1, Some(&pending))), &req(b"one", State::Current), &set).unwrap());
         assert!(w.active.is_none() && w.previous.is_none() && w.pending.is_none());
         assert!(w.meta.pending.is_none());
-        assert_eq!(w.meta.active, m1.active);
+        assert_eq!(w.meta.active.plaintext_digest, m1.active.plaintext_digest);
         // A third plaintext as current: it is served, the current one is previous, the pending one dropped.
         let w = write(plan_seal(Some(ex(&m2, &a1, Some(&pending))), &req(b"three", State::Current), &set).unwrap());
         assert!(w.meta.active.plaintext_digest.matches(b"three"));

@@ -444,6 +444,10 @@ fn secret_names_come_from_the_layout() {
         secret_of("registry/JP_X_64.meta.json"),
         Some(("JP_X_64".into(), "meta"))
     );
+    assert_eq!(
+        secret_of("registry/JP_X_64.pending.gpg"),
+        Some(("JP_X_64".into(), "pending"))
+    );
     assert_eq!(secret_of("registry/jp.dockerconfigjson"), None);
     assert_eq!(secret_of("registry/sub/a.gpg"), None);
     assert_eq!(secret_of("README.md"), None);
