@@ -775,6 +775,16 @@ fn the_shipped_workflows_check_every_pr_with_a_pinned_rekey() {
 #[test]
 fn a_pr_that_only_adds_a_pending_version_passes() {
     let pr = Pr::new("check-pending");
+    // The base is as older rekey wrote it: metadata schema 1.
+    git(&pr.repo(), &["checkout", "-q", "main"]);
+    for secret in [JP, "registry/US_REGISTRY_PULL_SECRET_64"] {
+        let path = pr.repo().join(format!("{secret}.meta.json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"schema\": 2"), "{text}");
+        std::fs::write(&path, text.replace("\"schema\": 2", "\"schema\": 1")).unwrap();
+    }
+    pr.commit("metadata as schema 1");
+    git(&pr.repo(), &["checkout", "-qB", "pr"]);
     let served = std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap();
     pr.seal_with(
         &pr.new.key.clone(),
