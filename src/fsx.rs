@@ -68,6 +68,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteErr
 #[derive(Default)]
 pub struct WriteSet {
     staged: Vec<(PathBuf, NamedTempFile)>,
+    /// Files removed once every staged file is in place.
+    removals: Vec<PathBuf>,
 }
 
 impl WriteSet {
@@ -128,14 +130,20 @@ impl WriteSet {
         Ok(())
     }
 
-    /// Returns the number of staged files.
+    /// Stages the removal of `path`, done after every staged file is in
+    /// place (a missing file is already removed). Nothing is removed yet.
+    pub fn remove(&mut self, path: &Path) {
+        self.removals.push(path.to_owned());
+    }
+
+    /// Returns the number of staged files and removals.
     pub fn len(&self) -> usize {
-        self.staged.len()
+        self.staged.len() + self.removals.len()
     }
 
     /// Returns true when nothing is staged.
     pub fn is_empty(&self) -> bool {
-        self.staged.is_empty()
+        self.staged.is_empty() && self.removals.is_empty()
     }
 
     /// Renames every staged file into place, or restores the old files.
@@ -192,8 +200,32 @@ impl WriteSet {
             return Err(failure);
         }
         cleanup_backups(&backups);
-        sync_parents(backups.iter().map(|(p, _)| p.as_path()))
+        // Removals come last: a failure here leaves every new file in place.
+        remove_all(&self.removals)?;
+        sync_parents(
+            backups
+                .iter()
+                .map(|(p, _)| p.as_path())
+                .chain(self.removals.iter().map(PathBuf::as_path)),
+        )
     }
+}
+
+/// Removes each file (one already missing is removed).
+fn remove_all(paths: &[PathBuf]) -> Result<(), WriteError> {
+    for path in paths {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(WriteError {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Syncs the directory of each path once, so that renames in it are durable.
@@ -223,6 +255,48 @@ pub const MAX_LOG_BYTES: u64 = 1 << 20;
 /// relative to the log's base directory.
 pub type Rename = (PathBuf, PathBuf);
 
+/// A redo log: renames, then removals, all relative to the log's base
+/// directory. Without removals it is written as the bare list of renames
+/// (the format before removals existed), so old logs still read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedoLog {
+    pub renames: Vec<Rename>,
+    pub removals: Vec<PathBuf>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum LogFormat {
+    Renames(Vec<Rename>),
+    Full {
+        renames: Vec<Rename>,
+        removals: Vec<PathBuf>,
+    },
+}
+
+impl RedoLog {
+    fn encode(&self) -> serde_json::Result<Vec<u8>> {
+        if self.removals.is_empty() {
+            serde_json::to_vec(&self.renames)
+        } else {
+            serde_json::to_vec(&serde_json::json!({
+                "renames": self.renames,
+                "removals": self.removals,
+            }))
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> serde_json::Result<RedoLog> {
+        Ok(match serde_json::from_slice(bytes)? {
+            LogFormat::Renames(renames) => RedoLog {
+                renames,
+                removals: Vec::new(),
+            },
+            LogFormat::Full { renames, removals } => RedoLog { renames, removals },
+        })
+    }
+}
+
 impl WriteSet {
     /// Renames every staged file into place so that even a crash (SIGKILL,
     /// power loss) leaves all of them old or all new once the log has been
@@ -234,33 +308,58 @@ impl WriteSet {
     /// log removed. A crash before the log exists leaves the targets
     /// untouched (the temporaries are stray files that [`remove_strays`]
     /// removes); a crash after it is rolled forward by the next run.
-    /// Returns the targets, relative to `base`.
+    /// Staged removals are in the log too, done after the renames.
+    /// Returns the targets and the removed files, relative to `base`.
     pub fn commit_logged(self, log: &Path, base: &Path) -> Result<Vec<PathBuf>, WriteError> {
-        let mut renames: Vec<Rename> = Vec::with_capacity(self.staged.len());
+        let redo = self.write_log(log, base)?;
+        finish_log(log, base, &redo)?;
+        let RedoLog { renames, removals } = redo;
+        Ok(renames.into_iter().map(|(_, target)| target).chain(removals).collect())
+    }
+
+    /// Like [`WriteSet::commit_logged`], but stops after `steps` of its
+    /// renames and removals, as a crash there would: for tests of recovery.
+    #[cfg(test)]
+    pub fn commit_logged_crashing(self, log: &Path, base: &Path, steps: usize) -> Result<(), WriteError> {
+        let redo = self.write_log(log, base)?;
+        let renames = redo.renames.len();
+        let partial = RedoLog {
+            renames: redo.renames.into_iter().take(steps).collect(),
+            removals: redo.removals.into_iter().take(steps.saturating_sub(renames)).collect(),
+        };
+        roll_forward(base, &partial)
+    }
+
+    /// Keeps the staged temporaries and writes the redo log naming them.
+    fn write_log(self, log: &Path, base: &Path) -> Result<RedoLog, WriteError> {
+        let relative = |p: &Path| {
+            p.strip_prefix(base).map(Path::to_owned).map_err(|_| WriteError {
+                path: p.to_owned(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not under the redo log's base directory"),
+            })
+        };
+        let mut redo = RedoLog::default();
         for (path, tmp) in self.staged {
             let kept = tmp.into_temp_path().keep().map_err(|e| WriteError {
                 path: path.clone(),
                 source: e.error,
             })?;
-            let relative = |p: &Path| {
-                p.strip_prefix(base).map(Path::to_owned).map_err(|_| WriteError {
-                    path: p.to_owned(),
-                    source: io::Error::new(io::ErrorKind::InvalidInput, "not under the redo log's base directory"),
-                })
-            };
-            renames.push((relative(&kept)?, relative(&path)?));
+            redo.renames.push((relative(&kept)?, relative(&path)?));
         }
-        let text = serde_json::to_vec(&renames).map_err(|e| WriteError {
+        for path in &self.removals {
+            redo.removals.push(relative(path)?);
+        }
+        let text = redo.encode().map_err(|e| WriteError {
             path: log.to_owned(),
             source: e.into(),
         })?;
         write_atomic(log, &text, PUBLIC_MODE)?;
-        finish_log(log, base, &renames)?;
-        Ok(renames.into_iter().map(|(_, target)| target).collect())
+        Ok(redo)
     }
 }
 
-fn roll_forward(base: &Path, renames: &[Rename]) -> Result<(), WriteError> {
+fn roll_forward(base: &Path, redo: &RedoLog) -> Result<(), WriteError> {
+    let renames = &redo.renames;
     for (tmp, target) in renames {
         let (tmp, target) = (base.join(tmp), base.join(target));
         match fs::rename(&tmp, &target) {
@@ -270,15 +369,17 @@ fn roll_forward(base: &Path, renames: &[Rename]) -> Result<(), WriteError> {
             Err(source) => return Err(WriteError { path: target, source }),
         }
     }
-    let targets: Vec<PathBuf> = renames.iter().map(|(_, t)| base.join(t)).collect();
+    let removals: Vec<PathBuf> = redo.removals.iter().map(|r| base.join(r)).collect();
+    remove_all(&removals)?;
+    let targets: Vec<PathBuf> = renames.iter().map(|(_, t)| base.join(t)).chain(removals).collect();
     sync_parents(targets.iter().map(PathBuf::as_path))
 }
 
 /// Reads a redo log that a crash left, without acting on it: `None` when
 /// there is none. The log must be a regular file (not a link) of at most
 /// [`MAX_LOG_BYTES`]; its renames are relative to the log's base directory.
-/// The caller validates every rename before calling [`finish_log`].
-pub fn read_log(log: &Path) -> Result<Option<Vec<Rename>>, WriteError> {
+/// The caller validates every rename and removal before calling [`finish_log`].
+pub fn read_log(log: &Path) -> Result<Option<RedoLog>, WriteError> {
     let err = |source| WriteError {
         path: log.to_owned(),
         source,
@@ -286,16 +387,21 @@ pub fn read_log(log: &Path) -> Result<Option<Vec<Rename>>, WriteError> {
     let Some(bytes) = read_regular(log, MAX_LOG_BYTES).map_err(err)? else {
         return Ok(None);
     };
-    let renames: Vec<Rename> =
-        serde_json::from_slice(&bytes).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-    Ok(Some(renames))
+    let redo = RedoLog::decode(&bytes).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    Ok(Some(redo))
 }
 
-/// Does the renames of a redo log (those not done before a crash), then
-/// removes the log. Returns the number of files renamed.
-pub fn finish_log(log: &Path, base: &Path, renames: &[Rename]) -> Result<usize, WriteError> {
-    let pending = renames.iter().filter(|(tmp, _)| base.join(tmp).exists()).count();
-    roll_forward(base, renames)?;
+/// Does the renames and removals of a redo log (those not done before a
+/// crash), then removes the log. Returns the number of files renamed or
+/// removed.
+pub fn finish_log(log: &Path, base: &Path, redo: &RedoLog) -> Result<usize, WriteError> {
+    let pending = redo.renames.iter().filter(|(tmp, _)| base.join(tmp).exists()).count()
+        + redo
+            .removals
+            .iter()
+            .filter(|r| fs::symlink_metadata(base.join(r)).is_ok())
+            .count();
+    roll_forward(base, redo)?;
     let err = |source| WriteError {
         path: log.to_owned(),
         source,
@@ -502,6 +608,40 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(read_log(&log).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_logged_removal_is_rolled_forward_after_the_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, gone, log) = (dir.path().join("a"), dir.path().join("gone"), dir.path().join("log"));
+        fs::write(&a, b"old a").unwrap();
+        fs::write(&gone, b"to remove").unwrap();
+        let mut set = WriteSet::new();
+        set.stage(&a, b"new a", PUBLIC_MODE).unwrap();
+        set.remove(&gone);
+        // A crash after the log and the rename, before the removal.
+        set.commit_logged_crashing(&log, dir.path(), 1).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"new a");
+        assert!(gone.exists());
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(text.contains("\"removals\":[\"gone\"]"), "{text}");
+        let redo = read_log(&log).unwrap().unwrap();
+        assert_eq!(finish_log(&log, dir.path(), &redo).unwrap(), 1);
+        assert!(!gone.exists());
+        assert!(!log.exists());
+        // Without removals the log keeps its original form: a list of renames.
+        let mut set = WriteSet::new();
+        set.stage(&a, b"newer a", PUBLIC_MODE).unwrap();
+        set.commit_logged_crashing(&log, dir.path(), 0).unwrap();
+        assert!(fs::read_to_string(&log).unwrap().starts_with("[["));
+        let redo = read_log(&log).unwrap().unwrap();
+        assert!(redo.removals.is_empty());
+        finish_log(&log, dir.path(), &redo).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"newer a");
+        // A completed removal is not redone (and a missing file is fine).
+        let mut set = WriteSet::new();
+        set.remove(&gone);
+        assert_eq!(set.commit_logged(&log, dir.path()).unwrap(), [PathBuf::from("gone")]);
     }
 
     #[test]

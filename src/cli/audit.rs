@@ -87,6 +87,17 @@ struct KeyAge {
     rotated_at: String,
     age_days: i64,
     status: AgeStatus,
+    /// A version sealed but not promoted (`<NAME>.pending.gpg`): not the
+    /// served key, so its age is not assessed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending: Option<PendingKey>,
+}
+
+#[derive(Serialize)]
+struct PendingKey {
+    key_name: Option<String>,
+    key_fingerprint: String,
+    rotated_at: String,
 }
 
 #[derive(Serialize)]
@@ -175,6 +186,11 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             rotated_at: v.rotated_at.to_rfc3339(),
             age_days,
             status,
+            pending: meta.pending.as_ref().map(|p| PendingKey {
+                key_name: p.key_name.clone(),
+                key_fingerprint: p.key_fingerprint.clone(),
+                rotated_at: p.rotated_at.to_rfc3339(),
+            }),
         });
     }
     let recipients = audit_recipients(&args, now)?;
@@ -232,6 +248,17 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
                     k.key_name.as_deref().unwrap_or("(unnamed)"),
                     k.key_fingerprint
                 ));
+                if let Some(p) = &k.pending {
+                    printer.line(format_args!(
+                        "{:<8} {:<6} {:<30} sealed {}, not served until promoted: {} {}",
+                        "pending",
+                        k.region,
+                        k.secret,
+                        p.rotated_at,
+                        p.key_name.as_deref().unwrap_or("(unnamed)"),
+                        p.key_fingerprint
+                    ));
+                }
             }
             for k in keys.iter().filter(|k| k.status == AgeStatus::Future) {
                 printer.warn(format_args!(

@@ -54,6 +54,7 @@ by `rekey`. Nobody edits files under `registry/` by hand.
 |---|---|
 | `registry/<NAME>.gpg` | the current pull secret of a region (what the build tool ships) |
 | `registry/<NAME>.previous.gpg` | the version it replaced, kept for `rekey rollback` |
+| `registry/<NAME>.pending.gpg` | a new version sealed but not yet promoted (never shipped); only during a rotation |
 | `registry/<NAME>.meta.json` | metadata: key name and fingerprint, recipients, rotation times |
 | `.rekey/recipients.asc` | who can decrypt: every file is encrypted to exactly these certificates |
 | `.rekey/signers.asc` | who may publish a secret: its signature must be by one of these |

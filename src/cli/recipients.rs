@@ -4,7 +4,7 @@
 use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::cli::pgpargs::ValidityArgs;
 use crate::exit::Exit;
-use crate::secrets_repo::layout::{self, Metadata, Slot};
+use crate::secrets_repo::layout::{self, Metadata};
 use crate::secrets_repo::pgp::RecipientCert;
 use crate::secrets_repo::store::Store;
 use clap::Subcommand;
@@ -96,9 +96,7 @@ fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
                 if meta.name != name {
                     problems.push(format!("name: `{}` does not match the file name", meta.name));
                 }
-                for (v, slot) in std::iter::once((&meta.active, Slot::Active))
-                    .chain(meta.previous.as_ref().map(|p| (p, Slot::Previous)))
-                {
+                for (v, slot) in meta.versions() {
                     if !store.path(&name, slot).is_file() {
                         problems.push(format!("{} version's file {} is missing", v.state, v.file));
                     }
@@ -127,11 +125,9 @@ fn check(printer: &Printer, args: CheckArgs) -> anyhow::Result<Exit> {
             continue;
         };
         let bytes = store.read_file(&name, slot)?;
-        let version = metas.values().find_map(|m| {
-            std::iter::once(&m.active)
-                .chain(m.previous.as_ref())
-                .find(|v| v.file == file)
-        });
+        let version = metas
+            .values()
+            .find_map(|m| m.versions().map(|(v, _)| v).find(|v| v.file == file));
         let (key_ids, problems) = layout::check_file(&bytes, version, &policy);
         files.push(FileReport {
             file: dir.join(&file),

@@ -15,7 +15,8 @@ use std::time::SystemTime;
 /// previous (files and metadata in one atomic step). Idempotent: rolling
 /// back to what is already current changes nothing and says so, and a
 /// second rollback keeps the older key (restore the newer one with --to).
-/// With --commit, exactly the secret's files are committed.
+/// A pending version (<NAME>.pending.gpg) is left as it is. With --commit,
+/// exactly the secret's files are committed.
 ///
 /// Example:
 ///   rekey rollback --repo secrets --region jp

@@ -30,7 +30,8 @@ use std::path::PathBuf;
 /// For each region the new secret is generated in memory, the probe image
 /// is pulled from every host with the new key (a failing host blocks that
 /// region unless --allow-failing-host names it), and the secret is sealed as
-/// `pending`, then made `current`; the version it replaces is kept as
+/// `pending` (<NAME>.pending.gpg, never served), then promoted to `current`
+/// (moved to <NAME>.gpg); the version it replaces is kept as
 /// `previous` for `rekey rollback`. A journal in the repo's git directory
 /// (.git/rekey) makes a killed rotation resumable: rerun the same command, or
 /// discard it with --abort. Rerunning a finished rotation

@@ -20,6 +20,13 @@ use std::path::{Path, PathBuf};
 /// written or none. REPO must be the top of a git work tree: rekey keeps its
 /// lock and redo log in the git directory.
 ///
+/// With --pending, the new version goes to <NAME>.pending.gpg only: the
+/// served <NAME>.gpg and <NAME>.previous.gpg stay byte for byte. Sealing the
+/// same plaintext again without --pending promotes it (it moves to
+/// <NAME>.gpg, the current version to <NAME>.previous.gpg); sealing another
+/// plaintext without --pending replaces the current version and drops the
+/// pending one.
+///
 /// Example:
 ///   rekey generate --regions regions --api-key-file key.txt --out out
 ///   rekey seal --repo secrets --in out --key-name iks-registry-prod-jp-20261123
@@ -37,7 +44,8 @@ pub struct Args {
     /// The API key's name to record in the metadata (not the key).
     #[arg(long, value_name = "NAME")]
     pub key_name: Option<String>,
-    /// Record new versions as pending instead of current.
+    /// Seal new versions as pending, into <NAME>.pending.gpg (never served
+    /// until promoted), instead of current.
     #[arg(long)]
     pub pending: bool,
     #[command(flatten)]

@@ -37,7 +37,7 @@ pub fn verify_on_disk(
     let Some(signers) = signers else {
         return Ok(());
     };
-    authorship::verify(disk.meta, disk.active, disk.previous, signers, now).map_err(|e| {
+    authorship::verify(disk.meta, disk.active, disk.previous, disk.pending, signers, now).map_err(|e| {
         anyhow::anyhow!(
             "{}: refusing to build on a secret that is not from an allowed signer: {e} (run `rekey sign` after reviewing it, or restore it from history)",
             store.path(&disk.meta.name, layout::Slot::Meta).display()

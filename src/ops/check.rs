@@ -238,7 +238,7 @@ impl Run<'_> {
     }
 }
 
-/// Splits `registry/<NAME>.gpg|.previous.gpg|.meta.json` into the secret name.
+/// Splits `registry/<NAME>.gpg|.previous.gpg|.pending.gpg|.meta.json` into the secret name.
 pub fn secret_of(path: &str) -> Option<(String, &'static str)> {
     let file = path.strip_prefix(&format!("{}/", layout::REGISTRY_DIR))?;
     if file.contains('/') {
@@ -246,6 +246,7 @@ pub fn secret_of(path: &str) -> Option<(String, &'static str)> {
     }
     for (suffix, kind) in [
         (".previous.gpg", "previous"),
+        (".pending.gpg", "pending"),
         (".meta.json", "meta"),
         (".gpg", "active"),
     ] {
@@ -369,7 +370,7 @@ fn check_files(run: &mut Run<'_>, changes: &[ModeChange]) -> anyhow::Result<BTre
                     "layout",
                     &change.path,
                     vec![format!(
-                        "{}/ holds only <NAME>.gpg, <NAME>.previous.gpg and <NAME>.meta.json",
+                        "{}/ holds only <NAME>.gpg, <NAME>.previous.gpg, <NAME>.pending.gpg and <NAME>.meta.json",
                         layout::REGISTRY_DIR
                     )],
                     "",
@@ -393,6 +394,7 @@ fn check_secret(
     let meta_path = format!("{dir}/{}", layout::meta_file(name));
     let active_path = format!("{dir}/{}", layout::active_file(name));
     let previous_path = format!("{dir}/{}", layout::previous_file(name));
+    let pending_path = format!("{dir}/{}", layout::pending_file(name));
     let head_meta = match run.at_head(&meta_path)? {
         None => {
             let problems = if run.at_head(&active_path)?.is_none() {
@@ -426,8 +428,17 @@ fn check_secret(
         },
     };
     let mut meta_problems = Vec::new();
-    if (is_changed(changes, &active_path) || is_changed(changes, &previous_path)) && !is_changed(changes, &meta_path) {
+    if (is_changed(changes, &active_path) || is_changed(changes, &previous_path) || is_changed(changes, &pending_path))
+        && !is_changed(changes, &meta_path)
+    {
         meta_problems.push("an encrypted file changed but its metadata did not".to_owned());
+    }
+    // A pending version is never served: it lives only in its own file,
+    // described by the metadata's `pending`.
+    if head_meta.pending.is_none() && run.at_head(&pending_path)?.is_some() {
+        meta_problems.push(format!(
+            "{pending_path} exists but the metadata has no `pending` version to describe it"
+        ));
     }
     if head_meta.name != name {
         meta_problems.push(format!(
@@ -448,6 +459,12 @@ fn check_secret(
             &previous_path,
             layout::previous_file(name),
             "previous",
+        ),
+        (
+            head_meta.pending.as_ref(),
+            &pending_path,
+            layout::pending_file(name),
+            "pending",
         ),
     ];
     for (version, path, pinned, field) in versions {
@@ -484,17 +501,28 @@ fn check_secret(
     let base_meta = run
         .at_base(&meta_path)?
         .and_then(|b| Metadata::parse(&b, &meta_path).ok());
+    // A pull request that only seals (or replaces) a pending version leaves
+    // the served key as it is: summarized as `pending`, current -> pending key.
+    let new_pending = head_meta.pending.as_ref().filter(|p| {
+        base_meta.as_ref().is_some_and(|b| {
+            b.active.key_fingerprint == head_meta.active.key_fingerprint
+                && b.pending
+                    .as_ref()
+                    .is_none_or(|bp| bp.plaintext_digest != p.plaintext_digest)
+        })
+    });
     let mut change = SecretChange {
         secret: name.to_owned(),
         region: Some(head_meta.region.clone()),
         change: match &base_meta {
             None => "added",
             Some(b) if b.active.key_fingerprint != head_meta.active.key_fingerprint => "rotated",
+            Some(_) if new_pending.is_some() => "pending",
             Some(b) if same_contents(b, &head_meta) => "reencrypted",
             Some(_) => "changed",
         },
         old_key_fingerprint: base_meta.as_ref().map(|b| b.active.key_fingerprint.clone()),
-        new_key_fingerprint: Some(head_meta.active.key_fingerprint.clone()),
+        new_key_fingerprint: Some(new_pending.unwrap_or(&head_meta.active).key_fingerprint.clone()),
         hosts_added: Vec::new(),
         hosts_removed: Vec::new(),
         contents_checked: false,
@@ -540,6 +568,21 @@ fn check_secret(
             }
         }
         run.record("secret", &active_path, problems, "consistent pull secret");
+        if let Some(pending) = &head_meta.pending
+            && let Some(bytes) = run.at_head(&pending_path)?
+        {
+            // The pending version is checked like the served one, against
+            // its own metadata.
+            let as_served = Metadata {
+                active: pending.clone(),
+                ..head_meta.clone()
+            };
+            let problems = match open(&bytes, keys, run.now) {
+                Ok(plain) => secret_problems(&plain, &as_served, region),
+                Err(e) => vec![format!("cannot decrypt: {e}")],
+            };
+            run.record("secret", &pending_path, problems, "consistent pull secret (pending)");
+        }
     }
     Ok(Some(change))
 }
@@ -575,13 +618,24 @@ fn authorship_check(
         Some(_) => run.at_head(&format!("{}/{}", layout::REGISTRY_DIR, layout::previous_file(name)))?,
         None => None,
     };
+    let pending = match &head_meta.pending {
+        Some(_) => run.at_head(&format!("{}/{}", layout::REGISTRY_DIR, layout::pending_file(name)))?,
+        None => None,
+    };
     let Some(current) = current else {
         // The missing file is already a metadata finding.
         return Ok(());
     };
     let mut problems = Vec::new();
     let mut ok_detail = String::new();
-    match authorship::verify(head_meta, &current, previous.as_deref(), signers, run.now) {
+    match authorship::verify(
+        head_meta,
+        &current,
+        previous.as_deref(),
+        pending.as_deref(),
+        signers,
+        run.now,
+    ) {
         Err(SignError::NoSignature) => problems.push(format!(
             "unsigned: the base requires a statement signed by an allowed signer ({})",
             layout::SIGNERS_FILE
@@ -638,13 +692,15 @@ fn same_contents(base: &Metadata, head: &Metadata) -> bool {
             && a.key_fingerprint == b.key_fingerprint
             && a.plaintext_digest == b.plaintext_digest
     };
+    let same_opt = |a: &Option<Version>, b: &Option<Version>| match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => same(a, b),
+        _ => false,
+    };
     base.region == head.region
         && same(&base.active, &head.active)
-        && match (&base.previous, &head.previous) {
-            (None, None) => true,
-            (Some(a), Some(b)) => same(a, b),
-            _ => false,
-        }
+        && same_opt(&base.previous, &head.previous)
+        && same_opt(&base.pending, &head.pending)
 }
 
 /// Checks that an encrypted file is one complete message addressed to

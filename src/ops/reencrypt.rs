@@ -92,11 +92,16 @@ pub fn reencrypt(
             Some(_) => Some(open(Slot::Previous)?),
             None => None,
         };
+        let pending = match &meta.pending {
+            Some(_) => Some(open(Slot::Pending)?),
+            None => None,
+        };
         let plan = layout::plan_reencrypt(
             &meta,
             &active_ids,
             &plain_active,
             previous.as_ref().map(|(ids, p)| (ids.as_slice(), p.as_slice())),
+            pending.as_ref().map(|(ids, p)| (ids.as_slice(), p.as_slice())),
             &policy,
             req.signer.map(|k| (k, now)),
         )
@@ -108,10 +113,15 @@ pub fn reencrypt(
                     Some(_) => Some(store.read_file(&name, Slot::Previous)?),
                     None => None,
                 };
+                let pending = match &meta.pending {
+                    Some(_) => Some(store.read_file(&name, Slot::Pending)?),
+                    None => None,
+                };
                 let disk = OnDisk {
                     meta: &meta,
                     active: &active,
                     previous: previous.as_deref(),
+                    pending: pending.as_deref(),
                 };
                 authorship::verify_on_disk(store, signers.as_ref(), &disk, now)?;
                 sign_rewrite(&mut rewrite, Some(&disk), None, key, at).with_context(|| format!("signing {name}"))?;
@@ -126,6 +136,9 @@ pub fn reencrypt(
         }
         if meta.previous.is_some() && plan.as_ref().is_none_or(|r| r.previous.is_some()) {
             files.push(store.path(&name, Slot::Previous));
+        }
+        if meta.pending.is_some() && plan.as_ref().is_none_or(|r| r.pending.is_some()) {
+            files.push(store.path(&name, Slot::Pending));
         }
         let action = match (plan, &lock) {
             (None, _) => ItemAction::Unchanged,

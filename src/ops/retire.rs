@@ -6,7 +6,7 @@
 
 use crate::exit::Exit;
 use crate::ops::world::{Clock, Event, Events, Git};
-use crate::secrets_repo::layout::{Metadata, RetiredHow, Rewrite, State, Version};
+use crate::secrets_repo::layout::{Metadata, RetiredHow, Rewrite, Version};
 use crate::secrets_repo::store::{Lock, Store, WritePlan};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -38,9 +38,11 @@ pub struct KeyVersion {
 pub struct RegionKeys {
     pub region: String,
     pub secret: String,
+    /// The served version (`<NAME>.gpg`). A pending version, in its own
+    /// file and never served, plays no part in retiring the previous key:
+    /// promoting it drops that key from the metadata, so holding the
+    /// retirement for it would leave the key alive in IAM unrecorded.
     pub current: KeyVersion,
-    /// True when the current version is still pending (not yet published).
-    pub pending: bool,
     pub previous: Option<KeyVersion>,
 }
 
@@ -50,7 +52,9 @@ pub struct RegionKeys {
 pub enum Hold {
     /// The region has no previous version.
     NoPrevious,
-    /// The region's active version is still pending: its rotation is not finished.
+    /// The region's served version was pending (metadata schema 1). No
+    /// longer produced: a pending version now lives in its own file and the
+    /// served one is always current; kept for the reports that name it.
     NotPublished,
     /// The previous key was already retired.
     AlreadyRetired { at: DateTime<Utc> },
@@ -127,9 +131,6 @@ fn decide(r: &RegionKeys, all: &[RegionKeys], now: DateTime<Utc>, grace: Duratio
             current_in: other.region.clone(),
         });
     }
-    if r.pending {
-        return Decision::Hold(Hold::NotPublished);
-    }
     let until = r.current.published_at + grace;
     if now < until {
         return Decision::Hold(Hold::InGracePeriod { until });
@@ -177,7 +178,6 @@ fn from_meta(meta: &Metadata) -> RegionKeys {
         region: meta.region.clone(),
         secret: meta.name.clone(),
         current: version(&meta.active),
-        pending: meta.active.state == State::Pending,
         previous: meta.previous.as_ref().map(version),
     }
 }
@@ -561,6 +561,7 @@ fn record(
             meta,
             active: None,
             previous: None,
+            pending: None,
         },
     )?;
     lock.apply(plan)
@@ -569,6 +570,7 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets_repo::layout::State;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -589,7 +591,6 @@ mod tests {
             region: name.into(),
             secret: format!("{}_REGISTRY_PULL_SECRET_64", name.to_uppercase()),
             current,
-            pending: false,
             previous,
         }
     }
@@ -744,6 +745,7 @@ mod tests {
                     region: region.into(),
                     active: version(State::Current, &name, Slot::Active, cur.0, Some(cur.1), at),
                     previous,
+                    pending: None,
                 };
                 std::fs::write(reg.join(Slot::Meta.file(&name)), meta.render()).unwrap();
             }

@@ -125,10 +125,17 @@ pub fn rollback(
     }
     let active = store.read_file(&name, Slot::Active)?;
     let previous = store.read_file(&name, Slot::Previous)?;
+    // A pending version stays as it is: it was never served, and its
+    // rotation may still promote it (or `rotate --abort` drop it).
+    let pending = match &meta.pending {
+        Some(_) => Some(store.read_file(&name, Slot::Pending)?),
+        None => None,
+    };
     let disk = OnDisk {
         meta: &meta,
         active: &active,
         previous: Some(&previous),
+        pending: pending.as_deref(),
     };
     authorship::verify_on_disk(store, signers.as_ref(), &disk, now.into())?;
     let (mut new_meta, new_active, new_previous) = layout::rollback(&meta, &active, &previous)?;
@@ -143,6 +150,7 @@ pub fn rollback(
         meta: new_meta,
         active: Some(new_active),
         previous: Some(new_previous),
+        pending: None,
     };
     if let Some(key) = req.signer {
         // The restored version gets a new, higher number; `restores` names

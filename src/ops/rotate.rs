@@ -312,6 +312,7 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
             let existing = old.as_ref().map(|s| Existing {
                 meta: &s.meta,
                 active: &s.active,
+                pending: s.pending.as_deref(),
             });
             let mut plan =
                 layout::plan_seal(existing, &seal, &policy).with_context(|| format!("sealing {}", p.report.secret))?;
@@ -410,10 +411,24 @@ pub fn abort(store: &Store, events: &dyn Events) -> anyhow::Result<AbortReport> 
                 ),
                 None => None,
             };
+            // A pending version committed at HEAD comes back too; one the
+            // rotation sealed goes (in the same write, through the store).
+            let pending = match meta.pending {
+                Some(_) => Some(
+                    store::read_file_at_revision(root, "HEAD", &name, layout::Slot::Pending)?.with_context(|| {
+                        format!("{name}: its metadata at HEAD names a pending file HEAD does not have")
+                    })?,
+                ),
+                None => None,
+            };
             keep.push(layout::Slot::Meta);
             keep.push(layout::Slot::Active);
             if previous.is_some() {
                 keep.push(layout::Slot::Previous);
+            }
+            let head_pending = pending.is_some();
+            if head_pending || store.path(&name, layout::Slot::Pending).exists() {
+                keep.push(layout::Slot::Pending);
             }
             let mut writes = WritePlan::default();
             lock.stage(
@@ -422,9 +437,17 @@ pub fn abort(store: &Store, events: &dyn Events) -> anyhow::Result<AbortReport> 
                     meta,
                     active: Some(active),
                     previous,
+                    pending,
                 },
             )?;
-            restored.extend(lock.apply(writes)?);
+            let pending_path = Store::repo_path(&name, layout::Slot::Pending);
+            for file in lock.apply(writes)? {
+                if file == pending_path && !head_pending {
+                    removed.push(file);
+                } else {
+                    restored.push(file);
+                }
+            }
         }
         for slot in layout::Slot::ALL {
             if keep.contains(&slot) {

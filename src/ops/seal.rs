@@ -1,6 +1,9 @@
 //! Sealing generated pull secrets into the secrets repo: each is checked,
 //! encrypted to exactly the recipient policy in memory, then all are
 //! written or none.
+//!
+//! `--pending` writes `<NAME>.pending.gpg` only: the served `<NAME>.gpg`
+//! stays as it is until sealing the same plaintext as current promotes it.
 
 use crate::ops::authorship;
 use crate::ops::world::{Clock, Events, Random};
@@ -32,7 +35,8 @@ pub struct SealRequest<'a> {
     pub signer: Option<&'a SigningKey>,
     /// The key's name to record (not the key).
     pub key_name: Option<String>,
-    /// Record new versions as pending instead of current.
+    /// Seal new versions as pending (`<NAME>.pending.gpg`, not served)
+    /// instead of current.
     pub pending: bool,
     pub validity: Validity,
 }
@@ -42,6 +46,8 @@ pub struct SealRequest<'a> {
 pub struct Sealed {
     pub region: String,
     pub name: String,
+    /// The file holding the sealed version: `<NAME>.gpg` when it is
+    /// current, `<NAME>.pending.gpg` when it is pending.
     pub file: PathBuf,
     pub changed: bool,
     pub state: State,
@@ -86,6 +92,12 @@ pub fn seal(
         };
         let name = layout::secret_name(&g.region);
         let old = store.read_secret(&name)?;
+        if req.pending && old.is_none() {
+            anyhow::bail!(
+                "{}: {name} has no current version yet, so there is nothing a pending version would wait beside: seal it without --pending",
+                g.source.display()
+            );
+        }
         let one = SealOne {
             name: &name,
             region: &g.region,
@@ -101,6 +113,7 @@ pub fn seal(
         let existing = old.as_ref().map(|s| Existing {
             meta: &s.meta,
             active: &s.active,
+            pending: s.pending.as_deref(),
         });
         let mut plan = layout::plan_seal(existing, &one, &policy).with_context(|| format!("sealing {name}"))?;
         if let (Plan::Write(w), Some(key)) = (&mut plan, req.signer) {
@@ -110,13 +123,22 @@ pub fn seal(
             sign_rewrite(w, old.as_ref().map(|o| o.on_disk()).as_ref(), None, key, now)
                 .with_context(|| format!("signing {name}"))?;
         }
-        let final_state = match &plan {
-            Plan::Write(w) => w.meta.active.state,
-            Plan::Unchanged => old.as_ref().map(|s| s.meta.active.state).unwrap_or(state),
+        // Where the plaintext now lives: pending only when it is not
+        // (already) the served version.
+        let final_meta = match &plan {
+            Plan::Write(w) => Some(&w.meta),
+            Plan::Unchanged => old.as_ref().map(|s| &s.meta),
+        };
+        let served = final_meta.is_some_and(|m| m.active.plaintext_digest.matches(&g.plaintext));
+        let final_state = if served { State::Current } else { state };
+        let slot = if final_state == State::Pending {
+            Slot::Pending
+        } else {
+            Slot::Active
         };
         report.push(Sealed {
             region: g.region.clone(),
-            file: store.path(&name, Slot::Active),
+            file: store.path(&name, slot),
             name: name.clone(),
             changed: matches!(plan, Plan::Write(_)),
             state: final_state,

@@ -92,8 +92,19 @@ pub fn sign(
             Some(_) => Some(store.read_file(&name, Slot::Previous)?),
             None => None,
         };
+        let pending = match &meta.pending {
+            Some(_) => Some(store.read_file(&name, Slot::Pending)?),
+            None => None,
+        };
         if meta.active.signed.is_some() {
-            match signed::verify(&meta, &active, previous.as_deref(), &judge, now.into()) {
+            match signed::verify(
+                &meta,
+                &active,
+                previous.as_deref(),
+                pending.as_deref(),
+                &judge,
+                now.into(),
+            ) {
                 Ok((st, _)) => {
                     secrets.push(SignedSecret {
                         name,
@@ -112,15 +123,20 @@ pub fn sign(
         if let (Some(v), Some(bytes)) = (&meta.previous, &previous) {
             check_matches(store, &name, Slot::Previous, bytes, v)?;
         }
+        if let (Some(v), Some(bytes)) = (&meta.pending, &pending) {
+            check_matches(store, &name, Slot::Pending, bytes, v)?;
+        }
         let disk = OnDisk {
             meta: &meta,
             active: &active,
             previous: previous.as_deref(),
+            pending: pending.as_deref(),
         };
         let mut rewrite = Rewrite {
             meta: meta.clone(),
             active: None,
             previous: None,
+            pending: None,
         };
         signed::sign_rewrite(&mut rewrite, Some(&disk), None, req.signer, now)
             .with_context(|| format!("signing {name}"))?;

@@ -302,6 +302,7 @@ fn verify_secret(repo: &Repo, region: &str) -> Result<(Statement, Signer), SignE
         &stored.meta,
         &stored.active,
         stored.previous.as_deref(),
+        stored.pending.as_deref(),
         &allowed(&SIGNERS[0]),
         std::time::SystemTime::now(),
     )
@@ -315,7 +316,13 @@ fn secret_keys() -> SecretKeys {
 fn files_of(regions: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = regions
         .iter()
-        .flat_map(|r| Slot::ALL.map(|s| Store::repo_path(&layout::secret_name(r), s)))
+        .flat_map(|r| {
+            // A finished rotation leaves no pending file.
+            Slot::ALL
+                .into_iter()
+                .filter(|s| *s != Slot::Pending)
+                .map(|s| Store::repo_path(&layout::secret_name(r), s))
+        })
         .collect();
     out.sort();
     out
@@ -408,21 +415,23 @@ fn a_rotation_resumes_from_each_journal_stage() {
     repo.rotate(&verifier).unwrap();
     assert_eq!(verifier.asked().len(), 4);
 
-    // Sealed: the new version is on disk as pending; the resume promotes it
-    // without re-encrypting (the file stays byte for byte).
+    // Sealed: the new version is on disk as pending (its own file; the
+    // served one is still the old key); the resume promotes it without
+    // re-encrypting (the file moves byte for byte).
     let repo = Repo::new();
     repo.seal(NEW, Some(NEW_NAME), true).unwrap();
-    let pending = std::fs::read(repo.store().path(&layout::secret_name("r1"), Slot::Active)).unwrap();
-    assert_eq!(repo.state("r1"), State::Pending);
+    let name = layout::secret_name("r1");
+    let pending = std::fs::read(repo.store().path(&name, Slot::Pending)).unwrap();
+    assert_eq!(repo.state("r1"), State::Current);
+    assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+    assert_eq!(repo.key_in("r1", Slot::Pending), NEW);
     repo.write_journal(&[("r1", Stage::Sealed), ("r2", Stage::Sealed)]);
     let verifier = StaticVerifier::default();
     repo.rotate(&verifier).unwrap();
     assert!(verifier.asked().is_empty());
     assert_eq!(repo.state("r1"), State::Current);
-    assert_eq!(
-        std::fs::read(repo.store().path(&layout::secret_name("r1"), Slot::Active)).unwrap(),
-        pending
-    );
+    assert_eq!(std::fs::read(repo.store().path(&name, Slot::Active)).unwrap(), pending);
+    assert!(!repo.store().path(&name, Slot::Pending).exists());
 
     // Published, but killed before the commit: the rerun commits both regions.
     let repo = Repo::new();
@@ -716,11 +725,13 @@ fn signed_versions_carry_a_statement_and_an_inner_signature_by_the_same_signer()
     .unwrap();
     let inner = opened.signature.unwrap().unwrap();
     assert!(inner.same_certificate(&signer));
-    // The version that became previous keeps the statement it was published with.
+    // The version that became previous keeps the last statement made
+    // while it was served: the pending seal's (2), which hashed the
+    // pending file next to it.
     let meta = repo.store().read_meta(&layout::secret_name("r1")).unwrap().unwrap();
     assert_eq!(
         meta.previous.as_ref().and_then(layout::Version::statement_version),
-        Some(1)
+        Some(2)
     );
 
     // A signed rollback names the version it restores, under a new number.
@@ -735,7 +746,8 @@ fn signed_versions_carry_a_statement_and_an_inner_signature_by_the_same_signer()
     };
     rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
     let (st, _) = verify_secret(&repo, "r1").unwrap();
-    assert_eq!((st.version, st.restores), (4, Some(1)));
+    // It restores the old key as last signed while served (2, see above).
+    assert_eq!((st.version, st.restores), (4, Some(2)));
     assert_eq!(repo.key_in("r1", Slot::Active), OLD);
     // A second rollback keeps the older key; restoring the newer one is
     // explicit, and signed like any rollback.
@@ -837,4 +849,139 @@ fn reencrypt_with_a_signer_re_signs_inside_and_out_and_needs_an_allowed_key() {
         let opened = pgp::open_verified(&bytes, &keys, &allowed(&SIGNERS[0]), std::time::SystemTime::now()).unwrap();
         assert!(opened.signature.unwrap().unwrap().same_certificate(&signer), "{slot:?}");
     }
+}
+
+/// Plans promoting r1's pending version (sealing the same plaintext as
+/// current, as the rotation's second step does).
+fn promotion_of_r1(repo: &Repo) -> layout::Rewrite {
+    let store = repo.store();
+    let name = layout::secret_name("r1");
+    let stored = store.read_secret(&name).unwrap().unwrap();
+    let r = &repo.regions[0];
+    let key = ApiKey::from_str_checked(NEW).unwrap();
+    let plaintext = dockerconfig::render(&r.hosts, &r.username, &key, None);
+    let policy = store
+        .load_policy(validity(), std::time::SystemTime::now(), &NoEvents)
+        .unwrap();
+    let req = layout::SealRequest {
+        name: &name,
+        region: "r1",
+        plaintext: plaintext.as_bytes(),
+        key_name: Some(NEW_NAME),
+        key_fingerprint: key.fingerprint(),
+        iam_key_id: None,
+        state: State::Current,
+        now: repo.clock.0,
+        salt: [9; 32],
+        signer: None,
+    };
+    let existing = layout::Existing {
+        meta: &stored.meta,
+        active: &stored.active,
+        pending: stored.pending.as_deref(),
+    };
+    match layout::plan_seal(Some(existing), &req, &policy).unwrap() {
+        layout::Plan::Write(w) => *w,
+        layout::Plan::Unchanged => panic!("expected a promotion"),
+    }
+}
+
+#[test]
+fn a_promotion_killed_at_any_step_is_rolled_forward_whole() {
+    // The promotion's write: <NAME>.gpg, <NAME>.previous.gpg, the metadata,
+    // then the removal of <NAME>.pending.gpg: a crash after 0 to 4 of them.
+    for steps in 0..=4 {
+        let repo = Repo::new();
+        repo.seal(NEW, Some(NEW_NAME), true).unwrap();
+        let store = repo.store();
+        let name = layout::secret_name("r1");
+        let old = std::fs::read(store.path(&name, Slot::Active)).unwrap();
+        let pending = std::fs::read(store.path(&name, Slot::Pending)).unwrap();
+        let rewrite = promotion_of_r1(&repo);
+        let lock = store.lock(&NoEvents).unwrap();
+        let mut writes = store::WritePlan::default();
+        lock.stage(&mut writes, rewrite).unwrap();
+        lock.apply_crashing(writes, steps).unwrap();
+        drop(lock);
+        // Whatever the crash left, the served file is one whole version.
+        let served = std::fs::read(store.path(&name, Slot::Active)).unwrap();
+        assert!(served == old || served == pending, "after {steps} steps");
+        // The next writer finishes the promotion before anything else.
+        let events = RecordedEvents::default();
+        drop(store.lock(&events).unwrap());
+        assert_eq!(
+            std::fs::read(store.path(&name, Slot::Active)).unwrap(),
+            pending,
+            "after {steps} steps"
+        );
+        assert_eq!(std::fs::read(store.path(&name, Slot::Previous)).unwrap(), old);
+        assert!(!store.path(&name, Slot::Pending).exists(), "after {steps} steps");
+        let meta = store.read_meta(&name).unwrap().unwrap();
+        assert!(meta.pending.is_none());
+        assert!(
+            meta.active.plaintext_digest.matches(
+                dockerconfig::render(
+                    &repo.regions[0].hosts,
+                    &repo.regions[0].username,
+                    &ApiKey::from_str_checked(NEW).unwrap(),
+                    None
+                )
+                .as_bytes()
+            )
+        );
+        assert_eq!(repo.key_in("r1", Slot::Active), NEW);
+        // r2 was not part of the write: still pending beside its old key.
+        assert_eq!(repo.key_in("r2", Slot::Active), OLD);
+        assert_eq!(repo.key_in("r2", Slot::Pending), NEW);
+    }
+}
+
+#[test]
+fn a_rotation_promoting_a_committed_pending_version_commits_its_removal() {
+    let repo = Repo::new();
+    repo.seal(NEW, Some(NEW_NAME), true).unwrap();
+    git(repo.root(), &["add", "."]);
+    git(repo.root(), &["commit", "-qm", "pending"]);
+    let report = repo.rotate(&StaticVerifier::default()).unwrap();
+    assert!(report.commit.is_some());
+    let tracked = git(repo.root(), &["ls-files", "registry"]);
+    assert!(!tracked.contains(".pending.gpg"), "{tracked}");
+    assert_eq!(git(repo.root(), &["status", "--porcelain"]), "");
+    assert_eq!(repo.key_in("r1", Slot::Active), NEW);
+    assert_eq!(repo.key_in("r1", Slot::Previous), OLD);
+}
+
+#[test]
+fn rollback_leaves_a_pending_version_as_it_is_and_signs_over_it() {
+    let repo = Repo::signed(Some(&SIGNERS[0]));
+    repo.rotate(&StaticVerifier::default()).unwrap();
+    // A later rotation sealed its key (here: the old one again) as pending.
+    repo.seal(OLD, Some("old-again-20261201"), true).unwrap();
+    let name = layout::secret_name("r1");
+    let pending = std::fs::read(repo.store().path(&name, Slot::Pending)).unwrap();
+    // The pending seal's statement hashes the pending file next to the served ones.
+    let (st, _) = verify_secret(&repo, "r1").unwrap();
+    assert_eq!(st.files.len(), 3);
+    let git = GitCli {
+        repo: repo.root().to_owned(),
+    };
+    let req = RollbackRequest {
+        region: "r1".into(),
+        to: crate::ops::rollback::RollbackTo::Previous,
+        commit: true,
+        signer: repo.signer.as_ref(),
+    };
+    let report = rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    assert!(report.changed);
+    assert_eq!(repo.key_in("r1", Slot::Active), OLD);
+    assert_eq!(repo.key_in("r1", Slot::Previous), NEW);
+    assert_eq!(std::fs::read(repo.store().path(&name, Slot::Pending)).unwrap(), pending);
+    let meta = repo.store().read_meta(&name).unwrap().unwrap();
+    assert_eq!(meta.pending.unwrap().key_name.as_deref(), Some("old-again-20261201"));
+    let (st, _) = verify_secret(&repo, "r1").unwrap();
+    assert_eq!(
+        st.files.len(),
+        3,
+        "the rollback's statement covers the pending file too"
+    );
 }

@@ -7,7 +7,9 @@
 //! the active version's metadata (`active.signed`): the canonical statement
 //! text and its armored detached signature. It hashes every ciphertext file
 //! of the secret as stored (`current` = `<NAME>.gpg`, `previous` =
-//! `<NAME>.previous.gpg`). A version that becomes `previous` keeps the
+//! `<NAME>.previous.gpg`, `pending` = `<NAME>.pending.gpg`): sealing a
+//! pending version signs a new statement too, so that it hashes the pending
+//! file next to the unchanged current one. A version that becomes `previous` keeps the
 //! statement it was published with, as a record of who published it.
 
 use crate::secrets_repo::layout::{Metadata, Rewrite, Signed};
@@ -42,19 +44,28 @@ pub fn statement_for(
     }
 }
 
+/// The ciphertext files of a secret as they will be stored, for a statement.
+pub struct Files<'a> {
+    pub current: &'a [u8],
+    pub previous: Option<&'a [u8]>,
+    pub pending: Option<&'a [u8]>,
+}
+
 /// Signs `meta`'s active version: a statement numbered `version` over the
-/// files `current` and `previous` (as they will be stored), signed by `key`
-/// at `now`, stored in `meta.active.signed`.
+/// files (as they will be stored), signed by `key` at `now`, stored in
+/// `meta.active.signed`.
 pub fn sign_meta(
     meta: &mut Metadata,
-    current: &[u8],
-    previous: Option<&[u8]>,
+    files: Files<'_>,
     version: u64,
     restores: Option<u64>,
     key: &SigningKey,
     now: DateTime<Utc>,
 ) -> Result<(), SignError> {
-    let st = statement_for(meta, current, previous, version, restores);
+    let mut st = statement_for(meta, files.current, files.previous, version, restores);
+    if let Some(p) = files.pending {
+        st.files.push(FileHash::of(FileRole::Pending, p));
+    }
     let (bytes, sig) = signing::sign_statement(&st, key, now.into())?;
     let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| SignError::Sign("not UTF-8".to_owned()));
     meta.active.signed = Some(Signed {
@@ -69,6 +80,7 @@ pub struct OnDisk<'a> {
     pub meta: &'a Metadata,
     pub active: &'a [u8],
     pub previous: Option<&'a [u8]>,
+    pub pending: Option<&'a [u8]>,
 }
 
 /// Signs a planned rewrite: the files it writes, or else those on disk.
@@ -93,10 +105,21 @@ pub fn sign_rewrite(
         (Some(_), None, Some(OnDisk { previous: Some(p), .. })) => Some(p.to_vec()),
         (Some(_), None, _) => return Err(missing("previous")),
     };
+    let pending: Option<Vec<u8>> = match (&rewrite.meta.pending, &rewrite.pending, on_disk) {
+        (None, _, _) => None,
+        (Some(_), Some(b), _) => Some(b.clone()),
+        (Some(_), None, Some(OnDisk { pending: Some(p), .. })) => Some(p.to_vec()),
+        (Some(_), None, _) => return Err(missing("pending")),
+    };
     let prior = on_disk.map_or(0, |d| d.meta.latest_version());
     let version = prior.max(rewrite.meta.latest_version()) + 1;
     let mut meta = rewrite.meta.clone();
-    sign_meta(&mut meta, &current, previous.as_deref(), version, restores, key, now)?;
+    let files = Files {
+        current: &current,
+        previous: previous.as_deref(),
+        pending: pending.as_deref(),
+    };
+    sign_meta(&mut meta, files, version, restores, key, now)?;
     rewrite.meta = meta;
     Ok(())
 }
@@ -109,6 +132,7 @@ pub fn verify(
     meta: &Metadata,
     current: &[u8],
     previous: Option<&[u8]>,
+    pending: Option<&[u8]>,
     signers: &AllowedSigners,
     now: SystemTime,
 ) -> Result<(Statement, Signer), SignError> {
@@ -118,6 +142,9 @@ pub fn verify(
     let mut files: Vec<(FileRole, &[u8])> = vec![(FileRole::Current, current)];
     if let Some(p) = previous {
         files.push((FileRole::Previous, p));
+    }
+    if let Some(p) = pending {
+        files.push((FileRole::Pending, p));
     }
     let (st, signer) = signing::verify_secret(
         signed.statement.as_bytes(),
@@ -225,6 +252,7 @@ mod tests {
                 signed: None,
             },
             previous: None,
+            pending: None,
         }
     }
 
@@ -248,31 +276,32 @@ mod tests {
             meta: meta(),
             active: Some(b"ciphertext".to_vec()),
             previous: None,
+            pending: None,
         };
         sign_rewrite(&mut rw, None, None, &key, now()).unwrap();
         let t = now().into();
-        let (st, who) = verify(&rw.meta, b"ciphertext", None, &allowed, t).unwrap();
+        let (st, who) = verify(&rw.meta, b"ciphertext", None, None, &allowed, t).unwrap();
         assert_eq!(st.version, 1);
         assert_eq!(who.name.user_id, "ci <ci@example.com>");
         // The metadata's sub-second time is in the statement to the second.
         assert!(st.encode().unwrap().windows(20).any(|w| w == b"2026-11-24T10:00:00Z"));
 
-        let err = verify(&rw.meta, b"other", None, &allowed, t).unwrap_err();
+        let err = verify(&rw.meta, b"other", None, None, &allowed, t).unwrap_err();
         assert!(matches!(err, SignError::HashMismatch { .. }), "{err}");
-        let err = verify(&rw.meta, b"ciphertext", Some(b"old"), &allowed, t).unwrap_err();
+        let err = verify(&rw.meta, b"ciphertext", Some(b"old"), None, &allowed, t).unwrap_err();
         assert!(err.to_string().contains("previous ciphertext"), "{err}");
         let mut other = rw.meta.clone();
         other.active.key_fingerprint = "sha256:ffffffff".to_owned();
-        let err = verify(&other, b"ciphertext", None, &allowed, t).unwrap_err();
+        let err = verify(&other, b"ciphertext", None, None, &allowed, t).unwrap_err();
         assert!(err.to_string().contains("key-fingerprint `sha256:1a2b3c4d`"), "{err}");
         let mut unsigned = rw.meta.clone();
         unsigned.active.signed = None;
         assert!(matches!(
-            verify(&unsigned, b"ciphertext", None, &allowed, t),
+            verify(&unsigned, b"ciphertext", None, None, &allowed, t),
             Err(SignError::NoSignature)
         ));
         assert!(matches!(
-            verify(&rw.meta, b"ciphertext", None, &AllowedSigners::none(), t),
+            verify(&rw.meta, b"ciphertext", None, None, &AllowedSigners::none(), t),
             Err(SignError::UnknownSigner { .. })
         ));
     }
@@ -284,6 +313,7 @@ mod tests {
             meta: meta(),
             active: Some(b"v1".to_vec()),
             previous: None,
+            pending: None,
         };
         sign_rewrite(&mut first, None, None, &key, now()).unwrap();
         // A new version: the old one becomes previous, keeping its statement (1).
@@ -297,11 +327,13 @@ mod tests {
             meta: meta2,
             active: Some(b"v2".to_vec()),
             previous: Some(b"v1".to_vec()),
+            pending: None,
         };
         let disk = OnDisk {
             meta: &first.meta,
             active: b"v1",
             previous: None,
+            pending: None,
         };
         sign_rewrite(&mut second, Some(&disk), None, &key, now()).unwrap();
         assert_eq!(second.meta.active.statement_version(), Some(2));
@@ -311,6 +343,7 @@ mod tests {
             meta: second.meta.clone(),
             active: Some(b"v3".to_vec()),
             previous: None,
+            pending: None,
         };
         let err = sign_rewrite(&mut broken, None, None, &key, now()).unwrap_err();
         assert!(err.to_string().contains("no previous ciphertext"), "{err}");

@@ -5,10 +5,18 @@
 //!
 //! ```text
 //! .rekey/recipients.asc                        the recipient policy: every file is encrypted to exactly these
-//! registry/<NAME>.gpg                          the active version (state pending or current)
+//! registry/<NAME>.gpg                          the current version: the one the build tool serves
 //! registry/<NAME>.previous.gpg                 the version it replaced (state previous), kept for rollback
-//! registry/<NAME>.meta.json                    metadata of both versions
+//! registry/<NAME>.pending.gpg                  a version sealed but not yet promoted (state pending), if any
+//! registry/<NAME>.meta.json                    metadata of the versions
 //! ```
+//!
+//! A pending version is never served: it stays in `<NAME>.pending.gpg`
+//! until sealing the same plaintext as current promotes it (its file moves
+//! to `<NAME>.gpg`, the current one to `<NAME>.previous.gpg`, and the
+//! pending file goes, in one write). Metadata schema 2 added `pending`;
+//! schema 1 files (no `pending`, the active version possibly pending) are
+//! read as long as their active version is current.
 //!
 //! `<NAME>` is the build environment variable the secret becomes, e.g.
 //! `JP_REGISTRY_PULL_SECRET_64` (the build tool base64-encodes `_64`
@@ -32,8 +40,10 @@ pub const RECIPIENTS_FILE: &str = ".rekey/recipients.asc";
 pub const SIGNERS_FILE: &str = ".rekey/signers.asc";
 /// The directory holding registry pull secrets, relative to the repo root.
 pub const REGISTRY_DIR: &str = "registry";
-/// The metadata schema version written.
-pub const SCHEMA: u32 = 1;
+/// The metadata schema version written (2: `pending` may be present).
+pub const SCHEMA: u32 = 2;
+/// The oldest metadata schema read (1: no `pending`).
+pub const MIN_SCHEMA: u32 = 1;
 
 /// Why a repo operation cannot proceed. Never carries plaintext.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +52,12 @@ pub enum RepoError {
     BadMetadata { file: String, reason: String },
     #[error("{0}: no previous version to roll back to")]
     NoPrevious(String),
-    #[error("{0}: the active version is not pending")]
+    #[error("{0}: has no pending version")]
     NotPending(String),
+    #[error(
+        "{0}: has no current version: seal its first version as current (a pending version needs a current one it does not replace yet)"
+    )]
+    NoCurrent(String),
     #[error("{name}: the decrypted plaintext does not match the digest in the metadata")]
     DigestMismatch { name: String },
     #[error(transparent)]
@@ -223,10 +237,13 @@ pub struct Metadata {
     /// The environment variable name, e.g. `JP_REGISTRY_PULL_SECRET_64`.
     pub name: String,
     pub region: String,
-    /// The version in `<NAME>.gpg`: pending or current.
+    /// The version in `<NAME>.gpg`: always current (the one served).
     pub active: Version,
     /// The version in `<NAME>.previous.gpg`, if any.
     pub previous: Option<Version>,
+    /// The version in `<NAME>.pending.gpg`, if any: sealed, not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Version>,
 }
 
 impl Metadata {
@@ -237,25 +254,53 @@ impl Metadata {
             reason,
         };
         let meta: Metadata = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        if meta.schema != SCHEMA {
+        if !(MIN_SCHEMA..=SCHEMA).contains(&meta.schema) {
             return Err(bad(format!(
-                "schema: unsupported version {}, expected {SCHEMA}",
+                "schema: unsupported version {}, expected {MIN_SCHEMA} to {SCHEMA}",
                 meta.schema
             )));
         }
-        if meta.active.state == State::Previous {
-            return Err(bad("active.state: must be pending or current".to_owned()));
+        if meta.schema < 2 && meta.pending.is_some() {
+            return Err(bad("pending: needs schema 2".to_owned()));
+        }
+        match meta.active.state {
+            State::Current => {}
+            State::Pending => {
+                return Err(bad(format!(
+                    "active.state: is pending, but {} is the file the build tool serves and must hold the current version; a pending version belongs in {} (`rekey seal --pending`). Restore {} and this file from the commit before the pending seal (git checkout), then seal again",
+                    active_file(&meta.name),
+                    pending_file(&meta.name),
+                    active_file(&meta.name)
+                )));
+            }
+            State::Previous => return Err(bad("active.state: must be current".to_owned())),
         }
         if let Some(p) = &meta.previous
             && p.state != State::Previous
         {
             return Err(bad("previous.state: must be previous".to_owned()));
         }
+        if let Some(p) = &meta.pending
+            && p.state != State::Pending
+        {
+            return Err(bad("pending.state: must be pending".to_owned()));
+        }
         check_iam_fields(&meta.active, "active").map_err(bad)?;
         if let Some(p) = &meta.previous {
             check_iam_fields(p, "previous").map_err(bad)?;
         }
+        if let Some(p) = &meta.pending {
+            check_iam_fields(p, "pending").map_err(bad)?;
+        }
         Ok(meta)
+    }
+
+    /// Returns each version it describes with its slot: active, then
+    /// previous and pending when present.
+    pub fn versions(&self) -> impl Iterator<Item = (&Version, Slot)> {
+        std::iter::once((&self.active, Slot::Active))
+            .chain(self.previous.as_ref().map(|p| (p, Slot::Previous)))
+            .chain(self.pending.as_ref().map(|p| (p, Slot::Pending)))
     }
 
     /// Returns the highest version number any of its statements claims (0
@@ -263,7 +308,8 @@ impl Metadata {
     pub fn latest_version(&self) -> u64 {
         let active = self.active.statement_version().unwrap_or(0);
         let previous = self.previous.as_ref().and_then(Version::statement_version).unwrap_or(0);
-        active.max(previous)
+        let pending = self.pending.as_ref().and_then(Version::statement_version).unwrap_or(0);
+        active.max(previous).max(pending)
     }
 
     /// Renders the metadata as pretty JSON with a trailing newline.
@@ -299,6 +345,14 @@ impl Metadata {
                 previous_file(name)
             )));
         }
+        if let Some(p) = &self.pending
+            && p.file != pending_file(name)
+        {
+            return Err(bad(format!(
+                "pending.file: must be {} (rekey reads only the file named after the secret)",
+                pending_file(name)
+            )));
+        }
         Ok(())
     }
 }
@@ -310,19 +364,22 @@ pub enum Slot {
     Active,
     /// `<NAME>.previous.gpg`
     Previous,
+    /// `<NAME>.pending.gpg`
+    Pending,
     /// `<NAME>.meta.json`
     Meta,
 }
 
 impl Slot {
     /// Every slot.
-    pub const ALL: [Slot; 3] = [Slot::Active, Slot::Previous, Slot::Meta];
+    pub const ALL: [Slot; 4] = [Slot::Active, Slot::Previous, Slot::Pending, Slot::Meta];
 
     /// Returns the file name of `name`'s file in this slot.
     pub fn file(self, name: &str) -> String {
         match self {
             Slot::Active => active_file(name),
             Slot::Previous => previous_file(name),
+            Slot::Pending => pending_file(name),
             Slot::Meta => meta_file(name),
         }
     }
@@ -343,6 +400,8 @@ pub fn is_secret_name(name: &str) -> bool {
 pub fn parse_file_name(file: &str) -> Option<(String, Slot)> {
     let (stem, slot) = if let Some(stem) = file.strip_suffix(".previous.gpg") {
         (stem, Slot::Previous)
+    } else if let Some(stem) = file.strip_suffix(".pending.gpg") {
+        (stem, Slot::Pending)
     } else if let Some(stem) = file.strip_suffix(".meta.json") {
         (stem, Slot::Meta)
     } else {
@@ -367,6 +426,11 @@ pub fn active_file(name: &str) -> String {
 /// Returns the previous version's file name (`<NAME>.previous.gpg`).
 pub fn previous_file(name: &str) -> String {
     format!("{name}.previous.gpg")
+}
+
+/// Returns the pending version's file name (`<NAME>.pending.gpg`).
+pub fn pending_file(name: &str) -> String {
+    format!("{name}.pending.gpg")
 }
 
 /// Returns the metadata file name (`<NAME>.meta.json`).
@@ -397,6 +461,8 @@ pub struct Existing<'a> {
     pub meta: &'a Metadata,
     /// The active version's encrypted bytes.
     pub active: &'a [u8],
+    /// The pending version's encrypted bytes, when the metadata has one.
+    pub pending: Option<&'a [u8]>,
 }
 
 /// The files to write for one secret (names come from the metadata).
@@ -407,6 +473,9 @@ pub struct Rewrite {
     pub active: Option<Vec<u8>>,
     /// New contents of the previous file, if it changes.
     pub previous: Option<Vec<u8>>,
+    /// New contents of the pending file, if it changes. When `meta.pending`
+    /// is `None`, the pending file is removed (in the same write).
+    pub pending: Option<Vec<u8>>,
 }
 
 /// What to write for one secret.
@@ -425,10 +494,17 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 /// Plans sealing `req` into the repo, given what is there.
 ///
-/// The same plaintext to the same recipients is not rewritten (a pending
-/// version asked for as current is promoted in the metadata only). A new
-/// plaintext replaces the active version; a replaced current version becomes
-/// the previous one (a replaced pending version, never in use, is dropped).
+/// The same plaintext to the same recipients in the same place is not
+/// rewritten. As `Pending`, a new plaintext goes to `<NAME>.pending.gpg`
+/// only (replacing an older pending version, which was never served);
+/// `<NAME>.gpg` and `<NAME>.previous.gpg` stay byte for byte. As
+/// `Current`, the plaintext of the pending version promotes it: its file
+/// moves to `<NAME>.gpg` as is (re-encrypted only when it is not addressed
+/// to `recipients`), the current version becomes previous, the pending
+/// file goes. Any other plaintext as `Current` replaces the current version
+/// and drops a pending one (sealing as current decides what is served). A
+/// secret with no current version has no pending step: `Pending` plans
+/// nothing for it ([`Plan::Unchanged`]); seal it as current.
 pub fn plan_seal(
     existing: Option<Existing<'_>>,
     req: &SealRequest<'_>,
@@ -436,34 +512,20 @@ pub fn plan_seal(
 ) -> Result<Plan, RepoError> {
     let key_ids: Vec<String> = recipients.key_ids().into_iter().collect();
     let fingerprints = recipients.fingerprints();
-    if let Some(ex) = &existing {
-        let a = &ex.meta.active;
-        let same_recipients = a.recipient_key_ids == key_ids && a.recipients == fingerprints;
-        if same_recipients && a.plaintext_digest.matches(req.plaintext) {
-            if a.state == State::Pending && req.state == State::Current {
-                let mut meta = ex.meta.clone();
-                meta.active.state = State::Current;
-                return Ok(Plan::Write(Box::new(Rewrite {
-                    meta,
-                    active: None,
-                    previous: None,
-                })));
-            }
-            return Ok(Plan::Unchanged);
-        }
-    }
-    let ciphertext = match req.signer {
-        Some(key) => pgp::seal_signed(req.plaintext, recipients, key, req.now.into())?,
-        None => pgp::seal(req.plaintext, recipients)?,
+    let addressed = |v: &Version| v.recipient_key_ids == key_ids && v.recipients == fingerprints;
+    let fresh = |v: &Version| addressed(v) && v.plaintext_digest.matches(req.plaintext);
+    let seal = || match req.signer {
+        Some(key) => pgp::seal_signed(req.plaintext, recipients, key, req.now.into()),
+        None => pgp::seal(req.plaintext, recipients),
     };
-    let active = Version {
-        state: req.state,
-        file: active_file(req.name),
+    let new_version = |state: State, file: String| Version {
+        state,
+        file,
         key_name: req.key_name.map(str::to_owned),
         key_fingerprint: req.key_fingerprint.to_string(),
         rotated_at: req.now,
-        recipients: fingerprints,
-        recipient_key_ids: key_ids,
+        recipients: fingerprints.clone(),
+        recipient_key_ids: key_ids.clone(),
         rekey_version: env!("CARGO_PKG_VERSION").to_owned(),
         plaintext_digest: Digest::compute(&req.salt, req.plaintext),
         iam_key_id: req.iam_key_id.map(str::to_owned),
@@ -472,42 +534,99 @@ pub fn plan_seal(
         rolled_back_at: None,
         signed: None,
     };
-    let (previous, previous_bytes) = match existing {
-        Some(ex) if ex.meta.active.state == State::Current => {
-            let mut p = ex.meta.active.clone();
-            p.state = State::Previous;
-            p.file = previous_file(req.name);
-            (Some(p), Some(ex.active.to_vec()))
+    let Some(ex) = existing else {
+        if req.state == State::Pending {
+            return Ok(Plan::Unchanged);
         }
-        Some(ex) => (ex.meta.previous.clone(), None),
-        None => (None, None),
+        return Ok(Plan::Write(Box::new(Rewrite {
+            meta: Metadata {
+                schema: SCHEMA,
+                name: req.name.to_owned(),
+                region: req.region.to_owned(),
+                active: new_version(State::Current, active_file(req.name)),
+                previous: None,
+                pending: None,
+            },
+            active: Some(seal()?),
+            previous: None,
+            pending: None,
+        })));
     };
-    Ok(Plan::Write(Box::new(Rewrite {
-        meta: Metadata {
-            schema: SCHEMA,
-            name: req.name.to_owned(),
-            region: req.region.to_owned(),
-            active,
-            previous,
-        },
-        active: Some(ciphertext),
-        previous: previous_bytes,
-    })))
-}
-
-/// Marks a pending active version as current.
-pub fn promote(meta: &Metadata) -> Result<Metadata, RepoError> {
-    if meta.active.state != State::Pending {
-        return Err(RepoError::NotPending(meta.name.clone()));
+    let mut meta = ex.meta.clone();
+    meta.schema = SCHEMA;
+    // The served version stays, but the set of files beside it changes: its
+    // statement (which hashes them all) no longer holds. A signing caller
+    // signs a new one (`authorship::sign_rewrite`).
+    meta.active.signed = None;
+    let demoted = || {
+        let mut p = ex.meta.active.clone();
+        p.state = State::Previous;
+        p.file = previous_file(req.name);
+        p
+    };
+    if req.state == State::Pending {
+        let same_pending = ex.meta.pending.as_ref().is_some_and(&fresh) && ex.pending.is_some();
+        if fresh(&ex.meta.active) || same_pending {
+            return Ok(Plan::Unchanged);
+        }
+        meta.pending = Some(new_version(State::Pending, pending_file(req.name)));
+        return Ok(Plan::Write(Box::new(Rewrite {
+            meta,
+            active: None,
+            previous: None,
+            pending: Some(seal()?),
+        })));
     }
-    let mut meta = meta.clone();
-    meta.active.state = State::Current;
-    Ok(meta)
+    if fresh(&ex.meta.active) {
+        if ex.meta.pending.is_none() {
+            return Ok(Plan::Unchanged);
+        }
+        // Settled on the current version: the pending one is dropped.
+        meta.pending = None;
+        return Ok(Plan::Write(Box::new(Rewrite {
+            meta,
+            active: None,
+            previous: None,
+            pending: None,
+        })));
+    }
+    let (active, bytes) = match &ex.meta.pending {
+        Some(p) if p.plaintext_digest.matches(req.plaintext) => {
+            // Promotion: the pending version, as sealed, becomes current.
+            let mut v = p.clone();
+            v.state = State::Current;
+            v.file = active_file(req.name);
+            v.signed = None;
+            if v.iam_key_id.is_none() {
+                v.iam_key_id = req.iam_key_id.map(str::to_owned);
+            }
+            let bytes = match ex.pending {
+                Some(b) if addressed(p) => b.to_vec(),
+                _ => {
+                    v.recipients = fingerprints.clone();
+                    v.recipient_key_ids = key_ids.clone();
+                    seal()?
+                }
+            };
+            (v, bytes)
+        }
+        _ => (new_version(State::Current, active_file(req.name)), seal()?),
+    };
+    meta.active = active;
+    meta.previous = Some(demoted());
+    meta.pending = None;
+    Ok(Plan::Write(Box::new(Rewrite {
+        meta,
+        active: Some(bytes),
+        previous: Some(ex.active.to_vec()),
+        pending: None,
+    })))
 }
 
 /// Rolls back: the previous version becomes current and the active one
 /// becomes previous. Returns the metadata and the new (active, previous)
-/// file contents, swapped from the given ones.
+/// file contents, swapped from the given ones. A pending version is left
+/// as it is (it was never served, and still awaits its promotion).
 pub fn rollback(meta: &Metadata, active: &[u8], previous: &[u8]) -> Result<(Metadata, Vec<u8>, Vec<u8>), RepoError> {
     let Some(prev) = &meta.previous else {
         return Err(RepoError::NoPrevious(meta.name.clone()));
@@ -537,16 +656,18 @@ pub fn rollback(meta: &Metadata, active: &[u8], previous: &[u8]) -> Result<(Meta
 }
 
 /// Plans re-encrypting a secret's versions to `recipients`. `plain_active`
-/// and `plain_previous` are the decrypted versions; each must match its
-/// metadata digest. Returns `None` when both are already addressed to
-/// exactly `recipients` (as `addressed_*` shows) and the metadata agrees;
-/// otherwise rewrites only the versions that are not (the other file is
-/// left as it is: `None` in the [`Rewrite`]).
+/// and `previous`/`pending` (the key IDs each file is addressed to and its
+/// plaintext) are the decrypted versions; each must match its metadata
+/// digest. Returns `None` when all are already addressed to exactly
+/// `recipients` (as `addressed_*` shows) and the metadata agrees;
+/// otherwise rewrites only the versions that are not (the other files are
+/// left as they are: `None` in the [`Rewrite`]).
 pub fn plan_reencrypt(
     meta: &Metadata,
     addressed_active: &[String],
     plain_active: &[u8],
     previous: Option<(&[String], &[u8])>,
+    pending: Option<(&[String], &[u8])>,
     recipients: &RecipientSet,
     signer: Option<(&crate::secrets_repo::signing::SigningKey, std::time::SystemTime)>,
 ) -> Result<Option<Rewrite>, RepoError> {
@@ -571,7 +692,14 @@ pub fn plan_reencrypt(
         }
         previous_fresh = up_to_date(pv, addressed);
     }
-    if active_fresh && previous_fresh {
+    let mut pending_fresh = true;
+    if let (Some(pv), Some((addressed, plain))) = (&meta.pending, pending) {
+        if !pv.plaintext_digest.matches(plain) {
+            return Err(mismatch());
+        }
+        pending_fresh = up_to_date(pv, addressed);
+    }
+    if active_fresh && previous_fresh && pending_fresh {
         return Ok(None);
     }
     let mut meta = meta.clone();
@@ -588,13 +716,26 @@ pub fn plan_reencrypt(
     };
     let previous = match (&mut meta.previous, previous) {
         (Some(pv), Some((_, plain))) if !previous_fresh => {
+            pv.recipients = fingerprints.clone();
+            pv.recipient_key_ids = key_ids.clone();
+            Some(seal(plain)?)
+        }
+        _ => None,
+    };
+    let pending = match (&mut meta.pending, pending) {
+        (Some(pv), Some((_, plain))) if !pending_fresh => {
             pv.recipients = fingerprints;
             pv.recipient_key_ids = key_ids;
             Some(seal(plain)?)
         }
         _ => None,
     };
-    Ok(Some(Rewrite { meta, active, previous }))
+    Ok(Some(Rewrite {
+        meta,
+        active,
+        previous,
+        pending,
+    }))
 }
 
 /// Checks one encrypted file of a secret against the policy and metadata;
@@ -690,6 +831,10 @@ mod tests {
         }
     }
 
+    fn ex<'a>(meta: &'a Metadata, active: &'a [u8], pending: Option<&'a [u8]>) -> Existing<'a> {
+        Existing { meta, active, pending }
+    }
+
     fn written(plan: Plan) -> (Metadata, Option<Vec<u8>>, Option<Vec<u8>>) {
         match plan {
             Plan::Write(w) => (w.meta, w.active, w.previous),
@@ -705,6 +850,13 @@ mod tests {
         );
         assert_eq!(parse_file_name("JP_X.gpg"), Some(("JP_X".to_owned(), Slot::Active)));
         assert_eq!(parse_file_name("JP_X.meta.json"), Some(("JP_X".to_owned(), Slot::Meta)));
+        assert_eq!(
+            parse_file_name("JP_X.pending.gpg"),
+            Some(("JP_X".to_owned(), Slot::Pending))
+        );
+        for slot in Slot::ALL {
+            assert_eq!(parse_file_name(&slot.file("JP_X")), Some(("JP_X".to_owned(), slot)));
+        }
         for bad in [
             "notes.txt",
             ".gpg",
@@ -762,79 +914,212 @@ mod tests {
         let set = recipients(1);
         let (meta, active, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
         let active = active.unwrap();
-        let ex = Existing {
-            meta: &meta,
-            active: &active,
-        };
         assert!(matches!(
-            plan_seal(Some(ex), &req(b"one", State::Current), &set).unwrap(),
+            plan_seal(Some(ex(&meta, &active, None)), &req(b"one", State::Current), &set).unwrap(),
+            Plan::Unchanged
+        ));
+        // Sealing the served plaintext as pending is nothing to do either.
+        assert!(matches!(
+            plan_seal(Some(ex(&meta, &active, None)), &req(b"one", State::Pending), &set).unwrap(),
             Plan::Unchanged
         ));
         // Other recipients: rewritten.
-        let ex = Existing {
-            meta: &meta,
-            active: &active,
-        };
         assert!(matches!(
-            plan_seal(Some(ex), &req(b"one", State::Current), &recipients(2)).unwrap(),
+            plan_seal(
+                Some(ex(&meta, &active, None)),
+                &req(b"one", State::Current),
+                &recipients(2)
+            )
+            .unwrap(),
             Plan::Write(_)
         ));
     }
 
-    #[test]
-    fn rotation_keeps_previous_and_rolls_back() {
-        let set = recipients(1);
-        let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
-        let a1 = a1.unwrap();
-        let (m2, a2, p2) = written(
-            plan_seal(
-                Some(Existing { meta: &m1, active: &a1 }),
-                &req(b"two", State::Pending),
-                &set,
-            )
-            .unwrap(),
-        );
-        assert_eq!(m2.active.state, State::Pending);
-        let prev = m2.previous.clone().unwrap();
-        assert_eq!(prev.state, State::Previous);
-        assert_eq!(prev.file, "JP_REGISTRY_PULL_SECRET_64.previous.gpg");
-        assert_eq!(p2.as_deref(), Some(a1.as_slice()));
-        let m3 = promote(&m2).unwrap();
-        assert_eq!(m3.active.state, State::Current);
-        assert!(promote(&m3).is_err());
-        let a2 = a2.unwrap();
-        let (m4, a4, p4) = rollback(&m3, &a2, &a1).unwrap();
-        assert_eq!(a4, a1);
-        assert_eq!(p4, a2);
-        assert!(m4.active.plaintext_digest.matches(b"one"));
-        assert_eq!(m4.active.state, State::Current);
-        assert_eq!(m4.previous.unwrap().state, State::Previous);
+    fn write(plan: Plan) -> Rewrite {
+        match plan {
+            Plan::Write(w) => *w,
+            Plan::Unchanged => panic!("expected a write"),
+        }
     }
 
     #[test]
-    fn replacing_a_pending_version_keeps_the_older_previous() {
+    fn a_pending_seal_writes_only_the_pending_file() {
         let set = recipients(1);
         let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
         let a1 = a1.unwrap();
-        let (m2, a2, _) = written(
+        let w = write(plan_seal(Some(ex(&m1, &a1, None)), &req(b"two", State::Pending), &set).unwrap());
+        // `<NAME>.gpg` and `<NAME>.previous.gpg` are not written at all.
+        assert!(w.active.is_none() && w.previous.is_none());
+        let mut unsigned = m1.active.clone();
+        unsigned.signed = None;
+        assert_eq!(w.meta.active, unsigned, "the served version is unchanged");
+        assert_eq!(w.meta.previous, None);
+        let p = w.meta.pending.clone().unwrap();
+        assert_eq!(p.state, State::Pending);
+        assert_eq!(p.file, "JP_REGISTRY_PULL_SECRET_64.pending.gpg");
+        assert!(p.plaintext_digest.matches(b"two"));
+        assert_eq!(w.meta.schema, SCHEMA);
+        let pending = w.pending.clone().unwrap();
+        let back = Metadata::parse(&w.meta.render(), "m.json").unwrap();
+        back.check_pinned("JP_REGISTRY_PULL_SECRET_64", "m.json").unwrap();
+        // The same pending plaintext again: nothing to do.
+        assert!(matches!(
             plan_seal(
-                Some(Existing { meta: &m1, active: &a1 }),
+                Some(ex(&w.meta, &a1, Some(&pending))),
                 &req(b"two", State::Pending),
-                &set,
+                &set
             )
             .unwrap(),
-        );
+            Plan::Unchanged
+        ));
+        // A statement over the old set of files is not carried over.
+        let mut signed = m1.clone();
+        signed.active.signed = Some(Signed {
+            statement: "s".into(),
+            signature: "sig".into(),
+        });
+        let w = write(plan_seal(Some(ex(&signed, &a1, None)), &req(b"two", State::Pending), &set).unwrap());
+        assert_eq!(w.meta.active.signed, None);
+        // No current version yet: no pending step.
+        assert!(matches!(
+            plan_seal(None, &req(b"two", State::Pending), &set).unwrap(),
+            Plan::Unchanged
+        ));
+    }
+
+    #[test]
+    fn promotion_moves_the_pending_file_and_keeps_the_current_as_previous() {
+        let set = recipients(1);
+        let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let a1 = a1.unwrap();
+        let w = write(plan_seal(Some(ex(&m1, &a1, None)), &req(b"two", State::Pending), &set).unwrap());
+        let (m2, pending) = (w.meta, w.pending.unwrap());
+        let mut later = req(b"two", State::Current);
+        later.now = DateTime::from_timestamp(1_800_000_500, 0).unwrap();
+        let w = write(plan_seal(Some(ex(&m2, &a1, Some(&pending))), &later, &set).unwrap());
+        assert_eq!(w.active.as_deref(), Some(pending.as_slice()), "moved byte for byte");
+        assert_eq!(w.previous.as_deref(), Some(a1.as_slice()));
+        assert!(w.pending.is_none() && w.meta.pending.is_none(), "the pending file goes");
+        assert_eq!(w.meta.active.state, State::Current);
+        assert_eq!(w.meta.active.file, "JP_REGISTRY_PULL_SECRET_64.gpg");
+        assert_eq!(w.meta.active.rotated_at, m2.pending.as_ref().unwrap().rotated_at);
+        let prev = w.meta.previous.clone().unwrap();
+        assert_eq!(prev.state, State::Previous);
+        assert!(prev.plaintext_digest.matches(b"one"));
+        // Then it rolls back like any current version.
+        let (m4, a4, p4) = rollback(&w.meta, &pending, &a1).unwrap();
+        assert_eq!(a4, a1);
+        assert_eq!(p4, pending);
+        assert!(m4.active.plaintext_digest.matches(b"one"));
+        // A pending file addressed to other recipients is re-encrypted on promotion.
+        let other = recipients(2);
+        let w = write(plan_seal(Some(ex(&m2, &a1, Some(&pending))), &later, &other).unwrap());
+        assert_ne!(w.active.as_deref(), Some(pending.as_slice()));
+        assert_eq!(w.meta.active.recipients, other.fingerprints());
+    }
+
+    #[test]
+    fn sealing_current_settles_a_pending_version() {
+        let set = recipients(1);
+        let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let a1 = a1.unwrap();
+        let w = write(plan_seal(Some(ex(&m1, &a1, None)), &req(b"two", State::Pending), &set).unwrap());
+        let (m2, pending) = (w.meta, w.pending.unwrap());
+        // The served plaintext as current: the pending version is dropped, nothing else written.
+        let w = write(plan_seal(Some(ex(&m2, &a1, Some(&pending))), &req(b"one", State::Current), &set).unwrap());
+        assert!(w.active.is_none() && w.previous.is_none() && w.pending.is_none());
+        assert!(w.meta.pending.is_none());
+        assert_eq!(w.meta.active.plaintext_digest, m1.active.plaintext_digest);
+        // A third plaintext as current: it is served, the current one is previous, the pending one dropped.
+        let w = write(plan_seal(Some(ex(&m2, &a1, Some(&pending))), &req(b"three", State::Current), &set).unwrap());
+        assert!(w.meta.active.plaintext_digest.matches(b"three"));
+        assert!(w.meta.previous.unwrap().plaintext_digest.matches(b"one"));
+        assert!(w.meta.pending.is_none());
+        assert_eq!(w.previous.as_deref(), Some(a1.as_slice()));
+    }
+
+    #[test]
+    fn replacing_a_pending_version_keeps_the_served_files() {
+        let set = recipients(1);
+        let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let a1 = a1.unwrap();
+        let (m2, a2, _) = written(plan_seal(Some(ex(&m1, &a1, None)), &req(b"two", State::Current), &set).unwrap());
         let a2 = a2.unwrap();
-        let (m3, _, p3) = written(
-            plan_seal(
-                Some(Existing { meta: &m2, active: &a2 }),
-                &req(b"three", State::Pending),
-                &set,
-            )
-            .unwrap(),
+        let w = write(plan_seal(Some(ex(&m2, &a2, None)), &req(b"three", State::Pending), &set).unwrap());
+        let p3 = w.pending.unwrap();
+        let w = write(plan_seal(Some(ex(&w.meta, &a2, Some(&p3))), &req(b"four", State::Pending), &set).unwrap());
+        assert!(
+            w.active.is_none() && w.previous.is_none(),
+            "served and previous files stay as they are"
         );
-        assert!(p3.is_none(), "previous file stays as it is");
-        assert!(m3.previous.unwrap().plaintext_digest.matches(b"one"));
+        assert!(w.meta.previous.unwrap().plaintext_digest.matches(b"one"));
+        assert!(w.meta.pending.unwrap().plaintext_digest.matches(b"four"));
+        assert_ne!(
+            w.pending.unwrap(),
+            p3,
+            "the old pending version (never served) is replaced"
+        );
+    }
+
+    #[test]
+    fn metadata_with_a_pending_active_version_is_refused() {
+        let set = recipients(1);
+        let (meta, _, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        // A schema 1 file (what older rekey wrote) still reads.
+        let v1 = String::from_utf8(meta.render())
+            .unwrap()
+            .replace("\"schema\": 2", "\"schema\": 1");
+        assert_eq!(Metadata::parse(v1.as_bytes(), "m.json").unwrap().schema, 1);
+        // But not when `<NAME>.gpg` holds a pending version.
+        let bad = v1.replace("\"current\"", "\"pending\"");
+        let err = Metadata::parse(bad.as_bytes(), "m.json").unwrap_err().to_string();
+        assert!(err.contains("m.json: active.state: is pending"), "{err}");
+        assert!(err.contains("JP_REGISTRY_PULL_SECRET_64.pending.gpg"), "{err}");
+        // A pending version in schema 1, in the wrong state or at another file: refused.
+        let mut m = meta.clone();
+        let mut p = m.active.clone();
+        p.state = State::Pending;
+        p.file = pending_file(&m.name);
+        m.pending = Some(p);
+        m.schema = 1;
+        let err = Metadata::parse(&m.render(), "m.json").unwrap_err().to_string();
+        assert!(err.contains("pending: needs schema 2"), "{err}");
+        m.schema = 2;
+        Metadata::parse(&m.render(), "m.json").unwrap();
+        m.pending.as_mut().unwrap().state = State::Current;
+        let err = Metadata::parse(&m.render(), "m.json").unwrap_err().to_string();
+        assert!(err.contains("pending.state: must be pending"), "{err}");
+        m.pending.as_mut().unwrap().state = State::Pending;
+        m.pending.as_mut().unwrap().file = active_file(&m.name);
+        let err = m.check_pinned(&meta.name, "m.json").unwrap_err().to_string();
+        assert!(
+            err.contains("pending.file: must be JP_REGISTRY_PULL_SECRET_64.pending.gpg"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reencrypt_covers_the_pending_version() {
+        let set = recipients(1);
+        let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let a1 = a1.unwrap();
+        let w = write(plan_seal(Some(ex(&m1, &a1, None)), &req(b"two", State::Pending), &set).unwrap());
+        let ids = |b: &[u8]| pgp::addressed_key_ids(b).unwrap();
+        let p = w.pending.unwrap();
+        let (ai, pi) = (ids(&a1), ids(&p));
+        assert!(
+            plan_reencrypt(&w.meta, &ai, b"one", None, Some((&pi, b"two")), &set, None)
+                .unwrap()
+                .is_none()
+        );
+        let other = recipients(2);
+        let rw = plan_reencrypt(&w.meta, &ai, b"one", None, Some((&pi, b"two")), &other, None)
+            .unwrap()
+            .unwrap();
+        assert!(rw.active.is_some() && rw.pending.is_some());
+        assert_eq!(rw.meta.pending.unwrap().recipients, other.fingerprints());
+        let err = plan_reencrypt(&w.meta, &ai, b"one", None, Some((&pi, b"xx")), &other, None).unwrap_err();
+        assert!(matches!(err, RepoError::DigestMismatch { .. }));
     }
 
     #[test]
@@ -881,14 +1166,7 @@ mod tests {
         let set = recipients(1);
         let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
         let a1 = a1.unwrap();
-        let (mut m2, a2, _) = written(
-            plan_seal(
-                Some(Existing { meta: &m1, active: &a1 }),
-                &req(b"two", State::Current),
-                &set,
-            )
-            .unwrap(),
-        );
+        let (mut m2, a2, _) = written(plan_seal(Some(ex(&m1, &a1, None)), &req(b"two", State::Current), &set).unwrap());
         let prev = m2.previous.as_mut().unwrap();
         prev.retired_at = Some(Utc::now());
         prev.retired_how = Some(RetiredHow::Deleted);

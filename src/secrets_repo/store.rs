@@ -2,8 +2,8 @@
 //! boundary: the repo's content is data, never instructions.
 //!
 //! - **Pinned paths.** Every file read or written is derived from a secret's
-//!   name (`registry/<NAME>.gpg`, `<NAME>.previous.gpg`, `<NAME>.meta.json`,
-//!   names of `A-Z0-9_` only), never taken from metadata: metadata whose
+//!   name (`registry/<NAME>.gpg`, `<NAME>.previous.gpg`,
+//!   `<NAME>.pending.gpg`, `<NAME>.meta.json`, names of `A-Z0-9_` only), never taken from metadata: metadata whose
 //!   `file` fields name anything else is refused. Files are opened without
 //!   following symbolic links and must be regular files of a bounded size;
 //!   `registry/` and `.rekey/` must be real directories.
@@ -13,7 +13,9 @@
 //!   top of a git work tree is refused for writing. Files at the old places
 //!   (`.rekey/journal.json`, `.rekey/writes.json`) are never read.
 //! - **The redo log is validated before it is acted on**: only renames of
-//!   rekey's own temporaries in `registry/` to pinned secret files there.
+//!   rekey's own temporaries in `registry/` to pinned secret files there,
+//!   and removals of pending files there (`<NAME>.pending.gpg`, dropped
+//!   when a pending version is promoted or abandoned).
 //! - **Commit exactly what was written**: [`Lock::apply`] returns the files
 //!   it wrote; commands commit those. A `registry/` holding files rekey does
 //!   not know is refused before anything is written.
@@ -49,6 +51,8 @@ pub struct Stored {
     pub active: Vec<u8>,
     /// The previous version's bytes, when the metadata has one.
     pub previous: Option<Vec<u8>>,
+    /// The pending version's bytes (`<NAME>.pending.gpg`), when the metadata has one.
+    pub pending: Option<Vec<u8>>,
 }
 
 impl Stored {
@@ -58,6 +62,7 @@ impl Stored {
             meta: &self.meta,
             active: &self.active,
             previous: self.previous.as_deref(),
+            pending: self.pending.as_deref(),
         }
     }
 }
@@ -200,7 +205,16 @@ impl Store {
                     Some(_) => Some(self.read_file(name, Slot::Previous)?),
                     None => None,
                 };
-                Ok(Some(Stored { meta, active, previous }))
+                let pending = match &meta.pending {
+                    Some(_) => Some(self.read_file(name, Slot::Pending)?),
+                    None => None,
+                };
+                Ok(Some(Stored {
+                    meta,
+                    active,
+                    previous,
+                    pending,
+                }))
             }
             None => Ok(None),
         }
@@ -242,8 +256,9 @@ impl Store {
     }
 
     /// Returns the entries of `registry/` that rekey does not know: anything
-    /// but `<NAME>.gpg`, `<NAME>.previous.gpg` and `<NAME>.meta.json` of a
-    /// secret that has metadata, and rekey's own temporaries.
+    /// but `<NAME>.gpg`, `<NAME>.previous.gpg`, `<NAME>.pending.gpg` and
+    /// `<NAME>.meta.json` of a secret that has metadata, and rekey's own
+    /// temporaries.
     pub fn unknown_files(&self) -> anyhow::Result<Vec<String>> {
         let entries = self.registry_entries()?;
         let secrets = self.secret_names()?;
@@ -259,7 +274,7 @@ impl Store {
         let unknown = self.unknown_files()?;
         if !unknown.is_empty() {
             bail!(
-                "{} holds files rekey does not know: {}; rekey writes and commits only <NAME>.gpg, <NAME>.previous.gpg and <NAME>.meta.json: move the others out of the repo",
+                "{} holds files rekey does not know: {}; rekey writes and commits only <NAME>.gpg, <NAME>.previous.gpg, <NAME>.pending.gpg and <NAME>.meta.json: move the others out of the repo",
                 self.registry_dir().display(),
                 unknown.join(", ")
             );
@@ -440,6 +455,26 @@ pub fn check_rename(tmp: &Path, target: &Path) -> Result<(), String> {
     }
 }
 
+/// Checks one removal of a redo log (relative to the repo root): only a
+/// pending file (`registry/<NAME>.pending.gpg`), the one file rekey removes
+/// as part of a write (promoting or dropping a pending version).
+pub fn check_removal(target: &Path) -> Result<(), String> {
+    let pending = target
+        .to_str()
+        .and_then(|t| t.strip_prefix(layout::REGISTRY_DIR)?.strip_prefix('/'))
+        .filter(|f| !f.contains('/'))
+        .and_then(layout::parse_file_name)
+        .is_some_and(|(_, slot)| slot == Slot::Pending);
+    if pending {
+        Ok(())
+    } else {
+        Err(format!(
+            "removes {:?}, which is not a pending file (registry/<NAME>.pending.gpg)",
+            target.display().to_string()
+        ))
+    }
+}
+
 /// Files staged for one all-or-nothing write into `registry/`.
 #[derive(Default)]
 pub struct WritePlan {
@@ -475,15 +510,20 @@ impl Lock {
     fn recover(&self) -> anyhow::Result<usize> {
         let log = self.log();
         let mut done = 0;
-        if let Some(renames) = fsx::read_log(&log).map_err(|e| {
+        if let Some(redo) = fsx::read_log(&log).map_err(|e| {
             let reason = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
             anyhow::anyhow!(
                 "{}: not a redo log rekey wrote ({reason}); nothing was renamed",
                 log.display()
             )
         })? {
-            for (i, (tmp, target)) in renames.iter().enumerate() {
-                if let Err(why) = check_rename(tmp, target) {
+            let checks = redo
+                .renames
+                .iter()
+                .map(|(tmp, target)| check_rename(tmp, target))
+                .chain(redo.removals.iter().map(|r| check_removal(r)));
+            for (i, check) in checks.enumerate() {
+                if let Err(why) = check {
                     bail!(
                         "{}: entry {} {why}; nothing was renamed. rekey writes this file itself: remove it only if you know why it is there",
                         log.display(),
@@ -492,7 +532,7 @@ impl Lock {
                 }
             }
             self.store.check_dir(&self.store.registry_dir())?;
-            done = fsx::finish_log(&log, self.store.root(), &renames)?;
+            done = fsx::finish_log(&log, self.store.root(), &redo)?;
         }
         fsx::remove_strays(&self.store.registry_dir())?;
         fsx::remove_strays(&self.state)?;
@@ -525,10 +565,17 @@ impl Lock {
         self.state.join(JOURNAL_FILE)
     }
 
-    /// Stages a secret's rewritten files (the active and previous versions
-    /// when they change, and the metadata) at the paths pinned by its name.
+    /// Stages a secret's rewritten files (the active, previous and pending
+    /// versions when they change, and the metadata) at the paths pinned by
+    /// its name. When the metadata has no pending version, an existing
+    /// `<NAME>.pending.gpg` is removed in the same write.
     pub fn stage(&self, plan: &mut WritePlan, rewrite: Rewrite) -> anyhow::Result<()> {
-        let Rewrite { meta, active, previous } = rewrite;
+        let Rewrite {
+            meta,
+            active,
+            previous,
+            pending,
+        } = rewrite;
         let name = meta.name.clone();
         check_name(&name)?;
         meta.check_pinned(&name, &self.store.path(&name, Slot::Meta).display().to_string())?;
@@ -543,6 +590,16 @@ impl Lock {
         if let (Some(_), Some(bytes)) = (&meta.previous, previous) {
             plan.set
                 .stage(&self.store.path(&name, Slot::Previous), &bytes, fsx::PUBLIC_MODE)?;
+        }
+        let pending_path = self.store.path(&name, Slot::Pending);
+        match (&meta.pending, pending) {
+            (Some(_), Some(bytes)) => plan.set.stage(&pending_path, &bytes, fsx::PUBLIC_MODE)?,
+            (Some(_), None) => {}
+            (None, _) => {
+                if std::fs::symlink_metadata(&pending_path).is_ok() {
+                    plan.set.remove(&pending_path);
+                }
+            }
         }
         plan.set
             .stage(&self.store.path(&name, Slot::Meta), &meta.render(), fsx::PUBLIC_MODE)?;
@@ -559,15 +616,28 @@ impl Lock {
         Ok(written.iter().map(|p| p.display().to_string()).collect())
     }
 
+    /// Like [`Lock::apply`], but stops after `steps` renames and removals,
+    /// leaving the redo log, as a crash there would (for tests of recovery).
+    #[cfg(test)]
+    pub(crate) fn apply_crashing(&self, plan: WritePlan, steps: usize) -> anyhow::Result<()> {
+        plan.set.commit_logged_crashing(&self.log(), self.store.root(), steps)?;
+        Ok(())
+    }
+
     /// Returns the files of `name` that exist, relative to the repo root
-    /// (what a commit of that secret holds).
+    /// (what a commit of that secret holds), and a pending file HEAD has
+    /// that a promotion removed (so that the commit records the removal).
     pub fn secret_files(&self, name: &str) -> anyhow::Result<Vec<String>> {
         check_name(name)?;
         let mut out = Vec::new();
         for slot in Slot::ALL {
             let path = self.store.path(name, slot);
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
-                out.push(Store::repo_path(name, slot));
+            let repo_path = Store::repo_path(name, slot);
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file())
+                || (slot == Slot::Pending
+                    && git::tree_entry(self.store.root(), "HEAD", &repo_path).is_ok_and(|e| e.is_some()))
+            {
+                out.push(repo_path);
             }
         }
         Ok(out)
@@ -628,6 +698,12 @@ mod tests {
         std::fs::write(tmp.path().join("registry/.rekey-tmp-abc"), b"new").unwrap();
         std::fs::write(tmp.path().join(".rekey-hook"), b"#!/bin/sh").unwrap();
         for hostile in [
+            r#"{"renames": [], "removals": ["registry/JP.gpg"]}"#,
+            r#"{"renames": [], "removals": ["registry/JP.meta.json"]}"#,
+            r#"{"renames": [], "removals": [".git/config"]}"#,
+            r#"{"renames": [], "removals": ["registry/../JP.pending.gpg"]}"#,
+            r#"{"renames": [], "removals": ["registry/sub/JP.pending.gpg"]}"#,
+            r#"{"renames": [["registry/.rekey-tmp-abc", "registry/JP.gpg"]], "removals": ["/tmp/JP.pending.gpg"]}"#,
             r#"[[".rekey-hook", ".git/hooks/post-commit"]]"#,
             r#"[["registry/.rekey-tmp-abc/", "registry/JP.gpg"]]"#,
             r#"[["registry//.rekey-tmp-abc", "registry/JP.gpg"]]"#,
@@ -644,16 +720,19 @@ mod tests {
             assert!(tmp.path().join("registry/.rekey-tmp-abc").exists(), "{hostile}");
             assert!(!tmp.path().join(".git/hooks/post-commit").exists());
         }
-        // rekey's own log is rolled forward.
+        // rekey's own log is rolled forward, a promotion's removal of the
+        // pending file included.
         std::fs::write(
             state.join(WRITE_LOG_FILE),
-            r#"[["registry/.rekey-tmp-abc", "registry/JP.gpg"]]"#,
+            r#"{"renames": [["registry/.rekey-tmp-abc", "registry/JP.gpg"]], "removals": ["registry/JP.pending.gpg"]}"#,
         )
         .unwrap();
         std::fs::write(tmp.path().join("registry/JP.meta.json"), b"{}").unwrap();
+        std::fs::write(tmp.path().join("registry/JP.pending.gpg"), b"new").unwrap();
         let events = RecordedEvents::default();
         store.lock(&events).unwrap();
         assert_eq!(std::fs::read(tmp.path().join("registry/JP.gpg")).unwrap(), b"new");
+        assert!(!tmp.path().join("registry/JP.pending.gpg").exists());
         assert!(!state.join(WRITE_LOG_FILE).exists());
         assert_eq!(events.events().len(), 1);
     }
@@ -665,8 +744,9 @@ mod tests {
     fn no_mutated_redo_log_passes_with_a_rename_outside_registry() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("writes.json");
-        let seeds: [&[u8]; 3] = [
+        let seeds: [&[u8]; 4] = [
             br#"[["registry/.rekey-tmp-aB3","registry/JP_X.gpg"],["registry/.rekey-tmp-Zz9","registry/JP_X.meta.json"]]"#,
+            br#"{"renames":[["registry/.rekey-tmp-aB3","registry/JP_X.gpg"]],"removals":["registry/JP_X.pending.gpg"]}"#,
             br#"[["registry/.rekey-tmp-q","registry/US.previous.gpg"]]"#,
             br#"[[".rekey/hook",".git/hooks/post-commit"]]"#,
         ];
@@ -690,10 +770,17 @@ mod tests {
                 }
             }
             std::fs::write(&log, &bytes).unwrap();
-            let Ok(Some(renames)) = fsx::read_log(&log) else {
+            let Ok(Some(redo)) = fsx::read_log(&log) else {
                 continue;
             };
-            if renames.iter().all(|(t, g)| check_rename(t, g).is_ok()) {
+            let renames = redo.renames;
+            if renames.iter().all(|(t, g)| check_rename(t, g).is_ok())
+                && redo.removals.iter().all(|r| check_removal(r).is_ok())
+            {
+                for removed in &redo.removals {
+                    let file = removed.to_str().unwrap().strip_prefix("registry/").unwrap();
+                    assert_eq!(layout::parse_file_name(file).unwrap().1, Slot::Pending, "{file}");
+                }
                 accepted += 1;
                 for (tmp, target) in &renames {
                     let (tmp, target) = (tmp.to_string_lossy(), target.to_string_lossy());

@@ -11,6 +11,11 @@ fn key_name(days_ago: i64) -> String {
 
 /// Seals `region` into `repo` with a fresh canary key named `name` (or unnamed).
 fn seal(tmp: &Path, repo: &Path, region: &str, name: Option<&str>) -> Canary {
+    seal_with(tmp, repo, region, name, &[])
+}
+
+/// Like [`seal`], with more `rekey seal` arguments.
+fn seal_with(tmp: &Path, repo: &Path, region: &str, name: Option<&str>, extra: &[&str]) -> Canary {
     let canary = Canary::new(&format!("audit-{region}"));
     let gen_dir = tmp.join(format!("gen-{region}"));
     rekey()
@@ -26,7 +31,7 @@ fn seal(tmp: &Path, repo: &Path, region: &str, name: Option<&str>) -> Canary {
     if let Some(name) = name {
         cmd = cmd.args(["--key-name", name]);
     }
-    cmd.run().code(0);
+    cmd.args(extra).run().code(0);
     std::fs::remove_dir_all(gen_dir).unwrap();
     canary
 }
@@ -233,4 +238,36 @@ fn openmetrics_is_refused_by_commands_that_do_not_speak_it() {
         .args(["--api-key-env", "NOPE"])
         .run();
     run.code(2).stderr_has("does not support --output openmetrics");
+}
+
+/// A pending version is shown as pending, never as the served key: the
+/// key's age and status are the served (current) key's.
+#[test]
+fn a_pending_version_is_shown_as_pending_not_as_the_served_key() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("repo");
+    policy(&repo, &["alice"]);
+    let live = seal(tmp.path(), &repo, "jp", Some(&key_name(100)));
+    let next_name = key_name(1);
+    let next = seal_with(tmp.path(), &repo, "jp", Some(&next_name), &["--pending"]);
+    let run = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
+    run.code(1);
+    live.assert_not_in_run(&run);
+    next.assert_not_in_run(&run);
+    let v = run.json();
+    let jp = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["region"] == "jp")
+        .unwrap()
+        .clone();
+    assert_eq!(jp["state"], "current");
+    assert_eq!(jp["status"], "overdue", "the served key is still the old one: {jp}");
+    assert_eq!(jp["key_name"], key_name(100));
+    assert_eq!(jp["pending"]["key_name"], next_name.as_str());
+    let text = rekey().args(["audit", "--repo"]).arg(&repo).run();
+    text.code(1)
+        .stdout_has("not served until promoted")
+        .stdout_has(&next_name);
 }

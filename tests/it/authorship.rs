@@ -468,3 +468,41 @@ fn sign_migrates_an_unsigned_repo_after_review_and_refuses_mismatched_metadata()
         .code(1)
         .stdout_has("signed   JP_REGISTRY_PULL_SECRET_64 current  version 1 by signer <signer@example.com>");
 }
+
+/// A signed pending seal signs a new statement that hashes the pending file
+/// next to the unchanged served one: check passes it, and a pending file
+/// swapped for another ciphertext fails authorship.
+#[test]
+fn a_signed_pending_seal_covers_the_pending_file() {
+    let pr = Pr::new("auth-pending", &[&keys().file("signer.pub")]);
+    let served = std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap();
+    pr.seal(
+        &pr.new.key.clone(),
+        "iks-registry-prod-test-20261123",
+        &[signing("signer"), vec!["--pending".to_owned()]].concat(),
+    )
+    .code(0);
+    assert_eq!(std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap(), served);
+    let statement = pr.meta()["active"]["signed"]["statement"].as_str().unwrap().to_owned();
+    assert!(statement.contains("\nversion 2\n"), "{statement}");
+    assert!(statement.contains("\nfile pending sha256:"), "{statement}");
+    pr.commit("seal pending");
+    pr.check(&[])
+        .code(0)
+        .stdout_has("version 2 signed by signer <signer@example.com>");
+
+    // Swap the pending file for another message to the same recipients.
+    let other = tempdir();
+    let plain = write(other.path(), "plain", "{\"auths\":{}}");
+    let pending = pr.repo().join(format!("{JP}.pending.gpg"));
+    std::fs::remove_file(&pending).unwrap();
+    gpg_encrypt(
+        &keys().file("alice.pub"),
+        &keys().fingerprint("alice"),
+        &plain,
+        &pending,
+    );
+    pr.commit("swap the pending ciphertext");
+    let detail = pr.authorship_failure(&[]);
+    assert!(detail.contains("pending"), "{detail}");
+}

@@ -47,6 +47,11 @@ impl Pr {
 
     /// Generates jp and us with `key` from `regions` and seals them into the repo.
     fn seal(&self, key: &str, regions: &Path, key_name: &str) {
+        self.seal_with(key, regions, key_name, &[]);
+    }
+
+    /// Like [`Pr::seal`], with more `rekey seal` arguments.
+    fn seal_with(&self, key: &str, regions: &Path, key_name: &str, extra: &[&str]) {
         let gen_dir = self.tmp.path().join("gen");
         rekey()
             .arg("generate")
@@ -64,6 +69,7 @@ impl Pr {
             .arg("--in")
             .arg(&gen_dir)
             .args(["--key-name", key_name])
+            .args(extra)
             .run()
             .code(0);
         std::fs::remove_dir_all(gen_dir).unwrap();
@@ -761,4 +767,105 @@ fn the_shipped_workflows_check_every_pr_with_a_pinned_rekey() {
             assert!(runs.iter().all(|r| !r.contains("ci/rekey-job")), "{name}: {runs:?}");
         }
     }
+}
+
+/// A pull request that seals the next key as pending (`rekey seal
+/// --pending`) only adds `<NAME>.pending.gpg` and its metadata: it passes,
+/// summarized as pending, with the pending file checked like the served one.
+#[test]
+fn a_pr_that_only_adds_a_pending_version_passes() {
+    let pr = Pr::new("check-pending");
+    // The base is as older rekey wrote it: metadata schema 1.
+    git(&pr.repo(), &["checkout", "-q", "main"]);
+    for secret in [JP, "registry/US_REGISTRY_PULL_SECRET_64"] {
+        let path = pr.repo().join(format!("{secret}.meta.json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"schema\": 2"), "{text}");
+        std::fs::write(&path, text.replace("\"schema\": 2", "\"schema\": 1")).unwrap();
+    }
+    pr.commit("metadata as schema 1");
+    git(&pr.repo(), &["checkout", "-qB", "pr"]);
+    let served = std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap();
+    pr.seal_with(
+        &pr.new.key.clone(),
+        &repo_root().join("regions"),
+        "iks-registry-prod-test-20261123",
+        &["--pending"],
+    );
+    pr.commit("seal the next key as pending");
+    assert_eq!(std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap(), served);
+    let changed = git(&pr.repo(), &["diff", "--name-only", "main", "pr"]);
+    assert!(!changed.contains(&format!("{JP}.gpg\n")), "{changed}");
+    assert!(changed.contains(&format!("{JP}.pending.gpg")), "{changed}");
+    let run = pr.check_with_key(&["--output", "json"]);
+    run.code(0);
+    assert_eq!(failures(&run), []);
+    let v = run.json();
+    let jp = entry(&v, "changes", |c| c["region"] == "jp");
+    assert_eq!(jp["change"], "pending");
+    assert_eq!(
+        jp["new_key_fingerprint"],
+        rekey::fingerprint::Fingerprint::of(pr.new.key.as_bytes()).to_string()
+    );
+    let pending_target = format!("{JP}.pending.gpg");
+    for kind in ["recipients", "secret"] {
+        entry(&v, "checks", |c| {
+            c["kind"] == kind && c["target"] == pending_target.as_str()
+        });
+    }
+}
+
+/// What older rekey wrote, and what must never pass: `<NAME>.gpg` (the file
+/// the build tool ships) holding the pending version. And a pending file
+/// the metadata does not describe.
+#[test]
+fn a_pr_that_serves_a_pending_version_fails() {
+    let pr = Pr::new("check-serve-pending");
+    pr.seal_with(
+        &pr.new.key.clone(),
+        &repo_root().join("regions"),
+        "iks-registry-prod-test-20261123",
+        &["--pending"],
+    );
+    // Move the pending version into <NAME>.gpg, as `seal --pending` used to.
+    let repo = pr.repo();
+    let meta_path = repo.join(format!("{JP}.meta.json"));
+    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let mut pending = meta["pending"].take();
+    pending["file"] = "JP_REGISTRY_PULL_SECRET_64.gpg".into();
+    let mut previous = meta["active"].take();
+    previous["state"] = "previous".into();
+    previous["file"] = "JP_REGISTRY_PULL_SECRET_64.previous.gpg".into();
+    let obj = meta.as_object_mut().unwrap();
+    obj.remove("pending");
+    obj.insert("active".into(), pending);
+    obj.insert("previous".into(), previous);
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    std::fs::rename(repo.join(format!("{JP}.gpg")), repo.join(format!("{JP}.previous.gpg"))).unwrap();
+    std::fs::rename(repo.join(format!("{JP}.pending.gpg")), repo.join(format!("{JP}.gpg"))).unwrap();
+    pr.commit("serve the pending key");
+    let run = pr.check(&["--output", "json"]);
+    run.code(1);
+    let meta_target = format!("{JP}.meta.json");
+    assert!(
+        failures(&run).contains(&("metadata".to_owned(), meta_target.clone())),
+        "{:?}",
+        failures(&run)
+    );
+    let m = entry(&run.json(), "checks", |c| {
+        c["kind"] == "metadata" && c["target"] == meta_target.as_str()
+    });
+    assert!(m.to_string().contains("active.state: is pending"), "{m}");
+
+    // A pending file that no metadata describes fails too.
+    let pr = Pr::new("check-stray-pending");
+    let repo = pr.repo();
+    std::fs::copy(repo.join(format!("{JP}.gpg")), repo.join(format!("{JP}.pending.gpg"))).unwrap();
+    pr.commit("a stray pending file");
+    let run = pr.check(&["--output", "json"]);
+    run.code(1);
+    let m = entry(&run.json(), "checks", |c| {
+        c["kind"] == "metadata" && c["target"] == meta_target.as_str()
+    });
+    assert!(m.to_string().contains("has no `pending` version"), "{m}");
 }

@@ -118,10 +118,15 @@ impl Setup {
             .previous
             .as_ref()
             .map(|_| std::fs::read(self.file(region, true)).unwrap());
+        let pending = meta
+            .pending
+            .as_ref()
+            .map(|p| std::fs::read(self.file(region, false).with_file_name(&p.file)).unwrap());
         authorship::verify(
             &meta,
             &active,
             previous.as_deref(),
+            pending.as_deref(),
             &signers,
             std::time::SystemTime::now(),
         )
@@ -584,6 +589,25 @@ fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
             }
             let meta = s.meta(region);
             assert!(meta["active"]["state"].is_string(), "run {i}: metadata parses");
+            // A sealed, unpromoted version is only ever in <NAME>.pending.gpg:
+            // the served file still holds the live key. (With a redo log
+            // left, the next rekey finishes the write first.)
+            let pending = pending_file(&s, region);
+            if !s.repo().join(".git/rekey/writes.json").exists() {
+                assert_eq!(
+                    pending.exists(),
+                    meta["pending"].is_object(),
+                    "run {i}: {region} pending"
+                );
+                if pending.exists() {
+                    assert_eq!(
+                        password_in(&decrypt(&pending)),
+                        new_key,
+                        "run {i}: {region} pending key"
+                    );
+                    assert_eq!(active, s.old.key, "run {i}: {region} serves the live key while pending");
+                }
+            }
             // Files and metadata change together: the statement hashes what is on disk.
             if let Err(e) = s.verify_statement(region) {
                 panic!("run {i}: {region}'s statement does not verify: {e}");
@@ -595,6 +619,7 @@ fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
             .chain([
                 s.repo().join(".git/rekey/journal.json").exists(),
                 s.repo().join(".git/rekey/writes.json").exists(),
+                pending_file(&s, "r1").exists(),
             ])
             .collect();
         states.insert(state);
@@ -613,6 +638,11 @@ fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
             );
             let meta = s.meta(region);
             assert_eq!(meta["active"]["state"], "current");
+            assert!(meta.get("pending").is_none(), "run {i}: {region} promoted");
+            assert!(
+                !pending_file(&s, region).exists(),
+                "run {i}: {region}'s pending file is gone"
+            );
             // Metadata and files changed together: the fingerprints agree.
             assert_eq!(meta["active"]["key_fingerprint"], fingerprint(&new_key), "run {i}");
             assert_eq!(meta["previous"]["key_fingerprint"], fingerprint(&s.old.key), "run {i}");
@@ -628,6 +658,12 @@ fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
     }
     // The kills landed before, during and after the rotation, not all at one point.
     assert!(states.len() >= 4, "kills hit too few distinct points: {states:?}");
+}
+
+/// A region's `<NAME>.pending.gpg`.
+fn pending_file(s: &Setup, region: &str) -> PathBuf {
+    s.file(region, false)
+        .with_file_name(format!("{}_REGISTRY_PULL_SECRET_64.pending.gpg", region.to_uppercase()))
 }
 
 fn decrypt(file: &Path) -> Vec<u8> {
@@ -849,4 +885,59 @@ fn the_ci_job_signs_with_the_masked_key_by_variable_name() {
         // Sealed (1), then the rotation: pending (2), current (3).
         assert_eq!(s.verify_statement(region), Ok(3), "{region}");
     }
+}
+
+/// A rotation that sealed its new key as pending and stopped there: the
+/// served files still hold the old key, and `rotate --abort` removes the
+/// pending file, leaving the registry exactly as committed.
+#[test]
+fn abort_after_the_pending_seal_removes_the_pending_file() {
+    let s = Setup::new("rot-abort-pending", &[]);
+    let repo = s.repo();
+    let registry_before = snapshot(&repo.join("registry"));
+    let new = Canary::new("rot-abort-pending-new");
+    let gen_dir = s.tmp.path().join("new-gen");
+    rekey()
+        .arg("generate")
+        .arg("--regions")
+        .arg(s.regions())
+        .args(["--api-key-env", "K", "--out"])
+        .arg(&gen_dir)
+        .env("K", &new.key)
+        .run()
+        .code(0);
+    // What `rotate` does after verifying: seal pending, journal `sealed`.
+    rekey()
+        .arg("seal")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--in")
+        .arg(&gen_dir)
+        .args(["--key-name", NEW_KEY_NAME, "--pending"])
+        .run()
+        .code(0);
+    let journal = serde_json::json!({
+        "schema": 1,
+        "key_name": NEW_KEY_NAME,
+        "key_fingerprint": fingerprint(&new.key),
+        "key_digest": {"algorithm": "hmac-sha256", "salt": "00".repeat(32), "value": "00".repeat(32)},
+        "started_at": "2026-11-24T10:00:00Z",
+        "regions": {"r1": "sealed", "r2": "sealed"},
+    });
+    write(&repo, ".git/rekey/journal.json", journal.to_string());
+    for region in ["r1", "r2"] {
+        assert_eq!(
+            password_in(&decrypt(&s.file(region, false))),
+            s.old.key,
+            "{region} serves the old key"
+        );
+        assert_eq!(password_in(&decrypt(&pending_file(&s, region))), new.key);
+    }
+    let run = rekey().args(["rotate", "--abort", "--repo"]).arg(&repo).run();
+    run.code(0)
+        .stdout_has("removed  registry/R1_REGISTRY_PULL_SECRET_64.pending.gpg")
+        .stdout_has("removed  registry/R2_REGISTRY_PULL_SECRET_64.pending.gpg");
+    new.assert_not_in_run(&run);
+    assert_eq!(snapshot(&repo.join("registry")), registry_before);
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
 }

@@ -165,35 +165,91 @@ fn seal_of_unchanged_secrets_rewrites_nothing() {
 }
 
 #[test]
-fn seal_of_a_new_key_keeps_the_previous_version_for_rollback() {
+fn a_pending_seal_never_touches_the_served_file_and_promotion_serves_it() {
     let repo = Repo::new("seal-rotate", &["alice"]);
     repo.seal(&[]).code(0);
     let old_plain = plaintext(&repo, "jp");
-    let old_enc = std::fs::read(repo.file(&format!("{JP}.gpg"))).unwrap();
+    let served = repo.file(&format!("{JP}.gpg"));
+    let pending = repo.file(&format!("{JP}.pending.gpg"));
+    let old_enc = std::fs::read(&served).unwrap();
     let second = Canary::new("seal-rotate-2");
     repo.generate(&second.key);
     let run = repo.seal(&["--pending"]);
     run.code(0);
     second.assert_not_in_run(&run);
+    run.stdout_has(&format!("{JP}.pending.gpg sealed (pending"));
+    // The pending version is never in <NAME>.gpg: that file is byte for
+    // byte the live key, and no previous file appears.
+    assert_eq!(std::fs::read(&served).unwrap(), old_enc);
+    assert_eq!(gpg_decrypt(&keys().file("alice.sec"), &served), old_plain);
+    assert!(!repo.file(&format!("{JP}.previous.gpg")).exists());
+    assert_eq!(gpg_decrypt(&keys().file("alice.sec"), &pending), plaintext(&repo, "jp"));
+    let meta = repo.meta(JP);
+    assert_eq!(meta["schema"], 2);
+    assert_eq!(meta["active"]["state"], "current");
+    assert_eq!(meta["pending"]["state"], "pending");
+    assert_eq!(meta["pending"]["file"], "JP_REGISTRY_PULL_SECRET_64.pending.gpg");
+    repo.check().code(0);
+    // Sealing the same pending plaintext again changes nothing.
+    let pending_enc = std::fs::read(&pending).unwrap();
+    let meta_bytes = std::fs::read(repo.file(&format!("{JP}.meta.json"))).unwrap();
+    repo.seal(&["--pending"]).code(0).stdout_has("unchanged (pending");
+    assert_eq!(std::fs::read(&pending).unwrap(), pending_enc);
+    assert_eq!(
+        std::fs::read(repo.file(&format!("{JP}.meta.json"))).unwrap(),
+        meta_bytes
+    );
+    assert_eq!(std::fs::read(&served).unwrap(), old_enc);
+
+    // Sealing the same plaintext as current promotes it without
+    // re-encrypting: the pending file moves to <NAME>.gpg, the live one to
+    // <NAME>.previous.gpg, and the pending file is gone.
+    let run = repo.seal(&[]);
+    run.code(0);
+    run.stdout_has(&format!("{JP}.gpg sealed (current"));
+    assert_eq!(std::fs::read(&served).unwrap(), pending_enc);
+    assert_eq!(gpg_decrypt(&keys().file("alice.sec"), &served), plaintext(&repo, "jp"));
     let prev = repo.file(&format!("{JP}.previous.gpg"));
     assert_eq!(std::fs::read(&prev).unwrap(), old_enc);
     assert_eq!(gpg_decrypt(&keys().file("alice.sec"), &prev), old_plain);
-    assert_eq!(
-        gpg_decrypt(&keys().file("alice.sec"), &repo.file(&format!("{JP}.gpg"))),
-        plaintext(&repo, "jp")
-    );
+    assert!(!pending.exists());
     let meta = repo.meta(JP);
-    assert_eq!(meta["active"]["state"], "pending");
+    assert_eq!(meta["active"]["state"], "current");
     assert_eq!(meta["previous"]["state"], "previous");
     assert_eq!(meta["previous"]["file"], "JP_REGISTRY_PULL_SECRET_64.previous.gpg");
-    // Sealing the same plaintext as current promotes it without re-encrypting.
-    let enc = std::fs::read(repo.file(&format!("{JP}.gpg"))).unwrap();
-    repo.seal(&[]).code(0);
-    assert_eq!(repo.meta(JP)["active"]["state"], "current");
-    assert_eq!(std::fs::read(repo.file(&format!("{JP}.gpg"))).unwrap(), enc);
+    assert!(meta.get("pending").is_none(), "{meta}");
     second.assert_not_in_tree(&repo.root(), &[]);
     repo.assert_sealed();
     repo.check().code(0);
+}
+
+#[test]
+fn a_pending_seal_of_a_secret_with_no_current_version_is_refused() {
+    let repo = Repo::new("seal-pending-new", &["alice"]);
+    let run = repo.seal(&["--pending"]);
+    run.code(2);
+    run.stderr_has("has no current version yet");
+    assert!(!repo.file("registry").exists() || std::fs::read_dir(repo.file("registry")).unwrap().count() == 0);
+}
+
+#[test]
+fn reencrypt_covers_a_pending_version_and_keeps_the_served_file_apart() {
+    let repo = Repo::new("reenc-pending", &["alice"]);
+    repo.seal(&[]).code(0);
+    let second = Canary::new("reenc-pending-2");
+    repo.generate(&second.key);
+    repo.seal(&["--pending"]).code(0);
+    repo.set_policy(&["alice", "bob"]);
+    repo.check().code(1);
+    repo.reencrypt("alice", &[]).code(0);
+    repo.check().code(0);
+    let pending = repo.file(&format!("{JP}.pending.gpg"));
+    assert_eq!(gpg_decrypt(&keys().file("bob.sec"), &pending), plaintext(&repo, "jp"));
+    let served = repo.file(&format!("{JP}.gpg"));
+    assert_ne!(gpg_decrypt(&keys().file("bob.sec"), &served), plaintext(&repo, "jp"));
+    assert_eq!(repo.meta(JP)["pending"]["state"], "pending");
+    second.assert_not_in_tree(&repo.root(), &[]);
+    repo.assert_sealed();
 }
 
 #[test]

@@ -420,7 +420,7 @@ fn grade(
     Ok(grades)
 }
 
-/// Decrypts every current and previous secret at the base and the head
+/// Decrypts every current, previous and pending secret at the base and the head
 /// (paths derived from the secrets' names) and returns their keys.
 fn known_keys(run: &Run<'_>, keys: &SecretKeys) -> anyhow::Result<Vec<Known>> {
     let mut out: Vec<Known> = Vec::new();
@@ -449,6 +449,7 @@ fn known_keys(run: &Run<'_>, keys: &SecretKeys) -> anyhow::Result<Vec<Known>> {
             for (file, version) in [
                 (layout::active_file(&name), "active"),
                 (layout::previous_file(&name), "previous"),
+                (layout::pending_file(&name), "pending"),
             ] {
                 let path = format!("{dir}/{file}");
                 let Some(bytes) = run.read(rev, which, &path)? else {

@@ -132,6 +132,7 @@ impl Repo {
         let existing = old_meta.as_ref().map(|meta| Existing {
             meta,
             active: old_active.as_deref().unwrap(),
+            pending: None,
         });
         let req = SealRequest {
             name: NAME,
@@ -157,6 +158,7 @@ impl Repo {
                 meta,
                 active: old_active.as_deref().unwrap(),
                 previous: old_previous.as_deref(),
+                pending: None,
             });
             authorship::sign_rewrite(&mut rw, disk.as_ref(), None, key, now()).unwrap();
         }
@@ -441,6 +443,10 @@ fn secret_names_come_from_the_layout() {
     assert_eq!(
         secret_of("registry/JP_X_64.meta.json"),
         Some(("JP_X_64".into(), "meta"))
+    );
+    assert_eq!(
+        secret_of("registry/JP_X_64.pending.gpg"),
+        Some(("JP_X_64".into(), "pending"))
     );
     assert_eq!(secret_of("registry/jp.dockerconfigjson"), None);
     assert_eq!(secret_of("registry/sub/a.gpg"), None);
@@ -797,11 +803,13 @@ fn a_signed_rollback_is_a_newer_version_naming_the_one_it_restores() {
         meta: new_meta,
         active: Some(new_active),
         previous: Some(new_previous),
+        pending: None,
     };
     let disk = authorship::OnDisk {
         meta: &meta,
         active: &active,
         previous: Some(&previous),
+        pending: None,
     };
     let restores = meta.previous.as_ref().and_then(Version::statement_version);
     assert_eq!(restores, Some(1));
