@@ -4,7 +4,7 @@
 
 use crate::ops::reencrypt::{ItemAction, ReencryptRequest, reencrypt};
 use crate::ops::rollback::{RollbackRequest, rollback};
-use crate::ops::rotate::{Action, RotateReport, RotateRequest, RotateWorld, rotate};
+use crate::ops::rotate::{Action, NewKeys, RegionKey, RotateReport, RotateRequest, RotateWorld, rotate};
 use crate::ops::seal::{Generated, SealRequest, seal};
 use crate::ops::world::{FixedClock, Git, GitCli, NoEvents, OsRandom, RecordedEvents, StaticVerifier};
 use crate::pullsecret::catalog::Region;
@@ -157,12 +157,28 @@ impl Repo {
         seal(&req, &self.store(), &self.clock, &OsRandom, &NoEvents)
     }
 
+    /// The new key, for every region.
+    fn new_keys(&self) -> NewKeys {
+        NewKeys::Given(
+            self.regions
+                .iter()
+                .map(|r| {
+                    let key = RegionKey {
+                        key: ApiKey::from_str_checked(NEW).unwrap(),
+                        key_name: NEW_NAME.to_owned(),
+                        iam_key_id: None,
+                    };
+                    (r.name.clone(), key)
+                })
+                .collect(),
+        )
+    }
+
     fn rotate_with(&self, verifier: &StaticVerifier, git: &dyn Git, commit: bool) -> anyhow::Result<RotateReport> {
-        let key = ApiKey::from_str_checked(NEW).unwrap();
         let req = RotateRequest {
             regions: self.regions.iter().collect(),
-            key: &key,
-            key_name: NEW_NAME.to_owned(),
+            keys: self.new_keys(),
+            iam_check: false,
             allowed_failing_hosts: BTreeSet::new(),
             image: None,
             dry_run: false,
@@ -180,16 +196,16 @@ impl Repo {
             clock: &self.clock,
             random: &OsRandom,
             events: &events,
+            iam: None,
         };
         rotate(&req, &world)
     }
 
     fn dry_run(&self) -> anyhow::Result<RotateReport> {
-        let key = ApiKey::from_str_checked(NEW).unwrap();
         let req = RotateRequest {
             regions: self.regions.iter().collect(),
-            key: &key,
-            key_name: NEW_NAME.to_owned(),
+            keys: self.new_keys(),
+            iam_check: false,
             allowed_failing_hosts: BTreeSet::new(),
             image: None,
             dry_run: true,
@@ -210,6 +226,7 @@ impl Repo {
             clock: &self.clock,
             random: &OsRandom,
             events: &NoEvents,
+            iam: None,
         };
         let report = rotate(&req, &world);
         assert!(verifier.asked().is_empty(), "a dry run verifies nothing");
@@ -243,14 +260,15 @@ impl Repo {
     }
 
     fn write_journal(&self, stages: &[(&str, Stage)]) {
-        let mut j = Journal::new(
-            NEW_NAME,
-            crate::fingerprint::Fingerprint::of(NEW.as_bytes()).to_string(),
-            Digest::compute(&[3; 32], NEW.as_bytes()),
-            self.clock.0,
-            &[],
-        );
+        let mut j = Journal::new(self.clock.0);
         for (r, s) in stages {
+            j.plan(
+                r,
+                NEW_NAME,
+                crate::fingerprint::Fingerprint::of(NEW.as_bytes()).to_string(),
+                Digest::compute(&[3; 32], NEW.as_bytes()),
+                None,
+            );
             j.set(r, *s);
         }
         std::fs::create_dir_all(self.journal_path().parent().unwrap()).unwrap();
@@ -483,7 +501,7 @@ fn refusals_write_nothing() {
     // A journal of a rotation to another key.
     repo.write_journal(&[("r1", Stage::Verified)]);
     let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(repo.journal_path()).unwrap()).unwrap();
-    j["key_name"] = "other-20261122".into();
+    j["regions"]["r1"]["key_name"] = "other-20261122".into();
     std::fs::write(repo.journal_path(), j.to_string()).unwrap();
     let err = repo.rotate(&StaticVerifier::default()).unwrap_err().to_string();
     assert!(err.contains("a rotation to other-20261122"), "{err}");

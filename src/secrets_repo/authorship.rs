@@ -36,6 +36,7 @@ pub fn statement_for(
         version,
         key_name: meta.active.key_name.clone(),
         key_fingerprint: meta.active.key_fingerprint.clone(),
+        iam_key_id: meta.active.iam_key_id.clone(),
         rotated_at: meta.active.rotated_at,
         restores,
         files,
@@ -127,7 +128,38 @@ pub fn verify(
         now,
     )?;
     check_agrees(&st, meta)?;
+    previous_vouched(meta, signers, now)?;
     Ok((st, signer))
+}
+
+/// Fails unless the previous version's IAM id, when the metadata records
+/// one, is the one its own signed statement (kept from when it was
+/// published) vouches for: `keys retire` disables or deletes the key by
+/// that id, so an unsigned edit must not retarget it.
+pub fn previous_vouched(meta: &Metadata, signers: &AllowedSigners, now: SystemTime) -> Result<(), SignError> {
+    let Some(prev) = &meta.previous else {
+        return Ok(());
+    };
+    let Some(id) = &prev.iam_key_id else {
+        return Ok(());
+    };
+    let unvouched = |why: String| {
+        Err(SignError::Statement(format!(
+            "the previous version's iam_key_id `{id}` is not vouched for: {why}"
+        )))
+    };
+    let Some(signed) = &prev.signed else {
+        return unvouched("the previous version carries no signed statement".to_owned());
+    };
+    let st = match signing::verify_statement(signed.statement.as_bytes(), signed.signature.as_bytes(), signers, now) {
+        Ok((st, _)) => st,
+        Err(e) => return unvouched(format!("its statement does not verify: {e}")),
+    };
+    if st.iam_key_id.as_deref() != Some(id.as_str()) || st.key_fingerprint != prev.key_fingerprint {
+        let said = st.iam_key_id.unwrap_or_else(|| "(none)".to_owned());
+        return unvouched(format!("its signed statement says iam-key-id `{said}`"));
+    }
+    Ok(())
 }
 
 /// Fails unless the statement says what the metadata says.
@@ -149,6 +181,10 @@ pub fn check_agrees(st: &Statement, meta: &Metadata) -> Result<(), SignError> {
     if st.key_name != meta.active.key_name {
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_owned());
         return differ("key-name", &show(&st.key_name), &show(&meta.active.key_name));
+    }
+    if st.iam_key_id != meta.active.iam_key_id {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_owned());
+        return differ("iam-key-id", &show(&st.iam_key_id), &show(&meta.active.iam_key_id));
     }
     if st.rotated_at.timestamp() != meta.active.rotated_at.timestamp() {
         return differ(
