@@ -945,7 +945,9 @@ mod tests {
             text.contains("key-fingerprint sha256:3f2a9c\niam-key-id ApiKey-1a2b\nrotated-at "),
             "{text}"
         );
-        assert_eq!(Statement::parse(&bytes).unwrap(), st);
+        let parsed = Statement::parse(&bytes).unwrap();
+        assert_eq!(parsed.iam_key_id.as_deref(), Some("ApiKey-1a2b"));
+        assert_eq!(parsed.encode().unwrap(), bytes);
         // Out of order, or with a space in the id, is not canonical.
         let moved = text.replace("iam-key-id ApiKey-1a2b\n", "").replace(
             "rotated-at 2026-11-24T07:00:00Z\n",
