@@ -400,6 +400,7 @@ fn per_region_keys_from_a_directory_with_runbook_names() {
         write(&dir, &format!("{region}.key"), format!("{}\n", c.key));
         canaries.push((region, c));
     }
+    git(&lab.repo(), &["checkout", "-qb", "pr"]);
     let run = lab
         .rotate_with(&[])
         .arg("--api-keys-dir")
@@ -422,6 +423,23 @@ fn per_region_keys_from_a_directory_with_runbook_names() {
         "{message}"
     );
     run.stdout_has(&runbook_name("eu-fr2"));
+    // The pre-merge check shows each secret's new key name.
+    let check = rekey()
+        .arg("check")
+        .arg("--repo")
+        .arg(lab.repo())
+        .args(["--base", "main", "--head", "pr"])
+        .run();
+    check.code(0);
+    lab.assert_no_leak(&check);
+    for (region, code) in REGIONS {
+        check.stdout_has(&format!(
+            "{}_REGISTRY_PULL_SECRET_64 ({region}): {} -> ",
+            region.to_uppercase(),
+            rekey::fingerprint::Fingerprint::of(lab.old.key.as_bytes())
+        ));
+        check.stdout_has(&format!(" ({})", runbook_name(code)));
+    }
 }
 
 #[test]
