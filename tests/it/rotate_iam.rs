@@ -599,3 +599,45 @@ fn a_pr_cannot_retarget_the_previous_keys_iam_id() {
     git(&lab.repo(), &["checkout", "-q", "main"]);
     assert_eq!(lab.meta("jp")["previous"]["iam_key_id"], vouched.as_str());
 }
+
+#[test]
+fn abort_deletes_the_keys_a_killed_create_keys_run_left_in_iam() {
+    let lab = Lab::new("abortkeys");
+    // What a run killed right after creating two keys leaves: its journal.
+    let a = lab.iam.add_key(&runbook_name("ap-north"), &Canary::new("abort-a").key);
+    let b = lab.iam.add_key(&runbook_name("us-east"), &Canary::new("abort-b").key);
+    let digest = serde_json::json!({"algorithm": "hmac-sha256", "salt": "00".repeat(32), "value": "00".repeat(32)});
+    let entry = |name: &str, id: &str| {
+        serde_json::json!({"stage": "planned", "key_name": name, "key_fingerprint": "sha256:00000000",
+            "key_digest": digest, "iam_key_id": id})
+    };
+    let journal = serde_json::json!({
+        "schema": 2, "started_at": "2026-11-24T10:00:00Z",
+        "regions": {"jp": entry(&a.name, &a.id), "us": entry(&b.name, &b.id)},
+        "created": [
+            {"region": "jp", "key_name": a.name, "iam_key_id": a.id},
+            {"region": "us", "key_name": b.name, "iam_key_id": b.id},
+        ],
+    });
+    write(&lab.repo(), ".git/rekey/journal.json", journal.to_string());
+    // A rerun cannot resume it: the key values are gone.
+    let rerun = lab.create_keys(&[]).run();
+    rerun.code(2).stderr_has("cannot be resumed").stderr_has(&a.id);
+    assert_eq!(lab.registry_keys().len(), 2, "the refused rerun created nothing");
+    // Without the admin key, --abort lists them for cleanup (exit 1).
+    let listed = rekey().args(["rotate", "--abort", "--repo"]).arg(lab.repo()).run();
+    listed.code(1).stdout_has(&format!("LEFT     IAM key {}", a.id));
+    // The journal is gone by then; abort again with the admin key after
+    // putting it back, as the operator would after a kill.
+    write(&lab.repo(), ".git/rekey/journal.json", journal.to_string());
+    let run = rekey()
+        .args(["rotate", "--abort", "--repo"])
+        .arg(lab.repo())
+        .args(["--iam-url", &lab.iam.url(), "--iam-api-key-env", ADMIN_ENV])
+        .env(ADMIN_ENV, &lab.admin)
+        .run();
+    run.code(0).stdout_has(&format!("deleted  IAM key {}", b.id));
+    lab.assert_no_leak(&run);
+    assert!(lab.registry_keys().iter().all(|k| k.deleted));
+    assert!(!lab.repo().join(".git/rekey/journal.json").exists());
+}
