@@ -641,3 +641,73 @@ fn abort_deletes_the_keys_a_killed_create_keys_run_left_in_iam() {
     assert!(lab.registry_keys().iter().all(|k| k.deleted));
     assert!(!lab.repo().join(".git/rekey/journal.json").exists());
 }
+
+#[test]
+fn the_ci_job_creates_the_keys_with_the_masked_admin_key_by_variable_name() {
+    let lab = Lab::new("cijob");
+    let fx = &*FIXTURE;
+    // A wrapper that records rekey's arguments and adds the test registry's
+    // CA and addresses (options the job leaves to the CI system).
+    let argv = lab.tmp.path().join("argv");
+    let mut extra = format!(
+        "--ca-cert '{}' --resolve '{AUTH_HOST}={}' --timeout 10s",
+        fx.ca_pem.display(),
+        lab.auth
+    );
+    for (_, host) in &lab.hosts {
+        extra.push_str(&format!(" --resolve '{host}={}'", fx.token));
+    }
+    let wrapper = write(
+        lab.tmp.path(),
+        "rekey-wrapper",
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nexec '{}' \"$@\" {extra}\n",
+            argv.display(),
+            env!("CARGO_BIN_EXE_rekey")
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(repo_root().join("ci/rekey-job"))
+        .arg("rotate")
+        .env("REKEY", &wrapper)
+        .env("REKEY_REPO", lab.repo())
+        .env("REKEY_REGIONS", lab.regions())
+        .env("REKEY_SERVICE_ID", SERVICE_ID)
+        .env("REKEY_IAM_URL", lab.iam.url())
+        .env("REKEY_IAM_API_KEY", &lab.admin)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = std::fs::read_to_string(&argv).unwrap();
+    assert!(args.contains("--create-keys\n--service-id\n"), "{args}");
+    assert!(args.contains("--iam-api-key-env\nREKEY_IAM_API_KEY\n"), "{args}");
+    assert!(!args.contains(&lab.admin), "the admin key on the command line");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    lab.assert_no_leak(&run);
+    assert_eq!(lab.registry_keys().len(), 6);
+    for (region, code) in REGIONS {
+        assert_eq!(lab.meta(region)["active"]["key_name"], runbook_name(code).as_str());
+    }
+
+    // The shipped workflow runs that job with the masked admin key by name.
+    let text = std::fs::read_to_string(repo_root().join("ci/github/rotation.yml")).unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let steps = doc["jobs"]["rotate"]["steps"].as_sequence().unwrap();
+    let step = steps
+        .iter()
+        .find(|s| s["run"].as_str() == Some("ci/rekey-job rotate"))
+        .unwrap();
+    assert_eq!(step["env"]["REKEY_IAM_API_KEY"], "${{ secrets.REKEY_IAM_API_KEY }}");
+    assert_eq!(step["env"]["REKEY_IAM_API_KEY_ENV"], "REKEY_IAM_API_KEY");
+    assert_eq!(step["env"]["REKEY_SERVICE_ID"], "${{ vars.REKEY_SERVICE_ID }}");
+    assert!(doc["jobs"]["retire"].is_mapping(), "the later retire job stays");
+}
