@@ -598,6 +598,18 @@ fn a_pr_cannot_retarget_the_previous_keys_iam_id() {
     // On main, the vouched id retires as usual.
     git(&lab.repo(), &["checkout", "-q", "main"]);
     assert_eq!(lab.meta("jp")["previous"]["iam_key_id"], vouched.as_str());
+    let retire = rekey()
+        .args(["keys", "retire", "--repo"])
+        .arg(lab.repo())
+        .args(["--at", &later, "--iam-url", &lab.iam.url(), "--iam-timeout", "10s"])
+        .args(["--iam-api-key-env", ADMIN_ENV])
+        .env(ADMIN_ENV, &lab.admin)
+        .run();
+    retire.code(0);
+    lab.assert_no_leak(&retire);
+    let keys = lab.registry_keys();
+    assert!(keys.iter().any(|k| k.id == vouched && k.disabled), "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| k.disabled).count(), 1);
 }
 
 #[test]
