@@ -464,7 +464,7 @@ fn plan_creation(
             stage: None,
             old_key_fingerprint: old.map(|s| s.meta.active.key_fingerprint.clone()),
             key_name: names.get(&region.name).cloned().unwrap_or_default(),
-            new_key_fingerprint: "(created in IAM)".to_owned(),
+            new_key_fingerprint: "to be created in IAM".to_owned(),
             iam_key_id: None,
             iam: None,
             hosts_ok: 0,

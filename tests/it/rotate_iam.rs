@@ -723,3 +723,26 @@ fn the_ci_job_creates_the_keys_with_the_masked_admin_key_by_variable_name() {
     assert_eq!(step["env"]["REKEY_SERVICE_ID"], "${{ vars.REKEY_SERVICE_ID }}");
     assert!(doc["jobs"]["retire"].is_mapping(), "the later retire job stays");
 }
+
+#[test]
+fn a_create_keys_dry_run_names_the_keys_and_creates_nothing() {
+    let lab = Lab::new("createdry");
+    let before = snapshot(&lab.repo());
+    let run = lab.create_keys(&[]).arg("--dry-run").run();
+    run.code(0);
+    for (region, code) in REGIONS {
+        run.stdout_has(&format!("{region:<6} would rotate"))
+            .stdout_has(&format!("-> {} (to be created in IAM)", runbook_name(code)));
+    }
+    assert!(lab.registry_keys().is_empty(), "a dry run creates no key");
+    assert!(
+        lab.iam
+            .calls()
+            .iter()
+            .all(|(m, p)| m == "GET" || p == "/identity/token"),
+        "{:?}",
+        lab.iam.calls()
+    );
+    assert_eq!(snapshot(&lab.repo()), before);
+    lab.assert_no_leak(&run);
+}
