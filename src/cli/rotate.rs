@@ -305,6 +305,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         .key_name_template
         .as_deref()
         .is_some_and(|t| t.contains("{service}"));
+    if template_needs_service && args.service_id.is_none() {
+        bail!("--key-name-template uses {{service}}, the service ID's name in IAM: give --service-id");
+    }
     let today = SystemClock.now().date_naive();
     // Names that need no IAM are checked before anything is read or asked.
     let early_names = if template_needs_service {

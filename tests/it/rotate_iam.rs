@@ -745,4 +745,33 @@ fn a_create_keys_dry_run_names_the_keys_and_creates_nothing() {
     );
     assert_eq!(snapshot(&lab.repo()), before);
     lab.assert_no_leak(&run);
+    // {service} is the service ID's name as IAM reports it.
+    let service = lab
+        .create_keys(&[])
+        .args([
+            "--dry-run",
+            "--region",
+            "jp",
+            "--key-name-template",
+            "{service}-prod-{code}-{date}",
+        ])
+        .run();
+    service
+        .code(0)
+        .stdout_has(&format!("-> {} (to be created", runbook_name("ap-north")));
+    // Without --service-id there is no name to fill in.
+    lab.rotate_with(&[])
+        .args([
+            "--region",
+            "jp",
+            "--api-key-env",
+            "K",
+            "--key-name-template",
+            "{service}-{code}-{date}",
+        ])
+        .env("K", "some-key-value")
+        .run()
+        .code(2)
+        .stderr_has("uses {service}, the service ID's name in IAM: give --service-id");
+    assert_eq!(snapshot(&lab.repo()), before);
 }
