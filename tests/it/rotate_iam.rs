@@ -775,3 +775,76 @@ fn a_create_keys_dry_run_names_the_keys_and_creates_nothing() {
         .stderr_has("uses {service}, the service ID's name in IAM: give --service-id");
     assert_eq!(snapshot(&lab.repo()), before);
 }
+
+#[test]
+fn a_create_keys_run_killed_after_creation_is_refused_and_abort_deletes_its_keys() {
+    let lab = Lab::new("createkill");
+    let head = git(&lab.repo(), &["rev-parse", "HEAD"]);
+    // jp's host answers after 30 s: the run is verifying when it is killed.
+    let slow = format!("slow-{}.fault.test", unique_hex());
+    write(
+        &lab.regions(),
+        "jp.toml",
+        format!(
+            "name = \"jp\"\nusername = \"iamapikey\"\nprobe_image = \"armada-master/alpine:latest\"\nemail = \"ibmcont3@us.ibm.com\"\nkey_code = \"ap-north\"\nhosts = [\"{slow}\"]\n"
+        ),
+    );
+    let mut child = lab
+        .create_keys(&[])
+        .arg("--resolve")
+        .arg(format!("{slow}={}", FIXTURE.fault))
+        .spawn();
+    let journal = lab.repo().join(".git/rekey/journal.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let created = std::fs::read(&journal)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|j| j["created"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if created == 6 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never created its keys");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Killed while proving the keys (jp's host takes 30 s; the pull timeout is 10 s).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the run is still verifying");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        lab.registry_keys().iter().filter(|k| !k.deleted).count(),
+        6,
+        "killed: nothing deleted them"
+    );
+
+    // A rerun cannot resume it (IAM does not keep the values) and names the keys.
+    let rerun = lab.create_keys(&[]).run();
+    rerun.code(2).stderr_has("cannot be resumed");
+    for k in lab.registry_keys() {
+        rerun.stderr_has(&k.id);
+    }
+    lab.assert_no_leak(&rerun);
+    // --abort with the admin key deletes every key it created and restores the repo.
+    let abort = rekey()
+        .args(["rotate", "--abort", "--repo"])
+        .arg(lab.repo())
+        .args([
+            "--iam-url",
+            &lab.iam.url(),
+            "--iam-api-key-env",
+            ADMIN_ENV,
+            "--output",
+            "json",
+        ])
+        .env(ADMIN_ENV, &lab.admin)
+        .run();
+    abort.code(0);
+    lab.assert_no_leak(&abort);
+    assert_eq!(abort.json()["keys"].as_array().unwrap().len(), 6, "{}", abort.stdout);
+    assert!(lab.registry_keys().iter().all(|k| k.deleted));
+    assert!(!journal.exists());
+    assert_eq!(git(&lab.repo(), &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&lab.repo(), &["status", "--porcelain"]), "");
+}
