@@ -165,7 +165,7 @@ pub fn region_keys(store: &Store) -> anyhow::Result<Vec<RegionKeys>> {
             continue;
         };
         if let Some(signers) = &signers {
-            crate::secrets_repo::authorship::previous_vouched(&meta, signers, std::time::SystemTime::now()).map_err(
+            crate::secrets_repo::authorship::ids_vouched(&meta, signers, std::time::SystemTime::now()).map_err(
                 |e| anyhow::anyhow!("{name}: {e}: refusing to retire keys by ids the repo's signers did not vouch for"),
             )?;
         }
