@@ -66,7 +66,8 @@ pub fn render(printer: &Printer, report: &CheckReport, failures_only: bool) -> a
     }
 }
 
-/// Returns one secret's summary: what changed, by key fingerprint.
+/// Returns one secret's summary: what changed, by key fingerprint (and the
+/// new key's name, when recorded: each region has its own key).
 pub fn summary_line(c: &SecretChange) -> String {
     let old = c.old_key_fingerprint.as_deref().unwrap_or("none");
     let new = c.new_key_fingerprint.as_deref().unwrap_or("none");
@@ -81,7 +82,10 @@ pub fn summary_line(c: &SecretChange) -> String {
             c.secret
         ),
         "changed" if old == new => format!("{:<8} {} ({region}): key {new} unchanged", c.change, c.secret),
-        _ => format!("{:<8} {} ({region}): {old} -> {new}", c.change, c.secret),
+        _ => {
+            let named = c.new_key_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+            format!("{:<8} {} ({region}): {old} -> {new}{named}", c.change, c.secret)
+        }
     };
     if !c.hosts_added.is_empty() {
         line.push_str(&format!(", hosts added: {}", c.hosts_added.join(", ")));
@@ -130,6 +134,7 @@ mod tests {
             change: kind,
             old_key_fingerprint: Some(old.into()),
             new_key_fingerprint: Some(new.into()),
+            new_key_name: None,
             hosts_added: vec!["a.io".into()],
             hosts_removed: Vec::new(),
             contents_checked: true,
@@ -153,6 +158,12 @@ mod tests {
         assert_eq!(
             summary_line(&change("rotated", "sha256:1", "sha256:2")),
             "rotated  JP (jp): sha256:1 -> sha256:2, hosts added: a.io"
+        );
+        let mut named = change("rotated", "sha256:1", "sha256:2");
+        named.new_key_name = Some("k-ap-north-20261124".into());
+        assert_eq!(
+            summary_line(&named),
+            "rotated  JP (jp): sha256:1 -> sha256:2 (k-ap-north-20261124), hosts added: a.io"
         );
     }
 }

@@ -158,6 +158,8 @@ pub struct SecretChange {
     pub change: &'static str,
     pub old_key_fingerprint: Option<String>,
     pub new_key_fingerprint: Option<String>,
+    /// The new version's key name, when the metadata records one.
+    pub new_key_name: Option<String>,
     pub hosts_added: Vec<String>,
     pub hosts_removed: Vec<String>,
     /// True when the contents were decrypted and compared (`--key`); else
@@ -414,6 +416,7 @@ fn check_secret(
                 change: "removed",
                 old_key_fingerprint: None,
                 new_key_fingerprint: None,
+                new_key_name: None,
                 hosts_added: Vec::new(),
                 hosts_removed: Vec::new(),
                 contents_checked: false,
@@ -523,6 +526,7 @@ fn check_secret(
         },
         old_key_fingerprint: base_meta.as_ref().map(|b| b.active.key_fingerprint.clone()),
         new_key_fingerprint: Some(new_pending.unwrap_or(&head_meta.active).key_fingerprint.clone()),
+        new_key_name: new_pending.unwrap_or(&head_meta.active).key_name.clone(),
         hosts_added: Vec::new(),
         hosts_removed: Vec::new(),
         contents_checked: false,

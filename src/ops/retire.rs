@@ -155,12 +155,21 @@ impl Hold {
 
 /// Reads the regions' current and previous keys from the repo's metadata.
 /// The current version counts as published when it was sealed (`rotated_at`).
+/// Once the repo has allowed signers, a previous key's IAM id counts only
+/// when the version's signed statement vouches for it (an unsigned edit
+/// must not retarget a deletion); otherwise the whole read is refused.
 pub fn region_keys(store: &Store) -> anyhow::Result<Vec<RegionKeys>> {
+    let signers = store.read_signers()?;
     let mut out = Vec::new();
     for name in store.secret_names()? {
         let Some(meta) = store.read_meta(&name)? else {
             continue;
         };
+        if let Some(signers) = &signers {
+            crate::secrets_repo::authorship::ids_vouched(&meta, signers, std::time::SystemTime::now()).map_err(
+                |e| anyhow::anyhow!("{name}: {e}: refusing to retire keys by ids the repo's signers did not vouch for"),
+            )?;
+        }
         out.push(from_meta(&meta));
     }
     Ok(out)

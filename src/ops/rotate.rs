@@ -4,6 +4,7 @@
 //! step so that a killed rotation resumes where it stopped, and commit
 //! exactly the files of the rotated regions.
 
+use crate::iam::{KeyClass, KeyStatus};
 use crate::ops::authorship;
 use crate::ops::world::{Clock, Event, Events, Git, Random, Verifier};
 use crate::pullsecret::catalog::Region;
@@ -21,16 +22,44 @@ use crate::secrets_repo::store::{self, Store, WritePlan};
 use anyhow::{Context, bail};
 use secrecy::SecretString;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A region's new key.
+pub struct RegionKey {
+    pub key: ApiKey,
+    /// The key's name (validated: it ends in its creation date).
+    pub key_name: String,
+    /// The key's IAM id, when known.
+    pub iam_key_id: Option<String>,
+}
+
+/// Where the new keys come from.
+pub enum NewKeys {
+    /// Given by the operator: region name → its key (several regions may share one).
+    Given(BTreeMap<String, RegionKey>),
+    /// Created in IAM by this run: region name → the new key's name.
+    Create(BTreeMap<String, String>),
+}
+
+/// IAM as a rotation uses it: proving keys valid, creating and deleting keys.
+/// Implementations never put a key or token into an error.
+pub trait KeyIam {
+    /// Exchanges `key` for a token and says what IAM thinks of it.
+    fn check(&self, key: &ApiKey) -> KeyStatus;
+    /// Creates a key named `name` for `region`; returns it and its IAM id.
+    fn create(&self, region: &Region, name: &str) -> anyhow::Result<(ApiKey, String)>;
+    /// Deletes the key with IAM id `id`.
+    fn delete(&self, id: &str) -> anyhow::Result<()>;
+}
 
 /// What to rotate, and how.
 pub struct RotateRequest<'a> {
     /// The regions to rotate (validated catalog entries).
     pub regions: Vec<&'a Region>,
-    /// The new key.
-    pub key: &'a ApiKey,
-    /// The new key's name (validated: it ends in its creation date).
-    pub key_name: String,
+    /// The new keys, one per region.
+    pub keys: NewKeys,
+    /// Exchange every new key with IAM before verifying (implied by `Create`).
+    pub iam_check: bool,
     /// Hosts that may fail the pull check without blocking their region.
     pub allowed_failing_hosts: BTreeSet<String>,
     /// The image to pull instead of each region's probe image.
@@ -47,6 +76,12 @@ pub struct RotateRequest<'a> {
     pub signer: Option<&'a SigningKey>,
 }
 
+impl RotateRequest<'_> {
+    fn creates(&self) -> bool {
+        matches!(self.keys, NewKeys::Create(_))
+    }
+}
+
 /// The outside world a rotation touches.
 pub struct RotateWorld<'a> {
     pub store: &'a Store,
@@ -55,6 +90,8 @@ pub struct RotateWorld<'a> {
     pub clock: &'a dyn Clock,
     pub random: &'a dyn Random,
     pub events: &'a dyn Events,
+    /// IAM, for `iam_check` and `NewKeys::Create`.
+    pub iam: Option<&'a dyn KeyIam>,
 }
 
 /// What the rotation does, or did, to one region.
@@ -65,8 +102,15 @@ pub enum Action {
     Unchanged,
     /// The region gets the new key.
     Rotate,
-    /// A host could not pull: the region keeps its old key.
+    /// A host could not pull, or IAM refused the key: the region keeps its old key.
     Blocked,
+}
+
+/// Why IAM blocked a region: its key's class and IAM's words (no key, no token).
+#[derive(Debug, Clone, Serialize)]
+pub struct IamRefusal {
+    pub class: KeyClass,
+    pub detail: String,
 }
 
 /// One region's outcome.
@@ -77,18 +121,46 @@ pub struct RegionReport {
     pub action: Action,
     pub stage: Option<Stage>,
     pub old_key_fingerprint: Option<String>,
+    /// The new key's name.
+    pub key_name: String,
     pub new_key_fingerprint: String,
+    /// The new key's IAM id, when known (created by this run, or reported by `iam_check`).
+    pub iam_key_id: Option<String>,
+    /// Set when IAM refused the new key: no registry was asked for this region.
+    pub iam: Option<IamRefusal>,
     pub hosts_ok: usize,
     pub hosts: usize,
     pub failing_hosts: Vec<HostResult>,
+}
+
+/// What became of a key this run created in IAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreatedOutcome {
+    /// Its region was published with it.
+    Published,
+    /// Its region was not published: the key was deleted again.
+    Deleted,
+    /// Its region was not published and deleting it failed: delete it by hand.
+    DeleteFailed,
+}
+
+/// A key this run created in IAM (its id, never its value).
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedReport {
+    pub region: String,
+    pub key_name: String,
+    pub iam_key_id: String,
+    pub outcome: CreatedOutcome,
 }
 
 /// A rotation's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct RotateReport {
     pub dry_run: bool,
-    pub key_name: String,
-    pub key_fingerprint: String,
+    /// The new key's name and fingerprint when every region shares one key.
+    pub key_name: Option<String>,
+    pub key_fingerprint: Option<String>,
     pub commit: Option<String>,
     /// The branch committed on (`--branch`), and how it moved.
     pub branch: Option<String>,
@@ -96,47 +168,61 @@ pub struct RotateReport {
     /// The files committed, relative to the repo root.
     pub committed_files: Vec<String>,
     pub regions: Vec<RegionReport>,
+    /// The keys created in IAM (`--create-keys`).
+    pub created_keys: Vec<CreatedReport>,
 }
 
 impl RotateReport {
-    /// Returns true when a host blocked a region.
+    /// Returns true when a host or IAM blocked a region.
     pub fn blocked(&self) -> bool {
         self.regions.iter().any(|r| r.action == Action::Blocked)
     }
+
+    /// Returns the created keys that are left in IAM unpublished (deleting them failed).
+    pub fn leftover_keys(&self) -> Vec<&CreatedReport> {
+        self.created_keys
+            .iter()
+            .filter(|c| c.outcome == CreatedOutcome::DeleteFailed)
+            .collect()
+    }
 }
 
-/// Returns one pull-check target per host of each region, all with `key`.
+/// Returns one pull-check target per host of each region, with `key`.
 pub fn region_targets<'a>(
     regions: impl IntoIterator<Item = &'a Region>,
     key: &ApiKey,
     image: Option<&ImageRef>,
 ) -> Vec<Target> {
-    let mut targets = Vec::new();
-    for region in regions {
-        for host in &region.hosts {
-            targets.push(Target {
-                region: region.name.clone(),
-                host: host.clone(),
-                image: image.cloned().unwrap_or_else(|| region.probe_image.clone()),
-                credential: Credential {
-                    username: region.username.clone(),
-                    password: SecretString::from(key.expose_secret().to_owned()),
-                },
-            });
-        }
-    }
-    targets
+    regions.into_iter().flat_map(|r| host_targets(r, key, image)).collect()
+}
+
+fn host_targets(region: &Region, key: &ApiKey, image: Option<&ImageRef>) -> Vec<Target> {
+    region
+        .hosts
+        .iter()
+        .map(|host| Target {
+            region: region.name.clone(),
+            host: host.clone(),
+            image: image.cloned().unwrap_or_else(|| region.probe_image.clone()),
+            credential: Credential {
+                username: region.username.clone(),
+                password: SecretString::from(key.expose_secret().to_owned()),
+            },
+        })
+        .collect()
 }
 
 struct Planned<'a> {
     region: &'a Region,
+    key: &'a ApiKey,
+    key_name: String,
+    iam_key_id: Option<String>,
     plaintext: zeroize::Zeroizing<String>,
     report: RegionReport,
 }
 
 /// Runs a rotation (or plans it, with `dry_run`).
 pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<RotateReport> {
-    let fingerprint = req.key.fingerprint().to_string();
     let now = w.clock.now();
     let policy = w.store.load_policy(req.validity, now.into(), w.events)?;
     let signers = authorship::require_signer(w.store, req.signer)?;
@@ -145,24 +231,292 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
         Some(l) => l.read_journal()?,
         None => w.store.peek_journal()?,
     };
-    if let Some(j) = &journal
-        && !j.is_for(&req.key_name, req.key.expose_secret().as_bytes())
-    {
-        let path = w.store.state_dir()?.join(store::JOURNAL_FILE);
+    let journal_path = || {
+        w.store
+            .state_dir()
+            .map(|d| d.join(store::JOURNAL_FILE).display().to_string())
+            .unwrap_or_else(|_| store::JOURNAL_FILE.to_owned())
+    };
+    if let Some(j) = &journal {
+        if let Some(schema) = j.legacy_schema {
+            bail!(
+                "{}: a rotation to {} ({}) started at {} by an older rekey (journal schema {schema}, one key for every region) is unfinished: finish it with the rekey version that started it, or discard it with `rekey rotate --repo REPO --abort`",
+                journal_path(),
+                j.key_names(),
+                j.key_fingerprints(),
+                j.started_at.to_rfc3339()
+            );
+        }
+        if !j.created.is_empty() {
+            let ids: Vec<&str> = j.undeleted_created().iter().map(|c| c.iam_key_id.as_str()).collect();
+            bail!(
+                "{}: a `--create-keys` rotation started at {} stopped after creating keys in IAM; IAM does not keep key values, so it cannot be resumed: discard it with `rekey rotate --repo REPO --abort` (given --iam-api-key-file/--iam-api-key-env it deletes the keys it created that are still in IAM: {})",
+                journal_path(),
+                j.started_at.to_rfc3339(),
+                if ids.is_empty() {
+                    "none".to_owned()
+                } else {
+                    ids.join(", ")
+                }
+            );
+        }
+    }
+    let keys = match &req.keys {
+        NewKeys::Given(keys) => {
+            if let Some(j) = &journal {
+                let differs = req.regions.iter().any(|r| match keys.get(&r.name) {
+                    Some(k) => !j.is_for(&r.name, &k.key_name, k.key.expose_secret().as_bytes()),
+                    None => j.regions.contains_key(&r.name),
+                });
+                if differs {
+                    bail!(
+                        "{}: a rotation to {} ({}) started at {} is unfinished: rerun it with the same keys to finish it, or discard it with `rekey rotate --repo REPO --abort`",
+                        journal_path(),
+                        j.key_names(),
+                        j.key_fingerprints(),
+                        j.started_at.to_rfc3339()
+                    );
+                }
+            }
+            return run(
+                req,
+                w,
+                keys,
+                Ctx {
+                    lock,
+                    journal,
+                    now,
+                    policy: &policy,
+                    signers: signers.as_ref(),
+                },
+            );
+        }
+        NewKeys::Create(names) => names,
+    };
+    if let Some(j) = &journal {
         bail!(
-            "{}: a rotation to {} ({}) started at {} is unfinished: rerun it with that key to finish it, or discard it with `rekey rotate --repo REPO --abort`",
-            path.display(),
-            j.key_name,
-            j.key_fingerprint,
+            "{}: a rotation to {} ({}) started at {} is unfinished: finish it first (rerun it with its keys), or discard it with `rekey rotate --repo REPO --abort`",
+            journal_path(),
+            j.key_names(),
+            j.key_fingerprints(),
             j.started_at.to_rfc3339()
         );
     }
+    let Some(lock) = lock else {
+        return plan_creation(req, w, keys);
+    };
+    let iam = w.iam.context("creating keys needs IAM")?;
+    // Everything that can be refused without IAM is refused before a key exists.
+    if let (Some(branch), true) = (&req.branch, req.commit) {
+        w.git.plan_branch(branch).context("--branch")?;
+    }
+    for region in &req.regions {
+        if let Some(old) = w.store.read_secret(&layout::secret_name(&region.name))? {
+            authorship::verify_on_disk(w.store, signers.as_ref(), &old.on_disk(), now.into())?;
+        }
+    }
+    let mut journal = Journal::new(now);
+    let mut created: BTreeMap<String, RegionKey> = BTreeMap::new();
+    for region in &req.regions {
+        let name = keys
+            .get(&region.name)
+            .with_context(|| format!("no key name for region {}", region.name))?;
+        w.events.event(Event::Status(format!("creating key {name} in IAM")));
+        let made = iam.create(region, name).and_then(|(key, id)| {
+            journal.created.push(journal::CreatedKey {
+                region: region.name.clone(),
+                key_name: name.clone(),
+                iam_key_id: id.clone(),
+                deleted: false,
+            });
+            let digest = Digest::compute(&w.random.salt()?, key.expose_secret().as_bytes());
+            journal.plan(
+                &region.name,
+                name,
+                key.fingerprint().to_string(),
+                digest,
+                Some(id.clone()),
+            );
+            lock.write_journal(&journal)?;
+            Ok((key, id))
+        });
+        match made {
+            Ok((key, id)) => {
+                created.insert(
+                    region.name.clone(),
+                    RegionKey {
+                        key,
+                        key_name: name.clone(),
+                        iam_key_id: Some(id),
+                    },
+                );
+            }
+            Err(e) => {
+                let e = e.context(format!("creating key {name} for region {}", region.name));
+                return Err(undo_creation(iam, &lock, &mut journal, e));
+            }
+        }
+    }
+    let result = run(
+        req,
+        w,
+        &created,
+        Ctx {
+            lock: Some(lock),
+            journal: Some(journal.clone()),
+            now,
+            policy: &policy,
+            signers: signers.as_ref(),
+        },
+    );
+    match result {
+        Ok(mut report) => {
+            for c in &journal.created {
+                let published = report
+                    .regions
+                    .iter()
+                    .any(|r| r.region == c.region && r.stage == Some(Stage::Published));
+                let outcome = if published {
+                    CreatedOutcome::Published
+                } else {
+                    match iam.delete(&c.iam_key_id) {
+                        Ok(()) => CreatedOutcome::Deleted,
+                        Err(e) => {
+                            w.events.event(Event::Status(format!(
+                                "deleting unpublished key {} ({}) failed: {e:#}",
+                                c.key_name, c.iam_key_id
+                            )));
+                            CreatedOutcome::DeleteFailed
+                        }
+                    }
+                };
+                report.created_keys.push(CreatedReport {
+                    region: c.region.clone(),
+                    key_name: c.key_name.clone(),
+                    iam_key_id: c.iam_key_id.clone(),
+                    outcome,
+                });
+            }
+            Ok(report)
+        }
+        Err(e) => {
+            // The lock went with `run`; retake it to record the deletions.
+            let lock = w.store.lock(w.events)?;
+            let mut journal = lock.read_journal()?.unwrap_or(journal);
+            Err(undo_creation(iam, &lock, &mut journal, e))
+        }
+    }
+}
+
+/// Deletes the keys this run created (none was committed), records that in
+/// the journal, and returns `e` with what became of them.
+fn undo_creation(iam: &dyn KeyIam, lock: &store::Lock, journal: &mut Journal, e: anyhow::Error) -> anyhow::Error {
+    let mut failed = Vec::new();
+    let mut deleted = 0;
+    for c in journal.created.iter_mut().filter(|c| !c.deleted) {
+        match iam.delete(&c.iam_key_id) {
+            Ok(()) => {
+                c.deleted = true;
+                deleted += 1;
+            }
+            Err(d) => failed.push(format!("{} ({}, region {}): {d:#}", c.iam_key_id, c.key_name, c.region)),
+        }
+    }
+    let sealed = journal.regions.values().any(|r| r.stage >= Stage::Sealed);
+    let recorded = if journal.created.is_empty() {
+        lock.remove_journal()
+    } else if !sealed && failed.is_empty() {
+        // Nothing reached the repo and nothing is left in IAM.
+        lock.remove_journal()
+    } else {
+        lock.write_journal(journal)
+    };
+    let mut msg = format!("the rotation failed after creating keys in IAM: deleted the {deleted} keys it created");
+    if !failed.is_empty() {
+        msg.push_str(&format!(
+            "; deleting these failed, delete them in IAM: {}",
+            failed.join("; ")
+        ));
+    }
+    if sealed {
+        msg.push_str("; discard the secrets it wrote with `rekey rotate --repo REPO --abort`");
+    }
+    if let Err(r) = recorded {
+        msg.push_str(&format!("; recording this in the journal failed: {r:#}"));
+    }
+    e.context(msg)
+}
+
+/// The plan of a `--create-keys` dry run: every region gets a new key.
+fn plan_creation(
+    req: &RotateRequest<'_>,
+    w: &RotateWorld<'_>,
+    names: &BTreeMap<String, String>,
+) -> anyhow::Result<RotateReport> {
+    let mut regions = Vec::new();
+    for region in &req.regions {
+        let secret = layout::secret_name(&region.name);
+        let old = w.store.read_secret(&secret)?;
+        regions.push(RegionReport {
+            region: region.name.clone(),
+            secret,
+            action: Action::Rotate,
+            stage: None,
+            old_key_fingerprint: old.map(|s| s.meta.active.key_fingerprint.clone()),
+            key_name: names.get(&region.name).cloned().unwrap_or_default(),
+            new_key_fingerprint: "to be created in IAM".to_owned(),
+            iam_key_id: None,
+            iam: None,
+            hosts_ok: 0,
+            hosts: region.hosts.len(),
+            failing_hosts: Vec::new(),
+        });
+    }
+    Ok(RotateReport {
+        dry_run: true,
+        key_name: None,
+        key_fingerprint: None,
+        commit: None,
+        branch: None,
+        branch_move: None,
+        committed_files: Vec::new(),
+        regions,
+        created_keys: Vec::new(),
+    })
+}
+
+/// What `rotate` has prepared before running.
+struct Ctx<'p> {
+    lock: Option<store::Lock>,
+    journal: Option<Journal>,
+    now: chrono::DateTime<chrono::Utc>,
+    policy: &'p crate::secrets_repo::pgp::RecipientSet,
+    signers: Option<&'p crate::secrets_repo::signing::AllowedSigners>,
+}
+
+/// The rotation proper, with every region's key at hand.
+fn run(
+    req: &RotateRequest<'_>,
+    w: &RotateWorld<'_>,
+    keys: &BTreeMap<String, RegionKey>,
+    ctx: Ctx<'_>,
+) -> anyhow::Result<RotateReport> {
+    let Ctx {
+        lock,
+        journal,
+        now,
+        policy,
+        signers,
+    } = ctx;
     let key_ids: Vec<String> = policy.key_ids().into_iter().collect();
 
     // Plan: which regions change.
     let mut plans = Vec::with_capacity(req.regions.len());
     for region in &req.regions {
-        let plaintext = dockerconfig::render(&region.hosts, &region.username, req.key, region.email.as_deref());
+        let k = keys
+            .get(&region.name)
+            .with_context(|| format!("no key for region {}", region.name))?;
+        let plaintext = dockerconfig::render(&region.hosts, &region.username, &k.key, region.email.as_deref());
         let name = layout::secret_name(&region.name);
         let old = w.store.read_secret(&name)?;
         let unchanged = old.as_ref().is_some_and(|s| {
@@ -173,7 +527,7 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
         if let Some(old) = old.as_ref().filter(|_| !unchanged) {
             // Checked before anything is verified or written: the version
             // that becomes `previous` must come from an allowed signer.
-            authorship::verify_on_disk(w.store, signers.as_ref(), &old.on_disk(), now.into())?;
+            authorship::verify_on_disk(w.store, signers, &old.on_disk(), now.into())?;
         }
         let old_key_fingerprint = old.as_ref().map(|s| {
             if unchanged {
@@ -185,8 +539,17 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
                 s.meta.active.key_fingerprint.clone()
             }
         });
+        let iam_key_id = k.iam_key_id.clone().or_else(|| {
+            journal
+                .as_ref()
+                .and_then(|j| j.regions.get(&region.name))
+                .and_then(|e| e.iam_key_id.clone())
+        });
         plans.push(Planned {
             region,
+            key: &k.key,
+            key_name: k.key_name.clone(),
+            iam_key_id: iam_key_id.clone(),
             plaintext,
             report: RegionReport {
                 region: region.name.clone(),
@@ -194,7 +557,10 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
                 action: if unchanged { Action::Unchanged } else { Action::Rotate },
                 stage: journal.as_ref().map(|j| j.stage(&region.name)).filter(|_| !unchanged),
                 old_key_fingerprint,
-                new_key_fingerprint: fingerprint.clone(),
+                key_name: k.key_name.clone(),
+                new_key_fingerprint: k.key.fingerprint().to_string(),
+                iam_key_id,
+                iam: None,
                 hosts_ok: 0,
                 hosts: region.hosts.len(),
                 failing_hosts: Vec::new(),
@@ -207,62 +573,127 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
         (Some(branch), true) => Some(w.git.plan_branch(branch).context("--branch")?),
         _ => None,
     };
+    let shared = {
+        let fps: BTreeSet<(&str, String)> = plans
+            .iter()
+            .map(|p| (p.key_name.as_str(), p.report.new_key_fingerprint.clone()))
+            .collect();
+        match fps.len() {
+            1 => fps.into_iter().next().map(|(n, f)| (n.to_owned(), f)),
+            _ => None,
+        }
+    };
     let report = |plans: Vec<Planned<'_>>, commit: Option<String>, committed_files| RotateReport {
         dry_run: req.dry_run,
-        key_name: req.key_name.clone(),
-        key_fingerprint: fingerprint.clone(),
+        key_name: shared.as_ref().map(|(n, _)| n.clone()),
+        key_fingerprint: shared.as_ref().map(|(_, f)| f.clone()),
         branch: req.branch.clone().filter(|_| commit.is_some()),
         branch_move: branch_move.filter(|_| commit.is_some()),
         commit,
         committed_files,
         regions: plans.into_iter().map(|p| p.report).collect(),
+        created_keys: Vec::new(),
     };
     let Some(lock) = lock else {
         return Ok(report(plans, None, Vec::new()));
     };
 
-    let rotating: Vec<String> = plans
-        .iter()
-        .filter(|p| p.report.action == Action::Rotate)
-        .map(|p| p.region.name.clone())
-        .collect();
     // Regions an interrupted run already published: they are committed with this run's.
     let resumed: BTreeSet<String> = journal
         .as_ref()
         .map(|j| {
             j.regions
                 .iter()
-                .filter(|(_, s)| **s == Stage::Published)
+                .filter(|(_, e)| e.stage == Stage::Published)
                 .map(|(r, _)| r.clone())
                 .collect()
         })
         .unwrap_or_default();
-    let mut journal = match journal {
-        Some(j) => j,
-        None => {
-            let digest = Digest::compute(&w.random.salt()?, req.key.expose_secret().as_bytes());
-            Journal::new(&req.key_name, fingerprint.clone(), digest, now, &rotating)
+    let mut journal = journal.unwrap_or_else(|| Journal::new(now));
+    let mut planned_any = false;
+    for p in plans.iter().filter(|p| p.report.action == Action::Rotate) {
+        if !journal.regions.contains_key(&p.region.name) {
+            let digest = Digest::compute(&w.random.salt()?, p.key.expose_secret().as_bytes());
+            journal.plan(
+                &p.region.name,
+                &p.key_name,
+                p.report.new_key_fingerprint.clone(),
+                digest,
+                p.iam_key_id.clone(),
+            );
         }
+        planned_any = true;
+    }
+    if planned_any {
+        lock.write_journal(&journal)?;
+    }
+
+    let pending = |p: &Planned<'_>, journal: &Journal| {
+        p.report.action == Action::Rotate && journal.stage(&p.region.name) <= Stage::Blocked
     };
-    if !rotating.is_empty() {
+    // Prove each new key to IAM first: a key IAM refuses blocks its region
+    // (reported by class) and no registry is asked with it.
+    if req.iam_check || req.creates() {
+        let iam = w.iam.context("--iam-check needs IAM")?;
+        let mut checked: BTreeMap<String, KeyStatus> = BTreeMap::new();
+        for p in plans.iter_mut() {
+            if !pending(p, &journal) {
+                continue;
+            }
+            let fp = p.report.new_key_fingerprint.clone();
+            if !checked.contains_key(&fp) {
+                w.events
+                    .event(Event::Status(format!("asking IAM about key {} ({fp})", p.key_name)));
+                checked.insert(fp.clone(), iam.check(p.key));
+            }
+            let Some(status) = checked.get(&fp) else { continue };
+            match status.class {
+                KeyClass::Valid => {
+                    if p.iam_key_id.is_none()
+                        && let Some(d) = &status.details
+                    {
+                        p.iam_key_id = Some(d.id.clone());
+                        p.report.iam_key_id = Some(d.id.clone());
+                        if let Some(e) = journal.regions.get_mut(&p.region.name) {
+                            e.iam_key_id = Some(d.id.clone());
+                        }
+                    }
+                }
+                KeyClass::IamUnreachable => {
+                    bail!(
+                        "IAM could not be asked about key {} ({fp}): {}",
+                        p.key_name,
+                        status.detail
+                    )
+                }
+                class => {
+                    p.report.action = Action::Blocked;
+                    p.report.iam = Some(IamRefusal {
+                        class,
+                        detail: status.detail.clone(),
+                    });
+                    journal.set(&p.region.name, Stage::Blocked);
+                    p.report.stage = Some(Stage::Blocked);
+                }
+            }
+        }
         lock.write_journal(&journal)?;
     }
 
     // Verify the regions not verified by an earlier, interrupted run.
-    let to_verify: Vec<&Region> = plans
-        .iter()
-        .filter(|p| p.report.action == Action::Rotate && journal.stage(&p.region.name) <= Stage::Blocked)
-        .map(|p| p.region)
-        .collect();
-    let results = if to_verify.is_empty() {
+    let mut targets = Vec::new();
+    for p in plans.iter().filter(|p| pending(p, &journal)) {
+        targets.extend(host_targets(p.region, p.key, req.image.as_ref()));
+    }
+    let results = if targets.is_empty() {
         Vec::new()
     } else {
+        let n: BTreeSet<&str> = targets.iter().map(|t| t.region.as_str()).collect();
         w.events.event(Event::Status(format!(
-            "verifying {} regions with key {fingerprint}",
-            to_verify.len()
+            "verifying {} regions with their new keys",
+            n.len()
         )));
-        w.verifier
-            .verify(region_targets(to_verify.iter().copied(), req.key, req.image.as_ref()))?
+        w.verifier.verify(targets)?
     };
     for p in plans.iter_mut() {
         let report = &mut p.report;
@@ -301,9 +732,9 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
                 name: &p.report.secret,
                 region: &p.region.name,
                 plaintext: p.plaintext.as_bytes(),
-                key_name: Some(&req.key_name),
-                key_fingerprint: req.key.fingerprint(),
-                iam_key_id: None,
+                key_name: Some(&p.key_name),
+                key_fingerprint: p.key.fingerprint(),
+                iam_key_id: p.iam_key_id.as_deref(),
                 state: target,
                 now,
                 salt: w.random.salt()?,
@@ -315,10 +746,10 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
                 pending: s.pending.as_deref(),
             });
             let mut plan =
-                layout::plan_seal(existing, &seal, &policy).with_context(|| format!("sealing {}", p.report.secret))?;
+                layout::plan_seal(existing, &seal, policy).with_context(|| format!("sealing {}", p.report.secret))?;
             if let (Plan::Write(rewrite), Some(key)) = (&mut plan, req.signer) {
                 if let Some(old) = &old {
-                    authorship::verify_on_disk(w.store, signers.as_ref(), &old.on_disk(), now.into())?;
+                    authorship::verify_on_disk(w.store, signers, &old.on_disk(), now.into())?;
                 }
                 sign_rewrite(rewrite, old.as_ref().map(|o| o.on_disk()).as_ref(), None, key, now)
                     .with_context(|| format!("signing {}", p.report.secret))?;
@@ -342,17 +773,22 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
     let is_published = |p: &Planned<'_>| {
         p.report.action == Action::Rotate || (p.report.action == Action::Unchanged && resumed.contains(&p.region.name))
     };
-    let published: Vec<(String, Option<String>)> = plans
+    let published: Vec<journal::Rotated> = plans
         .iter()
         .filter(|p| is_published(p))
-        .map(|p| (p.region.name.clone(), p.report.old_key_fingerprint.clone()))
+        .map(|p| journal::Rotated {
+            region: p.region.name.clone(),
+            key_name: p.key_name.clone(),
+            key_fingerprint: p.report.new_key_fingerprint.clone(),
+            old_key_fingerprint: p.report.old_key_fingerprint.clone(),
+        })
         .collect();
     let mut files = Vec::new();
     let commit = if req.commit && !published.is_empty() {
         for p in plans.iter().filter(|p| is_published(p)) {
             files.extend(lock.secret_files(&p.report.secret)?);
         }
-        let message = journal::commit_message(&req.key_name, &fingerprint, &published);
+        let message = journal::commit_message(&published);
         w.git.commit(req.branch.as_deref(), &files, &message)?
     } else {
         None
@@ -372,6 +808,8 @@ pub struct AbortReport {
     pub restored: Vec<String>,
     /// Files the rotation created that HEAD does not have, removed.
     pub removed: Vec<String>,
+    /// Keys a `--create-keys` run created in IAM and did not delete (ids only).
+    pub created_keys: Vec<journal::CreatedKey>,
 }
 
 /// Discards an unfinished rotation: the secrets of regions it sealed or
@@ -388,12 +826,13 @@ pub fn abort(store: &Store, events: &dyn Events) -> anyhow::Result<AbortReport> 
             key_fingerprint: None,
             restored: Vec::new(),
             removed: Vec::new(),
+            created_keys: Vec::new(),
         });
     };
     let mut restored = Vec::new();
     let mut removed = Vec::new();
-    for (region, stage) in &journal.regions {
-        if *stage < Stage::Sealed {
+    for (region, entry) in &journal.regions {
+        if entry.stage < Stage::Sealed {
             continue;
         }
         let name = layout::secret_name(region);
@@ -463,9 +902,10 @@ pub fn abort(store: &Store, events: &dyn Events) -> anyhow::Result<AbortReport> 
     lock.remove_journal()?;
     Ok(AbortReport {
         aborted: true,
-        key_name: Some(journal.key_name),
-        key_fingerprint: Some(journal.key_fingerprint),
+        key_name: Some(journal.key_names()),
+        key_fingerprint: Some(journal.key_fingerprints()),
         restored,
         removed,
+        created_keys: journal.undeleted_created().into_iter().cloned().collect(),
     })
 }

@@ -4,7 +4,7 @@
 
 use crate::ops::reencrypt::{ItemAction, ReencryptRequest, reencrypt};
 use crate::ops::rollback::{RollbackRequest, rollback};
-use crate::ops::rotate::{Action, RotateReport, RotateRequest, RotateWorld, rotate};
+use crate::ops::rotate::{Action, NewKeys, RegionKey, RotateReport, RotateRequest, RotateWorld, rotate};
 use crate::ops::seal::{Generated, SealRequest, seal};
 use crate::ops::world::{FixedClock, Git, GitCli, NoEvents, OsRandom, RecordedEvents, StaticVerifier};
 use crate::pullsecret::catalog::Region;
@@ -157,12 +157,28 @@ impl Repo {
         seal(&req, &self.store(), &self.clock, &OsRandom, &NoEvents)
     }
 
+    /// The new key, for every region.
+    fn new_keys(&self) -> NewKeys {
+        NewKeys::Given(
+            self.regions
+                .iter()
+                .map(|r| {
+                    let key = RegionKey {
+                        key: ApiKey::from_str_checked(NEW).unwrap(),
+                        key_name: NEW_NAME.to_owned(),
+                        iam_key_id: None,
+                    };
+                    (r.name.clone(), key)
+                })
+                .collect(),
+        )
+    }
+
     fn rotate_with(&self, verifier: &StaticVerifier, git: &dyn Git, commit: bool) -> anyhow::Result<RotateReport> {
-        let key = ApiKey::from_str_checked(NEW).unwrap();
         let req = RotateRequest {
             regions: self.regions.iter().collect(),
-            key: &key,
-            key_name: NEW_NAME.to_owned(),
+            keys: self.new_keys(),
+            iam_check: false,
             allowed_failing_hosts: BTreeSet::new(),
             image: None,
             dry_run: false,
@@ -180,16 +196,16 @@ impl Repo {
             clock: &self.clock,
             random: &OsRandom,
             events: &events,
+            iam: None,
         };
         rotate(&req, &world)
     }
 
     fn dry_run(&self) -> anyhow::Result<RotateReport> {
-        let key = ApiKey::from_str_checked(NEW).unwrap();
         let req = RotateRequest {
             regions: self.regions.iter().collect(),
-            key: &key,
-            key_name: NEW_NAME.to_owned(),
+            keys: self.new_keys(),
+            iam_check: false,
             allowed_failing_hosts: BTreeSet::new(),
             image: None,
             dry_run: true,
@@ -210,6 +226,7 @@ impl Repo {
             clock: &self.clock,
             random: &OsRandom,
             events: &NoEvents,
+            iam: None,
         };
         let report = rotate(&req, &world);
         assert!(verifier.asked().is_empty(), "a dry run verifies nothing");
@@ -243,14 +260,15 @@ impl Repo {
     }
 
     fn write_journal(&self, stages: &[(&str, Stage)]) {
-        let mut j = Journal::new(
-            NEW_NAME,
-            crate::fingerprint::Fingerprint::of(NEW.as_bytes()).to_string(),
-            Digest::compute(&[3; 32], NEW.as_bytes()),
-            self.clock.0,
-            &[],
-        );
+        let mut j = Journal::new(self.clock.0);
         for (r, s) in stages {
+            j.plan(
+                r,
+                NEW_NAME,
+                crate::fingerprint::Fingerprint::of(NEW.as_bytes()).to_string(),
+                Digest::compute(&[3; 32], NEW.as_bytes()),
+                None,
+            );
             j.set(r, *s);
         }
         std::fs::create_dir_all(self.journal_path().parent().unwrap()).unwrap();
@@ -492,7 +510,7 @@ fn refusals_write_nothing() {
     // A journal of a rotation to another key.
     repo.write_journal(&[("r1", Stage::Verified)]);
     let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(repo.journal_path()).unwrap()).unwrap();
-    j["key_name"] = "other-20261122".into();
+    j["regions"]["r1"]["key_name"] = "other-20261122".into();
     std::fs::write(repo.journal_path(), j.to_string()).unwrap();
     let err = repo.rotate(&StaticVerifier::default()).unwrap_err().to_string();
     assert!(err.contains("a rotation to other-20261122"), "{err}");
@@ -984,4 +1002,269 @@ fn rollback_leaves_a_pending_version_as_it_is_and_signs_over_it() {
         3,
         "the rollback's statement covers the pending file too"
     );
+}
+
+// Keys the rotation creates in IAM itself (`rotate --create-keys`): what
+// happens to them at each point a rotation can fail after creating them.
+
+/// An in-memory IAM for rotations: creates keys, deletes them, and says
+/// what it thinks of a key.
+#[derive(Default)]
+struct MemKeyIam {
+    /// (IAM id, key name, value) of every key created.
+    created: std::sync::Mutex<Vec<(String, String, String)>>,
+    deleted: std::sync::Mutex<Vec<String>>,
+    /// Creations after this many fail.
+    fail_create_after: Option<usize>,
+    fail_delete: bool,
+}
+
+impl crate::ops::rotate::KeyIam for MemKeyIam {
+    fn check(&self, _key: &ApiKey) -> crate::iam::KeyStatus {
+        crate::iam::KeyStatus {
+            class: crate::iam::KeyClass::Valid,
+            detail: "IAM issued a token".to_owned(),
+            details: None,
+        }
+    }
+
+    fn create(&self, region: &Region, name: &str) -> anyhow::Result<(ApiKey, String)> {
+        let mut created = self.created.lock().unwrap();
+        if self.fail_create_after.is_some_and(|n| created.len() >= n) {
+            anyhow::bail!("IAM refused the key creation (HTTP 400): BXNIM0536E");
+        }
+        let id = format!("ApiKey-{}-{}", region.name, created.len());
+        let value = format!("created{}{}", region.name, created.len());
+        created.push((id.clone(), name.to_owned(), value.clone()));
+        Ok((ApiKey::from_str_checked(&value)?, id))
+    }
+
+    fn delete(&self, id: &str) -> anyhow::Result<()> {
+        if self.fail_delete {
+            anyhow::bail!("IAM is unreachable (test)");
+        }
+        self.deleted.lock().unwrap().push(id.to_owned());
+        Ok(())
+    }
+}
+
+impl MemKeyIam {
+    fn ids(&self) -> Vec<String> {
+        self.created.lock().unwrap().iter().map(|(id, ..)| id.clone()).collect()
+    }
+
+    fn value_of(&self, id: &str) -> String {
+        let created = self.created.lock().unwrap();
+        created.iter().find(|(i, ..)| i == id).unwrap().2.clone()
+    }
+
+    fn deleted(&self) -> Vec<String> {
+        self.deleted.lock().unwrap().clone()
+    }
+}
+
+impl Repo {
+    fn rotate_creating(
+        &self,
+        iam: &MemKeyIam,
+        verifier: &StaticVerifier,
+        git: &dyn Git,
+    ) -> anyhow::Result<RotateReport> {
+        let names = self
+            .regions
+            .iter()
+            .map(|r| (r.name.clone(), format!("k-{}-20261124", r.name)))
+            .collect();
+        let req = RotateRequest {
+            regions: self.regions.iter().collect(),
+            keys: NewKeys::Create(names),
+            iam_check: false,
+            allowed_failing_hosts: BTreeSet::new(),
+            image: None,
+            dry_run: false,
+            commit: true,
+            branch: None,
+            validity: validity(),
+            signer: self.signer.as_ref(),
+        };
+        let store = self.store();
+        let world = RotateWorld {
+            store: &store,
+            git,
+            verifier,
+            clock: &self.clock,
+            random: &OsRandom,
+            events: &NoEvents,
+            iam: Some(iam),
+        };
+        rotate(&req, &world)
+    }
+
+    fn git_cli(&self) -> GitCli {
+        GitCli {
+            repo: self.root().to_owned(),
+        }
+    }
+}
+
+#[test]
+fn created_keys_are_sealed_with_their_ids_and_a_blocked_regions_key_is_deleted() {
+    use crate::ops::rotate::CreatedOutcome;
+    let repo = Repo::new();
+    let iam = MemKeyIam::default();
+    let verifier = StaticVerifier::failing(&["r2.reg.test"], Class::BadCredentials);
+    let report = repo.rotate_creating(&iam, &verifier, &repo.git_cli()).unwrap();
+    let ids = iam.ids();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(report.regions[0].action, Action::Rotate);
+    assert_eq!(report.regions[1].action, Action::Blocked);
+    assert_eq!(report.created_keys[0].outcome, CreatedOutcome::Published);
+    assert_eq!(report.created_keys[1].outcome, CreatedOutcome::Deleted);
+    assert_eq!(iam.deleted(), [ids[1].clone()], "only the unpublished key is deleted");
+    assert_eq!(repo.key_in("r1", Slot::Active), iam.value_of(&ids[0]));
+    assert_eq!(repo.key_in("r2", Slot::Active), OLD);
+    let meta = repo.store().read_meta(&layout::secret_name("r1")).unwrap().unwrap();
+    assert_eq!(meta.active.iam_key_id.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(meta.active.key_name.as_deref(), Some("k-r1-20261124"));
+    assert!(!repo.journal_path().exists());
+    let message = git(repo.root(), &["log", "-1", "--format=%B"]);
+    assert!(
+        message.starts_with("Rotate registry pull secrets of r1 to k-r1-20261124\n"),
+        "{message}"
+    );
+    assert!(!message.contains(&iam.value_of(&ids[0])));
+}
+
+#[test]
+fn a_creation_failure_midway_deletes_the_keys_created_and_leaves_nothing() {
+    let repo = Repo::new();
+    let head = repo.head();
+    let iam = MemKeyIam {
+        fail_create_after: Some(1),
+        ..Default::default()
+    };
+    let verifier = StaticVerifier::default();
+    let err = format!(
+        "{:#}",
+        repo.rotate_creating(&iam, &verifier, &repo.git_cli()).unwrap_err()
+    );
+    assert!(err.contains("deleted the 1 keys it created"), "{err}");
+    assert!(err.contains("BXNIM0536E"), "{err}");
+    assert_eq!(iam.deleted(), iam.ids());
+    assert!(verifier.asked().is_empty());
+    assert!(
+        !repo.journal_path().exists(),
+        "nothing reached the repo, nothing is left in IAM"
+    );
+    assert_eq!(repo.head(), head);
+    assert_eq!(git(repo.root(), &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn a_failed_commit_after_creation_deletes_the_keys_and_abort_restores_the_secrets() {
+    struct FailingGit;
+    impl Git for FailingGit {
+        fn commit(&self, _: Option<&str>, _: &[String], _: &str) -> anyhow::Result<Option<String>> {
+            anyhow::bail!("git is down")
+        }
+        fn plan_branch(&self, _: &str) -> anyhow::Result<crate::secrets_repo::git::BranchMove> {
+            Ok(crate::secrets_repo::git::BranchMove::CheckedOut)
+        }
+    }
+    let repo = Repo::new();
+    let iam = MemKeyIam::default();
+    let err = format!(
+        "{:#}",
+        repo.rotate_creating(&iam, &StaticVerifier::default(), &FailingGit)
+            .unwrap_err()
+    );
+    assert!(err.contains("git is down"), "{err}");
+    assert!(err.contains("deleted the 2 keys it created"), "{err}");
+    assert!(err.contains("rekey rotate --repo REPO --abort"), "{err}");
+    assert_eq!(iam.deleted(), iam.ids(), "no key was committed: all are deleted");
+    // The published files carry deleted keys: a rerun is refused, not resumed.
+    let journal = std::fs::read_to_string(repo.journal_path()).unwrap();
+    for id in iam.ids() {
+        assert!(
+            !journal.contains(&iam.value_of(&id)),
+            "the journal holds ids, never keys"
+        );
+    }
+    let err = repo.rotate(&StaticVerifier::default()).unwrap_err().to_string();
+    assert!(err.contains("cannot be resumed"), "{err}");
+    let err = format!(
+        "{:#}",
+        repo.rotate_creating(&MemKeyIam::default(), &StaticVerifier::default(), &repo.git_cli())
+            .unwrap_err()
+    );
+    assert!(err.contains("--abort"), "{err}");
+    let aborted = crate::ops::rotate::abort(&repo.store(), &NoEvents).unwrap();
+    assert!(aborted.aborted);
+    assert!(aborted.created_keys.is_empty(), "all were deleted already");
+    for r in ["r1", "r2"] {
+        assert_eq!(repo.key_in(r, Slot::Active), OLD);
+    }
+    assert!(!repo.journal_path().exists());
+}
+
+#[test]
+fn a_run_that_cannot_delete_its_keys_lists_them_and_abort_hands_them_over() {
+    let repo = Repo::new();
+    let iam = MemKeyIam {
+        fail_delete: true,
+        ..Default::default()
+    };
+    let verifier = StaticVerifier::failing(&["r1.reg.test", "r2.reg.test"], Class::BadCredentials);
+    // Every region blocked: the keys are not published, and deleting them fails.
+    let report = repo.rotate_creating(&iam, &verifier, &repo.git_cli()).unwrap();
+    assert_eq!(report.leftover_keys().len(), 2);
+    // A killed run leaves its journal with the created ids; simulate it by
+    // failing after creation with deletions failing too.
+    let repo = Repo::new();
+    struct FailingGit;
+    impl Git for FailingGit {
+        fn commit(&self, _: Option<&str>, _: &[String], _: &str) -> anyhow::Result<Option<String>> {
+            anyhow::bail!("killed")
+        }
+        fn plan_branch(&self, _: &str) -> anyhow::Result<crate::secrets_repo::git::BranchMove> {
+            Ok(crate::secrets_repo::git::BranchMove::CheckedOut)
+        }
+    }
+    let iam = MemKeyIam {
+        fail_delete: true,
+        ..Default::default()
+    };
+    let err = format!(
+        "{:#}",
+        repo.rotate_creating(&iam, &StaticVerifier::default(), &FailingGit)
+            .unwrap_err()
+    );
+    for id in iam.ids() {
+        assert!(err.contains(&id), "{err}");
+    }
+    let err = repo.rotate(&StaticVerifier::default()).unwrap_err().to_string();
+    for id in iam.ids() {
+        assert!(err.contains(&id), "the refusal names the keys left in IAM: {err}");
+    }
+    let aborted = crate::ops::rotate::abort(&repo.store(), &NoEvents).unwrap();
+    let ids: Vec<String> = aborted.created_keys.iter().map(|c| c.iam_key_id.clone()).collect();
+    assert_eq!(ids, iam.ids());
+}
+
+#[test]
+fn an_old_schema_journal_is_refused_with_how_to_finish_it() {
+    let repo = Repo::new();
+    let v1 = serde_json::json!({
+        "schema": 1, "key_name": NEW_NAME, "key_fingerprint": "sha256:00000000",
+        "key_digest": Digest::compute(&[3; 32], NEW.as_bytes()),
+        "started_at": "2026-11-22T10:00:00Z", "regions": {"r1": "verified"},
+    });
+    std::fs::create_dir_all(repo.journal_path().parent().unwrap()).unwrap();
+    std::fs::write(repo.journal_path(), v1.to_string()).unwrap();
+    let err = repo.rotate(&StaticVerifier::default()).unwrap_err().to_string();
+    assert!(err.contains("by an older rekey (journal schema 1"), "{err}");
+    assert!(err.contains("--abort"), "{err}");
+    let aborted = crate::ops::rotate::abort(&repo.store(), &NoEvents).unwrap();
+    assert!(aborted.aborted);
+    repo.rotate(&StaticVerifier::default()).unwrap();
 }

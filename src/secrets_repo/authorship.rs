@@ -38,6 +38,7 @@ pub fn statement_for(
         version,
         key_name: meta.active.key_name.clone(),
         key_fingerprint: meta.active.key_fingerprint.clone(),
+        iam_key_id: meta.active.iam_key_id.clone(),
         rotated_at: meta.active.rotated_at,
         restores,
         files,
@@ -154,7 +155,61 @@ pub fn verify(
         now,
     )?;
     check_agrees(&st, meta)?;
+    previous_vouched(meta, signers, now)?;
     Ok((st, signer))
+}
+
+/// Fails unless every IAM id the metadata records (active and previous) is
+/// vouched for by the signed statement of its version: what `keys retire`
+/// relies on before it deletes or disables keys by id.
+pub fn ids_vouched(meta: &Metadata, signers: &AllowedSigners, now: SystemTime) -> Result<(), SignError> {
+    if let Some(id) = &meta.active.iam_key_id {
+        let st = match signer_of(&meta.active, signers, now) {
+            Some(Ok((st, _))) => st,
+            Some(Err(e)) => {
+                return Err(SignError::Statement(format!(
+                    "the current version's iam_key_id `{id}` is not vouched for: its statement does not verify: {e}"
+                )));
+            }
+            None => {
+                return Err(SignError::Statement(format!(
+                    "the current version's iam_key_id `{id}` is not vouched for: the version carries no signed statement"
+                )));
+            }
+        };
+        check_agrees(&st, meta)?;
+    }
+    previous_vouched(meta, signers, now)
+}
+
+/// Fails unless the previous version's IAM id, when the metadata records
+/// one, is the one its own signed statement (kept from when it was
+/// published) vouches for: `keys retire` disables or deletes the key by
+/// that id, so an unsigned edit must not retarget it.
+pub fn previous_vouched(meta: &Metadata, signers: &AllowedSigners, now: SystemTime) -> Result<(), SignError> {
+    let Some(prev) = &meta.previous else {
+        return Ok(());
+    };
+    let Some(id) = &prev.iam_key_id else {
+        return Ok(());
+    };
+    let unvouched = |why: String| {
+        Err(SignError::Statement(format!(
+            "the previous version's iam_key_id `{id}` is not vouched for: {why}"
+        )))
+    };
+    let Some(signed) = &prev.signed else {
+        return unvouched("the previous version carries no signed statement".to_owned());
+    };
+    let st = match signing::verify_statement(signed.statement.as_bytes(), signed.signature.as_bytes(), signers, now) {
+        Ok((st, _)) => st,
+        Err(e) => return unvouched(format!("its statement does not verify: {e}")),
+    };
+    if st.iam_key_id.as_deref() != Some(id.as_str()) || st.key_fingerprint != prev.key_fingerprint {
+        let said = st.iam_key_id.unwrap_or_else(|| "(none)".to_owned());
+        return unvouched(format!("its signed statement says iam-key-id `{said}`"));
+    }
+    Ok(())
 }
 
 /// Fails unless the statement says what the metadata says.
@@ -176,6 +231,10 @@ pub fn check_agrees(st: &Statement, meta: &Metadata) -> Result<(), SignError> {
     if st.key_name != meta.active.key_name {
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_owned());
         return differ("key-name", &show(&st.key_name), &show(&meta.active.key_name));
+    }
+    if st.iam_key_id != meta.active.iam_key_id {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_owned());
+        return differ("iam-key-id", &show(&st.iam_key_id), &show(&meta.active.iam_key_id));
     }
     if st.rotated_at.timestamp() != meta.active.rotated_at.timestamp() {
         return differ(
@@ -347,5 +406,69 @@ mod tests {
         };
         let err = sign_rewrite(&mut broken, None, None, &key, now()).unwrap_err();
         assert!(err.to_string().contains("no previous ciphertext"), "{err}");
+    }
+
+    #[test]
+    fn iam_ids_count_only_when_their_versions_statement_vouches_for_them() {
+        let (key, allowed) = signer();
+        let t = now().into();
+        let mut m = meta();
+        m.active.iam_key_id = Some("ApiKey-one".to_owned());
+        let mut first = Rewrite {
+            meta: m,
+            active: Some(b"v1".to_vec()),
+            previous: None,
+            pending: None,
+        };
+        sign_rewrite(&mut first, None, None, &key, now()).unwrap();
+        ids_vouched(&first.meta, &allowed, t).unwrap();
+        let st = verify(&first.meta, b"v1", None, None, &allowed, t).unwrap().0;
+        assert_eq!(st.iam_key_id.as_deref(), Some("ApiKey-one"));
+        // The active id edited after signing.
+        let mut edited = first.meta.clone();
+        edited.active.iam_key_id = Some("ApiKey-other".to_owned());
+        let err = verify(&edited, b"v1", None, None, &allowed, t).unwrap_err();
+        assert!(err.to_string().contains("iam-key-id `ApiKey-one`"), "{err}");
+        assert!(ids_vouched(&edited, &allowed, t).is_err());
+        // Rotated: version 1 becomes previous with its statement; then its id is edited.
+        let mut meta2 = first.meta.clone();
+        let mut prev = meta2.active.clone();
+        prev.state = State::Previous;
+        prev.file = "JP_REGISTRY_PULL_SECRET_64.previous.gpg".to_owned();
+        meta2.previous = Some(prev);
+        meta2.active.signed = None;
+        meta2.active.iam_key_id = Some("ApiKey-two".to_owned());
+        let mut second = Rewrite {
+            meta: meta2,
+            active: Some(b"v2".to_vec()),
+            previous: Some(b"v1".to_vec()),
+            pending: None,
+        };
+        let disk = OnDisk {
+            meta: &first.meta,
+            active: b"v1",
+            previous: None,
+            pending: None,
+        };
+        sign_rewrite(&mut second, Some(&disk), None, &key, now()).unwrap();
+        verify(&second.meta, b"v2", Some(b"v1"), None, &allowed, t).unwrap();
+        ids_vouched(&second.meta, &allowed, t).unwrap();
+        let mut retarget = second.meta.clone();
+        if let Some(p) = retarget.previous.as_mut() {
+            p.iam_key_id = Some("ApiKey-two".to_owned());
+        }
+        let err = verify(&retarget, b"v2", Some(b"v1"), None, &allowed, t).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("previous version's iam_key_id `ApiKey-two` is not vouched for"),
+            "{err}"
+        );
+        assert!(ids_vouched(&retarget, &allowed, t).is_err());
+        // A previous id on a version that was never signed is not vouched for.
+        let mut unsigned = second.meta.clone();
+        if let Some(p) = unsigned.previous.as_mut() {
+            p.signed = None;
+        }
+        assert!(previous_vouched(&unsigned, &allowed, t).is_err());
     }
 }

@@ -597,9 +597,14 @@ pub fn plan_seal(
             v.state = State::Current;
             v.file = active_file(req.name);
             v.signed = None;
-            if v.iam_key_id.is_none() {
-                v.iam_key_id = req.iam_key_id.map(str::to_owned);
+            // No statement vouches for the pending version's own fields
+            // (only for its file's hash), so what names the key comes from
+            // the caller, who holds the plaintext that matched its digest.
+            v.key_fingerprint = req.key_fingerprint.to_string();
+            if let Some(name) = req.key_name {
+                v.key_name = Some(name.to_owned());
             }
+            v.iam_key_id = req.iam_key_id.map(str::to_owned);
             let bytes = match ex.pending {
                 Some(b) if addressed(p) => b.to_vec(),
                 _ => {
@@ -1016,6 +1021,31 @@ mod tests {
         let w = write(plan_seal(Some(ex(&m2, &a1, Some(&pending))), &later, &other).unwrap());
         assert_ne!(w.active.as_deref(), Some(pending.as_slice()));
         assert_eq!(w.meta.active.recipients, other.fingerprints());
+    }
+
+    #[test]
+    fn promotion_names_the_key_from_the_caller_not_from_the_unsigned_pending_fields() {
+        // A statement hashes the pending file but vouches for none of the
+        // pending version's fields: a PR may have edited them.
+        let set = recipients(1);
+        let (m1, a1, _) = written(plan_seal(None, &req(b"one", State::Current), &set).unwrap());
+        let a1 = a1.unwrap();
+        let w = write(plan_seal(Some(ex(&m1, &a1, None)), &req(b"two", State::Pending), &set).unwrap());
+        let (mut m2, pending) = (w.meta, w.pending.unwrap());
+        if let Some(p) = m2.pending.as_mut() {
+            p.iam_key_id = Some("ApiKey-someone-elses".to_owned());
+            p.key_fingerprint = "sha256:00000000".to_owned();
+            p.key_name = Some("forged-20200101".to_owned());
+        }
+        let mut promote = req(b"two", State::Current);
+        promote.iam_key_id = Some("ApiKey-mine");
+        let w = write(plan_seal(Some(ex(&m2, &a1, Some(&pending))), &promote, &set).unwrap());
+        assert_eq!(w.meta.active.iam_key_id.as_deref(), Some("ApiKey-mine"));
+        assert_eq!(w.meta.active.key_fingerprint, Fingerprint::of(b"k").to_string());
+        assert_eq!(w.meta.active.key_name.as_deref(), Some("k-20260101"));
+        // Without an id from the caller, the pending one is not trusted either.
+        let w = write(plan_seal(Some(ex(&m2, &a1, Some(&pending))), &req(b"two", State::Current), &set).unwrap());
+        assert_eq!(w.meta.active.iam_key_id, None);
     }
 
     #[test]

@@ -187,6 +187,9 @@ pub struct Statement {
     pub key_name: Option<String>,
     /// The API key's fingerprint as the metadata records it.
     pub key_fingerprint: String,
+    /// The API key's IAM id (`ApiKey-…`), when the metadata records one:
+    /// `keys retire` disables or deletes the key by this id.
+    pub iam_key_id: Option<String>,
     /// When the version was sealed (encoded to the second, UTC).
     pub rotated_at: DateTime<Utc>,
     /// For a rollback: the version number this version restores.
@@ -220,6 +223,12 @@ impl Statement {
             check_value("key-name", k)?;
         }
         check_value("key-fingerprint", &self.key_fingerprint)?;
+        if let Some(id) = &self.iam_key_id {
+            check_value("iam-key-id", id)?;
+            if id.contains(' ') {
+                return Err(SignError::Statement("iam-key-id holds a space".to_owned()));
+            }
+        }
         if self.version == 0 {
             return Err(SignError::Statement("version must be at least 1".to_owned()));
         }
@@ -259,6 +268,9 @@ impl Statement {
             let _ = writeln!(s, "key-name {k}");
         }
         let _ = writeln!(s, "key-fingerprint {}", self.key_fingerprint);
+        if let Some(id) = &self.iam_key_id {
+            let _ = writeln!(s, "iam-key-id {id}");
+        }
         let _ = writeln!(
             s,
             "rotated-at {}",
@@ -314,6 +326,7 @@ impl Statement {
         let version = number("version", take("version", false)?.unwrap_or_default())?;
         let key_name = take("key-name", true)?;
         let key_fingerprint = take("key-fingerprint", false)?.unwrap_or_default();
+        let iam_key_id = take("iam-key-id", true)?;
         let rotated = take("rotated-at", false)?.unwrap_or_default();
         let rotated_at = DateTime::parse_from_rfc3339(&rotated)
             .map_err(|_| SignError::Statement(format!("rotated-at is not an RFC 3339 time: {rotated}")))?
@@ -345,6 +358,7 @@ impl Statement {
             version,
             key_name,
             key_fingerprint,
+            iam_key_id,
             rotated_at,
             restores,
             files,
@@ -847,6 +861,7 @@ mod tests {
             version: 7,
             key_name: Some("rekey-jp-20261124".to_owned()),
             key_fingerprint: "sha256:3f2a9c".to_owned(),
+            iam_key_id: None,
             rotated_at: DateTime::parse_from_rfc3339("2026-11-24T07:00:00Z")
                 .unwrap()
                 .with_timezone(&Utc),
@@ -918,6 +933,31 @@ mod tests {
             Statement::parse(&bytes).unwrap(),
             Statement::parse(&rollback.encode().unwrap()).unwrap()
         );
+    }
+
+    #[test]
+    fn the_iam_key_id_line_follows_the_key_fingerprint() {
+        let mut st = statement();
+        st.iam_key_id = Some("ApiKey-1a2b".to_owned());
+        let bytes = st.encode().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains("key-fingerprint sha256:3f2a9c\niam-key-id ApiKey-1a2b\nrotated-at "),
+            "{text}"
+        );
+        let parsed = Statement::parse(&bytes).unwrap();
+        assert_eq!(parsed.iam_key_id.as_deref(), Some("ApiKey-1a2b"));
+        assert_eq!(parsed.encode().unwrap(), bytes);
+        // Out of order, or with a space in the id, is not canonical.
+        let moved = text.replace("iam-key-id ApiKey-1a2b\n", "").replace(
+            "rotated-at 2026-11-24T07:00:00Z\n",
+            "rotated-at 2026-11-24T07:00:00Z\niam-key-id ApiKey-1a2b\n",
+        );
+        assert!(Statement::parse(moved.as_bytes()).is_err());
+        st.iam_key_id = Some("ApiKey-1 x".to_owned());
+        assert!(st.encode().is_err());
+        st.iam_key_id = Some(String::new());
+        assert!(st.encode().is_err());
     }
 
     #[test]
@@ -1184,6 +1224,7 @@ mod tests {
             key_name in proptest::option::of("[ -~]{1,30}"),
             secs in 0i64..4_000_000_000,
             restores in proptest::option::of(1u64..2),
+            iam_key_id in proptest::option::of("ApiKey-[a-z0-9-]{1,40}"),
             hashes in proptest::collection::vec(proptest::prelude::any::<[u8; 32]>(), 3),
             roles in proptest::sample::subsequence(vec![FileRole::Previous, FileRole::Pending], 0..=2),
             noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
@@ -1199,6 +1240,7 @@ mod tests {
                 version,
                 key_name,
                 key_fingerprint: "sha256:0011".to_owned(),
+                iam_key_id,
                 rotated_at: DateTime::from_timestamp(secs, 0).unwrap(),
                 restores,
                 files,

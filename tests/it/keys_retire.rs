@@ -89,7 +89,7 @@ impl Setup {
         serde_json::from_slice(&std::fs::read(self.meta_path(region)).unwrap()).unwrap()
     }
 
-    /// Records the IAM ids (as `rotate --create-keys` will) and the publication time.
+    /// Records the IAM ids (as `rotate --create-keys` does) and the publication time.
     fn record_ids(&self, region: &str, current: &Key, previous: Option<&Key>) {
         let mut meta = self.meta(region);
         meta["active"]["iam_key_id"] = current.id.clone().into();

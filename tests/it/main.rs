@@ -24,6 +24,7 @@ mod leaks_corpus;
 mod man;
 mod repo_boundary;
 mod rotate;
+mod rotate_iam;
 mod secrets_repo;
 mod signing;
 mod storage;

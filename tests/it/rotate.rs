@@ -410,8 +410,21 @@ fn an_unfinished_rotation_to_another_key_is_not_overwritten() {
     let run = s.rotate().run();
     run.code(2)
         .stderr_has("a rotation to other-key-20261122 (sha256:00000000)")
-        .stderr_has("is unfinished");
+        .stderr_has("is unfinished")
+        // It was written by an older rekey (one key for every region).
+        .stderr_has("by an older rekey (journal schema 1")
+        .stderr_has(
+            "finish it with the rekey version that started it, or discard it with `rekey rotate --repo REPO --abort`",
+        );
     assert_eq!(snapshot(&s.repo()), before);
+    // --abort still reads it.
+    rekey()
+        .args(["rotate", "--abort", "--repo"])
+        .arg(s.repo())
+        .run()
+        .code(0)
+        .stdout_has("aborted the rotation to other-key-20261122");
+    assert!(!s.repo().join(".git/rekey/journal.json").exists());
 }
 
 #[test]

@@ -18,6 +18,7 @@ fn statement() -> Statement {
         version: 3,
         key_name: Some("rekey-jp-20261124".to_owned()),
         key_fingerprint: "sha256:0a1b2c".to_owned(),
+        iam_key_id: None,
         rotated_at: chrono::Utc::now(),
         restores: None,
         files: vec![FileHash::of(FileRole::Current, b"-----BEGIN PGP MESSAGE-----\n...")],
