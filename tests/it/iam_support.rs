@@ -15,15 +15,15 @@
 //! Faults a real IAM cannot produce on demand (429, 503, a huge body) are
 //! queued with [`Iam::fail_next`].
 //!
-//! [`Iam::registry_auth`] starts a token server for the test registry (the
-//! token-auth docker-registry of `verify_support`) that issues pull tokens
+//! [`Iam::registry_auth`] starts a token server for a token-auth
+//! docker-registry (the tests' `verify_support` one, or the demo's) that issues pull tokens
 //! for exactly the keys this IAM holds and has not deleted or disabled, as
 //! IBM's registry does: retiring a key in IAM makes its pulls fail.
 
 #![allow(dead_code)]
 
+use crate::peer_support::{Handler, Req, Resp, TokenIssuer, USER, acceptor, basic_ok, grant, serve};
 use crate::support::unique_hex;
-use crate::verify_support::{Fixture, Handler, Req, Resp, TOKEN_GRANTS, USER, acceptor, basic_ok, serve};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -126,11 +126,16 @@ fn form(body: &[u8]) -> BTreeMap<String, String> {
 impl Iam {
     /// Starts an IAM stand-in with one admin key (returned) and no registry keys.
     pub fn start() -> (Iam, String) {
-        let state = Arc::new(Mutex::new(State::default()));
         let admin = format!("rkadmin{}", unique_hex());
+        (Iam::start_with_admin(admin.clone()), admin)
+    }
+
+    /// Starts an IAM stand-in whose one admin key is `admin`, with no registry keys.
+    pub fn start_with_admin(admin: String) -> Iam {
+        let state = Arc::new(Mutex::new(State::default()));
         state.lock().unwrap().keys.push(Key {
             id: format!("ApiKey-admin-{}", unique_hex()),
-            value: admin.clone(),
+            value: admin,
             name: "rekey-admin".into(),
             iam_id: ADMIN_IAM_ID.into(),
             created_at: now_iam(),
@@ -145,7 +150,7 @@ impl Iam {
             Box::pin(async move { handle(&s, req) })
         });
         let addr = serve(None, handler);
-        (Iam { addr, state }, admin)
+        Iam { addr, state }
     }
 
     /// Returns the base URL to give rekey as `--iam-url`.
@@ -203,17 +208,14 @@ impl Iam {
     }
 
     /// Starts a token server for `fx`'s token registry that grants pulls to
-    /// `iamapikey` with any key this IAM accepts now; returns its address
-    /// (resolve `verify_support::AUTH_HOST` to it).
-    pub fn registry_auth(&self, fx: &Fixture) -> SocketAddr {
+    /// `iamapikey` with any key of the service ID this IAM accepts now;
+    /// returns its address (the tests resolve `verify_support::AUTH_HOST` to it).
+    pub fn registry_auth(&self, fx: &impl TokenIssuer) -> SocketAddr {
         let iam = self.clone();
-        let signer = fx.signer.clone();
+        let signer = fx.signer();
         let handler: Handler = Arc::new(move |req: Req| {
             let (iam, signer) = (iam.clone(), signer.clone());
             Box::pin(async move {
-                if !req.path.starts_with("/token") || req.method != "GET" {
-                    return Resp::new(404);
-                }
                 let accepted = iam
                     .state
                     .lock()
@@ -221,30 +223,10 @@ impl Iam {
                     .keys
                     .iter()
                     .any(|k| usable(k) && k.iam_id == SERVICE_IAM_ID && basic_ok(&req, USER, &k.value));
-                if !accepted {
-                    return Resp::new(401).json(&serde_json::json!({"details": "invalid credentials"}));
-                }
-                let url = url::Url::parse(&format!("https://x{}", req.path)).unwrap();
-                let scope = url
-                    .query_pairs()
-                    .find(|(k, _)| k == "scope")
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default();
-                let repo = scope
-                    .strip_prefix("repository:")
-                    .and_then(|s| s.rsplit_once(':'))
-                    .map(|(r, _)| r.to_owned())
-                    .unwrap_or_default();
-                let actions: &[&str] = if TOKEN_GRANTS.iter().any(|p| repo.starts_with(p)) {
-                    &["pull"]
-                } else {
-                    &[]
-                };
-                Resp::new(200)
-                    .json(&serde_json::json!({"token": signer.token(USER, &repo, actions), "expires_in": 600}))
+                grant(&signer, &req, accepted)
             })
         });
-        serve(Some(acceptor(&fx.pki)), handler)
+        serve(Some(acceptor(fx.pki())), handler)
     }
 
     /// Returns (method, path) of every request so far.

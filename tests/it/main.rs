@@ -5,6 +5,9 @@ mod pgp_hostile;
 mod pgp_support;
 mod support;
 
+mod base_support;
+mod peer_support;
+
 mod audit;
 mod authorship;
 mod check;
