@@ -170,6 +170,21 @@ pub struct RotateReport {
     pub regions: Vec<RegionReport>,
     /// The keys created in IAM (`--create-keys`).
     pub created_keys: Vec<CreatedReport>,
+    /// Previous keys this run dropped from the metadata (replaced by the
+    /// key that was current) although rekey never retired them in IAM and
+    /// no region uses them: `keys retire` can no longer name them, so they
+    /// must be deleted in IAM by hand.
+    pub dropped_keys: Vec<DroppedKey>,
+}
+
+/// A previous key a rotation dropped from the metadata while it was still
+/// alive in IAM as far as rekey knows (its id, never its value).
+#[derive(Debug, Clone, Serialize)]
+pub struct DroppedKey {
+    pub region: String,
+    pub key_name: Option<String>,
+    pub key_fingerprint: String,
+    pub iam_key_id: String,
 }
 
 impl RotateReport {
@@ -482,6 +497,7 @@ fn plan_creation(
         committed_files: Vec::new(),
         regions,
         created_keys: Vec::new(),
+        dropped_keys: Vec::new(),
     })
 }
 
@@ -593,6 +609,7 @@ fn run(
         committed_files,
         regions: plans.into_iter().map(|p| p.report).collect(),
         created_keys: Vec::new(),
+        dropped_keys: Vec::new(),
     };
     let Some(lock) = lock else {
         return Ok(report(plans, None, Vec::new()));
@@ -721,6 +738,16 @@ fn run(
         lock.write_journal(&journal)?;
     }
 
+    // Keys still current somewhere stay recorded when a region drops them.
+    let mut in_use: BTreeSet<String> = BTreeSet::new();
+    for name in w.store.secret_names()? {
+        if let Some(m) = w.store.read_meta(&name)? {
+            in_use.extend(m.active.iam_key_id);
+        }
+    }
+    in_use.extend(plans.iter().filter_map(|p| p.iam_key_id.clone()));
+    let mut dropped = Vec::new();
+
     // Seal each verified region as pending, then make it current.
     for p in plans.iter_mut() {
         if p.report.action != Action::Rotate {
@@ -728,6 +755,31 @@ fn run(
         }
         for target in [State::Pending, State::Current] {
             let old = w.store.read_secret(&p.report.secret)?;
+            // Making the new key current replaces `previous`: a key there
+            // that rekey never retired in IAM leaves the metadata, and with
+            // it the only record `keys retire` could act on. Say so.
+            if target == State::Current
+                && let Some(prev) = old.as_ref().and_then(|o| o.meta.previous.as_ref())
+                && let Some(id) = &prev.iam_key_id
+                && prev.retired_at.is_none()
+                && !in_use.contains(id)
+                && old
+                    .as_ref()
+                    .is_some_and(|o| !o.meta.active.plaintext_digest.matches(p.plaintext.as_bytes()))
+            {
+                w.events.event(Event::Warning(format!(
+                    "{}: the previous key {} ({}, {id}) was never retired in IAM and is no longer recorded after this rotation: `rekey keys retire` cannot reach it any more; delete or disable it in IAM by hand",
+                    p.region.name,
+                    prev.key_name.as_deref().unwrap_or("(unnamed)"),
+                    prev.key_fingerprint
+                )));
+                dropped.push(DroppedKey {
+                    region: p.region.name.clone(),
+                    key_name: prev.key_name.clone(),
+                    key_fingerprint: prev.key_fingerprint.clone(),
+                    iam_key_id: id.clone(),
+                });
+            }
             let seal = SealRequest {
                 name: &p.report.secret,
                 region: &p.region.name,
@@ -794,7 +846,9 @@ fn run(
         None
     };
     lock.remove_journal()?;
-    Ok(report(plans, commit, files))
+    let mut report = report(plans, commit, files);
+    report.dropped_keys = dropped;
+    Ok(report)
 }
 
 /// What `rotate --abort` did.

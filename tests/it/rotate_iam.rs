@@ -648,6 +648,32 @@ fn a_pr_cannot_backdate_the_current_version_to_retire_the_previous_key_early() {
 }
 
 #[test]
+fn a_rotation_that_drops_a_never_retired_previous_key_says_so() {
+    let lab = Lab::new("dropped");
+    lab.create_keys(&[]).args(["--region", "jp", "--commit"]).run().code(0);
+    lab.create_keys(&[]).args(["--region", "jp", "--commit"]).run().code(0);
+    let first = lab.meta("jp")["previous"]["iam_key_id"].as_str().unwrap().to_owned();
+    // The first key was never retired; a third rotation replaces `previous`.
+    let run = lab
+        .create_keys(&[])
+        .args(["--region", "jp", "--commit", "--output", "json"])
+        .run();
+    run.code(0)
+        .stderr_has(&format!("{first}) was never retired in IAM"))
+        .stderr_has("delete or disable it in IAM by hand");
+    lab.assert_no_leak(&run);
+    let dropped = &run.json()["dropped_keys"];
+    assert_eq!(dropped[0]["region"], "jp", "{dropped}");
+    assert_eq!(dropped[0]["iam_key_id"], first.as_str(), "{dropped}");
+    assert!(
+        lab.registry_keys()
+            .iter()
+            .any(|k| k.id == first && !k.disabled && !k.deleted),
+        "the key is still alive in IAM, as reported"
+    );
+}
+
+#[test]
 fn abort_deletes_the_keys_a_killed_create_keys_run_left_in_iam() {
     let lab = Lab::new("abortkeys");
     // What a run killed right after creating two keys leaves: its journal.
