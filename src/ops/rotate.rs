@@ -338,6 +338,15 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
             .with_context(|| format!("no key name for region {}", region.name))?;
         w.events.event(Event::Status(format!("creating key {name} in IAM")));
         let made = iam.create(region, name).and_then(|(key, id)| {
+            // The id goes into the journal, the metadata and the signed
+            // statement, and names the key for deletion: an answer that is
+            // no IAM key id (a hostile or broken IAM) is refused before it
+            // is recorded anywhere, and is not echoed.
+            if !layout::is_iam_key_id(&id) {
+                bail!(
+                    "IAM answered the creation of key {name} with an id that is not an IAM API key id (ApiKey- and letters, digits, dashes): delete the key named {name} in IAM by hand"
+                );
+            }
             journal.created.push(journal::CreatedKey {
                 region: region.name.clone(),
                 key_name: name.clone(),
@@ -668,6 +677,7 @@ fn run(
                 KeyClass::Valid => {
                     if p.iam_key_id.is_none()
                         && let Some(d) = &status.details
+                        && layout::is_iam_key_id(&d.id)
                     {
                         p.iam_key_id = Some(d.id.clone());
                         p.report.iam_key_id = Some(d.id.clone());
