@@ -183,10 +183,18 @@ fn from_meta(meta: &Metadata) -> RegionKeys {
         published_at: v.rotated_at,
         retired_at: v.retired_at,
     };
+    let mut current = version(&meta.active);
+    // A rollback serves an older version again: it is published anew at
+    // the rollback, and the newer key it replaced was served until then,
+    // so that key's grace period runs from the rollback, not from when the
+    // restored version was first sealed (which would retire it at once).
+    if let Some(at) = meta.previous.as_ref().and_then(|p| p.rolled_back_at) {
+        current.published_at = current.published_at.max(at);
+    }
     RegionKeys {
         region: meta.region.clone(),
         secret: meta.name.clone(),
-        current: version(&meta.active),
+        current,
         previous: meta.previous.as_ref().map(version),
     }
 }

@@ -170,6 +170,21 @@ pub struct RotateReport {
     pub regions: Vec<RegionReport>,
     /// The keys created in IAM (`--create-keys`).
     pub created_keys: Vec<CreatedReport>,
+    /// Previous keys this run dropped from the metadata (replaced by the
+    /// key that was current) although rekey never retired them in IAM and
+    /// no region uses them: `keys retire` can no longer name them, so they
+    /// must be deleted in IAM by hand.
+    pub dropped_keys: Vec<DroppedKey>,
+}
+
+/// A previous key a rotation dropped from the metadata while it was still
+/// alive in IAM as far as rekey knows (its id, never its value).
+#[derive(Debug, Clone, Serialize)]
+pub struct DroppedKey {
+    pub region: String,
+    pub key_name: Option<String>,
+    pub key_fingerprint: String,
+    pub iam_key_id: String,
 }
 
 impl RotateReport {
@@ -323,6 +338,15 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
             .with_context(|| format!("no key name for region {}", region.name))?;
         w.events.event(Event::Status(format!("creating key {name} in IAM")));
         let made = iam.create(region, name).and_then(|(key, id)| {
+            // The id goes into the journal, the metadata and the signed
+            // statement, and names the key for deletion: an answer that is
+            // no IAM key id (a hostile or broken IAM) is refused before it
+            // is recorded anywhere, and is not echoed.
+            if !layout::is_iam_key_id(&id) {
+                bail!(
+                    "IAM answered the creation of key {name} with an id that is not an IAM API key id (ApiKey- and letters, digits, dashes): delete the key named {name} in IAM by hand"
+                );
+            }
             journal.created.push(journal::CreatedKey {
                 region: region.name.clone(),
                 key_name: name.clone(),
@@ -482,6 +506,7 @@ fn plan_creation(
         committed_files: Vec::new(),
         regions,
         created_keys: Vec::new(),
+        dropped_keys: Vec::new(),
     })
 }
 
@@ -593,6 +618,7 @@ fn run(
         committed_files,
         regions: plans.into_iter().map(|p| p.report).collect(),
         created_keys: Vec::new(),
+        dropped_keys: Vec::new(),
     };
     let Some(lock) = lock else {
         return Ok(report(plans, None, Vec::new()));
@@ -651,6 +677,7 @@ fn run(
                 KeyClass::Valid => {
                     if p.iam_key_id.is_none()
                         && let Some(d) = &status.details
+                        && layout::is_iam_key_id(&d.id)
                     {
                         p.iam_key_id = Some(d.id.clone());
                         p.report.iam_key_id = Some(d.id.clone());
@@ -721,6 +748,16 @@ fn run(
         lock.write_journal(&journal)?;
     }
 
+    // Keys still current somewhere stay recorded when a region drops them.
+    let mut in_use: BTreeSet<String> = BTreeSet::new();
+    for name in w.store.secret_names()? {
+        if let Some(m) = w.store.read_meta(&name)? {
+            in_use.extend(m.active.iam_key_id);
+        }
+    }
+    in_use.extend(plans.iter().filter_map(|p| p.iam_key_id.clone()));
+    let mut dropped = Vec::new();
+
     // Seal each verified region as pending, then make it current.
     for p in plans.iter_mut() {
         if p.report.action != Action::Rotate {
@@ -728,6 +765,31 @@ fn run(
         }
         for target in [State::Pending, State::Current] {
             let old = w.store.read_secret(&p.report.secret)?;
+            // Making the new key current replaces `previous`: a key there
+            // that rekey never retired in IAM leaves the metadata, and with
+            // it the only record `keys retire` could act on. Say so.
+            if target == State::Current
+                && let Some(prev) = old.as_ref().and_then(|o| o.meta.previous.as_ref())
+                && let Some(id) = &prev.iam_key_id
+                && prev.retired_at.is_none()
+                && !in_use.contains(id)
+                && old
+                    .as_ref()
+                    .is_some_and(|o| !o.meta.active.plaintext_digest.matches(p.plaintext.as_bytes()))
+            {
+                w.events.event(Event::Warning(format!(
+                    "{}: the previous key {} ({}, {id}) was never retired in IAM and is no longer recorded after this rotation: `rekey keys retire` cannot reach it any more; delete or disable it in IAM by hand",
+                    p.region.name,
+                    prev.key_name.as_deref().unwrap_or("(unnamed)"),
+                    prev.key_fingerprint
+                )));
+                dropped.push(DroppedKey {
+                    region: p.region.name.clone(),
+                    key_name: prev.key_name.clone(),
+                    key_fingerprint: prev.key_fingerprint.clone(),
+                    iam_key_id: id.clone(),
+                });
+            }
             let seal = SealRequest {
                 name: &p.report.secret,
                 region: &p.region.name,
@@ -794,7 +856,9 @@ fn run(
         None
     };
     lock.remove_journal()?;
-    Ok(report(plans, commit, files))
+    let mut report = report(plans, commit, files);
+    report.dropped_keys = dropped;
+    Ok(report)
 }
 
 /// What `rotate --abort` did.

@@ -1016,6 +1016,8 @@ struct MemKeyIam {
     deleted: std::sync::Mutex<Vec<String>>,
     /// Creations after this many fail.
     fail_create_after: Option<usize>,
+    /// Creations after this many answer an id that is no IAM key id.
+    bad_id_after: Option<usize>,
     fail_delete: bool,
 }
 
@@ -1033,7 +1035,10 @@ impl crate::ops::rotate::KeyIam for MemKeyIam {
         if self.fail_create_after.is_some_and(|n| created.len() >= n) {
             anyhow::bail!("IAM refused the key creation (HTTP 400): BXNIM0536E");
         }
-        let id = format!("ApiKey-{}-{}", region.name, created.len());
+        let id = match self.bad_id_after {
+            Some(n) if created.len() >= n => "ApiKey-../../evil\nid".to_owned(),
+            _ => format!("ApiKey-{}-{}", region.name, created.len()),
+        };
         let value = format!("created{}{}", region.name, created.len());
         created.push((id.clone(), name.to_owned(), value.clone()));
         Ok((ApiKey::from_str_checked(&value)?, id))
@@ -1156,6 +1161,29 @@ fn a_creation_failure_midway_deletes_the_keys_created_and_leaves_nothing() {
         !repo.journal_path().exists(),
         "nothing reached the repo, nothing is left in IAM"
     );
+    assert_eq!(repo.head(), head);
+    assert_eq!(git(repo.root(), &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn a_created_key_id_that_is_no_iam_key_id_is_refused_before_it_is_recorded() {
+    let repo = Repo::new();
+    let head = repo.head();
+    let iam = MemKeyIam {
+        bad_id_after: Some(1),
+        ..Default::default()
+    };
+    let verifier = StaticVerifier::default();
+    let err = format!(
+        "{:#}",
+        repo.rotate_creating(&iam, &verifier, &repo.git_cli()).unwrap_err()
+    );
+    assert!(err.contains("not an IAM API key id"), "{err}");
+    assert!(err.contains("k-r2-20261124"), "the key is named for cleanup: {err}");
+    assert!(!err.contains("evil"), "the hostile id is not echoed: {err}");
+    assert_eq!(iam.deleted(), [iam.ids()[0].clone()], "the good key is deleted");
+    assert!(verifier.asked().is_empty());
+    assert!(!repo.journal_path().exists());
     assert_eq!(repo.head(), head);
     assert_eq!(git(repo.root(), &["status", "--porcelain"]), "");
 }

@@ -163,17 +163,26 @@ pub fn verify(
 /// vouched for by the signed statement of its version: what `keys retire`
 /// relies on before it deletes or disables keys by id.
 pub fn ids_vouched(meta: &Metadata, signers: &AllowedSigners, now: SystemTime) -> Result<(), SignError> {
-    if let Some(id) = &meta.active.iam_key_id {
+    // The current version's statement also vouches for its `rotated_at`,
+    // from which the previous key's grace period runs: whenever a previous
+    // key could be retired, an unsigned edit of the current version (a
+    // back-dated `rotated_at`, a removed id) must not start it early.
+    let retirable = meta.previous.as_ref().is_some_and(|p| p.iam_key_id.is_some());
+    if meta.active.iam_key_id.is_some() || retirable {
+        let what = match &meta.active.iam_key_id {
+            Some(id) => format!("the current version's iam_key_id `{id}`"),
+            None => "the current version's rotated_at (the previous key's grace period runs from it)".to_owned(),
+        };
         let st = match signer_of(&meta.active, signers, now) {
             Some(Ok((st, _))) => st,
             Some(Err(e)) => {
                 return Err(SignError::Statement(format!(
-                    "the current version's iam_key_id `{id}` is not vouched for: its statement does not verify: {e}"
+                    "{what} is not vouched for: its statement does not verify: {e}"
                 )));
             }
             None => {
                 return Err(SignError::Statement(format!(
-                    "the current version's iam_key_id `{id}` is not vouched for: the version carries no signed statement"
+                    "{what} is not vouched for: the version carries no signed statement"
                 )));
             }
         };

@@ -292,6 +292,28 @@ impl Metadata {
         if let Some(p) = &meta.pending {
             check_iam_fields(p, "pending").map_err(bad)?;
         }
+        // Only a previous version can have been retired or rolled back
+        // from; on the served or the pending version these unsigned fields
+        // would ride along into `previous` and later stop `keys retire`
+        // (an "already retired" key that IAM still accepts).
+        if meta.active.retired_at.is_some() || meta.active.retired_how.is_some() {
+            return Err(bad(
+                "active.retired_at: the served version's key cannot have been retired in IAM (only a previous version's can)"
+                    .to_owned(),
+            ));
+        }
+        if let Some(p) = &meta.pending {
+            for (set, f) in [
+                (p.retired_at.is_some() || p.retired_how.is_some(), "retired_at"),
+                (p.rolled_back_at.is_some(), "rolled_back_at"),
+            ] {
+                if set {
+                    return Err(bad(format!(
+                        "pending.{f}: a version that was never served cannot have been retired or rolled back from"
+                    )));
+                }
+            }
+        }
         Ok(meta)
     }
 
@@ -605,6 +627,9 @@ pub fn plan_seal(
                 v.key_name = Some(name.to_owned());
             }
             v.iam_key_id = req.iam_key_id.map(str::to_owned);
+            v.retired_at = None;
+            v.retired_how = None;
+            v.rolled_back_at = None;
             let bytes = match ex.pending {
                 Some(b) if addressed(p) => b.to_vec(),
                 _ => {
@@ -1174,8 +1199,13 @@ mod tests {
         let old = String::from_utf8(meta.render()).unwrap();
         assert!(!old.contains("iam_key_id") && !old.contains("retired"), "{old}");
         meta.active.iam_key_id = Some("ApiKey-0a1b2c3d-4e5f".into());
-        meta.active.retired_at = Some(Utc::now());
-        meta.active.retired_how = Some(RetiredHow::Disabled);
+        let mut retired = meta.active.clone();
+        retired.state = State::Previous;
+        retired.file = previous_file(&meta.name);
+        retired.iam_key_id = Some("ApiKey-00".into());
+        retired.retired_at = Some(Utc::now());
+        retired.retired_how = Some(RetiredHow::Disabled);
+        meta.previous = Some(retired);
         let text = String::from_utf8(meta.render()).unwrap();
         assert!(text.contains("\"retired_how\": \"disabled\""), "{text}");
         let back = Metadata::parse(text.as_bytes(), "m.json").unwrap();
@@ -1183,9 +1213,25 @@ mod tests {
         let bad = text.replace("ApiKey-0a1b2c3d-4e5f", "../../etc/passwd");
         let err = Metadata::parse(bad.as_bytes(), "m.json").unwrap_err().to_string();
         assert!(err.contains("m.json: active.iam_key_id"), "{err}");
-        meta.active.retired_how = None;
+        meta.previous.as_mut().unwrap().retired_how = None;
         let err = Metadata::parse(&meta.render(), "m.json").unwrap_err().to_string();
         assert!(err.contains("give both or neither"), "{err}");
+        // Only a previous version may say it was retired or rolled back from.
+        let mut served = meta.clone();
+        served.previous = None;
+        served.active.retired_at = Some(Utc::now());
+        served.active.retired_how = Some(RetiredHow::Deleted);
+        let err = Metadata::parse(&served.render(), "m.json").unwrap_err().to_string();
+        assert!(err.contains("m.json: active.retired_at"), "{err}");
+        let mut pending = meta.active.clone();
+        pending.state = State::Pending;
+        pending.file = pending_file(&meta.name);
+        pending.rolled_back_at = Some(Utc::now());
+        let mut planted = meta.clone();
+        planted.previous = None;
+        planted.pending = Some(pending);
+        let err = Metadata::parse(&planted.render(), "m.json").unwrap_err().to_string();
+        assert!(err.contains("m.json: pending.rolled_back_at"), "{err}");
         assert!(is_iam_key_id("ApiKey-abc"));
         assert!(!is_iam_key_id("ApiKey-"));
         assert!(!is_iam_key_id("ApiKey-a/b"));

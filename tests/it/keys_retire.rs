@@ -238,6 +238,44 @@ fn retirement_after_the_grace_period_makes_pulls_fail() {
 }
 
 #[test]
+fn after_a_rollback_the_newer_key_keeps_its_grace_period_from_the_rollback() {
+    let mut s = Setup::new();
+    let (old, new) = s.rotated("jp");
+    // The old key was first published long ago.
+    let mut meta = s.meta("jp");
+    meta["previous"]["rotated_at"] = "2026-11-01T00:00:00Z".into();
+    std::fs::write(s.meta_path("jp"), serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    git(
+        &s.repo,
+        &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "old"],
+    );
+    // Roll back now: the old key is served again, the new one (served until
+    // now, so clusters still hold it) becomes previous.
+    rekey()
+        .args(["rollback", "--repo"])
+        .arg(&s.repo)
+        .args(["--region", "jp"])
+        .run()
+        .code(0);
+    assert_eq!(s.meta("jp")["previous"]["iam_key_id"], new.id.as_str());
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let soon = fmt(chrono::Utc::now() + chrono::Duration::hours(2));
+    let run = s.retire(&soon).run();
+    run.code(0).stdout_has("in the grace period until");
+    s.no_leak(&run);
+    assert!(
+        s.key_calls().is_empty(),
+        "the key served until the rollback is not retired at once"
+    );
+    assert!(s.iam.keys().iter().all(|k| !k.disabled && !k.deleted));
+    // Once the grace period from the rollback is over, it goes.
+    let later = fmt(chrono::Utc::now() + chrono::Duration::hours(25));
+    s.retire(&later).run().code(0);
+    assert!(s.iam.keys().iter().any(|k| k.id == new.id && k.disabled));
+    assert!(s.iam.keys().iter().any(|k| k.id == old.id && !k.disabled));
+}
+
+#[test]
 fn a_key_still_current_elsewhere_is_never_retired() {
     let mut s = Setup::new();
     let (old_c, old) = s.key("shared-old");

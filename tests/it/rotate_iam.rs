@@ -613,6 +613,67 @@ fn a_pr_cannot_retarget_the_previous_keys_iam_id() {
 }
 
 #[test]
+fn a_pr_cannot_backdate_the_current_version_to_retire_the_previous_key_early() {
+    let lab = Lab::with_signing("backdate", true);
+    lab.create_keys(&[]).args(["--region", "jp", "--commit"]).run().code(0);
+    lab.create_keys(&[]).args(["--region", "jp", "--commit"]).run().code(0);
+    // A PR drops the current version's (vouched) id and back-dates it, so
+    // the previous key's grace period would look long over.
+    let mut edited = lab.meta("jp");
+    edited["active"].as_object_mut().unwrap().remove("iam_key_id");
+    edited["active"]["rotated_at"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(
+        secret_file(&lab.repo(), "jp", ".meta.json"),
+        serde_json::to_vec_pretty(&edited).unwrap(),
+    )
+    .unwrap();
+    git(&lab.repo(), &["commit", "-qam", "innocent metadata tidy-up"]);
+    let soon = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let retire = rekey()
+        .args(["keys", "retire", "--repo"])
+        .arg(lab.repo())
+        .args(["--at", &soon, "--iam-url", &lab.iam.url(), "--iam-timeout", "10s"])
+        .args(["--iam-api-key-env", ADMIN_ENV])
+        .env(ADMIN_ENV, &lab.admin)
+        .run();
+    retire
+        .code(2)
+        .stderr_has("the signed statement says iam-key-id")
+        .stderr_has("did not vouch for");
+    lab.assert_no_leak(&retire);
+    assert!(
+        lab.registry_keys().iter().all(|k| !k.disabled && !k.deleted),
+        "nothing was retired inside the grace period"
+    );
+}
+
+#[test]
+fn a_rotation_that_drops_a_never_retired_previous_key_says_so() {
+    let lab = Lab::new("dropped");
+    lab.create_keys(&[]).args(["--region", "jp", "--commit"]).run().code(0);
+    lab.create_keys(&[]).args(["--region", "jp", "--commit"]).run().code(0);
+    let first = lab.meta("jp")["previous"]["iam_key_id"].as_str().unwrap().to_owned();
+    // The first key was never retired; a third rotation replaces `previous`.
+    let run = lab
+        .create_keys(&[])
+        .args(["--region", "jp", "--commit", "--output", "json"])
+        .run();
+    run.code(0)
+        .stderr_has(&format!("{first}) was never retired in IAM"))
+        .stderr_has("delete or disable it in IAM by hand");
+    lab.assert_no_leak(&run);
+    let dropped = &run.json()["dropped_keys"];
+    assert_eq!(dropped[0]["region"], "jp", "{dropped}");
+    assert_eq!(dropped[0]["iam_key_id"], first.as_str(), "{dropped}");
+    assert!(
+        lab.registry_keys()
+            .iter()
+            .any(|k| k.id == first && !k.disabled && !k.deleted),
+        "the key is still alive in IAM, as reported"
+    );
+}
+
+#[test]
 fn abort_deletes_the_keys_a_killed_create_keys_run_left_in_iam() {
     let lab = Lab::new("abortkeys");
     // What a run killed right after creating two keys leaves: its journal.

@@ -224,6 +224,24 @@ fn a_pending_seal_never_touches_the_served_file_and_promotion_serves_it() {
 }
 
 #[test]
+fn a_pending_version_planted_as_retired_is_refused_not_promoted() {
+    // A PR marks the pending version as already retired (unsigned fields):
+    // promoted and later demoted, `keys retire` would skip a live key.
+    let repo = Repo::new("seal-pending-planted", &["alice"]);
+    repo.seal(&[]).code(0);
+    repo.generate(&Canary::new("seal-pending-planted-2").key);
+    repo.seal(&["--pending"]).code(0);
+    let meta_file = repo.file(&format!("{JP}.meta.json"));
+    let mut meta = repo.meta(JP);
+    meta["pending"]["retired_at"] = "2026-01-01T00:00:00Z".into();
+    meta["pending"]["retired_how"] = "deleted".into();
+    std::fs::write(&meta_file, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let before = snapshot(&repo.root());
+    let run = repo.seal(&[]);
+    assert_refused(&repo, run, &before, "pending.retired_at");
+}
+
+#[test]
 fn a_pending_seal_of_a_secret_with_no_current_version_is_refused() {
     let repo = Repo::new("seal-pending-new", &["alice"]);
     let run = repo.seal(&["--pending"]);
