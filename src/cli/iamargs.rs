@@ -15,9 +15,11 @@ pub const DEFAULT_IAM_URL: &str = "https://iam.cloud.ibm.com";
 /// Where IAM is and how to reach it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IamArgs {
-    /// IBM Cloud IAM's base URL (plain http only for loopback addresses, in tests).
-    #[arg(long, value_name = "URL", default_value = DEFAULT_IAM_URL)]
-    pub iam_url: String,
+    /// IBM Cloud IAM's base URL (default: https://iam.cloud.ibm.com; plain
+    /// http only for loopback addresses, in tests). Giving it also makes
+    /// `verify` and `rotate` exchange each key with IAM first.
+    #[arg(long, value_name = "URL")]
+    pub iam_url: Option<String>,
     /// The time budget of each IAM call, retries included (e.g. 30s, 2m).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::cli::duration::parse)]
     pub iam_timeout: Duration,
@@ -79,23 +81,29 @@ fn is_loopback(host: &url::Host<&str>) -> bool {
 }
 
 impl IamArgs {
+    /// Returns IAM's base URL: `--iam-url`, or IBM Cloud's.
+    pub fn url(&self) -> &str {
+        self.iam_url.as_deref().unwrap_or(DEFAULT_IAM_URL)
+    }
+
+    /// Returns true when `--iam-url` was given: the operator asked for IAM.
+    pub fn given(&self) -> bool {
+        self.iam_url.is_some()
+    }
+
     /// Validates the URL and builds the client; `ca_certs` are extra trust roots.
     pub fn client(&self, ca_certs: &[PathBuf]) -> anyhow::Result<Iam> {
-        let base = url::Url::parse(&self.iam_url).map_err(|e| anyhow::anyhow!("--iam-url `{}`: {e}", self.iam_url))?;
-        let host = base
-            .host()
-            .with_context(|| format!("--iam-url `{}` has no host", self.iam_url))?;
+        let url = self.url();
+        let base = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--iam-url `{url}`: {e}"))?;
+        let host = base.host().with_context(|| format!("--iam-url `{url}` has no host"))?;
         match base.scheme() {
             "https" => {}
             "http" if is_loopback(&host) => {}
             "http" => bail!(
                 "--iam-url `{}`: plain http would send API keys unencrypted; use https (http is allowed only for loopback addresses)",
-                self.iam_url
+                url
             ),
-            other => bail!(
-                "--iam-url `{}`: the scheme `{other}` is not http or https",
-                self.iam_url
-            ),
+            other => bail!("--iam-url `{}`: the scheme `{other}` is not http or https", url),
         }
         if !base.username().is_empty() || base.password().is_some() {
             bail!("--iam-url must not carry credentials");
@@ -128,9 +136,28 @@ mod tests {
 
     fn args(url: &str) -> IamArgs {
         IamArgs {
-            iam_url: url.to_owned(),
+            iam_url: Some(url.to_owned()),
             iam_timeout: Duration::from_secs(5),
         }
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        iam: IamArgs,
+    }
+
+    #[test]
+    fn giving_iam_url_counts_even_when_it_is_the_default() {
+        use clap::Parser;
+        let none = Cli::parse_from(["t"]).iam;
+        assert!(!none.given());
+        assert_eq!(none.url(), DEFAULT_IAM_URL);
+        let explicit = Cli::parse_from(["t", "--iam-url", DEFAULT_IAM_URL]).iam;
+        assert!(
+            explicit.given(),
+            "asking for IBM's IAM by name still asks for the IAM check"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! publishing, and renders the report.
 
 use crate::cli::health::{GateArgs, GateOptions};
-use crate::cli::iamargs::{AdminKeyArgs, DEFAULT_IAM_URL, IamArgs};
+use crate::cli::iamargs::{AdminKeyArgs, IamArgs};
 use crate::cli::netargs::{NetArgs, NetVerifier};
 use crate::cli::output::{OutputFormat, Printer};
 use crate::cli::pgpargs::ValidityArgs;
@@ -47,7 +47,7 @@ use std::path::PathBuf;
 /// A name that does not carry its region's key code is refused.
 ///
 /// For each region the new secret is generated in memory; with --iam-check
-/// (implied by --create-keys and by an --iam-url other than IBM's) each key is
+/// (implied by --create-keys and by --iam-url) each key is
 /// exchanged for an IAM token first, and a key IAM refuses blocks its region,
 /// reported by class (invalid, disabled, locked, expired; IAM unreachable
 /// exits 2); then the probe image is pulled from every host with the region's
@@ -333,7 +333,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     if let Some(gate) = &gate {
         gate.prepare(chrono::Utc::now()).context("--health-gate")?;
     }
-    let iam_check = args.iam_check || args.create_keys || args.iam.iam_url != DEFAULT_IAM_URL;
+    let iam_check = args.iam_check || args.create_keys || args.iam.given();
     let given = if args.create_keys {
         None
     } else {

@@ -1,7 +1,7 @@
 //! `rekey verify`: prove that a key pulls the probe image from every
 //! registry host, all hosts at once.
 
-use crate::cli::iamargs::{AdminKeyArgs, DEFAULT_IAM_URL, IamArgs};
+use crate::cli::iamargs::{AdminKeyArgs, IamArgs};
 use crate::cli::netargs::{NetArgs, config_targets, region_targets};
 use crate::cli::output::{OutputFormat, Paint, Printer, plural};
 use crate::cli::secret_input::SecretSource;
@@ -40,7 +40,7 @@ use std::time::Duration;
 /// Credentials come from the region catalog and the key, or from a
 /// generated pull secret (--dockerconfig), checked exactly as shipped.
 ///
-/// With --iam-check (or an --iam-url other than IBM's), the key is first
+/// With --iam-check (or --iam-url), the key is first
 /// exchanged for a token at IAM: a key IAM does not accept is reported by
 /// its class (invalid, disabled, locked, expired; with an admin key IAM's
 /// details tell a disabled key from a deleted one) and exits 1 before any
@@ -159,7 +159,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         }
         None => {
             let (targets, key) = catalog_targets(&args, image.as_ref())?;
-            if args.iam_check || args.iam.iam_url != DEFAULT_IAM_URL {
+            if args.iam_check || args.iam.given() {
                 let status = iam_status(&args, &key)?;
                 if status.class != KeyClass::Valid {
                     report_iam(printer, &key, &status)?;
