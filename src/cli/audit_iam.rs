@@ -155,7 +155,8 @@ pub fn collect(
                     let prev = meta.previous?;
                     (false, Some(until), prev.iam_key_id, prev.key_fingerprint)
                 }
-                Decision::Hold(_) => return None,
+                // Recorded as retired: whether IAM agrees is the state column's job.
+                Decision::Hold(_) | Decision::Reconfirm { .. } => return None,
             };
             Some(Pending {
                 secret: p.secret,

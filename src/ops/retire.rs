@@ -29,8 +29,10 @@ pub struct KeyVersion {
     pub iam_key_id: Option<String>,
     /// When this version became current.
     pub published_at: DateTime<Utc>,
-    /// When the key was retired in IAM, if it was.
+    /// When the key was retired in IAM, if it was, and how (unsigned
+    /// metadata: a mark a pull request may have planted).
     pub retired_at: Option<DateTime<Utc>>,
+    pub retired_how: Option<RetiredHow>,
 }
 
 /// A region's current and previous key.
@@ -74,6 +76,16 @@ pub enum Decision {
     Retire {
         iam_key_id: String,
         key_fingerprint: String,
+    },
+    /// Recorded as retired, and due by every rule: the retirement is asked
+    /// of IAM again (harmless when it is done) without writing anything,
+    /// because the record is unsigned metadata and a planted mark must not
+    /// keep a live key out of retirement.
+    Reconfirm {
+        iam_key_id: String,
+        key_fingerprint: String,
+        at: DateTime<Utc>,
+        how: Option<RetiredHow>,
     },
     /// Keep it, for this reason.
     Hold(Hold),
@@ -120,9 +132,6 @@ fn decide(r: &RegionKeys, all: &[RegionKeys], now: DateTime<Utc>, grace: Duratio
     let Some(prev) = &r.previous else {
         return Decision::Hold(Hold::NoPrevious);
     };
-    if let Some(at) = prev.retired_at {
-        return Decision::Hold(Hold::AlreadyRetired { at });
-    }
     if let Some(other) = all.iter().find(|o| {
         o.current.key_fingerprint == prev.key_fingerprint
             || (prev.iam_key_id.is_some() && o.current.iam_key_id == prev.iam_key_id)
@@ -133,14 +142,26 @@ fn decide(r: &RegionKeys, all: &[RegionKeys], now: DateTime<Utc>, grace: Duratio
     }
     let until = r.current.published_at + grace;
     if now < until {
-        return Decision::Hold(Hold::InGracePeriod { until });
+        // A key recorded as retired is held like any other: the record is
+        // not trusted to say it may be retired early either.
+        return Decision::Hold(match prev.retired_at {
+            Some(at) => Hold::AlreadyRetired { at },
+            None => Hold::InGracePeriod { until },
+        });
     }
-    match &prev.iam_key_id {
-        Some(id) => Decision::Retire {
+    match (&prev.iam_key_id, prev.retired_at) {
+        (Some(id), None) => Decision::Retire {
             iam_key_id: id.clone(),
             key_fingerprint: prev.key_fingerprint.clone(),
         },
-        None => Decision::Hold(Hold::NoIamId),
+        (Some(id), Some(at)) => Decision::Reconfirm {
+            iam_key_id: id.clone(),
+            key_fingerprint: prev.key_fingerprint.clone(),
+            at,
+            how: prev.retired_how,
+        },
+        (None, Some(at)) => Decision::Hold(Hold::AlreadyRetired { at }),
+        (None, None) => Decision::Hold(Hold::NoIamId),
     }
 }
 
@@ -182,6 +203,7 @@ fn from_meta(meta: &Metadata) -> RegionKeys {
         iam_key_id: v.iam_key_id.clone(),
         published_at: v.rotated_at,
         retired_at: v.retired_at,
+        retired_how: v.retired_how,
     };
     let mut current = version(&meta.active);
     // A rollback serves an older version again: it is published anew at
@@ -453,7 +475,9 @@ pub fn retire(req: &RetireRequest, world: &RetireWorld<'_>) -> Result<RetireRepo
         .into_iter()
         .filter(|p| req.regions.as_ref().is_none_or(|sel| sel.contains(&p.region)))
         .collect();
-    let due = planned.iter().any(|p| matches!(p.decision, Decision::Retire { .. }));
+    let due = planned
+        .iter()
+        .any(|p| matches!(p.decision, Decision::Retire { .. } | Decision::Reconfirm { .. }));
     let gate = match (world.gate, due) {
         (Some(g), true) => Some(g.verdict(now).map_err(RetireError::Gate)?),
         _ => None,
@@ -475,6 +499,30 @@ pub fn retire(req: &RetireRequest, world: &RetireWorld<'_>) -> Result<RetireRepo
                 attention: hold.needs_attention(),
                 hold,
             },
+            Decision::Reconfirm {
+                iam_key_id,
+                key_fingerprint,
+                at,
+                how,
+            } => {
+                let held = Outcome::Held {
+                    hold: Hold::AlreadyRetired { at },
+                    attention: false,
+                };
+                if !open || lock.is_none() {
+                    held
+                } else {
+                    match world.iam.retire(&iam_key_id, how.unwrap_or(req.how)) {
+                        Ok(_) => held,
+                        Err(e) => Outcome::Failed {
+                            iam_key_id,
+                            key_fingerprint,
+                            environment: e.is_environment(),
+                            error: format!("recorded as retired, but IAM refused to confirm it: {e}"),
+                        },
+                    }
+                }
+            }
             Decision::Retire {
                 iam_key_id,
                 key_fingerprint,
@@ -600,6 +648,7 @@ mod tests {
             iam_key_id: id.map(str::to_owned),
             published_at: t(published),
             retired_at: None,
+            retired_how: None,
         }
     }
 
@@ -855,6 +904,55 @@ mod tests {
             let again = repo.run(&iam, None, "2026-11-24T11:00:00Z", false);
             assert_eq!(again.retired(), 0, "already retired");
             assert!(again.commit.is_none());
+        }
+
+        #[test]
+        fn a_planted_retirement_mark_does_not_keep_a_live_key_out_of_retirement() {
+            // The metadata's retirement record is not signed: a pull request
+            // marks jp's previous key retired although IAM still has it.
+            let repo = Repo::new();
+            for (region, at) in [("jp", "2026-11-20T00:00:00Z"), ("au", "2026-11-24T09:00:00Z")] {
+                let new = format!("ApiKey-{region}new");
+                let old = format!("ApiKey-{region}old");
+                repo.region(region, ("sha256:new", &new), Some(("sha256:old", &old)), at);
+                let name = crate::secrets_repo::layout::secret_name(region);
+                let mut meta = repo.meta(region);
+                if let Some(p) = meta.previous.as_mut() {
+                    p.retired_at = Some(t("2026-11-21T00:00:00Z"));
+                    p.retired_how = Some(RetiredHow::Disabled);
+                }
+                let path = repo.dir.path().join("registry").join(Slot::Meta.file(&name));
+                std::fs::write(path, meta.render()).unwrap();
+            }
+            let before = repo.meta("jp");
+            let iam = MemoryIam::with_keys(&["ApiKey-jpold", "ApiKey-jpnew", "ApiKey-auold", "ApiKey-aunew"]);
+            let dry = repo.run(&iam, None, "2026-11-24T10:00:00Z", true);
+            assert_eq!(iam.state("ApiKey-jpold"), None, "a dry run calls no IAM");
+            assert!(dry.written.is_empty());
+            let report = repo.run(&iam, None, "2026-11-24T10:00:00Z", false);
+            assert_eq!(report.exit(), Exit::Ok);
+            assert_eq!(
+                iam.state("ApiKey-jpold"),
+                Some(RetiredHow::Disabled),
+                "due by every rule: IAM is asked again, whatever the record says"
+            );
+            assert_eq!(
+                iam.state("ApiKey-auold"),
+                None,
+                "a mark does not make a key inside its grace period due either"
+            );
+            assert!(
+                report.written.is_empty() && report.commit.is_none(),
+                "the record is left as it is"
+            );
+            assert_eq!(repo.meta("jp"), before);
+            assert!(matches!(
+                report.regions.iter().find(|r| r.region == "jp").unwrap().outcome,
+                Outcome::Held {
+                    hold: Hold::AlreadyRetired { .. },
+                    attention: false
+                }
+            ));
         }
 
         #[test]
