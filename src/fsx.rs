@@ -461,7 +461,8 @@ pub enum LockError {
     },
 }
 
-/// Takes the exclusive lock on the directory `dir` without waiting.
+/// Takes the exclusive lock on the directory `dir`, waiting at most
+/// [`LOCK_WAIT`] for it.
 pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
     let io_err = |source| LockError::Io {
         path: dir.to_owned(),
@@ -472,12 +473,24 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
         .custom_flags(libc::O_DIRECTORY)
         .open(dir)
         .map_err(io_err)?;
-    match file.try_lock() {
-        Ok(()) => Ok(DirLock { _dir: file }),
-        Err(fs::TryLockError::WouldBlock) => Err(LockError::Busy(dir.to_owned())),
-        Err(fs::TryLockError::Error(e)) => Err(io_err(e)),
+    // A lock is also held, for an instant, by any process forked while the
+    // descriptor was open (until its exec closes it): a few short retries
+    // tell that apart from another rekey really writing.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(DirLock { _dir: file }),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Err(LockError::Busy(dir.to_owned())),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
+        }
     }
 }
+
+/// How long [`lock_dir`] waits for a busy lock before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Readies the directory a command writes its outputs into: creates it
 /// (0700), takes its lock, and removes what a killed rekey left there

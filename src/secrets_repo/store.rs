@@ -317,8 +317,8 @@ impl Store {
         }
     }
 
-    /// Takes the repo's write lock (failing at once when another rekey holds
-    /// it), then finishes what a killed rekey left half done: validates and
+    /// Takes the repo's write lock (failing when another rekey holds it for
+    /// two seconds), then finishes what a killed rekey left half done: validates and
     /// rolls forward the redo log, removes stray temporaries. Finally refuses
     /// a `registry/` holding files rekey does not know. Reports through
     /// `events` how many writes it finished.
