@@ -201,6 +201,10 @@ impl KeyIam for CliIam {
         Ok((key, details.id))
     }
 
+    fn created_nothing(&self, e: &anyhow::Error) -> bool {
+        crate::ops::rotate::creation_refused(e)
+    }
+
     fn owner_iam_id(&self) -> Option<String> {
         self.service.as_ref().map(|s| s.iam_id.clone())
     }

@@ -63,12 +63,22 @@ pub trait KeyIam {
     fn owner_iam_id(&self) -> Option<String> {
         None
     }
+    /// Returns true when the failed creation `e` certainly created no key
+    /// (IAM answered a refusal); false when IAM may hold a key nobody heard
+    /// of (no answer, 5xx, an unreadable answer), whose intent then stays in
+    /// the journal for `--abort`. The default suits an IAM whose every
+    /// failure is an answered refusal (one in memory); a networked IAM
+    /// overrides it.
+    fn created_nothing(&self, e: &anyhow::Error) -> bool {
+        let _ = e;
+        true
+    }
 }
 
 /// Returns true when `e` is IAM's answered refusal of a creation (HTTP 4xx):
 /// IAM said no, so no key was created. Anything else (no answer, 5xx, an
 /// answer rekey could not read) may hide a created key.
-fn creation_refused(e: &anyhow::Error) -> bool {
+pub fn creation_refused(e: &anyhow::Error) -> bool {
     matches!(
         e.downcast_ref::<crate::iam::IamError>(),
         Some(crate::iam::IamError::Refused { status: 400..=499, .. })
@@ -392,7 +402,7 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
         w.events.event(Event::Status(format!("creating key {name} in IAM")));
         let made = match iam.create_described(region, name, &description) {
             Err(e) => {
-                if creation_refused(&e) {
+                if iam.created_nothing(&e) {
                     journal.intents.retain(|i| i.region != region.name);
                 }
                 Err(e)
