@@ -58,7 +58,8 @@ use std::path::PathBuf;
 /// in the repo's git directory (.git/rekey) makes a killed rotation
 /// resumable: rerun the same command, or discard it with --abort. A killed
 /// --create-keys run cannot be resumed (IAM does not keep key values): --abort
-/// discards it and, given the admin key, deletes the keys it created.
+/// discards it and, given the admin key, deletes the keys it created, finding
+/// a key whose creation got no answer by the run's marker in its description.
 /// Rerunning a finished rotation changes nothing. Exits 1 when a region was
 /// blocked.
 ///
@@ -138,7 +139,10 @@ pub struct Args {
     /// directory): the secrets it sealed or published but did not commit go
     /// back to their committed versions; nothing else is touched. Keys a
     /// killed --create-keys run created in IAM are deleted when the IAM admin
-    /// key is given, listed otherwise.
+    /// key is given, listed otherwise; a key whose creation got no answer is
+    /// looked up among the service ID's keys by its name and the run's marker
+    /// in its description (without the admin key: the name and marker are
+    /// printed to look for).
     #[arg(long, conflicts_with_all = ["regions", "key_name", "key_name_template", "api_key_file", "api_key_env", "api_keys_dir", "create_keys", "dry_run", "commit", "regions_selected"])]
     pub abort: bool,
 }
@@ -526,9 +530,11 @@ fn find_orphans<'a>(
             Err(e) => search.detail = Some(e.clone()),
             Ok(keys) => {
                 search.searched = true;
+                // IAM was asked for the service ID's keys only; a key of
+                // another identity in the answer is not touched, whatever it says.
                 for k in keys
                     .iter()
-                    .filter(|k| intent.matches(&k.name, k.description.as_deref()))
+                    .filter(|k| k.iam_id == intent.owner_iam_id && intent.matches(&k.name, k.description.as_deref()))
                 {
                     if !crate::secrets_repo::layout::is_iam_key_id(&k.id) {
                         search.left.push("(an id that is not an IAM API key id)".to_owned());
