@@ -58,7 +58,8 @@ use std::path::PathBuf;
 /// in the repo's git directory (.git/rekey) makes a killed rotation
 /// resumable: rerun the same command, or discard it with --abort. A killed
 /// --create-keys run cannot be resumed (IAM does not keep key values): --abort
-/// discards it and, given the admin key, deletes the keys it created.
+/// discards it and, given the admin key, deletes the keys it created, finding
+/// a key whose creation got no answer by the run's marker in its description.
 /// Rerunning a finished rotation changes nothing. Exits 1 when a region was
 /// blocked.
 ///
@@ -138,7 +139,10 @@ pub struct Args {
     /// directory): the secrets it sealed or published but did not commit go
     /// back to their committed versions; nothing else is touched. Keys a
     /// killed --create-keys run created in IAM are deleted when the IAM admin
-    /// key is given, listed otherwise.
+    /// key is given, listed otherwise; a key whose creation got no answer is
+    /// looked up among the service ID's keys by its name and the run's marker
+    /// in its description (without the admin key: the name and marker are
+    /// printed to look for).
     #[arg(long, conflicts_with_all = ["regions", "key_name", "key_name_template", "api_key_file", "api_key_env", "api_keys_dir", "create_keys", "dry_run", "commit", "regions_selected"])]
     pub abort: bool,
 }
@@ -185,16 +189,28 @@ impl KeyIam for CliIam {
     }
 
     fn create(&self, region: &Region, name: &str) -> anyhow::Result<(ApiKey, String)> {
-        let token = self.admin()?;
-        let service = self.service.as_ref().context("creating keys needs --service-id")?;
         let description = format!(
             "Registry pull key of region {}, created by rekey rotate --create-keys",
             region.name
         );
+        self.create_described(region, name, &description)
+    }
+
+    fn create_described(&self, _region: &Region, name: &str, description: &str) -> anyhow::Result<(ApiKey, String)> {
+        let token = self.admin()?;
+        let service = self.service.as_ref().context("creating keys needs --service-id")?;
         let (details, key) = self
             .runtime
-            .block_on(self.client.create(token, &service.iam_id, name, &description))?;
+            .block_on(self.client.create(token, &service.iam_id, name, description))?;
         Ok((key, details.id))
+    }
+
+    fn created_nothing(&self, e: &anyhow::Error) -> bool {
+        crate::ops::rotate::creation_refused(e)
+    }
+
+    fn owner_iam_id(&self) -> Option<String> {
+        self.service.as_ref().map(|s| s.iam_id.clone())
     }
 
     fn delete(&self, id: &str) -> anyhow::Result<()> {
@@ -448,22 +464,109 @@ struct AbortedKey<'a> {
     detail: Option<String>,
 }
 
+/// What `--abort` found in IAM for a creation that got no answer.
+#[derive(Serialize)]
+struct OrphanSearch<'a> {
+    region: &'a str,
+    key_name: &'a str,
+    marker: &'a str,
+    /// False when IAM was not asked (no admin key) or could not be listed.
+    searched: bool,
+    /// The keys found with this name and marker, and deleted.
+    deleted: Vec<String>,
+    /// Keys found whose deletion failed.
+    left: Vec<String>,
+    detail: Option<String>,
+}
+
+impl OrphanSearch<'_> {
+    fn resolved(&self) -> bool {
+        self.searched && self.left.is_empty()
+    }
+}
+
 #[derive(Serialize)]
 struct AbortSummary<'a> {
     #[serde(flatten)]
     report: &'a crate::ops::rotate::AbortReport,
     keys: Vec<AbortedKey<'a>>,
+    orphans: Vec<OrphanSearch<'a>>,
+}
+
+/// Finds in IAM the keys of creations that got no answer (by owner, name
+/// and the marker in their description) and deletes them.
+fn find_orphans<'a>(
+    iam: Option<&CliIam>,
+    no_iam: &str,
+    intents: &'a [crate::secrets_repo::journal::CreationIntent],
+) -> Vec<OrphanSearch<'a>> {
+    let mut listed: BTreeMap<&str, Result<Vec<iam::KeyDetails>, String>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for intent in intents {
+        let mut search = OrphanSearch {
+            region: &intent.region,
+            key_name: &intent.key_name,
+            marker: &intent.marker,
+            searched: false,
+            deleted: Vec::new(),
+            left: Vec::new(),
+            detail: None,
+        };
+        let Some(iam) = iam else {
+            search.detail = Some(no_iam.to_owned());
+            out.push(search);
+            continue;
+        };
+        let keys = listed.entry(intent.owner_iam_id.as_str()).or_insert_with(|| {
+            if intent.owner_iam_id.is_empty() {
+                return Err("the journal does not say which service ID the key was created for".to_owned());
+            }
+            let token = iam.admin().map_err(|e| format!("{e:#}"))?;
+            iam.runtime
+                .block_on(iam.client.list_keys(token, &intent.owner_iam_id))
+                .map_err(|e| e.to_string())
+        });
+        match keys {
+            Err(e) => search.detail = Some(e.clone()),
+            Ok(keys) => {
+                search.searched = true;
+                // IAM was asked for the service ID's keys only; a key of
+                // another identity in the answer is not touched, whatever it says.
+                for k in keys
+                    .iter()
+                    .filter(|k| k.iam_id == intent.owner_iam_id && intent.matches(&k.name, k.description.as_deref()))
+                {
+                    if !crate::secrets_repo::layout::is_iam_key_id(&k.id) {
+                        search.left.push("(an id that is not an IAM API key id)".to_owned());
+                        continue;
+                    }
+                    match iam.delete(&k.id) {
+                        Ok(()) => search.deleted.push(k.id.clone()),
+                        Err(e) => {
+                            search.left.push(k.id.clone());
+                            search.detail = Some(format!("{e:#}"));
+                        }
+                    }
+                }
+            }
+        }
+        out.push(search);
+    }
+    out
 }
 
 fn run_abort(printer: &Printer, args: &Args) -> anyhow::Result<Exit> {
     let report = crate::ops::rotate::abort(&Store::new(&args.repo), printer)?;
     let mut keys = Vec::new();
-    if !report.created_keys.is_empty() {
-        let iam = match args.admin.read()? {
+    let mut iam = None;
+    let mut no_iam = "no IAM admin key given";
+    if !report.created_keys.is_empty() || !report.unanswered.is_empty() {
+        iam = match args.admin.read()? {
             Some(_) => match connect(&args.iam, &args.admin, &args.net.ca_cert, None) {
                 Ok(iam) => Some(iam),
                 Err(e) => {
                     printer.status(format_args!("could not reach IAM to delete the created keys: {e:#}"));
+                    no_iam = "IAM could not be reached";
                     None
                 }
             },
@@ -475,7 +578,7 @@ fn run_abort(printer: &Printer, args: &Args) -> anyhow::Result<Exit> {
                     Ok(()) => (true, None),
                     Err(e) => (false, Some(format!("{e:#}"))),
                 },
-                None => (false, Some("no IAM admin key given".to_owned())),
+                None => (false, Some(no_iam.to_owned())),
             };
             keys.push(AbortedKey {
                 region: &c.region,
@@ -486,10 +589,15 @@ fn run_abort(printer: &Printer, args: &Args) -> anyhow::Result<Exit> {
             });
         }
     }
-    let left = keys.iter().any(|k| !k.deleted);
+    let orphans = find_orphans(iam.as_ref(), no_iam, &report.unanswered);
+    let left = keys.iter().any(|k| !k.deleted) || orphans.iter().any(|o| !o.resolved());
     let exit = if left { Exit::Problem } else { Exit::Ok };
     if printer.format() == OutputFormat::Json {
-        printer.json(&AbortSummary { report: &report, keys })?;
+        printer.json(&AbortSummary {
+            report: &report,
+            keys,
+            orphans,
+        })?;
         return Ok(exit);
     }
     match (&report.key_name, &report.key_fingerprint) {
@@ -515,6 +623,38 @@ fn run_abort(printer: &Printer, args: &Args) -> anyhow::Result<Exit> {
                 k.key_name,
                 k.region,
                 k.detail.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    for o in &orphans {
+        for id in &o.deleted {
+            printer.line(format_args!(
+                "  deleted  IAM key {id} ({}, region {}, marker {}): its creation got no answer",
+                o.key_name, o.region, o.marker
+            ));
+        }
+        if o.searched && o.deleted.is_empty() && o.left.is_empty() {
+            printer.line(format_args!(
+                "  checked  IAM holds no key {} with marker {} (region {}): its creation never happened",
+                o.key_name, o.marker, o.region
+            ));
+        }
+        for id in &o.left {
+            printer.line(format_args!(
+                "  LEFT     IAM key {id} ({}, region {}, marker {}): delete it in IAM ({})",
+                o.key_name,
+                o.region,
+                o.marker,
+                o.detail.as_deref().unwrap_or_default()
+            ));
+        }
+        if !o.searched {
+            printer.line(format_args!(
+                "  LOOK FOR IAM key named {} whose description holds marker {} (region {}): its creation got no answer; delete it in IAM if it exists ({})",
+                o.key_name,
+                o.marker,
+                o.region,
+                o.detail.as_deref().unwrap_or_default()
             ));
         }
     }

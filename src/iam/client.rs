@@ -3,11 +3,12 @@
 //!
 //! Every call has a timeout, reads at most [`MAX_BODY`] bytes of an answer,
 //! and is retried with backoff on 429, 5xx and transport errors (honouring
-//! `Retry-After`). Keys and tokens travel only in request bodies and headers
+//! `Retry-After`); a key creation only on 429, since a creation whose
+//! answer was lost may have happened. Keys and tokens travel only in request bodies and headers
 //! and never appear in errors: an error says which call failed, the HTTP
 //! status and IAM's message code.
 
-use super::wire::{self, Created, ErrorText, KeyDetails, ServiceId, TokenAnswer};
+use super::wire::{self, Created, ErrorText, KeyDetails, KeyList, ServiceId, TokenAnswer};
 use crate::secret::ApiKey;
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
@@ -15,6 +16,12 @@ use url::Url;
 
 /// The largest IAM answer read; larger ones are an error, not a buffer.
 pub const MAX_BODY: usize = 256 * 1024;
+
+/// The most pages of a key list read; a longer list is an error, not a loop.
+pub const MAX_PAGES: usize = 50;
+
+/// The page size asked for when listing keys (IAM's largest).
+pub const PAGE_SIZE: u32 = 100;
 
 /// IAM's grant type for exchanging an API key for a token.
 pub const APIKEY_GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
@@ -123,6 +130,22 @@ impl Iam {
         headers: &[(&str, &str)],
         body: Body<'_>,
     ) -> Result<Answer, IamError> {
+        self.send_with(call, method, url, headers, body, true).await
+    }
+
+    /// Sends one call; an `idempotent` one is retried after 429, 5xx and
+    /// transport errors, any other only after 429 (IAM answered and did
+    /// nothing): repeating a creation whose answer was lost would create a
+    /// second key and leave the first unrecorded.
+    async fn send_with(
+        &self,
+        call: &'static str,
+        method: reqwest::Method,
+        url: Url,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
+        idempotent: bool,
+    ) -> Result<Answer, IamError> {
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         let mut attempt = 0u32;
         loop {
@@ -158,17 +181,19 @@ impl Iam {
             })
             .await;
             let (retryable, detail, wait_hint) = match outcome {
-                Err(_) => (true, "no answer in time".to_owned(), None),
+                Err(_) => (idempotent, "no answer in time".to_owned(), None),
                 Ok(Err(BodyError::TooLarge)) => {
                     return Err(IamError::Malformed {
                         call,
                         what: format!("the answer is larger than {} KiB", MAX_BODY / 1024),
                     });
                 }
-                Ok(Err(BodyError::Http(e))) => (true, transport_detail(&e), None),
+                Ok(Err(BodyError::Http(e))) => (idempotent, transport_detail(&e), None),
                 Ok(Ok((status, retry_after, body))) => {
-                    if status == 429 || status >= 500 {
+                    if status == 429 || (idempotent && status >= 500) {
                         (true, format!("HTTP {status}"), retry_after)
+                    } else if status >= 500 {
+                        (false, format!("HTTP {status}"), None)
                     } else {
                         return Ok(Answer { status, body });
                     }
@@ -269,6 +294,37 @@ impl Iam {
         }
     }
 
+    /// Lists the API keys of the identity `iam_id` (`GET /v1/apikeys?iam_id=…
+    /// &pagesize=100`, IBM's `ListAPIKeys`), following each page's `next`
+    /// (its `pagetoken`) for at most [`MAX_PAGES`] pages.
+    pub async fn list_keys(&self, token: &SecretString, iam_id: &str) -> Result<Vec<KeyDetails>, IamError> {
+        const CALL: &str = "the key list";
+        let auth = bearer(token);
+        let mut pager = Pager::new(self.url(LIST_PATH));
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut url = self.url(LIST_PATH);
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("iam_id", iam_id);
+                q.append_pair("pagesize", &PAGE_SIZE.to_string());
+                if let Some(t) = &page_token {
+                    q.append_pair("pagetoken", t);
+                }
+            }
+            let answer = self
+                .send(CALL, reqwest::Method::GET, url, &[("Authorization", &auth)], Body::None)
+                .await?;
+            if answer.status != 200 {
+                return Err(refused(CALL, answer.status, &answer.body));
+            }
+            match pager.take(&answer.body)? {
+                Some(t) => page_token = Some(t),
+                None => return Ok(pager.keys),
+            }
+        }
+    }
+
     /// Sends an authorised GET of `path` (with the key in `IAM-ApiKey` when given).
     async fn get(
         &self,
@@ -304,12 +360,13 @@ impl Iam {
             "store_value": false,
         });
         let answer = self
-            .send(
+            .send_with(
                 CALL,
                 reqwest::Method::POST,
                 self.url("/v1/apikeys"),
                 &[("Authorization", &auth)],
                 Body::Json(body),
+                false,
             )
             .await?;
         if answer.status != 201 && answer.status != 200 {
@@ -353,6 +410,65 @@ impl Iam {
             200 | 202 | 204 => Ok(()),
             status => Err(refused(call, status, &answer.body)),
         }
+    }
+}
+
+/// The key list's path.
+const LIST_PATH: &str = "/v1/apikeys";
+
+/// Reads the pages of a key list: collects their keys, and takes from each
+/// page's `next` only its `pagetoken`, after checking that `next` points at
+/// the list on IAM's own origin (a hostile answer cannot send rekey, with
+/// the admin token, anywhere else). Stops after [`MAX_PAGES`] pages.
+struct Pager {
+    list: Url,
+    pages: usize,
+    keys: Vec<KeyDetails>,
+    seen: std::collections::BTreeSet<String>,
+}
+
+impl Pager {
+    fn new(list: Url) -> Pager {
+        Pager {
+            list,
+            pages: 0,
+            keys: Vec::new(),
+            seen: Default::default(),
+        }
+    }
+
+    /// Takes one page; returns the next page's token, `None` after the last page.
+    fn take(&mut self, body: &[u8]) -> Result<Option<String>, IamError> {
+        const CALL: &str = "the key list";
+        let malformed = |what: String| IamError::Malformed { call: CALL, what };
+        self.pages += 1;
+        let page: KeyList = parse(CALL, body)?;
+        self.keys.extend(page.apikeys);
+        let Some(next) = page.next.filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        if self.pages >= MAX_PAGES {
+            return Err(malformed(format!("the list goes on past {MAX_PAGES} pages")));
+        }
+        let next = self
+            .list
+            .join(&next)
+            .map_err(|_| malformed("the next page's URL is not a URL".to_owned()))?;
+        if next.origin() != self.list.origin() || next.path() != self.list.path() {
+            return Err(malformed(
+                "the next page's URL is not IAM's key list on the same origin".to_owned(),
+            ));
+        }
+        let token = next
+            .query_pairs()
+            .find(|(k, _)| k == "pagetoken")
+            .map(|(_, v)| v.into_owned())
+            .filter(|t| !t.is_empty() && t.len() <= 2048)
+            .ok_or_else(|| malformed("the next page's URL has no usable pagetoken".to_owned()))?;
+        if !self.seen.insert(token.clone()) {
+            return Err(malformed("the next page's pagetoken repeats an earlier one".to_owned()));
+        }
+        Ok(Some(token))
     }
 }
 
@@ -434,4 +550,76 @@ async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, BodyError>
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list() -> Url {
+        Url::parse("https://iam.cloud.ibm.com/v1/apikeys").unwrap()
+    }
+
+    fn page(next: Option<&str>, ids: &[&str]) -> Vec<u8> {
+        let keys: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "name": "n"}))
+            .collect();
+        serde_json::json!({"limit": 2, "first": "https://iam.cloud.ibm.com/v1/apikeys", "next": next, "apikeys": keys})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn pages_are_followed_by_their_pagetoken_only() {
+        let mut p = Pager::new(list());
+        let t = p
+            .take(&page(
+                Some("https://iam.cloud.ibm.com/v1/apikeys?iam_id=x&pagesize=2&pagetoken=abc%3D"),
+                &["ApiKey-1", "ApiKey-2"],
+            ))
+            .unwrap();
+        assert_eq!(t.as_deref(), Some("abc="));
+        assert_eq!(p.take(&page(None, &["ApiKey-3"])).unwrap(), None);
+        let ids: Vec<&str> = p.keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["ApiKey-1", "ApiKey-2", "ApiKey-3"]);
+    }
+
+    #[test]
+    fn a_next_page_elsewhere_is_refused() {
+        for next in [
+            "https://evil.example/v1/apikeys?pagetoken=a",
+            "http://iam.cloud.ibm.com/v1/apikeys?pagetoken=a",
+            "https://iam.cloud.ibm.com:8443/v1/apikeys?pagetoken=a",
+            "https://iam.cloud.ibm.com/v1/serviceids?pagetoken=a",
+            "//evil.example/v1/apikeys?pagetoken=a",
+            "https://iam.cloud.ibm.com/v1/apikeys?pagesize=2",
+        ] {
+            let e = Pager::new(list()).take(&page(Some(next), &[])).unwrap_err();
+            assert!(matches!(e, IamError::Malformed { .. }), "{next}: {e}");
+            assert!(!e.to_string().contains("evil"), "the URL is not echoed: {e}");
+        }
+    }
+
+    #[test]
+    fn an_endless_or_looping_list_is_cut_off() {
+        let mut p = Pager::new(list());
+        let mut pages = 0;
+        let e = loop {
+            pages += 1;
+            let next = format!("/v1/apikeys?pagetoken=t{pages}");
+            match p.take(&page(Some(&next), &["ApiKey-1"])) {
+                Ok(_) => assert!(pages < MAX_PAGES, "page {pages} accepted"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(pages, MAX_PAGES);
+        assert!(e.to_string().contains("past 50 pages"), "{e}");
+        let mut p = Pager::new(list());
+        p.take(&page(Some("/v1/apikeys?pagetoken=same"), &[])).unwrap();
+        let e = p.take(&page(Some("/v1/apikeys?pagetoken=same"), &[])).unwrap_err();
+        assert!(e.to_string().contains("repeats"), "{e}");
+        let e = Pager::new(list()).take(b"{\"apikeys\": 3}").unwrap_err();
+        assert!(matches!(e, IamError::Malformed { .. }), "{e}");
+    }
 }

@@ -51,6 +51,21 @@ pub struct Created {
     pub apikey: secrecy::SecretString,
 }
 
+/// One page of the identity API's key list (`APIKeyList` in IBM's SDKs):
+/// `next` is the URL of the following page (holding `pagetoken`), absent
+/// on the last page.
+#[derive(Debug, Deserialize)]
+pub struct KeyList {
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub first: Option<String>,
+    #[serde(default)]
+    pub next: Option<String>,
+    #[serde(default)]
+    pub apikeys: Vec<KeyDetails>,
+}
+
 /// A service ID (`ServiceId` in IBM's SDKs): its `iam_id` owns API keys.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct ServiceId {

@@ -50,6 +50,39 @@ pub trait KeyIam {
     fn create(&self, region: &Region, name: &str) -> anyhow::Result<(ApiKey, String)>;
     /// Deletes the key with IAM id `id`.
     fn delete(&self, id: &str) -> anyhow::Result<()>;
+    /// Creates a key named `name` for `region` whose IAM description is
+    /// `description` (it carries the run's marker, by which `rotate --abort`
+    /// finds a key whose creation answer was lost). An IAM that keeps no
+    /// descriptions may ignore it.
+    fn create_described(&self, region: &Region, name: &str, description: &str) -> anyhow::Result<(ApiKey, String)> {
+        let _ = description;
+        self.create(region, name)
+    }
+    /// Returns the IAM id of the service ID keys are created for, when known:
+    /// it is recorded with each creation intent so that `--abort` can list its keys.
+    fn owner_iam_id(&self) -> Option<String> {
+        None
+    }
+    /// Returns true when the failed creation `e` certainly created no key
+    /// (IAM answered a refusal); false when IAM may hold a key nobody heard
+    /// of (no answer, 5xx, an unreadable answer), whose intent then stays in
+    /// the journal for `--abort`. The default suits an IAM whose every
+    /// failure is an answered refusal (one in memory); a networked IAM
+    /// overrides it.
+    fn created_nothing(&self, e: &anyhow::Error) -> bool {
+        let _ = e;
+        true
+    }
+}
+
+/// Returns true when `e` is IAM's answered refusal of a creation (HTTP 4xx):
+/// IAM said no, so no key was created. Anything else (no answer, 5xx, an
+/// answer rekey could not read) may hide a created key.
+pub fn creation_refused(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<crate::iam::IamError>(),
+        Some(crate::iam::IamError::Refused { status: 400..=499, .. })
+    )
 }
 
 /// What to rotate, and how.
@@ -262,16 +295,24 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
                 j.started_at.to_rfc3339()
             );
         }
-        if !j.created.is_empty() {
+        if !j.created.is_empty() || !j.intents.is_empty() {
             let ids: Vec<&str> = j.undeleted_created().iter().map(|c| c.iam_key_id.as_str()).collect();
             bail!(
-                "{}: a `--create-keys` rotation started at {} stopped after creating keys in IAM; IAM does not keep key values, so it cannot be resumed: discard it with `rekey rotate --repo REPO --abort` (given --iam-api-key-file/--iam-api-key-env it deletes the keys it created that are still in IAM: {})",
+                "{}: a `--create-keys` rotation started at {} stopped after creating keys in IAM; IAM does not keep key values, so it cannot be resumed: discard it with `rekey rotate --repo REPO --abort` (given --iam-api-key-file/--iam-api-key-env it deletes the keys it created that are still in IAM: {}{})",
                 journal_path(),
                 j.started_at.to_rfc3339(),
                 if ids.is_empty() {
-                    "none".to_owned()
+                    "none recorded".to_owned()
                 } else {
                     ids.join(", ")
+                },
+                if j.intents.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; and it finds by their marker the keys whose creation got no answer: {}",
+                        unanswered(j)
+                    )
                 }
             );
         }
@@ -332,38 +373,74 @@ pub fn rotate(req: &RotateRequest<'_>, w: &RotateWorld<'_>) -> anyhow::Result<Ro
     }
     let mut journal = Journal::new(now);
     let mut created: BTreeMap<String, RegionKey> = BTreeMap::new();
+    // The run's marker goes into each key's IAM description and into the
+    // journal before IAM is asked: a key whose creation answer never
+    // arrives (a kill, a lost connection) is found again by it.
+    let marker = format!("rk-{}", hex::encode(&w.random.salt()?[..8]));
+    let owner = iam.owner_iam_id().unwrap_or_default();
     for region in &req.regions {
         let name = keys
             .get(&region.name)
             .with_context(|| format!("no key name for region {}", region.name))?;
+        let description = journal::CreationIntent::describe(&marker, &region.name);
+        journal.intents.push(journal::CreationIntent {
+            region: region.name.clone(),
+            key_name: name.clone(),
+            marker: marker.clone(),
+            description: description.clone(),
+            owner_iam_id: owner.clone(),
+            at: w.clock.now(),
+        });
+        if let Err(e) = lock.write_journal(&journal) {
+            journal.intents.pop();
+            let e = e.context(format!(
+                "recording the creation of key {name} for region {}",
+                region.name
+            ));
+            return Err(undo_creation(iam, &lock, &mut journal, e));
+        }
         w.events.event(Event::Status(format!("creating key {name} in IAM")));
-        let made = iam.create(region, name).and_then(|(key, id)| {
+        let made = match iam.create_described(region, name, &description) {
+            Err(e) => {
+                if iam.created_nothing(&e) {
+                    journal.intents.retain(|i| i.region != region.name);
+                }
+                Err(e)
+            }
             // The id goes into the journal, the metadata and the signed
             // statement, and names the key for deletion: an answer that is
             // no IAM key id (a hostile or broken IAM) is refused before it
-            // is recorded anywhere, and is not echoed.
-            if !layout::is_iam_key_id(&id) {
-                bail!(
-                    "IAM answered the creation of key {name} with an id that is not an IAM API key id (ApiKey- and letters, digits, dashes): delete the key named {name} in IAM by hand"
-                );
+            // is recorded anywhere, and is not echoed. An IAM that answers
+            // so cannot be trusted to list its keys either: the operator
+            // deletes it by name and marker.
+            Ok((_, id)) if !layout::is_iam_key_id(&id) => {
+                journal.intents.retain(|i| i.region != region.name);
+                Err(anyhow::anyhow!(
+                    "IAM answered the creation of key {name} with an id that is not an IAM API key id (ApiKey- and letters, digits, dashes): delete the key named {name} (marker {marker} in its description) in IAM by hand"
+                ))
             }
-            journal.created.push(journal::CreatedKey {
-                region: region.name.clone(),
-                key_name: name.clone(),
-                iam_key_id: id.clone(),
-                deleted: false,
-            });
-            let digest = Digest::compute(&w.random.salt()?, key.expose_secret().as_bytes());
-            journal.plan(
-                &region.name,
-                name,
-                key.fingerprint().to_string(),
-                digest,
-                Some(id.clone()),
-            );
-            lock.write_journal(&journal)?;
-            Ok((key, id))
-        });
+            Ok((key, id)) => {
+                journal.created.push(journal::CreatedKey {
+                    region: region.name.clone(),
+                    key_name: name.clone(),
+                    iam_key_id: id.clone(),
+                    deleted: false,
+                });
+                journal.intents.retain(|i| i.region != region.name);
+                w.random.salt().and_then(|salt| {
+                    let digest = Digest::compute(&salt, key.expose_secret().as_bytes());
+                    journal.plan(
+                        &region.name,
+                        name,
+                        key.fingerprint().to_string(),
+                        digest,
+                        Some(id.clone()),
+                    );
+                    lock.write_journal(&journal)?;
+                    Ok((key, id))
+                })
+            }
+        };
         match made {
             Ok((key, id)) => {
                 created.insert(
@@ -447,7 +524,10 @@ fn undo_creation(iam: &dyn KeyIam, lock: &store::Lock, journal: &mut Journal, e:
         }
     }
     let sealed = journal.regions.values().any(|r| r.stage >= Stage::Sealed);
-    let recorded = if journal.created.is_empty() {
+    let recorded = if !journal.intents.is_empty() {
+        // A creation got no answer: the journal keeps its intent for `--abort`.
+        lock.write_journal(journal)
+    } else if journal.created.is_empty() {
         lock.remove_journal()
     } else if !sealed && failed.is_empty() {
         // Nothing reached the repo and nothing is left in IAM.
@@ -462,13 +542,34 @@ fn undo_creation(iam: &dyn KeyIam, lock: &store::Lock, journal: &mut Journal, e:
             failed.join("; ")
         ));
     }
-    if sealed {
+    if !journal.intents.is_empty() {
+        msg.push_str(&format!(
+            "; IAM may hold keys whose creation got no answer ({}): run `rekey rotate --repo REPO --abort` with the IAM admin key to find them by their marker and delete them",
+            unanswered(journal)
+        ));
+    } else if sealed {
         msg.push_str("; discard the secrets it wrote with `rekey rotate --repo REPO --abort`");
     }
     if let Err(r) = recorded {
         msg.push_str(&format!("; recording this in the journal failed: {r:#}"));
     }
     e.context(msg)
+}
+
+/// Names the creations of `journal` that got no answer, for messages:
+/// `NAME (region R, marker M in its description), …`.
+fn unanswered(journal: &Journal) -> String {
+    let list: Vec<String> = journal
+        .intents
+        .iter()
+        .map(|i| {
+            format!(
+                "{} (region {}, marker {} in its description)",
+                i.key_name, i.region, i.marker
+            )
+        })
+        .collect();
+    list.join(", ")
 }
 
 /// The plan of a `--create-keys` dry run: every region gets a new key.
@@ -874,6 +975,9 @@ pub struct AbortReport {
     pub removed: Vec<String>,
     /// Keys a `--create-keys` run created in IAM and did not delete (ids only).
     pub created_keys: Vec<journal::CreatedKey>,
+    /// Creations a `--create-keys` run asked of IAM without recording an
+    /// answer: IAM may hold such a key, found by its name and marker.
+    pub unanswered: Vec<journal::CreationIntent>,
 }
 
 /// Discards an unfinished rotation: the secrets of regions it sealed or
@@ -891,6 +995,7 @@ pub fn abort(store: &Store, events: &dyn Events) -> anyhow::Result<AbortReport> 
             restored: Vec::new(),
             removed: Vec::new(),
             created_keys: Vec::new(),
+            unanswered: Vec::new(),
         });
     };
     let mut restored = Vec::new();
@@ -971,5 +1076,6 @@ pub fn abort(store: &Store, events: &dyn Events) -> anyhow::Result<AbortReport> 
         restored,
         removed,
         created_keys: journal.undeleted_created().into_iter().cloned().collect(),
+        unanswered: journal.intents.clone(),
     })
 }

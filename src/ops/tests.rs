@@ -1296,3 +1296,128 @@ fn an_old_schema_journal_is_refused_with_how_to_finish_it() {
     assert!(aborted.aborted);
     repo.rotate(&StaticVerifier::default()).unwrap();
 }
+
+/// An IAM that creates every key but whose answers to creations after the
+/// first `lose_after` are lost (the key exists, rekey hears nothing); it
+/// keeps each key's description.
+struct LostAnswerIam {
+    inner: MemKeyIam,
+    lose_after: usize,
+    descriptions: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl crate::ops::rotate::KeyIam for LostAnswerIam {
+    fn check(&self, key: &ApiKey) -> crate::iam::KeyStatus {
+        self.inner.check(key)
+    }
+
+    fn create(&self, region: &Region, name: &str) -> anyhow::Result<(ApiKey, String)> {
+        self.create_described(region, name, "")
+    }
+
+    fn create_described(&self, region: &Region, name: &str, description: &str) -> anyhow::Result<(ApiKey, String)> {
+        let made = self.inner.create(region, name)?;
+        self.descriptions
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), description.to_owned()));
+        if self.inner.ids().len() > self.lose_after {
+            anyhow::bail!("IAM is unreachable (the key creation): the connection failed");
+        }
+        Ok(made)
+    }
+
+    fn delete(&self, id: &str) -> anyhow::Result<()> {
+        self.inner.delete(id)
+    }
+
+    fn owner_iam_id(&self) -> Option<String> {
+        Some("iam-ServiceId-test".to_owned())
+    }
+
+    fn created_nothing(&self, _e: &anyhow::Error) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_creation_without_an_answer_leaves_its_intent_and_marker_for_abort() {
+    let repo = Repo::new();
+    let head = repo.head();
+    let iam = LostAnswerIam {
+        inner: MemKeyIam::default(),
+        lose_after: 1,
+        descriptions: Default::default(),
+    };
+    let names = repo
+        .regions
+        .iter()
+        .map(|r| (r.name.clone(), format!("k-{}-20261124", r.name)))
+        .collect();
+    let req = RotateRequest {
+        regions: repo.regions.iter().collect(),
+        keys: NewKeys::Create(names),
+        iam_check: false,
+        allowed_failing_hosts: BTreeSet::new(),
+        image: None,
+        dry_run: false,
+        commit: true,
+        branch: None,
+        validity: validity(),
+        signer: repo.signer.as_ref(),
+    };
+    let store = repo.store();
+    let verifier = StaticVerifier::default();
+    let git_cli = repo.git_cli();
+    let world = RotateWorld {
+        store: &store,
+        git: &git_cli,
+        verifier: &verifier,
+        clock: &repo.clock,
+        random: &OsRandom,
+        events: &NoEvents,
+        iam: Some(&iam),
+    };
+    let err = format!("{:#}", rotate(&req, &world).unwrap_err());
+    let ids = iam.inner.ids();
+    assert_eq!(ids.len(), 2, "the second creation happened in IAM");
+    assert_eq!(
+        iam.inner.deleted(),
+        [ids[0].clone()],
+        "only the recorded key is deleted"
+    );
+    assert!(err.contains("creation got no answer"), "{err}");
+    assert!(err.contains("k-r2-20261124"), "{err}");
+    assert!(!err.contains(&ids[1]), "rekey never heard the id: {err}");
+    for id in &ids {
+        assert!(!err.contains(&iam.inner.value_of(id)), "{err}");
+    }
+    assert!(verifier.asked().is_empty());
+    assert!(repo.journal_path().exists(), "the intent is kept for --abort");
+    let journal = std::fs::read_to_string(repo.journal_path()).unwrap();
+    assert!(!journal.contains(&iam.inner.value_of(&ids[1])));
+    let (name, description) = iam.descriptions.lock().unwrap()[1].clone();
+    assert_eq!(name, "k-r2-20261124");
+
+    // The rerun is refused and names the key and its marker.
+    let rerun = format!("{:#}", rotate(&req, &world).unwrap_err());
+    assert!(
+        rerun.contains("cannot be resumed") && rerun.contains("k-r2-20261124"),
+        "{rerun}"
+    );
+    assert_eq!(iam.inner.ids().len(), 2, "the refused rerun created nothing");
+
+    let aborted = crate::ops::rotate::abort(&repo.store(), &NoEvents).unwrap();
+    assert_eq!(aborted.unanswered.len(), 1);
+    let intent = &aborted.unanswered[0];
+    assert_eq!(intent.owner_iam_id, "iam-ServiceId-test");
+    assert_eq!(intent.description, description);
+    assert!(
+        intent.matches(&name, Some(&description)),
+        "the key is found by its marker"
+    );
+    assert!(description.contains(&intent.marker) && rerun.contains(&intent.marker));
+    assert!(!repo.journal_path().exists());
+    assert_eq!(repo.head(), head);
+    assert_eq!(git(repo.root(), &["status", "--porcelain"]), "");
+}

@@ -12,7 +12,11 @@
 //! key's name, fingerprint, a salted digest (so that a resume is sure it has
 //! the same key) and its IAM id. Keys a `--create-keys` run created in IAM
 //! are listed too (ids only: IAM does not keep the values), so that a killed
-//! run's keys can be found and deleted by `rotate --abort`.
+//! run's keys can be found and deleted by `rotate --abort`. Before each
+//! creation the run records its intent (region, key name, the run's random
+//! marker, which it also puts into the key's IAM description): a run killed
+//! after IAM created a key but before its id was recorded leaves an intent
+//! without an id, and `rotate --abort` finds the key in IAM by its marker.
 
 use crate::secrets_repo::layout::Digest;
 use chrono::{DateTime, Utc};
@@ -75,6 +79,37 @@ pub struct CreatedKey {
     pub deleted: bool,
 }
 
+/// A key a `--create-keys` run is about to create in IAM, recorded before
+/// IAM is asked: until the key's id is recorded (and the intent dropped),
+/// IAM may hold a key nobody recorded, found by its name and the marker in
+/// its description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreationIntent {
+    pub region: String,
+    pub key_name: String,
+    /// The run's random marker, carried in the key's IAM description.
+    pub marker: String,
+    /// The description the key is created with.
+    pub description: String,
+    /// The IAM id of the service ID the key is created for (whose keys are listed to find it).
+    pub owner_iam_id: String,
+    pub at: DateTime<Utc>,
+}
+
+impl CreationIntent {
+    /// Returns the description a key created under `marker` for `region` carries.
+    pub fn describe(marker: &str, region: &str) -> String {
+        format!("rekey rotation {marker} region {region}")
+    }
+
+    /// Returns true when an IAM key with this name and description is the
+    /// one this intent may have created.
+    pub fn matches(&self, name: &str, description: Option<&str>) -> bool {
+        name == self.key_name && description.is_some_and(|d| d.split_whitespace().any(|w| w == self.marker))
+    }
+}
+
 /// An unfinished rotation, as recorded in the repo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +120,9 @@ pub struct Journal {
     /// Keys this rotation created in IAM (`--create-keys`).
     #[serde(default)]
     pub created: Vec<CreatedKey>,
+    /// Creations asked of IAM whose key id is not recorded yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intents: Vec<CreationIntent>,
     /// The schema of an older rekey's journal this was read from: such a
     /// rotation can only be discarded (`--abort`), not resumed.
     #[serde(skip)]
@@ -124,6 +162,7 @@ impl Journal {
             started_at: now,
             regions: BTreeMap::new(),
             created: Vec::new(),
+            intents: Vec::new(),
             legacy_schema: None,
         }
     }
@@ -181,6 +220,7 @@ impl Journal {
                     started_at: old.started_at,
                     regions,
                     created: Vec::new(),
+                    intents: Vec::new(),
                     legacy_schema: Some(1),
                 })
             }
@@ -318,11 +358,41 @@ mod tests {
             "a region the journal does not list"
         );
         assert_eq!(back.undeleted_created().len(), 1);
+        let mut k = j.clone();
+        k.intents.push(CreationIntent {
+            region: "us".into(),
+            key_name: "k-us-east-20261123".into(),
+            marker: "rk-0011aabb".into(),
+            description: CreationIntent::describe("rk-0011aabb", "us"),
+            owner_iam_id: "iam-ServiceId-1".into(),
+            at: now(),
+        });
+        assert_eq!(Journal::parse(&k.render(), "j.json").unwrap(), k);
+        assert!(
+            !String::from_utf8(j.render()).unwrap().contains("intents"),
+            "no intents, no field"
+        );
         assert!(!String::from_utf8(j.render()).unwrap().contains("jp-key"));
         let e = Journal::parse(b"{\"schema\": 2}", "j.json").unwrap_err();
         assert!(e.to_string().starts_with("j.json: not a rotation journal"), "{e}");
         let e = Journal::parse(b"{\"schema\": 9}", "j.json").unwrap_err();
         assert!(e.to_string().contains("unsupported version 9"), "{e}");
+    }
+
+    #[test]
+    fn an_intent_matches_its_name_and_marker_only() {
+        let i = CreationIntent {
+            region: "jp".into(),
+            key_name: "k-ap-north-20261123".into(),
+            marker: "rk-0011aabb".into(),
+            description: CreationIntent::describe("rk-0011aabb", "jp"),
+            owner_iam_id: "iam-ServiceId-1".into(),
+            at: now(),
+        };
+        assert!(i.matches("k-ap-north-20261123", Some(&i.description)));
+        assert!(!i.matches("k-ap-north-20261123", Some("rekey rotation rk-0011aabbcc region jp")));
+        assert!(!i.matches("k-ap-north-20261123", None));
+        assert!(!i.matches("k-ap-north-20261124", Some(&i.description)));
     }
 
     #[test]

@@ -12,8 +12,17 @@
 //!   documents, errors as `{"context", "status_code", "errors": [{"code",
 //!   "message_code", "message"}], "trace"}`; all need `Authorization: Bearer`.
 //!
+//! - `GET /v1/apikeys?iam_id=…&pagesize=…&pagetoken=…` (IBM's "List API
+//!   keys"): `{"context", "offset", "limit", "first", "previous", "next",
+//!   "apikeys": [APIKey…]}`, `next` the full URL of the following page
+//!   (carrying `pagetoken`) and absent on the last; this stand-in serves at
+//!   most [`PAGE`] keys a page whatever `pagesize` asks, so that paging is
+//!   exercised.
+//!
 //! Faults a real IAM cannot produce on demand (429, 503, a huge body) are
-//! queued with [`Iam::fail_next`].
+//! queued with [`Iam::fail_next`]; [`Iam::lose_creation_answer`] makes IAM
+//! create a key and then send an answer the client cannot read, as when
+//! the connection breaks or rekey is killed after IAM acted.
 //!
 //! [`Iam::registry_auth`] starts a token server for a token-auth
 //! docker-registry (the tests' `verify_support` one, or the demo's) that issues pull tokens
@@ -34,6 +43,8 @@ pub const SERVICE_IAM_ID: &str = "iam-ServiceId-2f7d1c9e-0000-4000-8000-rekeytes
 pub const SERVICE_NAME: &str = "iks-armada-master-registry-access-read-only";
 const ADMIN_IAM_ID: &str = "iam-ServiceId-admin-rekeytest";
 const ACCOUNT: &str = "a0c4f0rekeytestaccount0000000000";
+/// The most keys one page of the key list holds.
+pub const PAGE: usize = 2;
 
 /// One API key as IAM keeps it.
 #[derive(Debug, Clone)]
@@ -47,6 +58,7 @@ pub struct Key {
     pub disabled: bool,
     pub expires_at: Option<String>,
     pub deleted: bool,
+    pub description: String,
 }
 
 /// A fault answered instead of the next request.
@@ -63,6 +75,7 @@ struct State {
     tokens: BTreeMap<String, String>,
     faults: VecDeque<Fault>,
     fail_creations_after: Option<usize>,
+    lose_creation_answer: Option<usize>,
     created: usize,
     calls: Vec<(String, String)>,
 }
@@ -106,7 +119,7 @@ fn key_json(k: &Key, with_value: bool) -> serde_json::Value {
         "created_by": ADMIN_IAM_ID,
         "modified_at": k.created_at,
         "name": k.name,
-        "description": "rekey test key",
+        "description": k.description,
         "iam_id": k.iam_id,
         "account_id": ACCOUNT,
     });
@@ -143,6 +156,7 @@ impl Iam {
             disabled: false,
             expires_at: None,
             deleted: false,
+            description: "rekey test admin key".into(),
         });
         let s = state.clone();
         let handler: Handler = Arc::new(move |req: Req| {
@@ -170,6 +184,7 @@ impl Iam {
             disabled: false,
             expires_at: None,
             deleted: false,
+            description: "rekey test key".into(),
         };
         self.state.lock().unwrap().keys.push(key.clone());
         key
@@ -205,6 +220,13 @@ impl Iam {
     /// Makes key creations after the first `n` fail with HTTP 500 (and no retry helps).
     pub fn fail_creations_after(&self, n: usize) {
         self.state.lock().unwrap().fail_creations_after = Some(n);
+    }
+
+    /// Makes the creation after the first `n` happen in IAM but answer with
+    /// a response the client cannot parse: the key exists, rekey never
+    /// learns its id (the window a kill after creation opens).
+    pub fn lose_creation_answer(&self, n: usize) {
+        self.state.lock().unwrap().lose_creation_answer = Some(n);
     }
 
     /// Starts a token server for `fx`'s token registry that grants pulls to
@@ -355,6 +377,7 @@ fn handle(state: &Mutex<State>, req: Req) -> Resp {
                 "The maximum number of API keys was reached.",
             );
         }
+        let lose = st.lose_creation_answer == Some(st.created);
         st.created += 1;
         let key = Key {
             id: format!("ApiKey-{}", unique_hex()),
@@ -366,9 +389,17 @@ fn handle(state: &Mutex<State>, req: Req) -> Resp {
             disabled: false,
             expires_at: None,
             deleted: false,
+            description: body["description"].as_str().unwrap_or_default().to_owned(),
         };
         st.keys.push(key.clone());
+        if lose {
+            // A header name with a space: no HTTP client reads this answer.
+            return Resp::new(201).header("Broken Header", "x").json(&key_json(&key, true));
+        }
         return Resp::new(201).json(&key_json(&key, true));
+    }
+    if req.method == "GET" && path == "/v1/apikeys" {
+        return list_keys(&st, &req);
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if let ["v1", "apikeys", id, rest @ ..] = parts.as_slice() {
@@ -399,4 +430,62 @@ fn handle(state: &Mutex<State>, req: Req) -> Resp {
         };
     }
     api_error(404, "not_found", "BXNIM0102E", "Not found.")
+}
+
+/// IBM's "List API keys" for one `iam_id`, [`PAGE`] keys at most a page.
+fn list_keys(st: &State, req: &Req) -> Resp {
+    let query: BTreeMap<String, String> =
+        url::form_urlencoded::parse(req.path.split_once('?').map_or("", |(_, q)| q).as_bytes())
+            .into_owned()
+            .collect();
+    let Some(iam_id) = query.get("iam_id") else {
+        return api_error(
+            400,
+            "bad_request",
+            "BXNIM0109E",
+            "Property missing: iam_id or account_id.",
+        );
+    };
+    let size = query
+        .get("pagesize")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(20)
+        .clamp(1, 100)
+        .min(PAGE);
+    let offset = match query.get("pagetoken") {
+        None => 0,
+        Some(t) => match t.strip_prefix("pt").and_then(|o| o.parse::<usize>().ok()) {
+            Some(o) => o,
+            None => return api_error(400, "bad_request", "BXNIM0109E", "Invalid pagetoken."),
+        },
+    };
+    let mine: Vec<&Key> = st.keys.iter().filter(|k| &k.iam_id == iam_id && !k.deleted).collect();
+    let host = req.header("host").unwrap_or_default();
+    let page_url = |token: Option<usize>| {
+        let mut u = format!("http://{host}/v1/apikeys?iam_id={iam_id}&pagesize={size}");
+        if let Some(t) = token {
+            u.push_str(&format!("&pagetoken=pt{t}"));
+        }
+        u
+    };
+    let page: Vec<serde_json::Value> = mine
+        .iter()
+        .skip(offset)
+        .take(size)
+        .map(|k| key_json(k, false))
+        .collect();
+    let mut v = serde_json::json!({
+        "context": {"transaction_id": unique_hex(), "operation": "rekey-test"},
+        "offset": offset,
+        "limit": size,
+        "first": page_url(None),
+        "apikeys": page,
+    });
+    if offset > 0 {
+        v["previous"] = serde_json::Value::String(page_url(Some(offset.saturating_sub(size))));
+    }
+    if offset + size < mine.len() {
+        v["next"] = serde_json::Value::String(page_url(Some(offset + size)));
+    }
+    Resp::new(200).json(&v)
 }

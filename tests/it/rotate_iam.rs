@@ -909,3 +909,109 @@ fn a_create_keys_run_killed_after_creation_is_refused_and_abort_deletes_its_keys
     assert_eq!(git(&lab.repo(), &["rev-parse", "HEAD"]), head);
     assert_eq!(git(&lab.repo(), &["status", "--porcelain"]), "");
 }
+
+/// The journal of an unfinished rotation, parsed.
+fn journal_of(lab: &Lab) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(lab.repo().join(".git/rekey/journal.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_key_whose_creation_answer_was_lost_is_found_by_its_marker_and_deleted_by_abort() {
+    let lab = Lab::new("lostanswer");
+    // Older keys of the service ID fill several pages of IAM's key list.
+    let older: Vec<_> = (0..5)
+        .map(|i| {
+            lab.iam
+                .add_key(&format!("older-key-{i}"), &Canary::new(&format!("lost-old{i}")).key)
+        })
+        .collect();
+    let head = git(&lab.repo(), &["rev-parse", "HEAD"]);
+    // IAM creates jp's key (the fourth) but its answer never reaches rekey.
+    lab.iam.lose_creation_answer(3);
+    let run = lab.create_keys(&[]).arg("--commit").run();
+    run.code(2)
+        .stderr_has("creating key")
+        .stderr_has("deleted the 3 keys it created")
+        .stderr_has("creation got no answer");
+    lab.assert_no_leak(&run);
+    let orphan: Vec<_> = lab
+        .registry_keys()
+        .into_iter()
+        .filter(|k| !k.deleted && !k.name.starts_with("older-key"))
+        .collect();
+    assert_eq!(orphan.len(), 1, "only the unanswered key is left: {orphan:?}");
+    let orphan = &orphan[0];
+    assert_eq!(orphan.name, runbook_name("ap-north"));
+    assert_eq!(
+        lab.iam
+            .calls()
+            .iter()
+            .filter(|(m, p)| m == "POST" && p == "/v1/apikeys")
+            .count(),
+        4,
+        "a creation whose answer was lost is not repeated"
+    );
+    // The journal kept the intent: the name and the marker the key carries.
+    let journal = journal_of(&lab);
+    let intents = journal["intents"].as_array().unwrap();
+    assert_eq!(intents.len(), 1, "{journal}");
+    assert_eq!(intents[0]["key_name"], orphan.name.as_str());
+    let marker = intents[0]["marker"].as_str().unwrap().to_owned();
+    assert!(
+        orphan.description.split_whitespace().any(|w| w == marker),
+        "{}",
+        orphan.description
+    );
+    run.stderr_has(&marker).stderr_has(&orphan.name);
+    assert!(!run.stderr.contains(&orphan.id), "rekey never learned the id");
+
+    // A rerun is refused and says what to look for.
+    let rerun = lab.create_keys(&[]).run();
+    rerun.code(2).stderr_has("cannot be resumed").stderr_has(&marker);
+    lab.assert_no_leak(&rerun);
+
+    // Without the admin key, --abort says which name and marker to look for (exit 1).
+    let saved = std::fs::read(lab.repo().join(".git/rekey/journal.json")).unwrap();
+    let listed = rekey().args(["rotate", "--abort", "--repo"]).arg(lab.repo()).run();
+    listed
+        .code(1)
+        .stdout_has(&format!("LOOK FOR IAM key named {}", orphan.name))
+        .stdout_has(&marker);
+    lab.assert_no_leak(&listed);
+    assert!(lab.registry_keys().iter().any(|k| k.id == orphan.id && !k.deleted));
+
+    // With it (the journal put back, as after a kill), --abort lists the
+    // service ID's keys page by page, finds the key by its marker and deletes it.
+    write(&lab.repo(), ".git/rekey/journal.json", saved);
+    let abort = rekey()
+        .args(["rotate", "--abort", "--repo"])
+        .arg(lab.repo())
+        .args(["--iam-url", &lab.iam.url(), "--iam-api-key-env", ADMIN_ENV])
+        .env(ADMIN_ENV, &lab.admin)
+        .run();
+    abort
+        .code(0)
+        .stdout_has(&format!("deleted  IAM key {} ({}", orphan.id, orphan.name));
+    lab.assert_no_leak(&abort);
+    let lists = lab
+        .iam
+        .calls()
+        .iter()
+        .filter(|(m, p)| m == "GET" && p == "/v1/apikeys")
+        .count();
+    assert!(lists >= 3, "the list was read page by page ({lists} pages)");
+    let keys = lab.registry_keys();
+    assert!(
+        keys.iter().any(|k| k.id == orphan.id && k.deleted),
+        "IAM no longer holds it"
+    );
+    for o in &older {
+        assert!(
+            keys.iter().any(|k| k.id == o.id && !k.deleted),
+            "other keys of the service ID stay"
+        );
+    }
+    assert!(!lab.repo().join(".git/rekey/journal.json").exists());
+    assert_eq!(git(&lab.repo(), &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&lab.repo(), &["status", "--porcelain"]), "");
+}
