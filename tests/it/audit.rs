@@ -10,29 +10,14 @@ fn key_name(days_ago: i64) -> String {
 }
 
 /// Seals `region` into `repo` with a fresh canary key named `name` (or unnamed).
-fn seal(tmp: &Path, repo: &Path, region: &str, name: Option<&str>) -> Canary {
-    seal_with(tmp, repo, region, name, &[])
+fn seal(repo: &Path, region: &str, name: Option<&str>) -> Canary {
+    seal_with(repo, region, name, &[])
 }
 
 /// Like [`seal`], with more `rekey seal` arguments.
-fn seal_with(tmp: &Path, repo: &Path, region: &str, name: Option<&str>, extra: &[&str]) -> Canary {
+fn seal_with(repo: &Path, region: &str, name: Option<&str>, extra: &[&str]) -> Canary {
     let canary = Canary::new(&format!("audit-{region}"));
-    let gen_dir = tmp.join(format!("gen-{region}"));
-    rekey()
-        .arg("generate")
-        .arg("--regions")
-        .arg(repo_root().join("regions"))
-        .args(["--region", region, "--api-key-env", "K", "--out"])
-        .arg(&gen_dir)
-        .env("K", &canary.key)
-        .run()
-        .code(0);
-    let mut cmd = rekey().arg("seal").arg("--repo").arg(repo).arg("--in").arg(&gen_dir);
-    if let Some(name) = name {
-        cmd = cmd.args(["--key-name", name]);
-    }
-    cmd.args(extra).run().code(0);
-    std::fs::remove_dir_all(gen_dir).unwrap();
+    seal_key(repo, &repo_root().join("regions"), &[region], &canary.key, name, extra).code(0);
     canary
 }
 
@@ -51,10 +36,10 @@ fn reports_overdue_due_and_fresh_keys_and_expiring_recipients() {
     let repo = tmp.path().join("repo");
     policy(&repo, &["alice", "soon"]);
     let canaries = [
-        seal(tmp.path(), &repo, "jp", Some(&key_name(100))),
-        seal(tmp.path(), &repo, "us", Some(&key_name(80))),
-        seal(tmp.path(), &repo, "de", Some(&key_name(3))),
-        seal(tmp.path(), &repo, "uk", None),
+        seal(&repo, "jp", Some(&key_name(100))),
+        seal(&repo, "us", Some(&key_name(80))),
+        seal(&repo, "de", Some(&key_name(3))),
+        seal(&repo, "uk", None),
     ];
     let run = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
     run.code(1);
@@ -105,7 +90,7 @@ fn an_unusable_recipient_fails_the_audit() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
     policy(&repo, &["alice"]);
-    seal(tmp.path(), &repo, "jp", Some(&key_name(1)));
+    seal(&repo, "jp", Some(&key_name(1)));
     policy(&repo, &["alice", "expired"]);
     let run = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
     run.code(1);
@@ -168,8 +153,8 @@ fn openmetrics_output_passes_promtool_and_carries_every_gauge() {
     let repo = tmp.path().join("repo");
     policy(&repo, &["alice", "soon"]);
     let canaries = [
-        seal(tmp.path(), &repo, "jp", Some(&key_name(100))),
-        seal(tmp.path(), &repo, "us", Some(&key_name(3))),
+        seal(&repo, "jp", Some(&key_name(100))),
+        seal(&repo, "us", Some(&key_name(3))),
     ];
     let run = rekey()
         .args(["--output", "openmetrics", "audit", "--repo"])
@@ -220,7 +205,7 @@ fn a_key_named_with_a_future_date_fails_the_audit() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
     policy(&repo, &["alice"]);
-    let canary = seal(tmp.path(), &repo, "jp", Some(&key_name(-7)));
+    let canary = seal(&repo, "jp", Some(&key_name(-7)));
     let run = rekey().args(["audit", "--repo"]).arg(&repo).run();
     run.code(1)
         .stdout_has("FUTURE")
@@ -247,9 +232,9 @@ fn a_pending_version_is_shown_as_pending_not_as_the_served_key() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
     policy(&repo, &["alice"]);
-    let live = seal(tmp.path(), &repo, "jp", Some(&key_name(100)));
+    let live = seal(&repo, "jp", Some(&key_name(100)));
     let next_name = key_name(1);
-    let next = seal_with(tmp.path(), &repo, "jp", Some(&next_name), &["--pending"]);
+    let next = seal_with(&repo, "jp", Some(&next_name), &["--pending"]);
     let run = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
     run.code(1);
     live.assert_not_in_run(&run);

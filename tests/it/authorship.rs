@@ -57,27 +57,14 @@ impl Pr {
 
     /// Generates jp and us with `key` and seals them with `extra` options.
     fn seal(&self, key: &str, key_name: &str, extra: &[String]) -> Run {
-        let gen_dir = self.tmp.path().join("gen");
-        rekey()
-            .arg("generate")
-            .arg("--regions")
-            .arg(repo_root().join("regions"))
-            .args(["--region", "jp", "--region", "us", "--api-key-env", "K", "--out"])
-            .arg(&gen_dir)
-            .env("K", key)
-            .run()
-            .code(0);
-        let run = rekey()
-            .arg("seal")
-            .arg("--repo")
-            .arg(self.repo())
-            .arg("--in")
-            .arg(&gen_dir)
-            .args(["--key-name", key_name])
-            .args(extra)
-            .run();
-        std::fs::remove_dir_all(gen_dir).unwrap();
-        run
+        seal_key(
+            &self.repo(),
+            &repo_root().join("regions"),
+            &["jp", "us"],
+            key,
+            Some(key_name),
+            extra,
+        )
     }
 
     /// Seals the new key as an attacker would: with rekey, in a work tree

@@ -52,27 +52,7 @@ impl Pr {
 
     /// Like [`Pr::seal`], with more `rekey seal` arguments.
     fn seal_with(&self, key: &str, regions: &Path, key_name: &str, extra: &[&str]) {
-        let gen_dir = self.tmp.path().join("gen");
-        rekey()
-            .arg("generate")
-            .arg("--regions")
-            .arg(regions)
-            .args(["--region", "jp", "--region", "us", "--api-key-env", "K", "--out"])
-            .arg(&gen_dir)
-            .env("K", key)
-            .run()
-            .code(0);
-        rekey()
-            .arg("seal")
-            .arg("--repo")
-            .arg(self.repo())
-            .arg("--in")
-            .arg(&gen_dir)
-            .args(["--key-name", key_name])
-            .args(extra)
-            .run()
-            .code(0);
-        std::fs::remove_dir_all(gen_dir).unwrap();
+        seal_key(&self.repo(), regions, &["jp", "us"], key, Some(key_name), extra).code(0);
     }
 
     /// Seals the new key for jp and us with the shipped catalog and commits: a clean rotation.

@@ -36,26 +36,15 @@ impl Pr {
         ring.extend(std::fs::read(keys().file("bob.pub")).unwrap());
         write(&repo, ".rekey/recipients.asc", ring);
         git(&repo, &["init", "-q", "-b", "main"]);
-        let gen_dir = pr.tmp.path().join("gen");
-        rekey()
-            .arg("generate")
-            .arg("--regions")
-            .arg(repo_root().join("regions"))
-            .args(["--region", "jp", "--region", "us", "--api-key-env", "K", "--out"])
-            .arg(&gen_dir)
-            .env("K", &pr.sealed.key)
-            .run()
-            .code(0);
-        rekey()
-            .arg("seal")
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--in")
-            .arg(&gen_dir)
-            .args(["--key-name", "iks-registry-prod-test-20260801"])
-            .run()
-            .code(0);
-        std::fs::remove_dir_all(gen_dir).unwrap();
+        seal_key(
+            &repo,
+            &repo_root().join("regions"),
+            &["jp", "us"],
+            &pr.sealed.key,
+            Some("iks-registry-prod-test-20260801"),
+            NO_ARGS,
+        )
+        .code(0);
         pr.commit("sealed");
         git(&repo, &["checkout", "-qb", "pr"]);
         pr

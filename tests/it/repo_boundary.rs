@@ -307,26 +307,17 @@ fn a_repo_that_is_not_a_git_work_tree_is_refused_for_writing() {
         std::fs::read(keys().file("alice.pub")).unwrap(),
     );
     let before = snapshot(&repo);
-    let out = tmp.path().join("out");
-    rekey()
-        .arg("generate")
-        .arg("--regions")
-        .arg(repo_root().join("regions"))
-        .args(["--region", "jp", "--api-key-env", "K", "--out"])
-        .arg(&out)
-        .env("K", "not-git-key")
-        .run()
-        .code(0);
-    rekey()
-        .arg("seal")
-        .arg("--repo")
-        .arg(&repo)
-        .arg("--in")
-        .arg(&out)
-        .run()
-        .code(2)
-        .stderr_has("is not the top of a git work tree")
-        .stderr_has("run `git init` there");
+    seal_key(
+        &repo,
+        &repo_root().join("regions"),
+        &["jp"],
+        "not-git-key",
+        None,
+        NO_ARGS,
+    )
+    .code(2)
+    .stderr_has("is not the top of a git work tree")
+    .stderr_has("run `git init` there");
     assert_eq!(snapshot(&repo), before);
     assert!(!repo.join("registry").exists());
 }

@@ -313,3 +313,48 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// No further arguments, for [`seal_key`].
+pub const NO_ARGS: [&str; 0] = [];
+
+/// Generates the pull secrets of `regions` (every region of the catalog when
+/// empty) from the catalog directory `regions_dir` with `key`, passed in the
+/// environment variable `K` (never on the command line), into a fresh
+/// temporary directory; then runs `rekey seal --repo <repo> --in <that
+/// directory>` with `--key-name <key_name>` when given and `seal_args`
+/// (signing, `--pending` …). Generating must succeed; returns seal's run.
+/// The generated plain text is removed before returning.
+pub fn seal_key<I, S>(
+    repo: &Path,
+    regions_dir: &Path,
+    regions: &[&str],
+    key: &str,
+    key_name: Option<&str>,
+    seal_args: I,
+) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let gen_dir = tempdir();
+    rekey()
+        .arg("generate")
+        .arg("--regions")
+        .arg(regions_dir)
+        .args(regions.iter().flat_map(|r| ["--region", r]))
+        .args(["--api-key-env", "K", "--out"])
+        .arg(gen_dir.path())
+        .env("K", key)
+        .run()
+        .code(0);
+    let mut seal = rekey()
+        .arg("seal")
+        .arg("--repo")
+        .arg(repo)
+        .arg("--in")
+        .arg(gen_dir.path());
+    if let Some(name) = key_name {
+        seal = seal.args(["--key-name", name]);
+    }
+    seal.args(seal_args).run()
+}
