@@ -1,6 +1,5 @@
 //! `rekey audit`: key ages from key names and metadata, recipient expiry.
 
-use crate::pgp_support::*;
 use crate::support::*;
 use std::path::Path;
 
@@ -21,20 +20,11 @@ fn seal_with(repo: &Path, region: &str, name: Option<&str>, extra: &[&str]) -> C
     canary
 }
 
-fn policy(repo: &Path, who: &[&str]) {
-    let mut ring = Vec::new();
-    for w in who {
-        ring.extend(std::fs::read(keys().file(&format!("{w}.pub"))).unwrap());
-    }
-    write(repo, ".rekey/recipients.asc", ring);
-    git(repo, &["init", "-q", "-b", "main"]);
-}
-
 #[test]
 fn reports_overdue_due_and_fresh_keys_and_expiring_recipients() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice", "soon"]);
+    init_secrets_repo(&repo, &["alice", "soon"]);
     let canaries = [
         seal(&repo, "jp", Some(&key_name(100))),
         seal(&repo, "us", Some(&key_name(80))),
@@ -89,9 +79,9 @@ fn reports_overdue_due_and_fresh_keys_and_expiring_recipients() {
 fn an_unusable_recipient_fails_the_audit() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice"]);
+    init_secrets_repo(&repo, &["alice"]);
     seal(&repo, "jp", Some(&key_name(1)));
-    policy(&repo, &["alice", "expired"]);
+    init_secrets_repo(&repo, &["alice", "expired"]);
     let run = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
     run.code(1);
     let v = run.json();
@@ -132,7 +122,7 @@ fn bad_audit_input_is_an_error() {
         .code(2)
         .stderr_has("--warn-age (60d) is longer than --max-age (30d)");
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice"]);
+    init_secrets_repo(&repo, &["alice"]);
     write(
         &repo,
         "registry/JP_REGISTRY_PULL_SECRET_64.meta.json",
@@ -151,7 +141,7 @@ fn bad_audit_input_is_an_error() {
 fn openmetrics_output_passes_promtool_and_carries_every_gauge() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice", "soon"]);
+    init_secrets_repo(&repo, &["alice", "soon"]);
     let canaries = [
         seal(&repo, "jp", Some(&key_name(100))),
         seal(&repo, "us", Some(&key_name(3))),
@@ -204,7 +194,7 @@ fn openmetrics_output_passes_promtool_and_carries_every_gauge() {
 fn a_key_named_with_a_future_date_fails_the_audit() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice"]);
+    init_secrets_repo(&repo, &["alice"]);
     let canary = seal(&repo, "jp", Some(&key_name(-7)));
     let run = rekey().args(["audit", "--repo"]).arg(&repo).run();
     run.code(1)
@@ -231,7 +221,7 @@ fn openmetrics_is_refused_by_commands_that_do_not_speak_it() {
 fn a_pending_version_is_shown_as_pending_not_as_the_served_key() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice"]);
+    init_secrets_repo(&repo, &["alice"]);
     let live = seal(&repo, "jp", Some(&key_name(100)));
     let next_name = key_name(1);
     let next = seal_with(&repo, "jp", Some(&next_name), &["--pending"]);

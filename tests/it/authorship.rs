@@ -25,13 +25,8 @@ impl Pr {
             new: Canary::new(&format!("{tag}-new")),
         };
         let repo = pr.repo();
-        write(
-            &repo,
-            ".rekey/recipients.asc",
-            std::fs::read(keys().file("alice.pub")).unwrap(),
-        );
+        init_secrets_repo(&repo, &["alice"]);
         pr.set_signers(signers);
-        git(&repo, &["init", "-q", "-b", "main"]);
         pr.seal(
             &pr.old.key.clone(),
             "iks-registry-prod-test-20260801",
@@ -87,19 +82,12 @@ impl Pr {
             .code(0);
     }
 
-    fn commit(&self, message: &str) {
-        git(&self.repo(), &["add", "-A"]);
-        git(&self.repo(), &["commit", "-qm", message]);
+    fn commit(&self, message: &str) -> String {
+        commit_all(&self.repo(), message)
     }
 
     fn check(&self, extra: &[&str]) -> Run {
-        let run = rekey()
-            .arg("check")
-            .arg("--repo")
-            .arg(self.repo())
-            .args(["--base", "main", "--head", "pr"])
-            .args(extra)
-            .run();
+        let run = check_cmd(&self.repo(), "main", "pr").args(extra).run();
         self.old.assert_not_in_run(&run);
         self.new.assert_not_in_run(&run);
         run

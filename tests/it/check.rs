@@ -26,17 +26,13 @@ impl Pr {
             new: Canary::new(&format!("{tag}-new")),
         };
         let repo = pr.repo();
-        let mut ring = std::fs::read(keys().file("alice.pub")).unwrap();
-        ring.extend(std::fs::read(keys().file("bob.pub")).unwrap());
-        write(&repo, ".rekey/recipients.asc", ring);
-        git(&repo, &["init", "-q", "-b", "main"]);
+        init_secrets_repo(&repo, &["alice", "bob"]);
         pr.seal(
             &pr.old.key.clone(),
             &repo_root().join("regions"),
             "iks-registry-prod-test-20260801",
         );
-        git(&repo, &["add", "."]);
-        git(&repo, &["commit", "-qm", "old key"]);
+        pr.commit("old key");
         git(&repo, &["checkout", "-qb", "pr"]);
         pr
     }
@@ -65,19 +61,12 @@ impl Pr {
         self.commit("rotate");
     }
 
-    fn commit(&self, message: &str) {
-        git(&self.repo(), &["add", "-A"]);
-        git(&self.repo(), &["commit", "-qm", message]);
+    fn commit(&self, message: &str) -> String {
+        commit_all(&self.repo(), message)
     }
 
     fn check(&self, extra: &[&str]) -> Run {
-        let run = rekey()
-            .arg("check")
-            .arg("--repo")
-            .arg(self.repo())
-            .args(["--base", "main", "--head", "pr"])
-            .args(extra)
-            .run();
+        let run = check_cmd(&self.repo(), "main", "pr").args(extra).run();
         self.old.assert_not_in_run(&run);
         self.new.assert_not_in_run(&run);
         run
@@ -106,18 +95,11 @@ fn entry(v: &serde_json::Value, list: &str, pred: impl Fn(&&serde_json::Value) -
         .clone()
 }
 
+/// The failing checks' (kind, target).
 fn failures(run: &Run) -> Vec<(String, String)> {
-    run.json()["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["ok"] == false)
-        .map(|c| {
-            (
-                c["kind"].as_str().unwrap().to_owned(),
-                c["target"].as_str().unwrap().to_owned(),
-            )
-        })
+    failing_checks(run)
+        .into_iter()
+        .map(|(kind, target, _)| (kind, target))
         .collect()
 }
 
@@ -350,22 +332,8 @@ fn junit_has_one_test_case_per_check() {
 #[test]
 fn bad_revisions_and_options_are_errors() {
     let pr = Pr::new("check-bad");
-    rekey()
-        .arg("check")
-        .arg("--repo")
-        .arg(pr.repo())
-        .args(["--base", "nope", "--head", "pr"])
-        .run()
-        .code(2)
-        .stderr_has("--base");
-    rekey()
-        .arg("check")
-        .arg("--repo")
-        .arg(pr.tmp.path())
-        .args(["--base", "main", "--head", "pr"])
-        .run()
-        .code(2)
-        .stderr_has("git ");
+    check_cmd(&pr.repo(), "nope", "pr").run().code(2).stderr_has("--base");
+    check_cmd(pr.tmp.path(), "main", "pr").run().code(2).stderr_has("git ");
     pr.check(&["--regions", "regions"]).code(2).stderr_has("--key");
     let missing = pr.tmp.path().join("missing.toml");
     pr.check(&["--allowlist", missing.to_str().unwrap()])

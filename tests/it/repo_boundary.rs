@@ -277,12 +277,7 @@ fn under_umask_000_directories_for_secrets_are_0700() {
 
     // seal creates registry/ and the state directory 0700 too.
     let repo = tmp.path().join("repo");
-    write(
-        &repo,
-        ".rekey/recipients.asc",
-        std::fs::read(keys().file("alice.pub")).unwrap(),
-    );
-    git(&repo, &["init", "-q", "-b", "main"]);
+    init_secrets_repo(&repo, &["alice"]);
     rekey()
         .umask(0)
         .arg("seal")
@@ -301,11 +296,7 @@ fn under_umask_000_directories_for_secrets_are_0700() {
 fn a_repo_that_is_not_a_git_work_tree_is_refused_for_writing() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    write(
-        &repo,
-        ".rekey/recipients.asc",
-        std::fs::read(keys().file("alice.pub")).unwrap(),
-    );
+    write(&repo, ".rekey/recipients.asc", public_ring(&["alice"]));
     let before = snapshot(&repo);
     seal_key(
         &repo,

@@ -54,17 +54,10 @@ impl Setup {
             signed,
         };
         let repo = setup.repo();
-        let mut ring = std::fs::read(keys().file("alice.pub")).unwrap();
-        ring.extend(std::fs::read(keys().file("bob.pub")).unwrap());
-        write(&repo, ".rekey/recipients.asc", ring);
+        init_secrets_repo(&repo, &["alice", "bob"]);
         if signed {
-            write(
-                &repo,
-                ".rekey/signers.asc",
-                std::fs::read(keys().file("signer.pub")).unwrap(),
-            );
+            write(&repo, ".rekey/signers.asc", public_ring(&["signer"]));
         }
-        git(&repo, &["init", "-q", "-b", "main"]);
         // Seal the old key (no registry accepts it: seal does not verify).
         seal_key(
             &repo,
@@ -75,8 +68,7 @@ impl Setup {
             setup.signing_args(),
         )
         .code(0);
-        git(&repo, &["add", "."]);
-        git(&repo, &["commit", "-qm", "old key"]);
+        commit_all(&repo, "old key");
         setup
     }
 

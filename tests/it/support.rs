@@ -358,3 +358,53 @@ where
     }
     seal.args(seal_args).run()
 }
+
+/// The public keys of the test keys `who` (see `pgp_support::keys`), one
+/// after another, as a recipients or signers file holds them.
+pub fn public_ring(who: &[&str]) -> Vec<u8> {
+    let mut ring = Vec::new();
+    for w in who {
+        ring.extend(std::fs::read(crate::pgp_support::keys().file(&format!("{w}.pub"))).unwrap());
+    }
+    ring
+}
+
+/// Makes `repo` a secrets repo: `.rekey/recipients.asc` allows the test
+/// keys `recipients`, in a fresh git repository on `main`.
+pub fn init_secrets_repo(repo: &Path, recipients: &[&str]) {
+    write(repo, ".rekey/recipients.asc", public_ring(recipients));
+    git(repo, &["init", "-q", "-b", "main"]);
+}
+
+/// Stages everything in `repo`'s work tree and commits it; returns the commit id.
+pub fn commit_all(repo: &Path, message: &str) -> String {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", message]);
+    git(repo, &["rev-parse", "HEAD"]).trim().to_owned()
+}
+
+/// `rekey check --repo <repo> --base <base> --head <head>`, for more arguments.
+pub fn check_cmd(repo: &Path, base: &str, head: &str) -> Rekey {
+    rekey()
+        .arg("check")
+        .arg("--repo")
+        .arg(repo)
+        .args(["--base", base, "--head", head])
+}
+
+/// The failing checks of a `check --output json` run: (kind, target, detail).
+pub fn failing_checks(run: &Run) -> Vec<(String, String, String)> {
+    run.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().to_owned(),
+                c["target"].as_str().unwrap().to_owned(),
+                c["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
