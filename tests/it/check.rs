@@ -72,6 +72,18 @@ impl Pr {
         run
     }
 
+    /// Re-encrypts every secret to the work tree's recipients, with alice's key.
+    fn reencrypt(&self) {
+        rekey()
+            .arg("reencrypt")
+            .arg("--repo")
+            .arg(self.repo())
+            .arg("--key")
+            .arg(keys().file("alice.sec"))
+            .run()
+            .code(0);
+    }
+
     fn check_with_key(&self, extra: &[&str]) -> Run {
         let mut args = vec!["--key".to_owned(), keys().file("alice.sec").display().to_string()];
         args.extend([
@@ -475,14 +487,7 @@ fn a_pr_adding_a_recipient_shows_who_gains_access() {
 
     // Files re-encrypted to the new set in the same pull request are judged
     // by the base's policy: carol is named as not in it.
-    rekey()
-        .arg("reencrypt")
-        .arg("--repo")
-        .arg(pr.repo())
-        .arg("--key")
-        .arg(keys().file("alice.sec"))
-        .run()
-        .code(0);
+    pr.reencrypt();
     pr.commit("re-encrypt to the new set");
     let run = pr.check(&["--output", "json"]);
     run.code(1);
@@ -600,14 +605,7 @@ fn a_pure_reencryption_is_reported_as_such() {
     write(&pr.repo(), ".rekey/recipients.asc", ring);
     pr.commit("add carol");
     git(&pr.repo(), &["checkout", "-q", "-B", "pr", "main"]);
-    rekey()
-        .arg("reencrypt")
-        .arg("--repo")
-        .arg(pr.repo())
-        .arg("--key")
-        .arg(keys().file("alice.sec"))
-        .run()
-        .code(0);
+    pr.reencrypt();
     pr.commit("re-encrypt");
     let run = pr.check_with_key(&["--output", "json"]);
     run.code(0);

@@ -474,6 +474,16 @@ fn rules_error(rules: &str) -> (Run, PathBuf) {
     (run, path)
 }
 
+/// The shipped rules with `from` replaced by `to` are refused (exit 2)
+/// with `error: <rules file>: <message>`.
+#[track_caller]
+fn edited_rules_are_rejected(from: &str, to: &str, message: &str) {
+    let rules = default_rules();
+    assert!(rules.contains(from), "the shipped rules lack {from:?}");
+    let (run, path) = rules_error(&rules.replace(from, to));
+    run.code(2).stderr_has(&format!("error: {}: {message}", path.display()));
+}
+
 #[test]
 fn a_rules_file_with_a_syntax_error_is_rejected() {
     let (run, path) = rules_error("[[rule]\nname = \"x\"\n");
@@ -483,29 +493,29 @@ fn a_rules_file_with_a_syntax_error_is_rejected() {
 
 #[test]
 fn a_rules_file_with_an_unknown_kind_is_rejected() {
-    let (run, path) = rules_error(&default_rules().replace("kind = \"burst\"", "kind = \"spike\""));
-    run.code(2).stderr_has(&format!(
-        "error: {}: rule 3 (`auth-key-refresh`): field `kind`: `spike` is not a rule kind; use one of: primary-fallback, classified, burst",
-        path.display()
-    ));
+    edited_rules_are_rejected(
+        "kind = \"burst\"",
+        "kind = \"spike\"",
+        "rule 3 (`auth-key-refresh`): field `kind`: `spike` is not a rule kind; use one of: primary-fallback, classified, burst",
+    );
 }
 
 #[test]
 fn a_rules_file_with_a_bad_class_pattern_is_rejected() {
-    let (run, path) = rules_error(&default_rules().replace("NewUserAPIKey.*|", "NewUserAPIKey.*|("));
-    run.code(2).stderr_has(&format!(
-        "error: {}: rule 2 (`iam-5xx`): field `class[0].pattern`: not a regular expression",
-        path.display()
-    ));
+    edited_rules_are_rejected(
+        "NewUserAPIKey.*|",
+        "NewUserAPIKey.*|(",
+        "rule 2 (`iam-5xx`): field `class[0].pattern`: not a regular expression",
+    );
 }
 
 #[test]
 fn a_rules_file_missing_a_field_is_rejected() {
-    let (run, path) = rules_error(&default_rules().replace("incident_title = ", "# incident_title = "));
-    run.code(2).stderr_has(&format!(
-        "error: {}: rule 1 (`redhat-auth`): field `incident_title`: is required",
-        path.display()
-    ));
+    edited_rules_are_rejected(
+        "incident_title = ",
+        "# incident_title = ",
+        "rule 1 (`redhat-auth`): field `incident_title`: is required",
+    );
 }
 
 #[test]
