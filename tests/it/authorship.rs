@@ -5,38 +5,31 @@
 
 use crate::pgp_support::*;
 use crate::support::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const JP: &str = "registry/JP_REGISTRY_PULL_SECRET_64";
 const OLD_NAME: &str = "iks-registry-prod-test-20260801";
 const NEW_NAME: &str = "iks-registry-prod-test-20261123";
 
-struct Pr {
-    tmp: tempfile::TempDir,
-    old: Canary,
-    new: Canary,
+/// A [`KeyPr`] with this file's seals.
+struct Pr(KeyPr);
+
+impl std::ops::Deref for Pr {
+    type Target = KeyPr;
+    fn deref(&self) -> &KeyPr {
+        &self.0
+    }
 }
 
 impl Pr {
     /// A secrets repo whose `main` allows `signers` (public key files) and
     /// holds jp and us sealed and signed by `signer`, with a branch `pr`.
     fn new(tag: &str, signers: &[&Path]) -> Pr {
-        let pr = Pr {
-            tmp: tempdir(),
-            old: Canary::new(&format!("{tag}-old")),
-            new: Canary::new(&format!("{tag}-new")),
-        };
-        let repo = pr.repo();
-        init_secrets_repo(&repo, &["alice"]);
+        let pr = Pr(KeyPr::new(tag, &["alice"]));
         pr.set_signers(signers);
         pr.seal(&pr.old.key, OLD_NAME, &signing("signer")).code(0);
-        pr.commit("old key");
-        git(&repo, &["checkout", "-qb", "pr"]);
+        pr.open();
         pr
-    }
-
-    fn repo(&self) -> PathBuf {
-        self.tmp.path().join("repo")
     }
 
     fn set_signers(&self, signers: &[&Path]) {
@@ -80,17 +73,6 @@ impl Pr {
         let registry = self.repo().join("registry");
         std::fs::remove_dir_all(&registry).unwrap();
         self.seal(&self.old.key, OLD_NAME, &[]).code(0);
-    }
-
-    fn commit(&self, message: &str) -> String {
-        commit_all(&self.repo(), message)
-    }
-
-    fn check(&self, extra: &[&str]) -> Run {
-        let run = check_cmd(&self.repo(), "main", "pr").args(extra).run();
-        self.old.assert_not_in_run(&run);
-        self.new.assert_not_in_run(&run);
-        run
     }
 
     /// The failing `authorship` finding on jp's metadata, from JSON output.

@@ -5,40 +5,33 @@ use crate::pgp_support::*;
 use crate::support::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const JP: &str = "registry/JP_REGISTRY_PULL_SECRET_64";
 
-struct Pr {
-    tmp: tempfile::TempDir,
-    old: Canary,
-    new: Canary,
+/// A [`KeyPr`] with this file's seals.
+struct Pr(KeyPr);
+
+impl std::ops::Deref for Pr {
+    type Target = KeyPr;
+    fn deref(&self) -> &KeyPr {
+        &self.0
+    }
 }
 
 impl Pr {
     /// A secrets repo whose `main` holds jp and us sealed with an old key,
     /// and a branch `pr` checked out from it.
     fn new(tag: &str) -> Pr {
-        let pr = Pr {
-            tmp: tempdir(),
-            old: Canary::new(&format!("{tag}-old")),
-            new: Canary::new(&format!("{tag}-new")),
-        };
-        let repo = pr.repo();
-        init_secrets_repo(&repo, &["alice", "bob"]);
+        let pr = Pr(KeyPr::new(tag, &["alice", "bob"]));
         pr.seal(
-            &pr.old.key.clone(),
+            &pr.old.key,
             &repo_root().join("regions"),
             "iks-registry-prod-test-20260801",
         );
-        pr.commit("old key");
-        git(&repo, &["checkout", "-qb", "pr"]);
+        pr.open();
         pr
-    }
-
-    fn repo(&self) -> PathBuf {
-        self.tmp.path().join("repo")
     }
 
     /// Generates jp and us with `key` from `regions` and seals them into the repo.
@@ -54,22 +47,11 @@ impl Pr {
     /// Seals the new key for jp and us with the shipped catalog and commits: a clean rotation.
     fn rotate(&self) {
         self.seal(
-            &self.new.key.clone(),
+            &self.new.key,
             &repo_root().join("regions"),
             "iks-registry-prod-test-20261123",
         );
         self.commit("rotate");
-    }
-
-    fn commit(&self, message: &str) -> String {
-        commit_all(&self.repo(), message)
-    }
-
-    fn check(&self, extra: &[&str]) -> Run {
-        let run = check_cmd(&self.repo(), "main", "pr").args(extra).run();
-        self.old.assert_not_in_run(&run);
-        self.new.assert_not_in_run(&run);
-        run
     }
 
     /// Re-encrypts every secret to the work tree's recipients, with alice's key.
@@ -305,7 +287,7 @@ fn a_secret_missing_a_region_host_is_rejected_with_the_key() {
         .unwrap()
         .replace("  \"private.jp.icr.io\",\n", "");
     std::fs::write(regions.join("jp.toml"), jp).unwrap();
-    pr.seal(&pr.new.key.clone(), &regions, "iks-registry-prod-test-20261123");
+    pr.seal(&pr.new.key, &regions, "iks-registry-prod-test-20261123");
     pr.commit("rotate with a short catalog");
     pr.check(&[]).code(0);
     let run = pr.check_with_key(&["--output", "json"]);
@@ -327,7 +309,7 @@ fn a_secret_missing_a_region_host_is_rejected_with_the_key() {
 fn junit_has_one_test_case_per_check() {
     let pr = Pr::new("check-junit");
     pr.seal(
-        &pr.new.key.clone(),
+        &pr.new.key,
         &repo_root().join("regions"),
         "iks-registry-prod-test-20261123",
     );
@@ -659,7 +641,7 @@ fn the_ci_entry_point_reads_the_catalog_at_the_base() {
         .replace("  \"private.jp.icr.io\",\n", "");
     std::fs::write(&jp, short).unwrap();
     pr.seal(
-        &pr.new.key.clone(),
+        &pr.new.key,
         &pr.repo().join("regions"),
         "iks-registry-prod-test-20261123",
     );
@@ -733,7 +715,7 @@ fn a_pr_that_only_adds_a_pending_version_passes() {
     git(&pr.repo(), &["checkout", "-qB", "pr"]);
     let served = std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap();
     pr.seal_with(
-        &pr.new.key.clone(),
+        &pr.new.key,
         &repo_root().join("regions"),
         "iks-registry-prod-test-20261123",
         &["--pending"],
@@ -768,7 +750,7 @@ fn a_pr_that_only_adds_a_pending_version_passes() {
 fn a_pr_that_serves_a_pending_version_fails() {
     let pr = Pr::new("check-serve-pending");
     pr.seal_with(
-        &pr.new.key.clone(),
+        &pr.new.key,
         &repo_root().join("regions"),
         "iks-registry-prod-test-20261123",
         &["--pending"],

@@ -32,6 +32,18 @@ fn reencrypt(s: &Setup) -> Run {
         .run()
 }
 
+/// A run of each command that writes the secrets: a committed rotation, a
+/// rollback of r1 and a re-encryption.
+fn writing_runs(s: &Setup) -> [Run; 3] {
+    [
+        s.rotate_named("iks-registry-access-prod-test-20261124")
+            .arg("--commit")
+            .run(),
+        rollback(s),
+        reencrypt(s),
+    ]
+}
+
 #[test]
 fn a_committed_redo_log_never_installs_a_hook() {
     let s = Setup::new("bound-hook", &[]);
@@ -100,13 +112,7 @@ fn metadata_naming_a_file_outside_the_repo_is_never_read_or_committed() {
         let before = snapshot(&repo);
         let head = git(&repo, &["rev-parse", "HEAD"]);
         let message = format!("{field}.file: must be R1_REGISTRY_PULL_SECRET_64.");
-        for run in [
-            s.rotate_named("iks-registry-access-prod-test-20261124")
-                .arg("--commit")
-                .run(),
-            rollback(&s),
-            reencrypt(&s),
-        ] {
+        for run in writing_runs(&s) {
             run.code(2).stderr_has(&message);
             outside.assert_not_in_run(&run);
             s.assert_no_leak(&run);
@@ -129,14 +135,9 @@ fn a_symlinked_secret_is_refused_naming_the_path() {
     merge(&repo, "a link");
     let head = git(&repo, &["rev-parse", "HEAD"]);
     let named = format!("{R1}.gpg: is a symbolic link");
-    for run in [
-        s.rotate_named("iks-registry-access-prod-test-20261124")
-            .arg("--commit")
-            .run(),
-        rollback(&s),
-        reencrypt(&s),
-        rekey().args(["recipients", "check", "--repo"]).arg(&repo).run(),
-    ] {
+    let mut runs = Vec::from(writing_runs(&s));
+    runs.push(rekey().args(["recipients", "check", "--repo"]).arg(&repo).run());
+    for run in runs {
         run.code(2).stderr_has(&named);
         s.assert_no_leak(&run);
     }

@@ -408,3 +408,48 @@ pub fn failing_checks(run: &Run) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// A pull request that rotates a key, as `check` meets it: a temp dir whose
+/// `repo/` is a secrets repo, the key sealed at `main` (`old`) and the one
+/// the pull request brings (`new`). The check tests wrap it with their seals.
+pub struct KeyPr {
+    pub tmp: tempfile::TempDir,
+    pub old: Canary,
+    pub new: Canary,
+}
+
+impl KeyPr {
+    /// Fresh keys tagged `tag` and an empty secrets repo on `main` for the
+    /// test keys `recipients`; seal the old key, then [`KeyPr::open`].
+    pub fn new(tag: &str, recipients: &[&str]) -> KeyPr {
+        let pr = KeyPr {
+            tmp: tempdir(),
+            old: Canary::new(&format!("{tag}-old")),
+            new: Canary::new(&format!("{tag}-new")),
+        };
+        init_secrets_repo(&pr.repo(), recipients);
+        pr
+    }
+
+    /// Commits the work tree as `main`'s "old key" and checks out branch `pr`.
+    pub fn open(&self) {
+        self.commit("old key");
+        git(&self.repo(), &["checkout", "-qb", "pr"]);
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.tmp.path().join("repo")
+    }
+
+    pub fn commit(&self, message: &str) -> String {
+        commit_all(&self.repo(), message)
+    }
+
+    /// `rekey check` of `pr` against `main` with `extra`; neither key shows.
+    pub fn check(&self, extra: &[&str]) -> Run {
+        let run = check_cmd(&self.repo(), "main", "pr").args(extra).run();
+        self.old.assert_not_in_run(&run);
+        self.new.assert_not_in_run(&run);
+        run
+    }
+}
