@@ -352,28 +352,11 @@ fn the_ci_entry_point_runs_the_check_with_a_key_from_a_file() {
     let pr = Pr::new("check-ci");
     pr.rotate();
     let job = repo_root().join("ci/rekey-job");
-    let out = Command::new(&job)
-        .arg("check")
-        .env("REKEY", env!("CARGO_BIN_EXE_rekey"))
-        .env("REKEY_REPO", pr.repo())
-        .env("REKEY_REGIONS", repo_root().join("regions"))
-        .env("REKEY_BASE", "main")
-        .env("REKEY_HEAD", "pr")
-        .env("REKEY_DECRYPTION_KEY_FILE", keys().file("alice.sec"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = rekey_job_check_exits(&pr, Some(&repo_root().join("regions")), 0);
     assert!(
         stdout.contains("<testsuites") && stdout.contains("check.secret"),
         "{stdout}"
     );
-    assert!(!pr.new.found_in(&out.stdout) && !pr.new.found_in(&out.stderr));
     let missing = Command::new(&job)
         .arg("check")
         .env("REKEY", env!("CARGO_BIN_EXE_rekey"))
@@ -627,6 +610,22 @@ fn rekey_job_check(pr: &Pr, regions: Option<&Path>) -> std::process::Output {
     cmd.output().unwrap()
 }
 
+/// [`rekey_job_check`], asserting its exit code and that the new key shows
+/// in neither output; returns stdout.
+#[track_caller]
+fn rekey_job_check_exits(pr: &Pr, regions: Option<&Path>, code: i32) -> String {
+    let out = rekey_job_check(pr, regions);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!pr.new.found_in(&out.stdout) && !pr.new.found_in(&out.stderr));
+    stdout
+}
+
 #[test]
 fn the_ci_entry_point_reads_the_catalog_at_the_base() {
     let pr = Pr::new("check-ci-catalog");
@@ -646,22 +645,13 @@ fn the_ci_entry_point_reads_the_catalog_at_the_base() {
         "iks-registry-prod-test-20261123",
     );
     pr.commit("rotate without private.jp.icr.io");
-    let out = rekey_job_check(&pr, None);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = rekey_job_check_exits(&pr, None, 1);
     assert!(
         stdout.contains("region `jp` hosts missing: private.jp.icr.io"),
         "{stdout}"
     );
-    assert!(!pr.new.found_in(&out.stdout) && !pr.new.found_in(&out.stderr));
     // Judged by the pull request's own catalog, the same change would pass.
-    let out = rekey_job_check(&pr, Some(&pr.repo().join("regions")));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    rekey_job_check_exits(&pr, Some(&pr.repo().join("regions")), 0);
 }
 
 #[test]
