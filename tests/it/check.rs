@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 const JP: &str = "registry/JP_REGISTRY_PULL_SECRET_64";
+const NEW_NAME: &str = "iks-registry-prod-test-20261123";
 
 /// A [`KeyPr`] with this file's seals.
 struct Pr(KeyPr);
@@ -44,13 +45,15 @@ impl Pr {
         seal_key(&self.repo(), regions, &["jp", "us"], key, Some(key_name), extra).code(0);
     }
 
+    /// Seals the new key for jp and us with the shipped catalog, named
+    /// [`NEW_NAME`], with `extra` `rekey seal` arguments.
+    fn seal_new(&self, extra: &[&str]) {
+        self.seal_with(&self.new.key, &repo_root().join("regions"), NEW_NAME, extra);
+    }
+
     /// Seals the new key for jp and us with the shipped catalog and commits: a clean rotation.
     fn rotate(&self) {
-        self.seal(
-            &self.new.key,
-            &repo_root().join("regions"),
-            "iks-registry-prod-test-20261123",
-        );
+        self.seal_new(&[]);
         self.commit("rotate");
     }
 
@@ -287,7 +290,7 @@ fn a_secret_missing_a_region_host_is_rejected_with_the_key() {
         .unwrap()
         .replace("  \"private.jp.icr.io\",\n", "");
     std::fs::write(regions.join("jp.toml"), jp).unwrap();
-    pr.seal(&pr.new.key, &regions, "iks-registry-prod-test-20261123");
+    pr.seal(&pr.new.key, &regions, NEW_NAME);
     pr.commit("rotate with a short catalog");
     pr.check(&[]).code(0);
     let run = pr.check_with_key(&["--output", "json"]);
@@ -308,11 +311,7 @@ fn a_secret_missing_a_region_host_is_rejected_with_the_key() {
 #[test]
 fn junit_has_one_test_case_per_check() {
     let pr = Pr::new("check-junit");
-    pr.seal(
-        &pr.new.key,
-        &repo_root().join("regions"),
-        "iks-registry-prod-test-20261123",
-    );
+    pr.seal_new(&[]);
     write(&pr.repo(), "registry/stray.txt", "hello");
     pr.commit("rotate plus a stray file");
     let json = pr.check(&["--output", "json"]);
@@ -639,11 +638,7 @@ fn the_ci_entry_point_reads_the_catalog_at_the_base() {
         .unwrap()
         .replace("  \"private.jp.icr.io\",\n", "");
     std::fs::write(&jp, short).unwrap();
-    pr.seal(
-        &pr.new.key,
-        &pr.repo().join("regions"),
-        "iks-registry-prod-test-20261123",
-    );
+    pr.seal(&pr.new.key, &pr.repo().join("regions"), NEW_NAME);
     pr.commit("rotate without private.jp.icr.io");
     let stdout = rekey_job_check_exits(&pr, None, 1);
     assert!(
@@ -704,12 +699,7 @@ fn a_pr_that_only_adds_a_pending_version_passes() {
     pr.commit("metadata as schema 1");
     git(&pr.repo(), &["checkout", "-qB", "pr"]);
     let served = std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap();
-    pr.seal_with(
-        &pr.new.key,
-        &repo_root().join("regions"),
-        "iks-registry-prod-test-20261123",
-        &["--pending"],
-    );
+    pr.seal_new(&["--pending"]);
     pr.commit("seal the next key as pending");
     assert_eq!(std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap(), served);
     let changed = git(&pr.repo(), &["diff", "--name-only", "main", "pr"]);
@@ -739,12 +729,7 @@ fn a_pr_that_only_adds_a_pending_version_passes() {
 #[test]
 fn a_pr_that_serves_a_pending_version_fails() {
     let pr = Pr::new("check-serve-pending");
-    pr.seal_with(
-        &pr.new.key,
-        &repo_root().join("regions"),
-        "iks-registry-prod-test-20261123",
-        &["--pending"],
-    );
+    pr.seal_new(&["--pending"]);
     // Move the pending version into <NAME>.gpg, as `seal --pending` used to.
     let repo = pr.repo();
     let meta_path = repo.join(format!("{JP}.meta.json"));

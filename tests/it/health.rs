@@ -110,6 +110,17 @@ fn jwt_and_token_failing_is_an_outage_with_the_incident_title() {
         .stdout_has("verdict: OUTAGE: open an incident");
 }
 
+/// Asserts the iam-5xx rule escalates exactly once: to `pager` and the
+/// #iam-issues channel.
+#[track_caller]
+fn assert_one_iam_escalation(iam: &Value, pager: &str) {
+    let escalations = iam["escalations"].as_array().unwrap();
+    assert_eq!(escalations.len(), 1, "{escalations:?}");
+    let text = escalations[0].as_str().unwrap();
+    assert!(text.contains(pager), "{text}");
+    assert!(text.contains("#iam-issues"), "{text}");
+}
+
 #[test]
 fn iam_identity_5xx_escalate_to_the_identity_team() {
     let (run, report) = json_run(Scenario::IamIdentity5xx);
@@ -130,15 +141,7 @@ fn iam_identity_5xx_escalate_to_the_identity_team() {
     let access = find(&iam["classes"], "class", "access-management");
     assert_eq!(access["failing"], false);
     assert_eq!(access["count"], 0);
-    let escalations = iam["escalations"].as_array().unwrap();
-    assert_eq!(escalations.len(), 1, "{escalations:?}");
-    assert!(
-        escalations[0]
-            .as_str()
-            .unwrap()
-            .contains("PagerDuty \"Duty Manager - Germany - Policy\"")
-    );
-    assert!(escalations[0].as_str().unwrap().contains("#iam-issues"));
+    assert_one_iam_escalation(iam, "PagerDuty \"Duty Manager - Germany - Policy\"");
     assert_eq!(rule(&report, "redhat-auth")["status"], "healthy");
 }
 
@@ -152,15 +155,7 @@ fn iam_access_management_5xx_escalate_to_the_access_management_team() {
     let access = find(&iam["classes"], "class", "access-management");
     assert_eq!(access["failing"], true);
     assert_eq!(access["count"], 10);
-    let escalations = iam["escalations"].as_array().unwrap();
-    assert_eq!(escalations.len(), 1, "{escalations:?}");
-    assert!(
-        escalations[0]
-            .as_str()
-            .unwrap()
-            .contains("PagerDuty \"IAM - Access Management - Sev1\"")
-    );
-    assert!(escalations[0].as_str().unwrap().contains("#iam-issues"));
+    assert_one_iam_escalation(iam, "PagerDuty \"IAM - Access Management - Sev1\"");
 
     let text = health(Scenario::IamAccess5xx).run();
     text.code(1).stdout_has("escalate: access-management: ");

@@ -192,13 +192,7 @@ fn temporaries_of_a_killed_run_are_removed_by_the_next_run() {
     // What a SIGKILLed generate leaves: a staged new key and a backup of the old one.
     write(&out, ".rekey-tmp-Ab12Cd", &canary.key);
     write(&out, ".rekey-bak-4242-jp.dockerconfigjson", &canary.key);
-    rekey()
-        .arg("generate")
-        .arg("--regions")
-        .arg(repo_root().join("regions"))
-        .args(["--region", "jp", "--api-key-env", "K", "--out"])
-        .arg(&out)
-        .env("K", "bound-tmp-new-key")
+    generate_cmd(&repo_root().join("regions"), &["jp"], "bound-tmp-new-key", &out)
         .run()
         .code(0);
     let names: Vec<String> = std::fs::read_dir(&out)
@@ -261,14 +255,8 @@ fn temporaries_of_a_killed_decrypt_are_removed_by_the_next_one() {
 fn under_umask_000_directories_for_secrets_are_0700() {
     let tmp = tempdir();
     let out = tmp.path().join("a/b/out");
-    rekey()
+    generate_cmd(&repo_root().join("regions"), &["jp"], "umask-test-key", &out)
         .umask(0)
-        .arg("generate")
-        .arg("--regions")
-        .arg(repo_root().join("regions"))
-        .args(["--region", "jp", "--api-key-env", "K", "--out"])
-        .arg(&out)
-        .env("K", "umask-test-key")
         .run()
         .code(0);
     for dir in [tmp.path().join("a"), tmp.path().join("a/b"), out.clone()] {

@@ -314,6 +314,20 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `rekey generate` of `regions` (every region of the catalog when empty)
+/// from the catalog directory `regions_dir` into `out`, with `key` passed in
+/// the environment variable `K` (never on the command line).
+pub fn generate_cmd(regions_dir: &Path, regions: &[&str], key: &str, out: &Path) -> Rekey {
+    rekey()
+        .arg("generate")
+        .arg("--regions")
+        .arg(regions_dir)
+        .args(regions.iter().flat_map(|r| ["--region", r]))
+        .args(["--api-key-env", "K", "--out"])
+        .arg(out)
+        .env("K", key)
+}
+
 /// No further arguments, for [`seal_key`].
 pub const NO_ARGS: [&str; 0] = [];
 
@@ -337,16 +351,7 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     let gen_dir = tempdir();
-    rekey()
-        .arg("generate")
-        .arg("--regions")
-        .arg(regions_dir)
-        .args(regions.iter().flat_map(|r| ["--region", r]))
-        .args(["--api-key-env", "K", "--out"])
-        .arg(gen_dir.path())
-        .env("K", key)
-        .run()
-        .code(0);
+    generate_cmd(regions_dir, regions, key, gen_dir.path()).run().code(0);
     let mut seal = rekey()
         .arg("seal")
         .arg("--repo")
