@@ -45,11 +45,13 @@ static CERTS: LazyLock<Vec<Cert>> = LazyLock::new(|| {
         .collect()
 });
 
-fn git(dir: &Path, args: &[&str]) -> String {
+/// Runs git in `dir` with a fixed identity (symlinks as symlinks); panics
+/// unless it succeeds. Returns stdout. Shared with `check`'s tests.
+pub(in crate::ops) fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "core.symlinks=true"])
         .args(args)
         .output()
         .unwrap();

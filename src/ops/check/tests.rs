@@ -14,7 +14,6 @@ use sequoia_openpgp::Cert;
 use sequoia_openpgp::cert::CertBuilder;
 use sequoia_openpgp::serialize::{Serialize as _, SerializeInto as _};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const NAME: &str = "JP_REGISTRY_PULL_SECRET_64";
@@ -79,18 +78,7 @@ impl Repo {
     }
 
     fn git(&self, args: &[&str]) {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(self.path())
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "core.symlinks=true"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::ops::tests::git(self.path(), args);
     }
 
     fn write(&self, rel: &str, bytes: &[u8]) {
