@@ -45,11 +45,13 @@ static CERTS: LazyLock<Vec<Cert>> = LazyLock::new(|| {
         .collect()
 });
 
-fn git(dir: &Path, args: &[&str]) -> String {
+/// Runs git in `dir` with a fixed identity (symlinks as symlinks); panics
+/// unless it succeeds. Returns stdout. Shared with `check`'s tests.
+pub(in crate::ops) fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "core.symlinks=true"])
         .args(args)
         .output()
         .unwrap();
@@ -216,9 +218,7 @@ impl Repo {
         };
         let store = self.store();
         let verifier = StaticVerifier::default();
-        let git = GitCli {
-            repo: self.root().to_owned(),
-        };
+        let git = self.git_cli();
         let world = RotateWorld {
             store: &store,
             git: &git,
@@ -234,10 +234,23 @@ impl Repo {
     }
 
     fn rotate(&self, verifier: &StaticVerifier) -> anyhow::Result<RotateReport> {
-        let git = GitCli {
-            repo: self.root().to_owned(),
-        };
-        self.rotate_with(verifier, &git, true)
+        self.rotate_with(verifier, &self.git_cli(), true)
+    }
+
+    /// A committing rollback of r1 to its previous key, signed as this
+    /// repo's seals are (unsigned without a signer).
+    fn rollback_r1(&self) -> RollbackRequest<'_> {
+        RollbackRequest {
+            region: "r1".into(),
+            to: crate::ops::rollback::RollbackTo::Previous,
+            commit: true,
+            signer: self.signer.as_ref(),
+        }
+    }
+
+    /// Runs `req` on this repo through the git CLI.
+    fn rollback(&self, req: &RollbackRequest<'_>) -> anyhow::Result<crate::ops::rollback::RollbackReport> {
+        rollback(req, &self.store(), &self.git_cli(), &self.clock, &NoEvents)
     }
 
     /// The key in a region's active (or previous) file, decrypted with alice's key.
@@ -279,11 +292,14 @@ impl Repo {
         git(self.root(), &["rev-parse", "HEAD"]).trim().to_owned()
     }
 
+    /// The files the last commit touched, sorted.
     fn committed_files(&self) -> Vec<String> {
-        git(self.root(), &["show", "--name-only", "--format=", "HEAD"])
+        let mut files: Vec<String> = git(self.root(), &["show", "--name-only", "--format=", "HEAD"])
             .lines()
             .map(str::to_owned)
-            .collect()
+            .collect();
+        files.sort();
+        files
     }
 }
 
@@ -362,9 +378,7 @@ fn rotation_publishes_every_region_and_commits_exactly_its_files() {
         assert_eq!(repo.key_in(r, Slot::Previous), OLD);
         assert_eq!(repo.state(r), State::Current);
     }
-    let mut committed = repo.committed_files();
-    committed.sort();
-    assert_eq!(committed, files_of(&["r1", "r2"]));
+    assert_eq!(repo.committed_files(), files_of(&["r1", "r2"]));
     assert_eq!(report.commit.as_deref(), Some(repo.head().as_str()));
     assert!(!repo.journal_path().exists());
     assert!(!repo.root().join(".rekey/journal.json").exists());
@@ -393,9 +407,7 @@ fn a_blocked_region_keeps_its_key_and_is_not_committed() {
         std::fs::read(repo.store().path(&layout::secret_name("r2"), Slot::Active)).unwrap(),
         before
     );
-    let mut committed = repo.committed_files();
-    committed.sort();
-    assert_eq!(committed, files_of(&["r1"]));
+    assert_eq!(repo.committed_files(), files_of(&["r1"]));
     // The blocked region is verified again on the next run, and then published.
     let report = repo.rotate(&StaticVerifier::default()).unwrap();
     assert_eq!(report.regions[1].action, Action::Rotate);
@@ -470,9 +482,7 @@ fn a_rotation_resumes_from_each_journal_stage() {
     let report = repo.rotate(&StaticVerifier::default()).unwrap();
     assert!(report.regions.iter().all(|r| r.action == Action::Unchanged));
     assert!(report.commit.is_some());
-    let mut committed = repo.committed_files();
-    committed.sort();
-    assert_eq!(committed, files_of(&["r1", "r2"]));
+    assert_eq!(repo.committed_files(), files_of(&["r1", "r2"]));
     let message = git(repo.root(), &["log", "-1", "--format=%B"]);
     assert!(
         message.starts_with("Rotate registry pull secrets of r1, r2"),
@@ -529,22 +539,7 @@ fn refusals_write_nothing() {
         err.contains("active.file: must be R1_REGISTRY_PULL_SECRET_64.gpg"),
         "{err}"
     );
-    let err = rollback(
-        &RollbackRequest {
-            region: "r1".into(),
-            to: crate::ops::rollback::RollbackTo::Previous,
-            commit: true,
-            signer: None,
-        },
-        &repo.store(),
-        &GitCli {
-            repo: repo.root().to_owned(),
-        },
-        &repo.clock,
-        &NoEvents,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = repo.rollback(&repo.rollback_r1()).unwrap_err().to_string();
     assert!(err.contains("active.file"), "{err}");
     std::fs::write(&meta_path, good).unwrap();
 
@@ -561,28 +556,16 @@ fn refusals_write_nothing() {
 fn rollback_swaps_and_commits_exactly_the_secret() {
     let repo = Repo::new();
     repo.rotate(&StaticVerifier::default()).unwrap();
-    let git = GitCli {
-        repo: repo.root().to_owned(),
-    };
-    let req = RollbackRequest {
-        region: "r1".into(),
-        to: crate::ops::rollback::RollbackTo::Previous,
-        commit: true,
-        signer: None,
-    };
-    let report = rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    let req = repo.rollback_r1();
+    let report = repo.rollback(&req).unwrap();
     assert_eq!(repo.key_in("r1", Slot::Active), OLD);
     assert_eq!(repo.key_in("r1", Slot::Previous), NEW);
     assert_eq!(report.commit.as_deref(), Some(repo.head().as_str()));
-    let mut committed = repo.committed_files();
-    committed.sort();
-    assert_eq!(committed, files_of(&["r1"]));
+    assert_eq!(repo.committed_files(), files_of(&["r1"]));
     assert_eq!(report.files.len(), 3);
     // No previous version: refused.
     let repo = Repo::new();
-    let err = rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents)
-        .unwrap_err()
-        .to_string();
+    let err = repo.rollback(&req).unwrap_err().to_string();
     assert!(err.contains("no previous version to roll back to"), "{err}");
 }
 
@@ -753,30 +736,22 @@ fn signed_versions_carry_a_statement_and_an_inner_signature_by_the_same_signer()
     );
 
     // A signed rollback names the version it restores, under a new number.
-    let git = GitCli {
-        repo: repo.root().to_owned(),
-    };
-    let req = RollbackRequest {
-        region: "r1".into(),
-        to: crate::ops::rollback::RollbackTo::Previous,
-        commit: true,
-        signer: repo.signer.as_ref(),
-    };
-    rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    let req = repo.rollback_r1();
+    repo.rollback(&req).unwrap();
     let (st, _) = verify_secret(&repo, "r1").unwrap();
     // It restores the old key as last signed while served (2, see above).
     assert_eq!((st.version, st.restores), (4, Some(2)));
     assert_eq!(repo.key_in("r1", Slot::Active), OLD);
     // A second rollback keeps the older key; restoring the newer one is
     // explicit, and signed like any rollback.
-    let again = rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    let again = repo.rollback(&req).unwrap();
     assert!(!again.changed);
     assert_eq!(repo.key_in("r1", Slot::Active), OLD);
     let forward = RollbackRequest {
         to: crate::ops::rollback::RollbackTo::Key(NEW_NAME.to_owned()),
         ..req.clone()
     };
-    let report = rollback(&forward, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    let report = repo.rollback(&forward).unwrap();
     assert!(report.changed);
     let (st, _) = verify_secret(&repo, "r1").unwrap();
     assert_eq!(st.restores, Some(3));
@@ -980,16 +955,8 @@ fn rollback_leaves_a_pending_version_as_it_is_and_signs_over_it() {
     // The pending seal's statement hashes the pending file next to the served ones.
     let (st, _) = verify_secret(&repo, "r1").unwrap();
     assert_eq!(st.files.len(), 3);
-    let git = GitCli {
-        repo: repo.root().to_owned(),
-    };
-    let req = RollbackRequest {
-        region: "r1".into(),
-        to: crate::ops::rollback::RollbackTo::Previous,
-        commit: true,
-        signer: repo.signer.as_ref(),
-    };
-    let report = rollback(&req, &repo.store(), &git, &repo.clock, &NoEvents).unwrap();
+    let req = repo.rollback_r1();
+    let report = repo.rollback(&req).unwrap();
     assert!(report.changed);
     assert_eq!(repo.key_in("r1", Slot::Active), OLD);
     assert_eq!(repo.key_in("r1", Slot::Previous), NEW);
@@ -1140,52 +1107,48 @@ fn created_keys_are_sealed_with_their_ids_and_a_blocked_regions_key_is_deleted()
     assert!(!message.contains(&iam.value_of(&ids[0])));
 }
 
-#[test]
-fn a_creation_failure_midway_deletes_the_keys_created_and_leaves_nothing() {
+/// Rotates a fresh repo with keys created in `iam`, which must fail before
+/// anything is verified or reaches the repo (no journal, same head, clean
+/// work tree); returns the error with its causes.
+#[track_caller]
+fn creation_refused(iam: &MemKeyIam) -> String {
     let repo = Repo::new();
     let head = repo.head();
+    let verifier = StaticVerifier::default();
+    let err = format!(
+        "{:#}",
+        repo.rotate_creating(iam, &verifier, &repo.git_cli()).unwrap_err()
+    );
+    assert!(verifier.asked().is_empty(), "{err}");
+    assert!(!repo.journal_path().exists(), "nothing reached the repo: {err}");
+    assert_eq!(repo.head(), head);
+    assert_eq!(git(repo.root(), &["status", "--porcelain"]), "");
+    err
+}
+
+#[test]
+fn a_creation_failure_midway_deletes_the_keys_created_and_leaves_nothing() {
     let iam = MemKeyIam {
         fail_create_after: Some(1),
         ..Default::default()
     };
-    let verifier = StaticVerifier::default();
-    let err = format!(
-        "{:#}",
-        repo.rotate_creating(&iam, &verifier, &repo.git_cli()).unwrap_err()
-    );
+    let err = creation_refused(&iam);
     assert!(err.contains("deleted the 1 keys it created"), "{err}");
     assert!(err.contains("BXNIM0536E"), "{err}");
-    assert_eq!(iam.deleted(), iam.ids());
-    assert!(verifier.asked().is_empty());
-    assert!(
-        !repo.journal_path().exists(),
-        "nothing reached the repo, nothing is left in IAM"
-    );
-    assert_eq!(repo.head(), head);
-    assert_eq!(git(repo.root(), &["status", "--porcelain"]), "");
+    assert_eq!(iam.deleted(), iam.ids(), "nothing is left in IAM");
 }
 
 #[test]
 fn a_created_key_id_that_is_no_iam_key_id_is_refused_before_it_is_recorded() {
-    let repo = Repo::new();
-    let head = repo.head();
     let iam = MemKeyIam {
         bad_id_after: Some(1),
         ..Default::default()
     };
-    let verifier = StaticVerifier::default();
-    let err = format!(
-        "{:#}",
-        repo.rotate_creating(&iam, &verifier, &repo.git_cli()).unwrap_err()
-    );
+    let err = creation_refused(&iam);
     assert!(err.contains("not an IAM API key id"), "{err}");
     assert!(err.contains("k-r2-20261124"), "the key is named for cleanup: {err}");
     assert!(!err.contains("evil"), "the hostile id is not echoed: {err}");
     assert_eq!(iam.deleted(), [iam.ids()[0].clone()], "the good key is deleted");
-    assert!(verifier.asked().is_empty());
-    assert!(!repo.journal_path().exists());
-    assert_eq!(repo.head(), head);
-    assert_eq!(git(repo.root(), &["status", "--porcelain"]), "");
 }
 
 #[test]

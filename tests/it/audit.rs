@@ -1,6 +1,5 @@
 //! `rekey audit`: key ages from key names and metadata, recipient expiry.
 
-use crate::pgp_support::*;
 use crate::support::*;
 use std::path::Path;
 
@@ -10,51 +9,27 @@ fn key_name(days_ago: i64) -> String {
 }
 
 /// Seals `region` into `repo` with a fresh canary key named `name` (or unnamed).
-fn seal(tmp: &Path, repo: &Path, region: &str, name: Option<&str>) -> Canary {
-    seal_with(tmp, repo, region, name, &[])
+fn seal(repo: &Path, region: &str, name: Option<&str>) -> Canary {
+    seal_with(repo, region, name, &[])
 }
 
 /// Like [`seal`], with more `rekey seal` arguments.
-fn seal_with(tmp: &Path, repo: &Path, region: &str, name: Option<&str>, extra: &[&str]) -> Canary {
+fn seal_with(repo: &Path, region: &str, name: Option<&str>, extra: &[&str]) -> Canary {
     let canary = Canary::new(&format!("audit-{region}"));
-    let gen_dir = tmp.join(format!("gen-{region}"));
-    rekey()
-        .arg("generate")
-        .arg("--regions")
-        .arg(repo_root().join("regions"))
-        .args(["--region", region, "--api-key-env", "K", "--out"])
-        .arg(&gen_dir)
-        .env("K", &canary.key)
-        .run()
-        .code(0);
-    let mut cmd = rekey().arg("seal").arg("--repo").arg(repo).arg("--in").arg(&gen_dir);
-    if let Some(name) = name {
-        cmd = cmd.args(["--key-name", name]);
-    }
-    cmd.args(extra).run().code(0);
-    std::fs::remove_dir_all(gen_dir).unwrap();
+    seal_key(repo, &repo_root().join("regions"), &[region], &canary.key, name, extra).code(0);
     canary
-}
-
-fn policy(repo: &Path, who: &[&str]) {
-    let mut ring = Vec::new();
-    for w in who {
-        ring.extend(std::fs::read(keys().file(&format!("{w}.pub"))).unwrap());
-    }
-    write(repo, ".rekey/recipients.asc", ring);
-    git(repo, &["init", "-q", "-b", "main"]);
 }
 
 #[test]
 fn reports_overdue_due_and_fresh_keys_and_expiring_recipients() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice", "soon"]);
+    init_secrets_repo(&repo, &["alice", "soon"]);
     let canaries = [
-        seal(tmp.path(), &repo, "jp", Some(&key_name(100))),
-        seal(tmp.path(), &repo, "us", Some(&key_name(80))),
-        seal(tmp.path(), &repo, "de", Some(&key_name(3))),
-        seal(tmp.path(), &repo, "uk", None),
+        seal(&repo, "jp", Some(&key_name(100))),
+        seal(&repo, "us", Some(&key_name(80))),
+        seal(&repo, "de", Some(&key_name(3))),
+        seal(&repo, "uk", None),
     ];
     let run = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
     run.code(1);
@@ -104,9 +79,9 @@ fn reports_overdue_due_and_fresh_keys_and_expiring_recipients() {
 fn an_unusable_recipient_fails_the_audit() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice"]);
-    seal(tmp.path(), &repo, "jp", Some(&key_name(1)));
-    policy(&repo, &["alice", "expired"]);
+    init_secrets_repo(&repo, &["alice"]);
+    seal(&repo, "jp", Some(&key_name(1)));
+    init_secrets_repo(&repo, &["alice", "expired"]);
     let run = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
     run.code(1);
     let v = run.json();
@@ -147,7 +122,7 @@ fn bad_audit_input_is_an_error() {
         .code(2)
         .stderr_has("--warn-age (60d) is longer than --max-age (30d)");
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice"]);
+    init_secrets_repo(&repo, &["alice"]);
     write(
         &repo,
         "registry/JP_REGISTRY_PULL_SECRET_64.meta.json",
@@ -166,10 +141,10 @@ fn bad_audit_input_is_an_error() {
 fn openmetrics_output_passes_promtool_and_carries_every_gauge() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice", "soon"]);
+    init_secrets_repo(&repo, &["alice", "soon"]);
     let canaries = [
-        seal(tmp.path(), &repo, "jp", Some(&key_name(100))),
-        seal(tmp.path(), &repo, "us", Some(&key_name(3))),
+        seal(&repo, "jp", Some(&key_name(100))),
+        seal(&repo, "us", Some(&key_name(3))),
     ];
     let run = rekey()
         .args(["--output", "openmetrics", "audit", "--repo"])
@@ -219,8 +194,8 @@ fn openmetrics_output_passes_promtool_and_carries_every_gauge() {
 fn a_key_named_with_a_future_date_fails_the_audit() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice"]);
-    let canary = seal(tmp.path(), &repo, "jp", Some(&key_name(-7)));
+    init_secrets_repo(&repo, &["alice"]);
+    let canary = seal(&repo, "jp", Some(&key_name(-7)));
     let run = rekey().args(["audit", "--repo"]).arg(&repo).run();
     run.code(1)
         .stdout_has("FUTURE")
@@ -246,10 +221,10 @@ fn openmetrics_is_refused_by_commands_that_do_not_speak_it() {
 fn a_pending_version_is_shown_as_pending_not_as_the_served_key() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    policy(&repo, &["alice"]);
-    let live = seal(tmp.path(), &repo, "jp", Some(&key_name(100)));
+    init_secrets_repo(&repo, &["alice"]);
+    let live = seal(&repo, "jp", Some(&key_name(100)));
     let next_name = key_name(1);
-    let next = seal_with(tmp.path(), &repo, "jp", Some(&next_name), &["--pending"]);
+    let next = seal_with(&repo, "jp", Some(&next_name), &["--pending"]);
     let run = rekey().args(["--output", "json", "audit", "--repo"]).arg(&repo).run();
     run.code(1);
     live.assert_not_in_run(&run);

@@ -5,46 +5,31 @@
 
 use crate::pgp_support::*;
 use crate::support::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const JP: &str = "registry/JP_REGISTRY_PULL_SECRET_64";
+const OLD_NAME: &str = "iks-registry-prod-test-20260801";
+const NEW_NAME: &str = "iks-registry-prod-test-20261123";
 
-struct Pr {
-    tmp: tempfile::TempDir,
-    old: Canary,
-    new: Canary,
+/// A [`KeyPr`] with this file's seals.
+struct Pr(KeyPr);
+
+impl std::ops::Deref for Pr {
+    type Target = KeyPr;
+    fn deref(&self) -> &KeyPr {
+        &self.0
+    }
 }
 
 impl Pr {
     /// A secrets repo whose `main` allows `signers` (public key files) and
     /// holds jp and us sealed and signed by `signer`, with a branch `pr`.
     fn new(tag: &str, signers: &[&Path]) -> Pr {
-        let pr = Pr {
-            tmp: tempdir(),
-            old: Canary::new(&format!("{tag}-old")),
-            new: Canary::new(&format!("{tag}-new")),
-        };
-        let repo = pr.repo();
-        write(
-            &repo,
-            ".rekey/recipients.asc",
-            std::fs::read(keys().file("alice.pub")).unwrap(),
-        );
+        let pr = Pr(KeyPr::new(tag, &["alice"]));
         pr.set_signers(signers);
-        git(&repo, &["init", "-q", "-b", "main"]);
-        pr.seal(
-            &pr.old.key.clone(),
-            "iks-registry-prod-test-20260801",
-            &signing("signer"),
-        )
-        .code(0);
-        pr.commit("old key");
-        git(&repo, &["checkout", "-qb", "pr"]);
+        pr.seal(&pr.old.key, OLD_NAME, &signing("signer")).code(0);
+        pr.open();
         pr
-    }
-
-    fn repo(&self) -> PathBuf {
-        self.tmp.path().join("repo")
     }
 
     fn set_signers(&self, signers: &[&Path]) {
@@ -57,27 +42,19 @@ impl Pr {
 
     /// Generates jp and us with `key` and seals them with `extra` options.
     fn seal(&self, key: &str, key_name: &str, extra: &[String]) -> Run {
-        let gen_dir = self.tmp.path().join("gen");
-        rekey()
-            .arg("generate")
-            .arg("--regions")
-            .arg(repo_root().join("regions"))
-            .args(["--region", "jp", "--region", "us", "--api-key-env", "K", "--out"])
-            .arg(&gen_dir)
-            .env("K", key)
-            .run()
-            .code(0);
-        let run = rekey()
-            .arg("seal")
-            .arg("--repo")
-            .arg(self.repo())
-            .arg("--in")
-            .arg(&gen_dir)
-            .args(["--key-name", key_name])
-            .args(extra)
-            .run();
-        std::fs::remove_dir_all(gen_dir).unwrap();
-        run
+        seal_key(
+            &self.repo(),
+            &repo_root().join("regions"),
+            &["jp", "us"],
+            key,
+            Some(key_name),
+            extra,
+        )
+    }
+
+    /// Seals the new key (named [`NEW_NAME`]) with `extra` options.
+    fn seal_new(&self, extra: &[String]) -> Run {
+        self.seal(&self.new.key, NEW_NAME, extra)
     }
 
     /// Seals the new key as an attacker would: with rekey, in a work tree
@@ -86,8 +63,7 @@ impl Pr {
         let signers = self.repo().join(".rekey/signers.asc");
         let kept = std::fs::read(&signers).unwrap();
         std::fs::remove_file(&signers).unwrap();
-        self.seal(&self.new.key.clone(), "iks-registry-prod-test-20261123", extra)
-            .code(0);
+        self.seal_new(extra).code(0);
         std::fs::write(&signers, kept).unwrap();
     }
 
@@ -96,26 +72,7 @@ impl Pr {
     fn seal_unsigned_over(&self) {
         let registry = self.repo().join("registry");
         std::fs::remove_dir_all(&registry).unwrap();
-        self.seal(&self.old.key.clone(), "iks-registry-prod-test-20260801", &[])
-            .code(0);
-    }
-
-    fn commit(&self, message: &str) {
-        git(&self.repo(), &["add", "-A"]);
-        git(&self.repo(), &["commit", "-qm", message]);
-    }
-
-    fn check(&self, extra: &[&str]) -> Run {
-        let run = rekey()
-            .arg("check")
-            .arg("--repo")
-            .arg(self.repo())
-            .args(["--base", "main", "--head", "pr"])
-            .args(extra)
-            .run();
-        self.old.assert_not_in_run(&run);
-        self.new.assert_not_in_run(&run);
-        run
+        self.seal(&self.old.key, OLD_NAME, &[]).code(0);
     }
 
     /// The failing `authorship` finding on jp's metadata, from JSON output.
@@ -179,12 +136,7 @@ fn gpg_verifies_the_signed_secret_and_its_statement() {
     // request whose statement the signer signed with `gpg --detach-sign`.
     let home = GpgHome::new();
     home.import(&keys().file("signer.sec"));
-    pr.seal(
-        &pr.new.key.clone(),
-        "iks-registry-prod-test-20261123",
-        &signing("signer"),
-    )
-    .code(0);
+    pr.seal_new(&signing("signer")).code(0);
     let mut meta = pr.meta();
     let statement = write(
         tmp.path(),
@@ -208,12 +160,7 @@ fn gpg_verifies_the_signed_secret_and_its_statement() {
 #[test]
 fn a_signed_rotation_passes_check_which_names_the_signer() {
     let pr = Pr::new("auth-ok", &[&keys().file("signer.pub")]);
-    pr.seal(
-        &pr.new.key.clone(),
-        "iks-registry-prod-test-20261123",
-        &signing("signer"),
-    )
-    .code(0);
+    pr.seal_new(&signing("signer")).code(0);
     pr.commit("rotate");
     let run = pr.check(&[]);
     run.code(0).stdout_has(&format!(
@@ -230,17 +177,13 @@ fn a_signed_rotation_passes_check_which_names_the_signer() {
 fn seal_refuses_no_key_and_a_key_outside_signers_asc() {
     let pr = Pr::new("auth-refuse", &[&keys().file("signer.pub")]);
     let before = snapshot(&pr.repo());
-    pr.seal(&pr.new.key.clone(), "iks-registry-prod-test-20261123", &[])
+    pr.seal_new(&[])
         .code(2)
         .stderr_has("signers.asc exists, so every secret must be signed");
-    pr.seal(
-        &pr.new.key.clone(),
-        "iks-registry-prod-test-20261123",
-        &signing("alice"),
-    )
-    .code(2)
-    .stderr_has("alice <alice@example.com>")
-    .stderr_has("is not an allowed signer");
+    pr.seal_new(&signing("alice"))
+        .code(2)
+        .stderr_has("alice <alice@example.com>")
+        .stderr_has("is not an allowed signer");
     assert_eq!(snapshot(&pr.repo()), before, "nothing written");
 }
 
@@ -263,12 +206,7 @@ fn unsigned_and_unknown_signer_pull_requests_fail_check() {
 fn a_signer_added_in_the_same_pull_request_cannot_sign_in_it() {
     let pr = Pr::new("auth-added", &[&keys().file("signer.pub")]);
     pr.set_signers(&[&keys().file("signer.pub"), &keys().file("alice.pub")]);
-    pr.seal(
-        &pr.new.key.clone(),
-        "iks-registry-prod-test-20261123",
-        &signing("alice"),
-    )
-    .code(0);
+    pr.seal_new(&signing("alice")).code(0);
     pr.commit("alice adds herself and signs");
     let detail = pr.authorship_failure(&[]);
     assert!(detail.contains("not an allowed signer"), "{detail}");
@@ -288,12 +226,7 @@ fn a_replayed_older_version_and_a_swapped_ciphertext_fail_check() {
     ];
     // main moves on to version 2.
     git(&repo, &["checkout", "-q", "main"]);
-    pr.seal(
-        &pr.new.key.clone(),
-        "iks-registry-prod-test-20261123",
-        &signing("signer"),
-    )
-    .code(0);
+    pr.seal_new(&signing("signer")).code(0);
     pr.commit("rotate");
     git(&repo, &["checkout", "-q", "-B", "pr"]);
     std::fs::write(repo.join(format!("{JP}.gpg")), &v1[0]).unwrap();
@@ -334,8 +267,7 @@ fn signers_expired_or_revoked_at_the_base_no_longer_vouch() {
     let rv = vec!["--signing-key".to_owned(), secret.display().to_string()];
     for (case, want) in [("revoked", "is revoked"), ("expired", "expired at")] {
         let pr = Pr::new(&format!("auth-{case}"), &[&keys().file("signer.pub"), &public]);
-        pr.seal(&pr.new.key.clone(), "iks-registry-prod-test-20261123", &rv)
-            .code(0);
+        pr.seal_new(&rv).code(0);
         pr.commit("rv signs");
         pr.check(&[]).code(0);
         // Then the base learns that rv is revoked (or expired): the pull
@@ -366,12 +298,7 @@ fn signers_expired_or_revoked_at_the_base_no_longer_vouch() {
 #[test]
 fn audit_shows_each_versions_signer_and_time() {
     let pr = Pr::new("auth-audit", &[&keys().file("signer.pub")]);
-    pr.seal(
-        &pr.new.key.clone(),
-        "iks-registry-prod-test-20261123",
-        &signing("signer"),
-    )
-    .code(0);
+    pr.seal_new(&signing("signer")).code(0);
     let fpr = keys().fingerprint("signer");
     let audit = || rekey().arg("audit").arg("--repo").arg(pr.repo());
     audit()
@@ -476,12 +403,8 @@ fn sign_migrates_an_unsigned_repo_after_review_and_refuses_mismatched_metadata()
 fn a_signed_pending_seal_covers_the_pending_file() {
     let pr = Pr::new("auth-pending", &[&keys().file("signer.pub")]);
     let served = std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap();
-    pr.seal(
-        &pr.new.key.clone(),
-        "iks-registry-prod-test-20261123",
-        &[signing("signer"), vec!["--pending".to_owned()]].concat(),
-    )
-    .code(0);
+    pr.seal_new(&[signing("signer"), vec!["--pending".to_owned()]].concat())
+        .code(0);
     assert_eq!(std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap(), served);
     let statement = pr.meta()["active"]["signed"]["statement"].as_str().unwrap().to_owned();
     assert!(statement.contains("\nversion 2\n"), "{statement}");

@@ -5,44 +5,34 @@ use crate::pgp_support::*;
 use crate::support::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const JP: &str = "registry/JP_REGISTRY_PULL_SECRET_64";
+const NEW_NAME: &str = "iks-registry-prod-test-20261123";
 
-struct Pr {
-    tmp: tempfile::TempDir,
-    old: Canary,
-    new: Canary,
+/// A [`KeyPr`] with this file's seals.
+struct Pr(KeyPr);
+
+impl std::ops::Deref for Pr {
+    type Target = KeyPr;
+    fn deref(&self) -> &KeyPr {
+        &self.0
+    }
 }
 
 impl Pr {
     /// A secrets repo whose `main` holds jp and us sealed with an old key,
     /// and a branch `pr` checked out from it.
     fn new(tag: &str) -> Pr {
-        let pr = Pr {
-            tmp: tempdir(),
-            old: Canary::new(&format!("{tag}-old")),
-            new: Canary::new(&format!("{tag}-new")),
-        };
-        let repo = pr.repo();
-        let mut ring = std::fs::read(keys().file("alice.pub")).unwrap();
-        ring.extend(std::fs::read(keys().file("bob.pub")).unwrap());
-        write(&repo, ".rekey/recipients.asc", ring);
-        git(&repo, &["init", "-q", "-b", "main"]);
+        let pr = Pr(KeyPr::new(tag, &["alice", "bob"]));
         pr.seal(
-            &pr.old.key.clone(),
+            &pr.old.key,
             &repo_root().join("regions"),
             "iks-registry-prod-test-20260801",
         );
-        git(&repo, &["add", "."]);
-        git(&repo, &["commit", "-qm", "old key"]);
-        git(&repo, &["checkout", "-qb", "pr"]);
+        pr.open();
         pr
-    }
-
-    fn repo(&self) -> PathBuf {
-        self.tmp.path().join("repo")
     }
 
     /// Generates jp and us with `key` from `regions` and seals them into the repo.
@@ -52,55 +42,31 @@ impl Pr {
 
     /// Like [`Pr::seal`], with more `rekey seal` arguments.
     fn seal_with(&self, key: &str, regions: &Path, key_name: &str, extra: &[&str]) {
-        let gen_dir = self.tmp.path().join("gen");
-        rekey()
-            .arg("generate")
-            .arg("--regions")
-            .arg(regions)
-            .args(["--region", "jp", "--region", "us", "--api-key-env", "K", "--out"])
-            .arg(&gen_dir)
-            .env("K", key)
-            .run()
-            .code(0);
-        rekey()
-            .arg("seal")
-            .arg("--repo")
-            .arg(self.repo())
-            .arg("--in")
-            .arg(&gen_dir)
-            .args(["--key-name", key_name])
-            .args(extra)
-            .run()
-            .code(0);
-        std::fs::remove_dir_all(gen_dir).unwrap();
+        seal_key(&self.repo(), regions, &["jp", "us"], key, Some(key_name), extra).code(0);
+    }
+
+    /// Seals the new key for jp and us with the shipped catalog, named
+    /// [`NEW_NAME`], with `extra` `rekey seal` arguments.
+    fn seal_new(&self, extra: &[&str]) {
+        self.seal_with(&self.new.key, &repo_root().join("regions"), NEW_NAME, extra);
     }
 
     /// Seals the new key for jp and us with the shipped catalog and commits: a clean rotation.
     fn rotate(&self) {
-        self.seal(
-            &self.new.key.clone(),
-            &repo_root().join("regions"),
-            "iks-registry-prod-test-20261123",
-        );
+        self.seal_new(&[]);
         self.commit("rotate");
     }
 
-    fn commit(&self, message: &str) {
-        git(&self.repo(), &["add", "-A"]);
-        git(&self.repo(), &["commit", "-qm", message]);
-    }
-
-    fn check(&self, extra: &[&str]) -> Run {
-        let run = rekey()
-            .arg("check")
+    /// Re-encrypts every secret to the work tree's recipients, with alice's key.
+    fn reencrypt(&self) {
+        rekey()
+            .arg("reencrypt")
             .arg("--repo")
             .arg(self.repo())
-            .args(["--base", "main", "--head", "pr"])
-            .args(extra)
-            .run();
-        self.old.assert_not_in_run(&run);
-        self.new.assert_not_in_run(&run);
-        run
+            .arg("--key")
+            .arg(keys().file("alice.sec"))
+            .run()
+            .code(0);
     }
 
     fn check_with_key(&self, extra: &[&str]) -> Run {
@@ -126,18 +92,11 @@ fn entry(v: &serde_json::Value, list: &str, pred: impl Fn(&&serde_json::Value) -
         .clone()
 }
 
+/// The failing checks' (kind, target).
 fn failures(run: &Run) -> Vec<(String, String)> {
-    run.json()["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["ok"] == false)
-        .map(|c| {
-            (
-                c["kind"].as_str().unwrap().to_owned(),
-                c["target"].as_str().unwrap().to_owned(),
-            )
-        })
+    failing_checks(run)
+        .into_iter()
+        .map(|(kind, target, _)| (kind, target))
         .collect()
 }
 
@@ -331,7 +290,7 @@ fn a_secret_missing_a_region_host_is_rejected_with_the_key() {
         .unwrap()
         .replace("  \"private.jp.icr.io\",\n", "");
     std::fs::write(regions.join("jp.toml"), jp).unwrap();
-    pr.seal(&pr.new.key.clone(), &regions, "iks-registry-prod-test-20261123");
+    pr.seal(&pr.new.key, &regions, NEW_NAME);
     pr.commit("rotate with a short catalog");
     pr.check(&[]).code(0);
     let run = pr.check_with_key(&["--output", "json"]);
@@ -352,11 +311,7 @@ fn a_secret_missing_a_region_host_is_rejected_with_the_key() {
 #[test]
 fn junit_has_one_test_case_per_check() {
     let pr = Pr::new("check-junit");
-    pr.seal(
-        &pr.new.key.clone(),
-        &repo_root().join("regions"),
-        "iks-registry-prod-test-20261123",
-    );
+    pr.seal_new(&[]);
     write(&pr.repo(), "registry/stray.txt", "hello");
     pr.commit("rotate plus a stray file");
     let json = pr.check(&["--output", "json"]);
@@ -370,22 +325,8 @@ fn junit_has_one_test_case_per_check() {
 #[test]
 fn bad_revisions_and_options_are_errors() {
     let pr = Pr::new("check-bad");
-    rekey()
-        .arg("check")
-        .arg("--repo")
-        .arg(pr.repo())
-        .args(["--base", "nope", "--head", "pr"])
-        .run()
-        .code(2)
-        .stderr_has("--base");
-    rekey()
-        .arg("check")
-        .arg("--repo")
-        .arg(pr.tmp.path())
-        .args(["--base", "main", "--head", "pr"])
-        .run()
-        .code(2)
-        .stderr_has("git ");
+    check_cmd(&pr.repo(), "nope", "pr").run().code(2).stderr_has("--base");
+    check_cmd(pr.tmp.path(), "main", "pr").run().code(2).stderr_has("git ");
     pr.check(&["--regions", "regions"]).code(2).stderr_has("--key");
     let missing = pr.tmp.path().join("missing.toml");
     pr.check(&["--allowlist", missing.to_str().unwrap()])
@@ -410,28 +351,11 @@ fn the_ci_entry_point_runs_the_check_with_a_key_from_a_file() {
     let pr = Pr::new("check-ci");
     pr.rotate();
     let job = repo_root().join("ci/rekey-job");
-    let out = Command::new(&job)
-        .arg("check")
-        .env("REKEY", env!("CARGO_BIN_EXE_rekey"))
-        .env("REKEY_REPO", pr.repo())
-        .env("REKEY_REGIONS", repo_root().join("regions"))
-        .env("REKEY_BASE", "main")
-        .env("REKEY_HEAD", "pr")
-        .env("REKEY_DECRYPTION_KEY_FILE", keys().file("alice.sec"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = rekey_job_check_exits(&pr, Some(&repo_root().join("regions")), 0);
     assert!(
         stdout.contains("<testsuites") && stdout.contains("check.secret"),
         "{stdout}"
     );
-    assert!(!pr.new.found_in(&out.stdout) && !pr.new.found_in(&out.stderr));
     let missing = Command::new(&job)
         .arg("check")
         .env("REKEY", env!("CARGO_BIN_EXE_rekey"))
@@ -527,14 +451,7 @@ fn a_pr_adding_a_recipient_shows_who_gains_access() {
 
     // Files re-encrypted to the new set in the same pull request are judged
     // by the base's policy: carol is named as not in it.
-    rekey()
-        .arg("reencrypt")
-        .arg("--repo")
-        .arg(pr.repo())
-        .arg("--key")
-        .arg(keys().file("alice.sec"))
-        .run()
-        .code(0);
+    pr.reencrypt();
     pr.commit("re-encrypt to the new set");
     let run = pr.check(&["--output", "json"]);
     run.code(1);
@@ -652,14 +569,7 @@ fn a_pure_reencryption_is_reported_as_such() {
     write(&pr.repo(), ".rekey/recipients.asc", ring);
     pr.commit("add carol");
     git(&pr.repo(), &["checkout", "-q", "-B", "pr", "main"]);
-    rekey()
-        .arg("reencrypt")
-        .arg("--repo")
-        .arg(pr.repo())
-        .arg("--key")
-        .arg(keys().file("alice.sec"))
-        .run()
-        .code(0);
+    pr.reencrypt();
     pr.commit("re-encrypt");
     let run = pr.check_with_key(&["--output", "json"]);
     run.code(0);
@@ -699,6 +609,22 @@ fn rekey_job_check(pr: &Pr, regions: Option<&Path>) -> std::process::Output {
     cmd.output().unwrap()
 }
 
+/// [`rekey_job_check`], asserting its exit code and that the new key shows
+/// in neither output; returns stdout.
+#[track_caller]
+fn rekey_job_check_exits(pr: &Pr, regions: Option<&Path>, code: i32) -> String {
+    let out = rekey_job_check(pr, regions);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!pr.new.found_in(&out.stdout) && !pr.new.found_in(&out.stderr));
+    stdout
+}
+
 #[test]
 fn the_ci_entry_point_reads_the_catalog_at_the_base() {
     let pr = Pr::new("check-ci-catalog");
@@ -712,28 +638,15 @@ fn the_ci_entry_point_reads_the_catalog_at_the_base() {
         .unwrap()
         .replace("  \"private.jp.icr.io\",\n", "");
     std::fs::write(&jp, short).unwrap();
-    pr.seal(
-        &pr.new.key.clone(),
-        &pr.repo().join("regions"),
-        "iks-registry-prod-test-20261123",
-    );
+    pr.seal(&pr.new.key, &pr.repo().join("regions"), NEW_NAME);
     pr.commit("rotate without private.jp.icr.io");
-    let out = rekey_job_check(&pr, None);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = rekey_job_check_exits(&pr, None, 1);
     assert!(
         stdout.contains("region `jp` hosts missing: private.jp.icr.io"),
         "{stdout}"
     );
-    assert!(!pr.new.found_in(&out.stdout) && !pr.new.found_in(&out.stderr));
     // Judged by the pull request's own catalog, the same change would pass.
-    let out = rekey_job_check(&pr, Some(&pr.repo().join("regions")));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    rekey_job_check_exits(&pr, Some(&pr.repo().join("regions")), 0);
 }
 
 #[test]
@@ -786,12 +699,7 @@ fn a_pr_that_only_adds_a_pending_version_passes() {
     pr.commit("metadata as schema 1");
     git(&pr.repo(), &["checkout", "-qB", "pr"]);
     let served = std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap();
-    pr.seal_with(
-        &pr.new.key.clone(),
-        &repo_root().join("regions"),
-        "iks-registry-prod-test-20261123",
-        &["--pending"],
-    );
+    pr.seal_new(&["--pending"]);
     pr.commit("seal the next key as pending");
     assert_eq!(std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap(), served);
     let changed = git(&pr.repo(), &["diff", "--name-only", "main", "pr"]);
@@ -821,12 +729,7 @@ fn a_pr_that_only_adds_a_pending_version_passes() {
 #[test]
 fn a_pr_that_serves_a_pending_version_fails() {
     let pr = Pr::new("check-serve-pending");
-    pr.seal_with(
-        &pr.new.key.clone(),
-        &repo_root().join("regions"),
-        "iks-registry-prod-test-20261123",
-        &["--pending"],
-    );
+    pr.seal_new(&["--pending"]);
     // Move the pending version into <NAME>.gpg, as `seal --pending` used to.
     let repo = pr.repo();
     let meta_path = repo.join(format!("{JP}.meta.json"));

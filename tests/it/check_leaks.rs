@@ -32,30 +32,16 @@ impl Pr {
             sealed: Canary::new(&format!("{tag}-sealed")),
         };
         let repo = pr.repo();
-        let mut ring = std::fs::read(keys().file("alice.pub")).unwrap();
-        ring.extend(std::fs::read(keys().file("bob.pub")).unwrap());
-        write(&repo, ".rekey/recipients.asc", ring);
-        git(&repo, &["init", "-q", "-b", "main"]);
-        let gen_dir = pr.tmp.path().join("gen");
-        rekey()
-            .arg("generate")
-            .arg("--regions")
-            .arg(repo_root().join("regions"))
-            .args(["--region", "jp", "--region", "us", "--api-key-env", "K", "--out"])
-            .arg(&gen_dir)
-            .env("K", &pr.sealed.key)
-            .run()
-            .code(0);
-        rekey()
-            .arg("seal")
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--in")
-            .arg(&gen_dir)
-            .args(["--key-name", "iks-registry-prod-test-20260801"])
-            .run()
-            .code(0);
-        std::fs::remove_dir_all(gen_dir).unwrap();
+        init_secrets_repo(&repo, &["alice", "bob"]);
+        seal_key(
+            &repo,
+            &repo_root().join("regions"),
+            &["jp", "us"],
+            &pr.sealed.key,
+            Some("iks-registry-prod-test-20260801"),
+            NO_ARGS,
+        )
+        .code(0);
         pr.commit("sealed");
         git(&repo, &["checkout", "-qb", "pr"]);
         pr
@@ -66,19 +52,11 @@ impl Pr {
     }
 
     fn commit(&self, message: &str) -> String {
-        git(&self.repo(), &["add", "-A"]);
-        git(&self.repo(), &["commit", "-qm", message]);
-        git(&self.repo(), &["rev-parse", "HEAD"]).trim().to_owned()
+        commit_all(&self.repo(), message)
     }
 
     fn check(&self, extra: &[&str], canaries: &[&Canary]) -> Run {
-        let run = rekey()
-            .arg("check")
-            .arg("--repo")
-            .arg(self.repo())
-            .args(["--base", "main", "--head", "pr"])
-            .args(extra)
-            .run();
+        let run = check_cmd(&self.repo(), "main", "pr").args(extra).run();
         self.sealed.assert_not_in_run(&run);
         for c in canaries {
             c.assert_not_in_run(&run);
@@ -89,23 +67,6 @@ impl Pr {
 
 fn fp(c: &Canary) -> String {
     Fingerprint::of(c.key.as_bytes()).to_string()
-}
-
-/// Returns the failing checks' (kind, target, detail).
-fn failures(run: &Run) -> Vec<(String, String, String)> {
-    run.json()["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["ok"] == false)
-        .map(|c| {
-            (
-                c["kind"].as_str().unwrap().to_owned(),
-                c["target"].as_str().unwrap().to_owned(),
-                c["detail"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 #[track_caller]
@@ -133,7 +94,7 @@ fn a_key_removed_in_a_later_commit_still_fails_the_check() {
 
     let run = pr.check(&["--output", "json"], &[&key]);
     run.code(1);
-    let all = failures(&run);
+    let all = failing_checks(&run);
     let detail = failure(&all, "leak", "notes/login.sh");
     assert!(detail.contains(&fp(&key)), "{detail}");
     assert!(
@@ -182,7 +143,7 @@ fn keys_in_messages_names_archives_and_odd_names_are_found() {
     let canaries = [&in_message, &in_name, &in_zip, &in_odd];
     let run = pr.check(&["--output", "json"], &canaries);
     run.code(1);
-    let all = failures(&run);
+    let all = failing_checks(&run);
     let message = failure(&all, "leak", &format!("commit {}", &commit[..12]));
     assert!(
         message.contains(&format!("of the message: cli-login-password {}", fp(&in_message))),
@@ -219,7 +180,7 @@ fn with_the_key_a_bare_key_file_is_a_known_key_by_region_and_fingerprint() {
     extra.extend(["--output", "json"]);
     let run = pr.check(&extra, &[]);
     run.code(1);
-    let all = failures(&run);
+    let all = failing_checks(&run);
     let detail = failure(&all, "leak", "ops/handover.txt");
     assert!(
         detail.contains(&format!(
@@ -251,7 +212,7 @@ fn leaked_keys_are_graded_at_iam_and_iam_down_is_an_error() {
     let url = iam.url();
     let run = pr.check(&["--iam-check", "--iam-url", &url, "--output", "json"], &[&live, &dead]);
     run.code(1);
-    let all = failures(&run);
+    let all = failing_checks(&run);
     let a = failure(&all, "leak", "notes/a.sh");
     assert!(
         a.contains("(verified: IAM issued a token, the key is live: revoke it now)"),

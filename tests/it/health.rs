@@ -110,6 +110,17 @@ fn jwt_and_token_failing_is_an_outage_with_the_incident_title() {
         .stdout_has("verdict: OUTAGE: open an incident");
 }
 
+/// Asserts the iam-5xx rule escalates exactly once: to `pager` and the
+/// #iam-issues channel.
+#[track_caller]
+fn assert_one_iam_escalation(iam: &Value, pager: &str) {
+    let escalations = iam["escalations"].as_array().unwrap();
+    assert_eq!(escalations.len(), 1, "{escalations:?}");
+    let text = escalations[0].as_str().unwrap();
+    assert!(text.contains(pager), "{text}");
+    assert!(text.contains("#iam-issues"), "{text}");
+}
+
 #[test]
 fn iam_identity_5xx_escalate_to_the_identity_team() {
     let (run, report) = json_run(Scenario::IamIdentity5xx);
@@ -130,15 +141,7 @@ fn iam_identity_5xx_escalate_to_the_identity_team() {
     let access = find(&iam["classes"], "class", "access-management");
     assert_eq!(access["failing"], false);
     assert_eq!(access["count"], 0);
-    let escalations = iam["escalations"].as_array().unwrap();
-    assert_eq!(escalations.len(), 1, "{escalations:?}");
-    assert!(
-        escalations[0]
-            .as_str()
-            .unwrap()
-            .contains("PagerDuty \"Duty Manager - Germany - Policy\"")
-    );
-    assert!(escalations[0].as_str().unwrap().contains("#iam-issues"));
+    assert_one_iam_escalation(iam, "PagerDuty \"Duty Manager - Germany - Policy\"");
     assert_eq!(rule(&report, "redhat-auth")["status"], "healthy");
 }
 
@@ -152,15 +155,7 @@ fn iam_access_management_5xx_escalate_to_the_access_management_team() {
     let access = find(&iam["classes"], "class", "access-management");
     assert_eq!(access["failing"], true);
     assert_eq!(access["count"], 10);
-    let escalations = iam["escalations"].as_array().unwrap();
-    assert_eq!(escalations.len(), 1, "{escalations:?}");
-    assert!(
-        escalations[0]
-            .as_str()
-            .unwrap()
-            .contains("PagerDuty \"IAM - Access Management - Sev1\"")
-    );
-    assert!(escalations[0].as_str().unwrap().contains("#iam-issues"));
+    assert_one_iam_escalation(iam, "PagerDuty \"IAM - Access Management - Sev1\"");
 
     let text = health(Scenario::IamAccess5xx).run();
     text.code(1).stdout_has("escalate: access-management: ");
@@ -474,6 +469,16 @@ fn rules_error(rules: &str) -> (Run, PathBuf) {
     (run, path)
 }
 
+/// The shipped rules with `from` replaced by `to` are refused (exit 2)
+/// with `error: <rules file>: <message>`.
+#[track_caller]
+fn edited_rules_are_rejected(from: &str, to: &str, message: &str) {
+    let rules = default_rules();
+    assert!(rules.contains(from), "the shipped rules lack {from:?}");
+    let (run, path) = rules_error(&rules.replace(from, to));
+    run.code(2).stderr_has(&format!("error: {}: {message}", path.display()));
+}
+
 #[test]
 fn a_rules_file_with_a_syntax_error_is_rejected() {
     let (run, path) = rules_error("[[rule]\nname = \"x\"\n");
@@ -483,29 +488,29 @@ fn a_rules_file_with_a_syntax_error_is_rejected() {
 
 #[test]
 fn a_rules_file_with_an_unknown_kind_is_rejected() {
-    let (run, path) = rules_error(&default_rules().replace("kind = \"burst\"", "kind = \"spike\""));
-    run.code(2).stderr_has(&format!(
-        "error: {}: rule 3 (`auth-key-refresh`): field `kind`: `spike` is not a rule kind; use one of: primary-fallback, classified, burst",
-        path.display()
-    ));
+    edited_rules_are_rejected(
+        "kind = \"burst\"",
+        "kind = \"spike\"",
+        "rule 3 (`auth-key-refresh`): field `kind`: `spike` is not a rule kind; use one of: primary-fallback, classified, burst",
+    );
 }
 
 #[test]
 fn a_rules_file_with_a_bad_class_pattern_is_rejected() {
-    let (run, path) = rules_error(&default_rules().replace("NewUserAPIKey.*|", "NewUserAPIKey.*|("));
-    run.code(2).stderr_has(&format!(
-        "error: {}: rule 2 (`iam-5xx`): field `class[0].pattern`: not a regular expression",
-        path.display()
-    ));
+    edited_rules_are_rejected(
+        "NewUserAPIKey.*|",
+        "NewUserAPIKey.*|(",
+        "rule 2 (`iam-5xx`): field `class[0].pattern`: not a regular expression",
+    );
 }
 
 #[test]
 fn a_rules_file_missing_a_field_is_rejected() {
-    let (run, path) = rules_error(&default_rules().replace("incident_title = ", "# incident_title = "));
-    run.code(2).stderr_has(&format!(
-        "error: {}: rule 1 (`redhat-auth`): field `incident_title`: is required",
-        path.display()
-    ));
+    edited_rules_are_rejected(
+        "incident_title = ",
+        "# incident_title = ",
+        "rule 1 (`redhat-auth`): field `incident_title`: is required",
+    );
 }
 
 #[test]

@@ -3,15 +3,20 @@
 use crate::pgp_support::keys;
 use crate::support::*;
 
+/// `rekey init <repo> --recipients <the test key file recipients>`.
+fn init(repo: &std::path::Path, recipients: &str) -> Rekey {
+    rekey()
+        .arg("init")
+        .arg(repo)
+        .arg("--recipients")
+        .arg(keys().file(recipients))
+}
+
 #[test]
 fn init_sets_up_a_repo_that_rotate_and_check_can_use() {
     let dir = tempdir();
     let repo = dir.path().join("secrets");
-    let run = rekey()
-        .arg("init")
-        .arg(&repo)
-        .arg("--recipients")
-        .arg(keys().file("team.pub"))
+    let run = init(&repo, "team.pub")
         .arg("--signers")
         .arg(keys().file("alice.pub"))
         .arg("--commit")
@@ -48,12 +53,7 @@ fn init_never_overwrites_an_existing_repo() {
     std::fs::create_dir_all(repo.join(".rekey")).unwrap();
     write(&repo.join(".rekey"), "recipients.asc", "the team's policy");
     let before = snapshot(&repo);
-    let run = rekey()
-        .arg("init")
-        .arg(&repo)
-        .arg("--recipients")
-        .arg(keys().file("team.pub"))
-        .run();
+    let run = init(&repo, "team.pub").run();
     run.code(2)
         .stderr_has("never overwrites")
         .stderr_has(".rekey/recipients.asc");
@@ -64,12 +64,7 @@ fn init_never_overwrites_an_existing_repo() {
 fn init_refuses_an_expired_recipient_and_writes_nothing() {
     let dir = tempdir();
     let repo = dir.path().join("secrets");
-    let run = rekey()
-        .arg("init")
-        .arg(&repo)
-        .arg("--recipients")
-        .arg(keys().file("expired.pub"))
-        .run();
+    let run = init(&repo, "expired.pub").run();
     run.code(2).stderr_has("expired");
     assert!(!repo.exists(), "init created {} for a refused policy", repo.display());
 }
@@ -78,14 +73,7 @@ fn init_refuses_an_expired_recipient_and_writes_nothing() {
 fn init_pins_the_ci_workflows_to_a_rekey_release() {
     let dir = tempdir();
     let repo = dir.path().join("secrets");
-    rekey()
-        .arg("init")
-        .arg(&repo)
-        .arg("--recipients")
-        .arg(keys().file("team.pub"))
-        .args(["--rekey-ref", "v1.4.2"])
-        .run()
-        .code(0);
+    init(&repo, "team.pub").args(["--rekey-ref", "v1.4.2"]).run().code(0);
     for wf in ["rekey-check.yml", "rekey-rotation.yml"] {
         let text = std::fs::read_to_string(repo.join(".github/workflows").join(wf)).unwrap();
         assert!(text.contains("REKEY_REF: v1.4.2"), "{wf} is not pinned:\n{text}");
@@ -93,11 +81,7 @@ fn init_pins_the_ci_workflows_to_a_rekey_release() {
     }
     let other = dir.path().join("other");
     for bad in ["main", "HEAD", "v1.4", "1234abcd"] {
-        rekey()
-            .arg("init")
-            .arg(&other)
-            .arg("--recipients")
-            .arg(keys().file("team.pub"))
+        init(&other, "team.pub")
             .args(["--rekey-ref", bad])
             .run()
             .code(2)

@@ -226,23 +226,9 @@ fn rekey_check_catches_the_new_shapes_and_passes_benign_files() {
 
 // ---- history --------------------------------------------------------------
 
+/// [`crate::support::git`], its output trimmed.
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    crate::support::git(dir, args).trim().to_owned()
 }
 
 fn write(dir: &Path, name: impl AsRef<Path>, bytes: &[u8]) {

@@ -32,6 +32,18 @@ fn reencrypt(s: &Setup) -> Run {
         .run()
 }
 
+/// A run of each command that writes the secrets: a committed rotation, a
+/// rollback of r1 and a re-encryption.
+fn writing_runs(s: &Setup) -> [Run; 3] {
+    [
+        s.rotate_named("iks-registry-access-prod-test-20261124")
+            .arg("--commit")
+            .run(),
+        rollback(s),
+        reencrypt(s),
+    ]
+}
+
 #[test]
 fn a_committed_redo_log_never_installs_a_hook() {
     let s = Setup::new("bound-hook", &[]);
@@ -100,13 +112,7 @@ fn metadata_naming_a_file_outside_the_repo_is_never_read_or_committed() {
         let before = snapshot(&repo);
         let head = git(&repo, &["rev-parse", "HEAD"]);
         let message = format!("{field}.file: must be R1_REGISTRY_PULL_SECRET_64.");
-        for run in [
-            s.rotate_named("iks-registry-access-prod-test-20261124")
-                .arg("--commit")
-                .run(),
-            rollback(&s),
-            reencrypt(&s),
-        ] {
+        for run in writing_runs(&s) {
             run.code(2).stderr_has(&message);
             outside.assert_not_in_run(&run);
             s.assert_no_leak(&run);
@@ -129,14 +135,9 @@ fn a_symlinked_secret_is_refused_naming_the_path() {
     merge(&repo, "a link");
     let head = git(&repo, &["rev-parse", "HEAD"]);
     let named = format!("{R1}.gpg: is a symbolic link");
-    for run in [
-        s.rotate_named("iks-registry-access-prod-test-20261124")
-            .arg("--commit")
-            .run(),
-        rollback(&s),
-        reencrypt(&s),
-        rekey().args(["recipients", "check", "--repo"]).arg(&repo).run(),
-    ] {
+    let mut runs = Vec::from(writing_runs(&s));
+    runs.push(rekey().args(["recipients", "check", "--repo"]).arg(&repo).run());
+    for run in runs {
         run.code(2).stderr_has(&named);
         s.assert_no_leak(&run);
     }
@@ -191,13 +192,7 @@ fn temporaries_of_a_killed_run_are_removed_by_the_next_run() {
     // What a SIGKILLed generate leaves: a staged new key and a backup of the old one.
     write(&out, ".rekey-tmp-Ab12Cd", &canary.key);
     write(&out, ".rekey-bak-4242-jp.dockerconfigjson", &canary.key);
-    rekey()
-        .arg("generate")
-        .arg("--regions")
-        .arg(repo_root().join("regions"))
-        .args(["--region", "jp", "--api-key-env", "K", "--out"])
-        .arg(&out)
-        .env("K", "bound-tmp-new-key")
+    generate_cmd(&repo_root().join("regions"), &["jp"], "bound-tmp-new-key", &out)
         .run()
         .code(0);
     let names: Vec<String> = std::fs::read_dir(&out)
@@ -260,14 +255,8 @@ fn temporaries_of_a_killed_decrypt_are_removed_by_the_next_one() {
 fn under_umask_000_directories_for_secrets_are_0700() {
     let tmp = tempdir();
     let out = tmp.path().join("a/b/out");
-    rekey()
+    generate_cmd(&repo_root().join("regions"), &["jp"], "umask-test-key", &out)
         .umask(0)
-        .arg("generate")
-        .arg("--regions")
-        .arg(repo_root().join("regions"))
-        .args(["--region", "jp", "--api-key-env", "K", "--out"])
-        .arg(&out)
-        .env("K", "umask-test-key")
         .run()
         .code(0);
     for dir in [tmp.path().join("a"), tmp.path().join("a/b"), out.clone()] {
@@ -277,12 +266,7 @@ fn under_umask_000_directories_for_secrets_are_0700() {
 
     // seal creates registry/ and the state directory 0700 too.
     let repo = tmp.path().join("repo");
-    write(
-        &repo,
-        ".rekey/recipients.asc",
-        std::fs::read(keys().file("alice.pub")).unwrap(),
-    );
-    git(&repo, &["init", "-q", "-b", "main"]);
+    init_secrets_repo(&repo, &["alice"]);
     rekey()
         .umask(0)
         .arg("seal")
@@ -301,32 +285,19 @@ fn under_umask_000_directories_for_secrets_are_0700() {
 fn a_repo_that_is_not_a_git_work_tree_is_refused_for_writing() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
-    write(
-        &repo,
-        ".rekey/recipients.asc",
-        std::fs::read(keys().file("alice.pub")).unwrap(),
-    );
+    write(&repo, ".rekey/recipients.asc", public_ring(&["alice"]));
     let before = snapshot(&repo);
-    let out = tmp.path().join("out");
-    rekey()
-        .arg("generate")
-        .arg("--regions")
-        .arg(repo_root().join("regions"))
-        .args(["--region", "jp", "--api-key-env", "K", "--out"])
-        .arg(&out)
-        .env("K", "not-git-key")
-        .run()
-        .code(0);
-    rekey()
-        .arg("seal")
-        .arg("--repo")
-        .arg(&repo)
-        .arg("--in")
-        .arg(&out)
-        .run()
-        .code(2)
-        .stderr_has("is not the top of a git work tree")
-        .stderr_has("run `git init` there");
+    seal_key(
+        &repo,
+        &repo_root().join("regions"),
+        &["jp"],
+        "not-git-key",
+        None,
+        NO_ARGS,
+    )
+    .code(2)
+    .stderr_has("is not the top of a git work tree")
+    .stderr_has("run `git init` there");
     assert_eq!(snapshot(&repo), before);
     assert!(!repo.join("registry").exists());
 }

@@ -54,41 +54,21 @@ impl Setup {
             signed,
         };
         let repo = setup.repo();
-        let mut ring = std::fs::read(keys().file("alice.pub")).unwrap();
-        ring.extend(std::fs::read(keys().file("bob.pub")).unwrap());
-        write(&repo, ".rekey/recipients.asc", ring);
+        init_secrets_repo(&repo, &["alice", "bob"]);
         if signed {
-            write(
-                &repo,
-                ".rekey/signers.asc",
-                std::fs::read(keys().file("signer.pub")).unwrap(),
-            );
+            write(&repo, ".rekey/signers.asc", public_ring(&["signer"]));
         }
-        git(&repo, &["init", "-q", "-b", "main"]);
         // Seal the old key (no registry accepts it: seal does not verify).
-        let gen_dir = setup.tmp.path().join("old-gen");
-        rekey()
-            .arg("generate")
-            .arg("--regions")
-            .arg(setup.regions())
-            .args(["--api-key-env", "K", "--out"])
-            .arg(&gen_dir)
-            .env("K", &setup.old.key)
-            .run()
-            .code(0);
-        rekey()
-            .arg("seal")
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--in")
-            .arg(&gen_dir)
-            .args(["--key-name", OLD_KEY_NAME])
-            .args(setup.signing_args())
-            .run()
-            .code(0);
-        std::fs::remove_dir_all(&gen_dir).unwrap();
-        git(&repo, &["add", "."]);
-        git(&repo, &["commit", "-qm", "old key"]);
+        seal_key(
+            &repo,
+            &setup.regions(),
+            &[],
+            &setup.old.key,
+            Some(OLD_KEY_NAME),
+            setup.signing_args(),
+        )
+        .code(0);
+        commit_all(&repo, "old key");
         setup
     }
 
@@ -909,26 +889,8 @@ fn abort_after_the_pending_seal_removes_the_pending_file() {
     let repo = s.repo();
     let registry_before = snapshot(&repo.join("registry"));
     let new = Canary::new("rot-abort-pending-new");
-    let gen_dir = s.tmp.path().join("new-gen");
-    rekey()
-        .arg("generate")
-        .arg("--regions")
-        .arg(s.regions())
-        .args(["--api-key-env", "K", "--out"])
-        .arg(&gen_dir)
-        .env("K", &new.key)
-        .run()
-        .code(0);
     // What `rotate` does after verifying: seal pending, journal `sealed`.
-    rekey()
-        .arg("seal")
-        .arg("--repo")
-        .arg(&repo)
-        .arg("--in")
-        .arg(&gen_dir)
-        .args(["--key-name", NEW_KEY_NAME, "--pending"])
-        .run()
-        .code(0);
+    seal_key(&repo, &s.regions(), &[], &new.key, Some(NEW_KEY_NAME), ["--pending"]).code(0);
     let journal = serde_json::json!({
         "schema": 1,
         "key_name": NEW_KEY_NAME,

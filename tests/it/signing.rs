@@ -46,6 +46,32 @@ fn named(who: &str) -> String {
     format!("{who} <{who}@example.com>")
 }
 
+/// The test statement, signed by gpg in `home` as `signer` (an email) with
+/// `extra` gpg options: (the statement's bytes, the armored signature file).
+fn gpg_signed_statement(tmp: &Path, home: &GpgHome, signer: &str, extra: &[&str]) -> (Vec<u8>, PathBuf) {
+    let bytes = statement().encode().unwrap();
+    let data = write(tmp, "statement", &bytes);
+    let sig = tmp.join("statement.asc");
+    home.detach_sign(signer, &data, &sig, extra);
+    (bytes, sig)
+}
+
+/// rekey's verdict on the signature file `sig` of `bytes`, allowing the
+/// public key files `signers`, at `now`.
+fn verify(
+    bytes: &[u8],
+    sig: &Path,
+    signers: &[&Path],
+    now: SystemTime,
+) -> Result<(Statement, signing::Signer), SignError> {
+    signing::verify_statement(bytes, &std::fs::read(sig).unwrap(), &allowed(signers), now)
+}
+
+/// Writes gpg's armored export of the key `fpr` in `home` to `path`.
+fn export(home: &GpgHome, fpr: &str, path: &Path) {
+    std::fs::write(path, home.run(&["--armor", "--export", fpr])).unwrap();
+}
+
 #[test]
 fn gpg_verifies_rekeys_detached_statement_signature() {
     let tmp = tempdir();
@@ -74,12 +100,9 @@ fn gpg_verifies_rekeys_detached_statement_signature() {
 #[test]
 fn rekey_verifies_gpg_detached_signatures_and_names_the_signer() {
     let tmp = tempdir();
-    let bytes = statement().encode().unwrap();
-    let data = write(tmp.path(), "statement", &bytes);
     let home = GpgHome::new();
     home.import(&keys().file("signer.sec"));
-    let sig = tmp.path().join("statement.asc");
-    home.detach_sign("signer@example.com", &data, &sig, &[]);
+    let (bytes, sig) = gpg_signed_statement(tmp.path(), &home, "signer@example.com", &[]);
     let signers = allowed(&[&pubkey("alice"), &pubkey("signer")]);
     let (st, signer) =
         signing::verify_statement(&bytes, &std::fs::read(&sig).unwrap(), &signers, SystemTime::now()).unwrap();
@@ -90,13 +113,7 @@ fn rekey_verifies_gpg_detached_signatures_and_names_the_signer() {
     let bin = home.run(&["--dearmor", "--output", "-", &sig.display().to_string()]);
     signing::verify_statement(&bytes, &bin, &signers, SystemTime::now()).unwrap();
     // Not in the allowed signers: refused, naming the key.
-    let err = signing::verify_statement(
-        &bytes,
-        &std::fs::read(&sig).unwrap(),
-        &allowed(&[&pubkey("alice")]),
-        SystemTime::now(),
-    )
-    .unwrap_err();
+    let err = verify(&bytes, &sig, &[&pubkey("alice")], SystemTime::now()).unwrap_err();
     assert!(matches!(err, SignError::UnknownSigner { .. }), "{err}");
     assert!(err.to_string().contains(&keys().fingerprint("signer")), "{err}");
 }
@@ -105,24 +122,15 @@ fn rekey_verifies_gpg_detached_signatures_and_names_the_signer() {
 fn gpg_signatures_by_an_expired_signer_are_refused_by_name() {
     // The `expired` key was valid for one day in 2020; gpg signs inside that day.
     let tmp = tempdir();
-    let bytes = statement().encode().unwrap();
-    let data = write(tmp.path(), "statement", &bytes);
     let home = GpgHome::new();
     home.import(&keys().file("expired.sec"));
-    let sig = tmp.path().join("statement.asc");
-    home.detach_sign(
+    let (bytes, sig) = gpg_signed_statement(
+        tmp.path(),
+        &home,
         "expired@example.com",
-        &data,
-        &sig,
         &["--faked-system-time", "20200101T120000"],
     );
-    let err = signing::verify_statement(
-        &bytes,
-        &std::fs::read(&sig).unwrap(),
-        &allowed(&[&pubkey("expired")]),
-        SystemTime::now(),
-    )
-    .unwrap_err();
+    let err = verify(&bytes, &sig, &[&pubkey("expired")], SystemTime::now()).unwrap_err();
     assert!(matches!(err, SignError::ExpiredSigner { .. }), "{err}");
     assert!(err.to_string().contains(&named("expired")), "{err}");
     assert!(err.to_string().contains("2020-01-02"), "{err}");
@@ -131,33 +139,18 @@ fn gpg_signatures_by_an_expired_signer_are_refused_by_name() {
 #[test]
 fn gpg_signatures_by_a_signer_revoked_since_are_refused_by_name() {
     let tmp = tempdir();
-    let bytes = statement().encode().unwrap();
-    let data = write(tmp.path(), "statement", &bytes);
     let home = GpgHome::new();
     let fpr = home.quick_gen_key("rv <rv@example.com>", "ed25519", "sign", "never");
-    let sig = tmp.path().join("statement.asc");
-    home.detach_sign("rv@example.com", &data, &sig, &[]);
+    let (bytes, sig) = gpg_signed_statement(tmp.path(), &home, "rv@example.com", &[]);
     let before = tmp.path().join("rv.pub");
-    std::fs::write(&before, home.run(&["--armor", "--export", &fpr])).unwrap();
-    signing::verify_statement(
-        &bytes,
-        &std::fs::read(&sig).unwrap(),
-        &allowed(&[&before]),
-        SystemTime::now(),
-    )
-    .unwrap();
+    export(&home, &fpr, &before);
+    verify(&bytes, &sig, &[&before], SystemTime::now()).unwrap();
     // gpg's own revocation certificate, imported: the same signature is refused.
     let rev = write(tmp.path(), "rv.rev", home.revocation(&fpr));
     home.import(&rev);
     let after = tmp.path().join("rv-revoked.pub");
-    std::fs::write(&after, home.run(&["--armor", "--export", &fpr])).unwrap();
-    let err = signing::verify_statement(
-        &bytes,
-        &std::fs::read(&sig).unwrap(),
-        &allowed(&[&after]),
-        SystemTime::now(),
-    )
-    .unwrap_err();
+    export(&home, &fpr, &after);
+    let err = verify(&bytes, &sig, &[&after], SystemTime::now()).unwrap_err();
     assert!(matches!(err, SignError::RevokedSigner(_)), "{err}");
     assert!(err.to_string().contains("rv <rv@example.com>"), "{err}");
     assert!(err.to_string().contains(&fpr), "{err}");
@@ -168,18 +161,14 @@ fn gpg_signatures_by_a_signer_whose_expiry_was_shortened_are_refused() {
     // gpg --quick-set-expire, as an operator retiring a key does: a key
     // that expired since signing no longer vouches for anything.
     let tmp = tempdir();
-    let bytes = statement().encode().unwrap();
-    let data = write(tmp.path(), "statement", &bytes);
     let home = GpgHome::new();
     let fpr = home.quick_gen_key("sx <sx@example.com>", "ed25519", "sign", "never");
-    let sig = tmp.path().join("statement.asc");
-    home.detach_sign("sx@example.com", &data, &sig, &[]);
+    let (bytes, sig) = gpg_signed_statement(tmp.path(), &home, "sx@example.com", &[]);
     home.run(&["--passphrase", "", "--quick-set-expire", &fpr, "1d"]);
-    let export = tmp.path().join("sx.pub");
-    std::fs::write(&export, home.run(&["--armor", "--export", &fpr])).unwrap();
+    let exported = tmp.path().join("sx.pub");
+    export(&home, &fpr, &exported);
     let in_two_days = SystemTime::now() + std::time::Duration::from_secs(2 * 86400);
-    let err = signing::verify_statement(&bytes, &std::fs::read(&sig).unwrap(), &allowed(&[&export]), in_two_days)
-        .unwrap_err();
+    let err = verify(&bytes, &sig, &[&exported], in_two_days).unwrap_err();
     assert!(matches!(err, SignError::ExpiredSigner { .. }), "{err}");
     assert!(err.to_string().contains("sx <sx@example.com>"), "{err}");
 }

@@ -5,6 +5,7 @@ use crate::storage_support::*;
 use crate::support::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 const AUTH: &str = "authentication failed: wrong key, wrong key format, or corrupted ciphertext";
@@ -17,6 +18,18 @@ struct Case {
     secret: PathBuf,
     truth: PathBuf,
     key_file: PathBuf,
+}
+
+/// `rekey storage diff --secret <secret> --truth <truth>
+/// --decryption-key-file <key_file>`, for more arguments.
+fn storage_diff(secret: impl AsRef<OsStr>, truth: impl AsRef<OsStr>, key_file: &Path) -> Rekey {
+    rekey()
+        .args(["storage", "diff", "--secret"])
+        .arg(secret)
+        .arg("--truth")
+        .arg(truth)
+        .arg("--decryption-key-file")
+        .arg(key_file)
 }
 
 impl Case {
@@ -59,13 +72,7 @@ impl Case {
 
     /// `rekey storage diff` with the case's files and `extra` args.
     fn diff(&self, extra: &[&str]) -> Run {
-        let run = rekey()
-            .args(["storage", "diff", "--secret"])
-            .arg(&self.secret)
-            .arg("--truth")
-            .arg(&self.truth)
-            .arg("--decryption-key-file")
-            .arg(&self.key_file)
+        let run = storage_diff(&self.secret, &self.truth, &self.key_file)
             .args(extra)
             .run();
         self.no_leak(&run);
@@ -328,14 +335,7 @@ fn directory_of_secrets_named_by_cluster_id() {
         &[record("a", "rg1", "us-south", Some(&api.key), None)],
     );
     let key_file = write(tmp.path(), "aes.key", &aes.key);
-    let run = rekey()
-        .args(["storage", "diff", "--secret"])
-        .arg(&dir)
-        .arg("--truth")
-        .arg(&truth)
-        .arg("--decryption-key-file")
-        .arg(&key_file)
-        .run();
+    let run = storage_diff(&dir, &truth, &key_file).run();
     api.assert_not_in_run(&run);
     aes.assert_not_in_run(&run);
     run.code(0)
@@ -763,26 +763,12 @@ fn etcd_record_with_wrong_types_is_rejected() {
     let mut rec = record("acc1", "rg1", "us-south", Some(&case.api.key), None);
     rec["Region"] = serde_json::json!(true);
     etcd.put(&format!("/{prefix}/r"), &rec.to_string());
-    let run = rekey()
-        .args(["storage", "diff", "--secret"])
-        .arg(&case.secret)
-        .arg("--truth")
-        .arg(etcd.url(&prefix))
-        .arg("--decryption-key-file")
-        .arg(&case.key_file)
-        .run();
+    let run = storage_diff(&case.secret, etcd.url(&prefix), &case.key_file).run();
     case.no_leak(&run);
     run.code(2).stderr_has(&format!(
         "etcd key /{prefix}/r: field `Region` is a boolean, expected a string or null"
     ));
-    let run = rekey()
-        .args(["storage", "diff", "--secret"])
-        .arg(&case.secret)
-        .arg("--truth")
-        .arg(etcd.url("nothing-here"))
-        .arg("--decryption-key-file")
-        .arg(&case.key_file)
-        .run();
+    let run = storage_diff(&case.secret, etcd.url("nothing-here"), &case.key_file).run();
     run.code(2).stderr_has("no keys under prefix /nothing-here/");
 }
 
@@ -975,13 +961,7 @@ fn sdnlb_config_is_for_one_vpc_cluster() {
             std::fs::read_to_string(&case.secret).unwrap(),
         ]),
     );
-    let run = rekey()
-        .args(["storage", "diff", "--secret"])
-        .arg(&two)
-        .arg("--truth")
-        .arg(&case.truth)
-        .arg("--decryption-key-file")
-        .arg(&case.key_file)
+    let run = storage_diff(&two, &case.truth, &case.key_file)
         .arg("--sdnlb-config")
         .arg(&path)
         .run();
@@ -1160,14 +1140,7 @@ fn etcd_endless_more_pages_are_cut_at_the_page_limit() {
         )
     });
     let case = Case::vpc("etcdmore", None);
-    let run = rekey()
-        .args(["storage", "diff", "--secret"])
-        .arg(&case.secret)
-        .arg("--truth")
-        .arg(format!("etcd://127.0.0.1:{port}/truth"))
-        .arg("--decryption-key-file")
-        .arg(&case.key_file)
-        .run();
+    let run = storage_diff(&case.secret, format!("etcd://127.0.0.1:{port}/truth"), &case.key_file).run();
     run.code(2).stderr_has("more than 1000 pages of 1000 keys");
     assert_eq!(log.lock().unwrap().len(), 1000, "page 1001 is never asked for");
 }
@@ -1177,14 +1150,7 @@ fn etcd_endless_answer_is_cut_at_the_size_limit() {
     use crate::health_support::{endless, hostile};
     let (port, _) = hostile(|_, s| endless(s, "application/json", br#"{"kvs":[{"key":"L2E=","value":""#, b"QUFB"));
     let case = Case::vpc("etcdendless", None);
-    let run = rekey()
-        .args(["storage", "diff", "--secret"])
-        .arg(&case.secret)
-        .arg("--truth")
-        .arg(format!("etcd://127.0.0.1:{port}/truth"))
-        .arg("--decryption-key-file")
-        .arg(&case.key_file)
-        .run();
+    let run = storage_diff(&case.secret, format!("etcd://127.0.0.1:{port}/truth"), &case.key_file).run();
     run.code(2).stderr_has("the answer is larger than the limit of 64 MiB");
 }
 
@@ -1747,14 +1713,7 @@ fn yaml_list_on_stdin() {
 // ------------------------------------------------------------------ hostile input is bounded
 
 fn diff_of(case: &Case, secret: &Path) -> Run {
-    let run = rekey()
-        .args(["storage", "diff", "--secret"])
-        .arg(secret)
-        .arg("--truth")
-        .arg(&case.truth)
-        .arg("--decryption-key-file")
-        .arg(&case.key_file)
-        .run();
+    let run = storage_diff(secret, &case.truth, &case.key_file).run();
     case.no_leak(&run);
     run
 }

@@ -313,3 +313,148 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// `rekey generate` of `regions` (every region of the catalog when empty)
+/// from the catalog directory `regions_dir` into `out`, with `key` passed in
+/// the environment variable `K` (never on the command line).
+pub fn generate_cmd(regions_dir: &Path, regions: &[&str], key: &str, out: &Path) -> Rekey {
+    rekey()
+        .arg("generate")
+        .arg("--regions")
+        .arg(regions_dir)
+        .args(regions.iter().flat_map(|r| ["--region", r]))
+        .args(["--api-key-env", "K", "--out"])
+        .arg(out)
+        .env("K", key)
+}
+
+/// No further arguments, for [`seal_key`].
+pub const NO_ARGS: [&str; 0] = [];
+
+/// Generates the pull secrets of `regions` (every region of the catalog when
+/// empty) from the catalog directory `regions_dir` with `key`, passed in the
+/// environment variable `K` (never on the command line), into a fresh
+/// temporary directory; then runs `rekey seal --repo <repo> --in <that
+/// directory>` with `--key-name <key_name>` when given and `seal_args`
+/// (signing, `--pending` …). Generating must succeed; returns seal's run.
+/// The generated plain text is removed before returning.
+pub fn seal_key<I, S>(
+    repo: &Path,
+    regions_dir: &Path,
+    regions: &[&str],
+    key: &str,
+    key_name: Option<&str>,
+    seal_args: I,
+) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let gen_dir = tempdir();
+    generate_cmd(regions_dir, regions, key, gen_dir.path()).run().code(0);
+    let mut seal = rekey()
+        .arg("seal")
+        .arg("--repo")
+        .arg(repo)
+        .arg("--in")
+        .arg(gen_dir.path());
+    if let Some(name) = key_name {
+        seal = seal.args(["--key-name", name]);
+    }
+    seal.args(seal_args).run()
+}
+
+/// The public keys of the test keys `who` (see `pgp_support::keys`), one
+/// after another, as a recipients or signers file holds them.
+pub fn public_ring(who: &[&str]) -> Vec<u8> {
+    let mut ring = Vec::new();
+    for w in who {
+        ring.extend(std::fs::read(crate::pgp_support::keys().file(&format!("{w}.pub"))).unwrap());
+    }
+    ring
+}
+
+/// Makes `repo` a secrets repo: `.rekey/recipients.asc` allows the test
+/// keys `recipients`, in a fresh git repository on `main`.
+pub fn init_secrets_repo(repo: &Path, recipients: &[&str]) {
+    write(repo, ".rekey/recipients.asc", public_ring(recipients));
+    git(repo, &["init", "-q", "-b", "main"]);
+}
+
+/// Stages everything in `repo`'s work tree and commits it; returns the commit id.
+pub fn commit_all(repo: &Path, message: &str) -> String {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", message]);
+    git(repo, &["rev-parse", "HEAD"]).trim().to_owned()
+}
+
+/// `rekey check --repo <repo> --base <base> --head <head>`, for more arguments.
+pub fn check_cmd(repo: &Path, base: &str, head: &str) -> Rekey {
+    rekey()
+        .arg("check")
+        .arg("--repo")
+        .arg(repo)
+        .args(["--base", base, "--head", head])
+}
+
+/// The failing checks of a `check --output json` run: (kind, target, detail).
+pub fn failing_checks(run: &Run) -> Vec<(String, String, String)> {
+    run.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().to_owned(),
+                c["target"].as_str().unwrap().to_owned(),
+                c["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A pull request that rotates a key, as `check` meets it: a temp dir whose
+/// `repo/` is a secrets repo, the key sealed at `main` (`old`) and the one
+/// the pull request brings (`new`). The check tests wrap it with their seals.
+pub struct KeyPr {
+    pub tmp: tempfile::TempDir,
+    pub old: Canary,
+    pub new: Canary,
+}
+
+impl KeyPr {
+    /// Fresh keys tagged `tag` and an empty secrets repo on `main` for the
+    /// test keys `recipients`; seal the old key, then [`KeyPr::open`].
+    pub fn new(tag: &str, recipients: &[&str]) -> KeyPr {
+        let pr = KeyPr {
+            tmp: tempdir(),
+            old: Canary::new(&format!("{tag}-old")),
+            new: Canary::new(&format!("{tag}-new")),
+        };
+        init_secrets_repo(&pr.repo(), recipients);
+        pr
+    }
+
+    /// Commits the work tree as `main`'s "old key" and checks out branch `pr`.
+    pub fn open(&self) {
+        self.commit("old key");
+        git(&self.repo(), &["checkout", "-qb", "pr"]);
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.tmp.path().join("repo")
+    }
+
+    pub fn commit(&self, message: &str) -> String {
+        commit_all(&self.repo(), message)
+    }
+
+    /// `rekey check` of `pr` against `main` with `extra`; neither key shows.
+    pub fn check(&self, extra: &[&str]) -> Run {
+        let run = check_cmd(&self.repo(), "main", "pr").args(extra).run();
+        self.old.assert_not_in_run(&run);
+        self.new.assert_not_in_run(&run);
+        run
+    }
+}

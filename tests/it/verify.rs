@@ -659,6 +659,16 @@ fn fault_verify(host: &str, image: &str, key: &str, extra_hosts: &[&str], args: 
     (run, class, detail)
 }
 
+/// [`fault_verify`] of `probe/x:v1`, asserting the exit code and the
+/// host's class; returns the host's detail.
+#[track_caller]
+fn fault_verdict(host: &str, key: &str, extra_hosts: &[&str], args: &[&str], code: i32, class: &str) -> String {
+    let (run, got, detail) = fault_verify(host, "probe/x:v1", key, extra_hosts, args);
+    run.code(code);
+    assert_eq!(got, class, "{host}: {detail}\n{}", run.stdout);
+    detail
+}
+
 fn skopeo_installed() -> bool {
     std::process::Command::new("skopeo")
         .arg("--version")
@@ -728,9 +738,14 @@ fn anonymous_registry_is_credential_not_required_unless_allowed() {
     assert!(detail.contains("without credentials"), "{detail}");
     assert_eq!(run.json()["ok"], false);
     // --allow-anonymous: still named, but not a failure.
-    let (run, class, _) = fault_verify(&host, "probe/x:v1", &wrong.key, &[], &["--allow-anonymous", &host]);
-    run.code(0);
-    assert_eq!(class, "credential_not_required", "{}", run.stdout);
+    fault_verdict(
+        &host,
+        &wrong.key,
+        &[],
+        &["--allow-anonymous", &host],
+        0,
+        "credential_not_required",
+    );
     // skopeo pulls with no credentials at all: the key proves nothing.
     skopeo_agrees(skopeo_copy("anon", "probe/x:v1", None), true, "anon");
 }
@@ -739,9 +754,7 @@ fn anonymous_registry_is_credential_not_required_unless_allowed() {
 fn registry_accepting_any_password_is_credential_not_required() {
     let wrong = Canary::new("verify-anypass");
     let host = fault_host("anypass");
-    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &wrong.key, &[], &[]);
-    run.code(1);
-    assert_eq!(class, "credential_not_required", "{}", run.stdout);
+    let detail = fault_verdict(&host, &wrong.key, &[], &[], 1, "credential_not_required");
     assert!(detail.contains("with a wrong password"), "{detail}");
     // The proof sent a wrong password, never the key, in its extra request.
     let sent: Vec<_> = seen(&host).into_iter().filter_map(|(_, _, a)| a).collect();
@@ -757,9 +770,7 @@ fn token_server_granting_without_the_key_is_credential_not_required() {
         ("anypasstoken", "granted a token for a wrong password"),
     ] {
         let host = fault_host(kind);
-        let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
-        run.code(1);
-        assert_eq!(class, "credential_not_required", "{kind}: {}", run.stdout);
+        let detail = fault_verdict(&host, &fx.key, &[], &[], 1, "credential_not_required");
         assert!(detail.contains(evidence), "{kind}: {detail}");
     }
     // skopeo pulls from both without the key.
@@ -781,9 +792,7 @@ fn token_server_granting_without_the_key_is_credential_not_required() {
 fn a_required_key_is_proven_with_an_anonymous_and_a_wrong_request() {
     let fx = &*FIXTURE;
     let host = fault_host("ok");
-    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
-    run.code(0);
-    assert_eq!(class, "ok", "{detail}");
+    fault_verdict(&host, &fx.key, &[], &[], 0, "ok");
     let good = format!(
         "Basic {}",
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{}", fx.key))
@@ -840,9 +849,7 @@ fn denied_missing_and_broken_layers_fail_without_full() {
         ("bightml", "digest_mismatch", true),
     ] {
         let host = fault_host(kind);
-        let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
-        run.code(1);
-        assert_eq!(class, want, "{kind}: {detail}");
+        let detail = fault_verdict(&host, &fx.key, &[], &[], 1, want);
         assert!(detail.contains("layer 0"), "{kind}: {detail}");
         skopeo_agrees(skopeo_copy(kind, "probe/x:v1", Some(&fx.key)), skopeo_ok, kind);
     }
@@ -850,9 +857,7 @@ fn denied_missing_and_broken_layers_fail_without_full() {
     let host = fault_host("layercdn");
     let id = host.split_once('-').unwrap().1.split('.').next().unwrap().to_owned();
     let cdn = format!("cdnbroken-{id}.fault.test");
-    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[&cdn], &[]);
-    run.code(1);
-    assert_eq!(class, "missing_image", "{detail}");
+    fault_verdict(&host, &fx.key, &[&cdn], &[], 1, "missing_image");
     assert!(seen(&cdn).iter().all(|(_, _, a)| a.is_none()), "{:?}", seen(&cdn));
 }
 
@@ -861,9 +866,7 @@ fn layers_are_probed_with_a_range_and_full_reads_them_whole() {
     let fx = &*FIXTURE;
     let big = digest(&fx.image.big_gzip);
     let host = fault_host("biglayer");
-    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
-    run.code(0);
-    assert_eq!(class, "ok", "{detail}");
+    let detail = fault_verdict(&host, &fx.key, &[], &[], 0, "ok");
     assert!(detail.contains("first bytes of 1 layers read"), "{detail}");
     let r = ranges(&host);
     assert!(
@@ -871,9 +874,7 @@ fn layers_are_probed_with_a_range_and_full_reads_them_whole() {
         "{r:?}"
     );
     let host = fault_host("biglayer");
-    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &["--full"]);
-    run.code(0);
-    assert_eq!(class, "ok", "{detail}");
+    fault_verdict(&host, &fx.key, &[], &["--full"], 0, "ok");
     assert!(
         ranges(&host).iter().all(|(p, _)| !p.ends_with(&big)),
         "--full reads whole layers"
@@ -897,9 +898,7 @@ fn manifests_containerd_rejects_are_not_an_image() {
         ("artifact", "application/vnd.cncf.helm.config.v1+json"),
     ] {
         let host = fault_host(kind);
-        let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
-        run.code(1);
-        assert_eq!(class, "not_an_image", "{kind}: {detail}");
+        let detail = fault_verdict(&host, &fx.key, &[], &[], 1, "not_an_image");
         assert!(detail.contains(needle), "{kind}: {detail}");
     }
     // The real registries store and serve an OCI artifact as it was pushed.
@@ -926,9 +925,7 @@ fn non_ascii_challenges_are_answered() {
     let fx = &*FIXTURE;
     for kind in ["latin1", "utf8bearer"] {
         let host = fault_host(kind);
-        let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
-        run.code(0);
-        assert_eq!(class, "ok", "{kind}: {detail}");
+        fault_verdict(&host, &fx.key, &[], &[], 0, "ok");
     }
     skopeo_agrees(skopeo_copy("latin1", "probe/x:v1", Some(&fx.key)), true, "latin1");
     skopeo_agrees(
@@ -942,18 +939,14 @@ fn non_ascii_challenges_are_answered() {
 fn basic_is_used_when_the_bearer_realm_is_down() {
     let fx = &*FIXTURE;
     let host = fault_host("fallback");
-    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
-    run.code(0);
-    assert_eq!(class, "ok", "{detail}");
+    let detail = fault_verdict(&host, &fx.key, &[], &[], 0, "ok");
     assert!(
         detail.contains("used Basic because the Bearer realm failed"),
         "{detail}"
     );
     // A wrong key is still refused through Basic.
     let wrong = Canary::new("verify-fallback-wrong");
-    let (run, class, _) = fault_verify(&fault_host("fallback"), "probe/x:v1", &wrong.key, &[], &[]);
-    run.code(1);
-    assert_eq!(class, "bad_credentials", "{}", run.stdout);
+    fault_verdict(&fault_host("fallback"), &wrong.key, &[], &[], 1, "bad_credentials");
     // skopeo answers the first challenge offered: Basic.
     skopeo_agrees(skopeo_copy("fallback", "probe/x:v1", Some(&fx.key)), true, "fallback");
 }
@@ -962,13 +955,9 @@ fn basic_is_used_when_the_bearer_realm_is_down() {
 fn a_tag_moving_between_head_and_get_is_read_again() {
     let fx = &*FIXTURE;
     let host = fault_host("moving");
-    let (run, class, detail) = fault_verify(&host, "probe/x:v1", &fx.key, &[], &[]);
-    run.code(0);
-    assert_eq!(class, "ok", "{detail}");
+    fault_verdict(&host, &fx.key, &[], &[], 0, "ok");
     assert_eq!(keyed_manifest_heads(&host), 2, "{:?}", seen(&host));
-    let (run, class, detail) = fault_verify(&fault_host("headlies"), "probe/x:v1", &fx.key, &[], &[]);
-    run.code(1);
-    assert_eq!(class, "digest_mismatch", "{detail}");
+    let detail = fault_verdict(&fault_host("headlies"), &fx.key, &[], &[], 1, "digest_mismatch");
     assert!(detail.contains("read twice"), "{detail}");
     skopeo_agrees(skopeo_copy("moving", "probe/x:v1", Some(&fx.key)), true, "moving");
 }
@@ -1025,9 +1014,7 @@ fn oversized_manifest_and_token_answers_are_bounded() {
         ("hugemanifest", "larger than the limit of 4194304 bytes"),
         ("hugetoken", "larger than the limit of 1048576 bytes"),
     ] {
-        let (run, class, detail) = fault_verify(&fault_host(kind), "probe/x:v1", &fx.key, &[], &[]);
-        run.code(1);
-        assert_eq!(class, "server_error", "{kind}: {detail}");
+        let detail = fault_verdict(&fault_host(kind), &fx.key, &[], &[], 1, "server_error");
         assert!(detail.contains(needle), "{kind}: {detail}");
         // skopeo bounds both answers too.
         skopeo_agrees(skopeo_copy(kind, "probe/x:v1", Some(&fx.key)), false, kind);
@@ -1067,9 +1054,7 @@ fn control_characters_from_the_registry_are_escaped_in_text_and_junit() {
 #[test]
 fn a_manifest_reflecting_the_authorization_header_never_prints_it() {
     let fx = &*FIXTURE;
-    let (run, class, detail) = fault_verify(&fault_host("reflect"), "probe/x:v1", &fx.key, &[], &[]);
-    run.code(1);
-    assert_eq!(class, "server_error", "{detail}");
+    let detail = fault_verdict(&fault_host("reflect"), &fx.key, &[], &[], 1, "server_error");
     assert!(detail.contains("line 1 column"), "{detail}");
     assert!(!detail.contains("Basic"), "{detail}");
     skopeo_agrees(skopeo_copy("reflect", "probe/x:v1", Some(&fx.key)), false, "reflect");

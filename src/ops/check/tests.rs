@@ -14,7 +14,6 @@ use sequoia_openpgp::Cert;
 use sequoia_openpgp::cert::CertBuilder;
 use sequoia_openpgp::serialize::{Serialize as _, SerializeInto as _};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const NAME: &str = "JP_REGISTRY_PULL_SECRET_64";
@@ -27,6 +26,10 @@ fn now() -> DateTime<Utc> {
 
 struct Repo {
     dir: tempfile::TempDir,
+    /// The repo's git, as `check` reads revisions.
+    revisions: GitRepo,
+    /// `now()`, the clock of every check unless one says otherwise.
+    clock: FixedClock,
     alice: Cert,
     bob: Cert,
     carol: Cert,
@@ -53,8 +56,11 @@ fn armored(certs: &[&Cert]) -> Vec<u8> {
 impl Repo {
     /// A repo whose `main` holds jp sealed for alice and bob, with `pr` checked out from it.
     fn new() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
         let repo = Repo {
-            dir: tempfile::tempdir().unwrap(),
+            revisions: GitRepo(dir.path().to_owned()),
+            dir,
+            clock: FixedClock(now()),
             alice: cert("alice <alice@example.com>", None),
             bob: cert("bob <bob@example.com>", None),
             carol: cert("carol <carol@example.com>", Some(Duration::from_secs(400 * 86400))),
@@ -72,18 +78,7 @@ impl Repo {
     }
 
     fn git(&self, args: &[&str]) {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(self.path())
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "core.symlinks=true"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::ops::tests::git(self.path(), args);
     }
 
     fn write(&self, rel: &str, bytes: &[u8]) {
@@ -173,26 +168,39 @@ impl Repo {
 
     fn check_at(&self, clock: DateTime<Utc>, keys: Option<&SecretKeys>) -> (CheckReport, RecordedEvents) {
         let events = RecordedEvents::default();
-        let req = CheckRequest {
-            base: "main".into(),
-            head: "pr".into(),
-            keys,
-            catalog: None,
-            allowlist: None,
-        };
+        let req = CheckRequest { keys, ..pr_request() };
         let world = CheckWorld {
-            git: &GitRepo(self.path().to_owned()),
-            pull: None,
-            iam: None,
             clock: &FixedClock(clock),
-            events: &events,
+            ..self.world(&events)
         };
         let report = check(&req, &world).unwrap();
         (report, events)
     }
 
+    /// Checking this repo at `now()`: no pulls, no IAM, events to `events`.
+    fn world<'a>(&'a self, events: &'a dyn Events) -> CheckWorld<'a> {
+        CheckWorld {
+            git: &self.revisions,
+            pull: None,
+            iam: None,
+            clock: &self.clock,
+            events,
+        }
+    }
+
     fn check(&self) -> CheckReport {
         self.check_at(now(), None).0
+    }
+}
+
+/// Checking `pr` against `main`: no key, no catalog, the base's allowlist.
+fn pr_request() -> CheckRequest<'static> {
+    CheckRequest {
+        base: "main".into(),
+        head: "pr".into(),
+        keys: None,
+        catalog: None,
+        allowlist: None,
     }
 }
 
@@ -469,21 +477,10 @@ fn a_file_larger_than_the_bound_is_refused_unread() {
     let repo = Repo::new();
     repo.write("big.bin", &vec![0u8; MAX_FILE as usize + 1]);
     repo.commit("big");
-    let req = CheckRequest {
-        base: "main".into(),
-        head: "pr".into(),
-        keys: None,
-        catalog: None,
-        allowlist: None,
-    };
-    let world = CheckWorld {
-        git: &GitRepo(repo.path().to_owned()),
-        pull: None,
-        iam: None,
-        clock: &FixedClock(now()),
-        events: &crate::ops::world::NoEvents,
-    };
-    let err = format!("{:#}", check(&req, &world).unwrap_err());
+    let err = format!(
+        "{:#}",
+        check(&pr_request(), &repo.world(&crate::ops::world::NoEvents)).unwrap_err()
+    );
     assert!(err.contains("big.bin (added in commit "), "{err}");
     assert!(
         err.contains("is 16777217 bytes, more than the 16777216-byte limit"),
@@ -496,19 +493,12 @@ fn a_revision_that_does_not_exist_is_an_error_naming_the_flag() {
     let repo = Repo::new();
     let req = CheckRequest {
         base: "nope".into(),
-        head: "pr".into(),
-        keys: None,
-        catalog: None,
-        allowlist: None,
+        ..pr_request()
     };
-    let world = CheckWorld {
-        git: &GitRepo(repo.path().to_owned()),
-        pull: None,
-        iam: None,
-        clock: &FixedClock(now()),
-        events: &crate::ops::world::NoEvents,
-    };
-    let err = format!("{:#}", check(&req, &world).unwrap_err());
+    let err = format!(
+        "{:#}",
+        check(&req, &repo.world(&crate::ops::world::NoEvents)).unwrap_err()
+    );
     assert!(err.starts_with("--base `nope`"), "{err}");
 }
 
@@ -549,18 +539,12 @@ fn verify_pull_checks_each_changed_secret_with_its_own_hosts() {
     let keys = SecretKeys::parse(&repo.alice.as_tsk().to_vec().unwrap(), "alice", None).unwrap();
     let pull = FakePull::default();
     let req = CheckRequest {
-        base: "main".into(),
-        head: "pr".into(),
         keys: Some(&keys),
-        catalog: None,
-        allowlist: None,
+        ..pr_request()
     };
     let world = CheckWorld {
-        git: &GitRepo(repo.path().to_owned()),
         pull: Some(&pull),
-        iam: None,
-        clock: &FixedClock(now()),
-        events: &crate::ops::world::NoEvents,
+        ..repo.world(&crate::ops::world::NoEvents)
     };
     let report = check(&req, &world).unwrap();
     assert_eq!(
@@ -639,8 +623,11 @@ fn key(c: &Cert) -> SigningKey {
 impl Repo {
     /// A repo whose `main` allows `allowed` to sign and holds jp sealed and signed by the first.
     fn signed(allowed: &[&Cert]) -> Repo {
+        let dir = tempfile::tempdir().unwrap();
         let repo = Repo {
-            dir: tempfile::tempdir().unwrap(),
+            revisions: GitRepo(dir.path().to_owned()),
+            dir,
+            clock: FixedClock(now()),
             alice: cert("alice <alice@example.com>", None),
             bob: cert("bob <bob@example.com>", None),
             carol: cert("carol <carol@example.com>", None),
@@ -889,23 +876,11 @@ fn a_key_added_then_removed_in_a_later_commit_fails_with_the_history_note() {
     // The base's allowlist waives it by the engine's rule id, or by the old category.
     for rule in ["cli-login-password", "api-key-assignment"] {
         let allow = format!("[[allow]]\nrule = \"{rule}\"\npath = \"notes/\"\nreason = \"rotated since\"\n");
-        let report = check(
-            &CheckRequest {
-                base: "main".into(),
-                head: "pr".into(),
-                keys: None,
-                catalog: None,
-                allowlist: Some(Allowlist::parse("a.toml", &allow).unwrap()),
-            },
-            &CheckWorld {
-                git: &GitRepo(repo.path().to_owned()),
-                pull: None,
-                iam: None,
-                clock: &FixedClock(now()),
-                events: &crate::ops::world::NoEvents,
-            },
-        )
-        .unwrap();
+        let req = CheckRequest {
+            allowlist: Some(Allowlist::parse("a.toml", &allow).unwrap()),
+            ..pr_request()
+        };
+        let report = check(&req, &repo.world(&crate::ops::world::NoEvents)).unwrap();
         assert!(report.ok, "{rule}: {:#?}", report.checks);
         assert_eq!(report.waived.len(), 1);
         assert_eq!(report.waived[0].rule, "cli-login-password");
@@ -1072,20 +1047,11 @@ fn leaked_keys_are_graded_verified_or_unverified_by_iam() {
         asked: Default::default(),
         unreachable: false,
     };
-    let req = CheckRequest {
-        base: "main".into(),
-        head: "pr".into(),
-        keys: None,
-        catalog: None,
-        allowlist: None,
-    };
+    let req = pr_request();
     let events = RecordedEvents::default();
     let world = CheckWorld {
-        git: &GitRepo(repo.path().to_owned()),
-        pull: None,
         iam: Some(&iam),
-        clock: &FixedClock(now()),
-        events: &events,
+        ..repo.world(&events)
     };
     let report = check(&req, &world).unwrap();
     assert_eq!(*iam.asked.lock().unwrap(), 2, "once per key");
