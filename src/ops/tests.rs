@@ -1038,7 +1038,7 @@ impl MemKeyIam {
 impl Repo {
     fn rotate_creating(
         &self,
-        iam: &MemKeyIam,
+        iam: &dyn crate::ops::rotate::KeyIam,
         verifier: &StaticVerifier,
         git: &dyn Git,
     ) -> anyhow::Result<RotateReport> {
@@ -1312,36 +1312,11 @@ fn a_creation_without_an_answer_leaves_its_intent_and_marker_for_abort() {
         lose_after: 1,
         descriptions: Default::default(),
     };
-    let names = repo
-        .regions
-        .iter()
-        .map(|r| (r.name.clone(), format!("k-{}-20261124", r.name)))
-        .collect();
-    let req = RotateRequest {
-        regions: repo.regions.iter().collect(),
-        keys: NewKeys::Create(names),
-        iam_check: false,
-        allowed_failing_hosts: BTreeSet::new(),
-        image: None,
-        dry_run: false,
-        commit: true,
-        branch: None,
-        validity: validity(),
-        signer: repo.signer.as_ref(),
-    };
-    let store = repo.store();
     let verifier = StaticVerifier::default();
-    let git_cli = repo.git_cli();
-    let world = RotateWorld {
-        store: &store,
-        git: &git_cli,
-        verifier: &verifier,
-        clock: &repo.clock,
-        random: &OsRandom,
-        events: &NoEvents,
-        iam: Some(&iam),
-    };
-    let err = format!("{:#}", rotate(&req, &world).unwrap_err());
+    let err = format!(
+        "{:#}",
+        repo.rotate_creating(&iam, &verifier, &repo.git_cli()).unwrap_err()
+    );
     let ids = iam.inner.ids();
     assert_eq!(ids.len(), 2, "the second creation happened in IAM");
     assert_eq!(
@@ -1363,7 +1338,10 @@ fn a_creation_without_an_answer_leaves_its_intent_and_marker_for_abort() {
     assert_eq!(name, "k-r2-20261124");
 
     // The rerun is refused and names the key and its marker.
-    let rerun = format!("{:#}", rotate(&req, &world).unwrap_err());
+    let rerun = format!(
+        "{:#}",
+        repo.rotate_creating(&iam, &verifier, &repo.git_cli()).unwrap_err()
+    );
     assert!(
         rerun.contains("cannot be resumed") && rerun.contains("k-r2-20261124"),
         "{rerun}"

@@ -843,17 +843,7 @@ fn the_ci_job_signs_with_the_masked_key_by_variable_name() {
     for h in s.hosts.iter().filter(|h| h.ends_with(".reg.test")) {
         extra.push_str(&format!(" --resolve '{h}={}'", fx.basic));
     }
-    let wrapper = write(
-        s.tmp.path(),
-        "rekey-wrapper",
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nexec '{}' \"$@\" {extra}\n",
-            argv.display(),
-            env!("CARGO_BIN_EXE_rekey")
-        ),
-    );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = rekey_wrapper(s.tmp.path(), &argv, &extra);
     let signing_key = std::fs::read_to_string(keys().file("signer.sec")).unwrap();
     let out = Command::new(repo_root().join("ci/rekey-job"))
         .arg("rotate")

@@ -86,41 +86,12 @@ impl Lab {
             signed,
         };
         let repo = lab.repo();
-        write(
-            &repo,
-            ".rekey/recipients.asc",
-            std::fs::read(keys().file("alice.pub")).unwrap(),
-        );
         if signed {
-            write(
-                &repo,
-                ".rekey/signers.asc",
-                std::fs::read(keys().file("signer.pub")).unwrap(),
-            );
+            write(&repo, ".rekey/signers.asc", public_ring(&["signer"]));
         }
-        git(&repo, &["init", "-q", "-b", "main"]);
-        let gen_dir = lab.tmp.path().join("old-gen");
-        rekey()
-            .arg("generate")
-            .arg("--regions")
-            .arg(lab.regions())
-            .args(["--api-key-env", "K", "--out"])
-            .arg(&gen_dir)
-            .env("K", &lab.old.key)
-            .run()
-            .code(0);
-        rekey()
-            .arg("seal")
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--in")
-            .arg(&gen_dir)
-            .args(lab.signing_args())
-            .run()
-            .code(0);
-        std::fs::remove_dir_all(&gen_dir).unwrap();
-        git(&repo, &["add", "."]);
-        git(&repo, &["commit", "-qm", "old key"]);
+        init_secrets_repo(&repo, &["alice"]);
+        seal_key(&repo, &lab.regions(), &[], &lab.old.key, None, lab.signing_args()).code(0);
+        commit_all(&repo, "old key");
         lab
     }
 
@@ -130,6 +101,16 @@ impl Lab {
 
     fn repo(&self) -> PathBuf {
         self.tmp.path().join("repo")
+    }
+
+    /// `rekey keys retire` of the lab's repo at `at` (RFC 3339), with the admin key.
+    fn retire(&self, at: &str) -> Rekey {
+        rekey()
+            .args(["keys", "retire", "--repo"])
+            .arg(self.repo())
+            .args(["--at", at, "--iam-url", &self.iam.url(), "--iam-timeout", "10s"])
+            .args(["--iam-api-key-env", ADMIN_ENV])
+            .env(ADMIN_ENV, &self.admin)
     }
 
     fn signing_args(&self) -> Vec<String> {
@@ -310,13 +291,7 @@ fn six_keys_are_created_rotated_in_one_run_and_retired_later_by_their_ids() {
     }
     // The grace period over, `keys retire` disables the first run's keys by id.
     let later = (chrono::Utc::now() + chrono::Duration::hours(25)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let retire = rekey()
-        .args(["keys", "retire", "--repo"])
-        .arg(lab.repo())
-        .args(["--at", &later, "--iam-url", &lab.iam.url(), "--iam-timeout", "10s"])
-        .args(["--iam-api-key-env", ADMIN_ENV, "--commit"])
-        .env(ADMIN_ENV, &lab.admin)
-        .run();
+    let retire = lab.retire(&later).arg("--commit").run();
     retire.code(0);
     lab.assert_no_leak(&retire);
     let now_keys = lab.registry_keys();
@@ -583,13 +558,7 @@ fn a_pr_cannot_retarget_the_previous_keys_iam_id() {
         check.stderr
     );
     let later = (chrono::Utc::now() + chrono::Duration::hours(25)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let retire = rekey()
-        .args(["keys", "retire", "--repo"])
-        .arg(lab.repo())
-        .args(["--at", &later, "--iam-url", &lab.iam.url(), "--iam-timeout", "10s"])
-        .args(["--iam-api-key-env", ADMIN_ENV])
-        .env(ADMIN_ENV, &lab.admin)
-        .run();
+    let retire = lab.retire(&later).run();
     retire.code(2).stderr_has("not vouched for");
     assert!(
         lab.registry_keys().iter().all(|k| !k.disabled && !k.deleted),
@@ -598,13 +567,7 @@ fn a_pr_cannot_retarget_the_previous_keys_iam_id() {
     // On main, the vouched id retires as usual.
     git(&lab.repo(), &["checkout", "-q", "main"]);
     assert_eq!(lab.meta("jp")["previous"]["iam_key_id"], vouched.as_str());
-    let retire = rekey()
-        .args(["keys", "retire", "--repo"])
-        .arg(lab.repo())
-        .args(["--at", &later, "--iam-url", &lab.iam.url(), "--iam-timeout", "10s"])
-        .args(["--iam-api-key-env", ADMIN_ENV])
-        .env(ADMIN_ENV, &lab.admin)
-        .run();
+    let retire = lab.retire(&later).run();
     retire.code(0);
     lab.assert_no_leak(&retire);
     let keys = lab.registry_keys();
@@ -629,13 +592,7 @@ fn a_pr_cannot_backdate_the_current_version_to_retire_the_previous_key_early() {
     .unwrap();
     git(&lab.repo(), &["commit", "-qam", "innocent metadata tidy-up"]);
     let soon = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let retire = rekey()
-        .args(["keys", "retire", "--repo"])
-        .arg(lab.repo())
-        .args(["--at", &soon, "--iam-url", &lab.iam.url(), "--iam-timeout", "10s"])
-        .args(["--iam-api-key-env", ADMIN_ENV])
-        .env(ADMIN_ENV, &lab.admin)
-        .run();
+    let retire = lab.retire(&soon).run();
     retire
         .code(2)
         .stderr_has("the signed statement says iam-key-id")
@@ -730,17 +687,7 @@ fn the_ci_job_creates_the_keys_with_the_masked_admin_key_by_variable_name() {
     for (_, host) in &lab.hosts {
         extra.push_str(&format!(" --resolve '{host}={}'", fx.token));
     }
-    let wrapper = write(
-        lab.tmp.path(),
-        "rekey-wrapper",
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nexec '{}' \"$@\" {extra}\n",
-            argv.display(),
-            env!("CARGO_BIN_EXE_rekey")
-        ),
-    );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = rekey_wrapper(lab.tmp.path(), &argv, &extra);
     let out = std::process::Command::new(repo_root().join("ci/rekey-job"))
         .arg("rotate")
         .env("REKEY", &wrapper)

@@ -458,3 +458,21 @@ impl KeyPr {
         run
     }
 }
+
+/// Writes an executable `rekey-wrapper` into `dir`: it records the
+/// arguments it gets in `argv` (one per line), then runs rekey with them
+/// followed by `extra` (shell words: the options a CI system would add).
+pub fn rekey_wrapper(dir: &Path, argv: &Path, extra: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = write(
+        dir,
+        "rekey-wrapper",
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\nexec '{}' \"$@\" {extra}\n",
+            argv.display(),
+            env!("CARGO_BIN_EXE_rekey")
+        ),
+    );
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
