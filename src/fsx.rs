@@ -332,22 +332,37 @@ impl WriteSet {
 
     /// Keeps the staged temporaries and writes the redo log naming them.
     fn write_log(self, log: &Path, base: &Path) -> Result<RedoLog, WriteError> {
-        let relative = |p: &Path| {
-            p.strip_prefix(base).map(Path::to_owned).map_err(|_| WriteError {
+        // Temporaries are named by absolute paths while `base` and the
+        // targets may be relative (`--repo .`): compare them all absolute.
+        let absolute = |p: &Path| {
+            std::path::absolute(p).map_err(|source| WriteError {
                 path: p.to_owned(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not under the redo log's base directory"),
+                source,
             })
         };
+        let abs_base = absolute(base)?;
+        let relative = |p: &Path| {
+            absolute(p)?
+                .strip_prefix(&abs_base)
+                .map(Path::to_owned)
+                .map_err(|_| WriteError {
+                    path: p.to_owned(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, "not under the redo log's base directory"),
+                })
+        };
+        // Every path is checked before any temporary is kept, so a refusal
+        // leaves no stray file behind (dropping the set removes them).
         let mut redo = RedoLog::default();
-        for (path, tmp) in self.staged {
-            let kept = tmp.into_temp_path().keep().map_err(|e| WriteError {
-                path: path.clone(),
-                source: e.error,
-            })?;
-            redo.renames.push((relative(&kept)?, relative(&path)?));
+        for (path, tmp) in &self.staged {
+            redo.renames.push((relative(tmp.path())?, relative(path)?));
         }
         for path in &self.removals {
             redo.removals.push(relative(path)?);
+        }
+        for (path, tmp) in self.staged {
+            tmp.into_temp_path()
+                .keep()
+                .map_err(|e| WriteError { path, source: e.error })?;
         }
         let text = redo.encode().map_err(|e| WriteError {
             path: log.to_owned(),
