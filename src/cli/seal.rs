@@ -1,7 +1,7 @@
 //! `rekey seal`: reads the generated pull secrets, runs `ops::seal`,
 //! renders the report.
 
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::cli::pgpargs::{self, SigningKeyArgs, ValidityArgs};
 use crate::exit::Exit;
 use crate::ops::seal::{Generated, SealRequest, seal};
@@ -98,9 +98,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     }
     let changed = report.secrets.iter().filter(|s| s.changed).count();
     printer.status(format_args!(
-        "sealed {changed} of {} secrets to {} recipients",
-        report.secrets.len(),
-        report.recipients
+        "sealed {changed} of {} to {}",
+        plural(report.secrets.len(), "secret", "secrets"),
+        plural(report.recipients, "recipient", "recipients")
     ));
     Ok(Exit::Ok)
 }

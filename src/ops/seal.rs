@@ -6,7 +6,7 @@
 //! stays as it is until sealing the same plaintext as current promotes it.
 
 use crate::ops::authorship;
-use crate::ops::world::{Clock, Events, Random};
+use crate::ops::world::{Clock, Event, Events, Random};
 use crate::pullsecret::dockerconfig;
 use crate::secrets_repo::authorship::sign_rewrite;
 use crate::secrets_repo::layout::{self, Existing, Plan, SealRequest as SealOne, Slot, State};
@@ -52,6 +52,18 @@ pub struct Sealed {
     pub changed: bool,
     pub state: State,
     pub key_fingerprint: String,
+    /// A pending version this seal replaced by sealing a different key as
+    /// current: it is gone from the repo (its key may still live in IAM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_pending: Option<DroppedPending>,
+}
+
+/// A pending version a seal dropped, named by what the metadata recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct DroppedPending {
+    pub key_name: Option<String>,
+    pub key_fingerprint: String,
+    pub iam_key_id: Option<String>,
 }
 
 /// A seal's outcome.
@@ -136,7 +148,29 @@ pub fn seal(
         } else {
             Slot::Active
         };
+        // A pending version that is neither kept nor promoted (its
+        // plaintext is not what is now served) is dropped: say so.
+        let dropped_pending = match (&plan, old.as_ref().and_then(|o| o.meta.pending.as_ref())) {
+            (Plan::Write(w), Some(p)) if w.meta.pending.is_none() && !p.plaintext_digest.matches(&g.plaintext) => {
+                events.event(Event::Warning(format!(
+                    "{name}: the pending version (key {}{}) is dropped: a different key was sealed as current{}",
+                    p.key_fingerprint,
+                    p.key_name.as_deref().map(|n| format!(", {n}")).unwrap_or_default(),
+                    p.iam_key_id
+                        .as_deref()
+                        .map(|id| format!("; its IAM key {id} is not retired by rekey"))
+                        .unwrap_or_default(),
+                )));
+                Some(DroppedPending {
+                    key_name: p.key_name.clone(),
+                    key_fingerprint: p.key_fingerprint.clone(),
+                    iam_key_id: p.iam_key_id.clone(),
+                })
+            }
+            _ => None,
+        };
         report.push(Sealed {
+            dropped_pending,
             region: g.region.clone(),
             file: store.path(&name, slot),
             name: name.clone(),

@@ -437,3 +437,101 @@ fn reencrypt_of_a_tampered_file_writes_nothing() {
     let run = repo.reencrypt("alice", &[]);
     assert_refused(&repo, run, &before, "does not match the digest in the metadata");
 }
+
+/// Asserts no temporary of rekey's was left anywhere under `dir`.
+fn assert_no_temporaries(dir: &Path) {
+    for path in snapshot(dir).keys() {
+        let name = path.file_name().unwrap().to_string_lossy();
+        assert!(!name.starts_with(".rekey-tmp"), "stray temporary {}", path.display());
+    }
+}
+
+#[test]
+fn a_relative_repo_path_writes_like_an_absolute_one() {
+    // `rekey init` tells teams to run `--repo .` from their checkout, and
+    // the CI job defaults to it: every multi-file write must work so.
+    let repo = Repo::new("seal-relative", &["alice"]);
+    let run = rekey()
+        .args(["seal", "--repo", ".", "--in"])
+        .arg(repo.generated())
+        .current_dir(&repo.root())
+        .run();
+    run.code(0);
+    repo.canary.assert_not_in_run(&run);
+    assert!(repo.file(&format!("{JP}.gpg")).exists());
+    // A second key, sealed with a path relative to the repo's parent,
+    // demotes the first to previous.
+    let second = Canary::new("seal-relative-2");
+    repo.generate(&second.key);
+    rekey()
+        .args(["seal", "--repo", "repo", "--in", "gen"])
+        .current_dir(repo.tmp.path())
+        .run()
+        .code(0);
+    assert!(repo.file(&format!("{JP}.previous.gpg")).exists());
+    let jp_before = std::fs::read(repo.file(&format!("{JP}.gpg"))).unwrap();
+    rekey()
+        .args(["rollback", "--repo", "./repo/", "--region", "jp"])
+        .current_dir(repo.tmp.path())
+        .run()
+        .code(0);
+    // The rollback swapped the files: the served one is the first key's.
+    assert_eq!(
+        std::fs::read(repo.file(&format!("{JP}.previous.gpg"))).unwrap(),
+        jp_before
+    );
+    rekey()
+        .args(["reencrypt", "--repo", ".", "--key"])
+        .arg(keys().file("alice.sec"))
+        .current_dir(&repo.root())
+        .run()
+        .code(0);
+    assert_no_temporaries(repo.tmp.path());
+    repo.check().code(0);
+    repo.assert_sealed();
+}
+
+#[test]
+fn sealing_another_key_as_current_says_it_drops_the_pending_version() {
+    let repo = Repo::new("seal-drop-pending", &["alice"]);
+    repo.seal(&[]).code(0);
+    let pending_key = Canary::new("seal-drop-pending-2");
+    repo.generate(&pending_key.key);
+    repo.seal(&["--pending", "--key-name", "iks-pending-20261124"]).code(0);
+    assert!(repo.file(&format!("{JP}.pending.gpg")).exists());
+    let fingerprint = repo.meta(JP)["pending"]["key_fingerprint"].as_str().unwrap().to_owned();
+    let third = Canary::new("seal-drop-pending-3");
+    repo.generate(&third.key);
+    let run = repo.seal(&[]);
+    run.code(0);
+    run.stderr_has(&format!(
+        "{}: the pending version (key {fingerprint}, iks-pending-20261124) is dropped",
+        JP.trim_start_matches("registry/")
+    ));
+    assert!(!repo.file(&format!("{JP}.pending.gpg")).exists());
+    // The JSON report names what was dropped, too.
+    let fourth = Canary::new("seal-drop-pending-4");
+    repo.generate(&fourth.key);
+    repo.seal(&["--pending"]).code(0);
+    let fourth_fp = repo.meta(JP)["pending"]["key_fingerprint"].clone();
+    let fifth = Canary::new("seal-drop-pending-5");
+    repo.generate(&fifth.key);
+    let run = rekey()
+        .args(["-o", "json", "seal", "--repo"])
+        .arg(repo.root())
+        .arg("--in")
+        .arg(repo.generated())
+        .run();
+    run.code(0);
+    let report = run.json();
+    let jp = report["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["region"] == "jp")
+        .unwrap();
+    assert_eq!(jp["dropped_pending"]["key_fingerprint"], fourth_fp);
+    for c in [&pending_key, &third, &fourth, &fifth] {
+        c.assert_not_in_run(&run);
+    }
+}
