@@ -669,6 +669,22 @@ fn the_shipped_workflows_check_every_pr_with_a_pinned_rekey() {
             .iter()
             .filter_map(|s| s["run"].as_str().map(str::to_owned))
             .collect();
+        // Every action runs at a full commit SHA: a moved tag must not
+        // change what runs beside the decryption and IAM admin keys.
+        let every_step = doc["jobs"]
+            .as_mapping()
+            .unwrap()
+            .values()
+            .flat_map(|job| job["steps"].as_sequence().unwrap().clone());
+        for step in every_step {
+            if let Some(uses) = step["uses"].as_str() {
+                let pin = uses.split_once('@').map_or("", |(_, p)| p);
+                assert!(
+                    pin.len() == 40 && pin.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{name}: `{uses}` is not pinned by commit"
+                );
+            }
+        }
         let install = runs.iter().find(|r| r.contains("cargo install")).unwrap();
         assert!(
             install.contains("--rev \"$REKEY_REF\"") && install.contains("--tag \"$REKEY_REF\""),

@@ -724,7 +724,7 @@ fn the_ci_job_creates_the_keys_with_the_masked_admin_key_by_variable_name() {
     let steps = doc["jobs"]["rotate"]["steps"].as_sequence().unwrap();
     let step = steps
         .iter()
-        .find(|s| s["run"].as_str() == Some("ci/rekey-job rotate"))
+        .find(|s| s["run"].as_str() == Some("bash ci/rekey-job rotate"))
         .unwrap();
     assert_eq!(step["env"]["REKEY_IAM_API_KEY"], "${{ secrets.REKEY_IAM_API_KEY }}");
     assert_eq!(step["env"]["REKEY_IAM_API_KEY_ENV"], "REKEY_IAM_API_KEY");
