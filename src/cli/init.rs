@@ -5,6 +5,7 @@ use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::cli::pgpargs::ValidityArgs;
 use crate::exit::Exit;
 use crate::fsx::{self, WriteSet};
+use crate::pullsecret::catalog::Catalog;
 use crate::secrets_repo::{git, pgp};
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -28,6 +29,20 @@ const CI_FILES: &[(&str, &str)] = &[
     ),
     ("ci/rekey-job", include_str!("../../ci/rekey-job")),
 ];
+
+/// The region catalog shipped with rekey (the runbook's regions), written
+/// to `regions/` unless `--regions` names another.
+const SHIPPED_REGIONS: &[(&str, &str)] = &[
+    ("au.toml", include_str!("../../regions/au.toml")),
+    ("de.toml", include_str!("../../regions/de.toml")),
+    ("fr2.toml", include_str!("../../regions/fr2.toml")),
+    ("jp.toml", include_str!("../../regions/jp.toml")),
+    ("uk.toml", include_str!("../../regions/uk.toml")),
+    ("us.toml", include_str!("../../regions/us.toml")),
+];
+
+/// Where the region catalog lives in a secrets repo (what the CI jobs read).
+const REGIONS_DIR: &str = "regions";
 
 const GITIGNORE: &str = "\
 # Written by `rekey init`. Plain-text secrets never belong in this repo:
@@ -58,6 +73,7 @@ by `rekey`. Nobody edits files under `registry/` by hand.
 | `registry/<NAME>.meta.json` | metadata: key name and fingerprint, recipients, rotation times |
 | `.rekey/recipients.asc` | who can decrypt: every file is encrypted to exactly these certificates |
 | `.rekey/signers.asc` | who may publish a secret: its signature must be by one of these |
+| `regions/` | the region catalog: each region's registry hosts, key code and probe image |
 | `.github/workflows/` | the rotation job and the pre-merge check (`rekey check`) |
 
 Day to day:
@@ -77,8 +93,9 @@ added or removed.
 /// Writes .rekey/recipients.asc (who can decrypt; checked against the
 /// recipient policy) and, with --signers, .rekey/signers.asc (who may
 /// publish), a .gitignore that keeps plain-text outputs out of git, the CI
-/// workflows (.github/workflows/ and ci/rekey-job), and a README for the
-/// repo's users. Runs `git init` when DIR is not a git work tree, and with
+/// workflows (.github/workflows/ and ci/rekey-job), the region catalog
+/// (regions/: the one shipped with rekey, or a copy of --regions), and a
+/// README for the repo's users. Runs `git init` when DIR is not a git work tree, and with
 /// --commit commits what it wrote. Refuses a directory that already holds
 /// any of these files: init never overwrites.
 ///
@@ -96,6 +113,10 @@ pub struct Args {
     /// The certificates allowed to sign secrets (an armored keyring).
     #[arg(long, value_name = "FILE")]
     pub signers: Option<PathBuf>,
+    /// Copy this region catalog into regions/ (default: the catalog shipped
+    /// with rekey, the runbook's six regions).
+    #[arg(long, value_name = "DIR")]
+    pub regions: Option<PathBuf>,
     /// Pin the CI workflows to this rekey release tag (v1.2.3) or commit SHA
     /// (default: they read the repository variable REKEY_REF).
     #[arg(long, value_name = "REF")]
@@ -138,6 +159,31 @@ fn keyring(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<sequoia_openpgp::Cert>)>
     Ok((bytes, certs))
 }
 
+/// Returns the catalog files to write under `regions/`: the files of
+/// `dir`, once they parse as a catalog, or the shipped catalog.
+fn catalog_files(dir: Option<&Path>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let Some(dir) = dir else {
+        return Ok(SHIPPED_REGIONS
+            .iter()
+            .map(|(name, text)| ((*name).to_owned(), text.as_bytes().to_vec()))
+            .collect());
+    };
+    // The same files Catalog::load reads: every *.toml of the directory.
+    Catalog::load(dir).with_context(|| format!("--regions {}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry.with_context(|| format!("reading {}", dir.display()))?.path();
+        if path.extension().is_some_and(|e| e == "toml")
+            && let Some(name) = path.file_name().and_then(|n| n.to_str())
+        {
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            out.push((name.to_owned(), bytes));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Runs `rekey init`.
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
     printer.require("init", &[OutputFormat::Text, OutputFormat::Json])?;
@@ -176,6 +222,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
             None => (*text).to_owned(),
         };
         files.push(((*path).to_owned(), text.into_bytes()));
+    }
+    for (name, bytes) in catalog_files(args.regions.as_deref())? {
+        files.push((format!("{REGIONS_DIR}/{name}"), bytes));
     }
     let existing: Vec<&str> = files
         .iter()
@@ -247,4 +296,23 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_catalog_is_every_file_of_regions_and_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regions");
+        let on_disk = catalog_files(Some(&dir)).unwrap();
+        let shipped = catalog_files(None).unwrap();
+        assert_eq!(shipped, on_disk, "SHIPPED_REGIONS must list every file of regions/");
+    }
+
+    #[test]
+    fn release_refs_are_tags_or_full_shas() {
+        assert!(valid_ref("v1.2.3") && valid_ref("v1.2.3-rc.1") && valid_ref(&"a".repeat(40)));
+        assert!(!valid_ref("main") && !valid_ref("v1.2") && !valid_ref(&"a".repeat(39)));
+    }
 }

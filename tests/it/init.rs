@@ -30,9 +30,26 @@ fn init_sets_up_a_repo_that_rotate_and_check_can_use() {
         ".github/workflows/rekey-check.yml",
         ".github/workflows/rekey-rotation.yml",
         "ci/rekey-job",
+        "regions/jp.toml",
+        "regions/us.toml",
     ] {
         assert!(repo.join(f).is_file(), "{f} was not written");
         assert_eq!(mode(&repo.join(f)) & 0o111, 0, "{f} is executable");
+    }
+    // The job script is not executable (check refuses executables in the
+    // repo), so every workflow step must run it through bash.
+    for wf in [
+        ".github/workflows/rekey-check.yml",
+        ".github/workflows/rekey-rotation.yml",
+    ] {
+        let text = std::fs::read_to_string(repo.join(wf)).unwrap();
+        for line in text.lines().filter(|l| l.contains("ci/rekey-job")) {
+            let line = line.trim();
+            assert!(
+                line.starts_with('#') || line.starts_with("run: bash ci/rekey-job"),
+                "{wf}: `{line}` cannot run a script that is not executable"
+            );
+        }
     }
     assert_eq!(
         std::fs::read(repo.join(".rekey/recipients.asc")).unwrap(),
@@ -42,8 +59,54 @@ fn init_sets_up_a_repo_that_rotate_and_check_can_use() {
     assert!(tracked.contains(".rekey/recipients.asc"), "{tracked}");
     assert!(tracked.contains(".github/workflows/rekey-check.yml"), "{tracked}");
     assert_eq!(git(&repo, &["status", "--porcelain"]).trim(), "");
-    // The repo is usable at once: the recipient check reads its policy.
+    // The repo is usable at once: the shipped catalog in regions/ makes
+    // pull secrets that seal into the repo, and the recipient check reads
+    // its policy.
+    assert_eq!(
+        std::fs::read(repo.join("regions/jp.toml")).unwrap(),
+        std::fs::read(repo_root().join("regions/jp.toml")).unwrap()
+    );
+    let canary = Canary::new("init-seal");
+    let signing = keys().file("alice.sec");
+    let run = seal_key(
+        &repo,
+        &repo.join("regions"),
+        &[],
+        &canary.key,
+        None,
+        [std::ffi::OsStr::new("--signing-key"), signing.as_os_str()],
+    );
+    run.code(0).stdout_has("JP_REGISTRY_PULL_SECRET_64.gpg sealed");
+    canary.assert_not_in_run(&run);
     rekey().args(["recipients", "check", "--repo"]).arg(&repo).run().code(0);
+}
+
+#[test]
+fn init_copies_the_teams_own_catalog_and_refuses_a_broken_one() {
+    let dir = tempdir();
+    let catalog = dir.path().join("catalog");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::copy(repo_root().join("regions/de.toml"), catalog.join("de.toml")).unwrap();
+    let repo = dir.path().join("secrets");
+    let run = init(&repo, "team.pub").arg("--regions").arg(&catalog).run();
+    run.code(0).stdout_has("regions/de.toml");
+    assert!(repo.join("regions/de.toml").is_file());
+    assert!(
+        !repo.join("regions/jp.toml").exists(),
+        "only the given catalog is copied"
+    );
+
+    // A catalog that does not parse is refused by file and field, and
+    // nothing is written.
+    write(&catalog, "xx.toml", "name = 7\n");
+    let other = dir.path().join("other");
+    let run = init(&other, "team.pub").arg("--regions").arg(&catalog).run();
+    run.code(2).stderr_has("xx.toml").stderr_has("name");
+    assert!(
+        !other.exists() || snapshot(&other).is_empty(),
+        "init wrote into {}",
+        other.display()
+    );
 }
 
 #[test]
