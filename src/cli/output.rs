@@ -162,14 +162,7 @@ impl Printer {
     }
 }
 
-/// Returns `1 host`, `2 hosts`: a count with its noun in the right number.
-pub fn plural(n: usize, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {many}")
-    }
-}
+pub use crate::words::plural;
 
 fn format_name(f: OutputFormat) -> &'static str {
     match f {
