@@ -58,6 +58,12 @@ fn color_allowed(is_terminal: bool) -> bool {
         && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }
 
+/// Returns true when stderr may be coloured (log lines, `error:`): the same
+/// rule as every other coloured output.
+pub fn stderr_color() -> bool {
+    color_allowed(std::io::stderr().is_terminal())
+}
+
 impl Printer {
     /// Returns a printer for the chosen format; `quiet` silences status lines.
     pub fn new(format: OutputFormat, quiet: bool) -> Printer {
@@ -65,7 +71,7 @@ impl Printer {
             format,
             quiet,
             color_out: format == OutputFormat::Text && color_allowed(std::io::stdout().is_terminal()),
-            color_err: color_allowed(std::io::stderr().is_terminal()),
+            color_err: stderr_color(),
         }
     }
 

@@ -251,9 +251,10 @@ impl Store {
             .map(|(name, _)| name)
             .collect();
         tracing::info!(
-            "{} holds {}: {}",
+            "{} holds {}{}{}",
             self.registry_dir().display(),
             crate::words::plural(names.len(), "secret", "secrets"),
+            if names.is_empty() { "" } else { ": " },
             names.join(", ")
         );
         Ok(names)

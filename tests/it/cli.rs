@@ -354,3 +354,20 @@ fn dash_v_logs_what_seal_rollback_and_audit_do_and_never_a_secret() {
         vv.stderr
     );
 }
+
+#[test]
+fn log_lines_are_coloured_on_a_terminal_only() {
+    // Piped, with NO_COLOR unset: no escape in the log lines.
+    let piped = rekey()
+        .env_remove("NO_COLOR")
+        .args(["-v", "audit", "--repo", "/nonexistent-rekey-repo"])
+        .run();
+    assert!(piped.stderr.contains("INFO"), "{:?}", piped.stderr);
+    assert!(!piped.stderr.contains('\u{1b}'), "{:?}", piped.stderr);
+    // On a terminal the level is coloured, unless NO_COLOR says no.
+    let args = "-v audit --repo /nonexistent-rekey-repo";
+    let coloured = on_a_terminal(args, &[]);
+    assert!(coloured.contains("INFO") && coloured.contains('\u{1b}'), "{coloured:?}");
+    let plain = on_a_terminal(args, &[("NO_COLOR", "1")]);
+    assert!(plain.contains("INFO") && !plain.contains('\u{1b}'), "{plain:?}");
+}
