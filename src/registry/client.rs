@@ -939,9 +939,19 @@ impl Session<'_> {
             detail.push_str(&format!(", linux/amd64 {p}"));
         }
         detail.push_str(&if self.settings.full {
-            format!(", config and all {} layers verified)", layers.len())
+            format!(
+                ", config and {} verified)",
+                if layers.len() == 1 {
+                    "its 1 layer".to_owned()
+                } else {
+                    format!("all {} layers", layers.len())
+                }
+            )
         } else {
-            format!(", config verified, first bytes of {} layers read)", layers.len())
+            format!(
+                ", config verified, first bytes of {} read)",
+                crate::words::plural(layers.len(), "layer", "layers")
+            )
         });
         Ok(detail)
     }

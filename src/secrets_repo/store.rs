@@ -356,7 +356,8 @@ impl Store {
         let rolled = lock.recover()?;
         if rolled > 0 {
             events.event(Event::Status(format!(
-                "finished {rolled} file writes of an interrupted run"
+                "finished {} of an interrupted run",
+                crate::words::plural(rolled, "file write", "file writes")
             )));
         }
         self.refuse_unknown_files()?;

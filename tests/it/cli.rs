@@ -371,3 +371,20 @@ fn log_lines_are_coloured_on_a_terminal_only() {
     let plain = on_a_terminal(args, &[("NO_COLOR", "1")]);
     assert!(plain.contains("INFO") && !plain.contains('\u{1b}'), "{plain:?}");
 }
+
+#[test]
+fn a_count_of_one_reads_in_the_singular() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("repo");
+    init_secrets_repo(&repo, &["alice"]);
+    let canary = Canary::new("singular");
+    seal_key(&repo, &repo_root().join("regions"), &["jp"], &canary.key, None, NO_ARGS).code(0);
+    let run = rekey()
+        .args(["reencrypt", "--dry-run", "--repo"])
+        .arg(&repo)
+        .arg("--key")
+        .arg(crate::pgp_support::keys().file("alice.sec"))
+        .run();
+    run.code(0).stderr_has("of 1 secret to 1 recipient (dry run");
+    canary.assert_not_in_run(&run);
+}

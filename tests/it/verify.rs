@@ -174,7 +174,7 @@ fn image_by_digest_verifies_ok_and_wrong_digest_is_missing() {
 #[test]
 fn full_fetches_every_layer() {
     let run = both_are("armada-master/alpine:latest", None, &["--full"], "ok");
-    run.stdout_has("config and all 1 layers verified");
+    run.stdout_has("config and its 1 layer verified");
 }
 
 #[test]
@@ -867,7 +867,7 @@ fn layers_are_probed_with_a_range_and_full_reads_them_whole() {
     let big = digest(&fx.image.big_gzip);
     let host = fault_host("biglayer");
     let detail = fault_verdict(&host, &fx.key, &[], &[], 0, "ok");
-    assert!(detail.contains("first bytes of 1 layers read"), "{detail}");
+    assert!(detail.contains("first bytes of 1 layer read"), "{detail}");
     let r = ranges(&host);
     assert!(
         r.iter().any(|(p, range)| p.ends_with(&big) && range == "bytes=0-511"),

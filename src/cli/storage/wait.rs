@@ -2,6 +2,7 @@
 //! match the source of truth, as the runbook waits after a reset.
 
 use super::*;
+use crate::cli::output::plural;
 
 /// Poll clusters' storage secrets until their keys match the source of truth.
 ///
@@ -364,8 +365,13 @@ pub(super) fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit
             let matching = total - stale.len();
             if matched {
                 printer.line(format_args!(
-                    "all {total} {} match after {rounds} rounds ({})",
-                    if total == 1 { "cluster" } else { "clusters" },
+                    "{} after {} ({})",
+                    if total == 1 {
+                        "the 1 cluster matches".to_owned()
+                    } else {
+                        format!("all {total} clusters match")
+                    },
+                    plural(rounds as usize, "round", "rounds"),
                     humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
                 ));
             } else if permanent {
@@ -375,8 +381,9 @@ pub(super) fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit
                 ));
             } else {
                 printer.line(format_args!(
-                    "timed out after {} ({rounds} rounds): {matching} of {total} match; still stale: {}",
+                    "timed out after {} ({}): {matching} of {total} match; still stale: {}",
                     humantime::format_duration(args.timeout),
+                    plural(rounds as usize, "round", "rounds"),
                     stale.join(", ")
                 ));
             }
