@@ -388,3 +388,25 @@ fn a_count_of_one_reads_in_the_singular() {
     run.code(0).stderr_has("of 1 secret to 1 recipient (dry run");
     canary.assert_not_in_run(&run);
 }
+
+#[test]
+fn concurrency_is_one_flag_on_every_command_and_parallel_still_works() {
+    // The same name, the same bound, the same message everywhere.
+    let zero = |argv: &[&str]| {
+        let run = rekey().args(argv).args(["--concurrency", "0"]).run();
+        run.code(2).stderr_has("'--concurrency <N>'");
+        run.stderr
+    };
+    let verify = zero(&["verify", "--regions", "nowhere", "--api-key-env", "UNSET"]);
+    let wait = zero(&["storage", "wait", "--truth", "t.json", "--decryption-key-env", "UNSET"]);
+    assert_eq!(verify.lines().next(), wait.lines().next(), "one message for one flag");
+    // `--parallel`, storage wait's older name, is the same option, unlisted.
+    rekey()
+        .args(["storage", "wait", "--truth", "t.json", "--parallel", "0"])
+        .run()
+        .code(2)
+        .stderr_has("'--concurrency <N>'");
+    let help = rekey().args(["storage", "wait", "--help"]).run();
+    help.code(0).stdout_has("--concurrency <N>");
+    assert!(!help.stdout.contains("--parallel <"), "{}", help.stdout);
+}

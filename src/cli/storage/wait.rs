@@ -9,7 +9,7 @@ use crate::cli::output::plural;
 /// For each --context (repeatable, or one per line of --contexts-file; none:
 /// kubectl's current context), runs `kubectl --context C get secret
 /// storage-secret-store -n kube-system -o json` every --interval, at most
-/// --parallel clusters at a time, until every key matches or --timeout
+/// --concurrency clusters at a time, until every key matches or --timeout
 /// passes (the runbook allows 30 minutes for an update to reach the
 /// clusters of a region and resource group). Prints a status line when a
 /// cluster's state changes, then one line per cluster and a summary.
@@ -39,9 +39,10 @@ pub struct WaitArgs {
     /// A file listing contexts, one per line (`#` comments and blank lines ignored).
     #[arg(long, value_name = "FILE")]
     pub contexts_file: Option<PathBuf>,
-    /// How many clusters to poll at the same time.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub parallel: usize,
+    /// How many clusters to poll at the same time (`--parallel` is an
+    /// older name for it, still accepted).
+    #[arg(long, alias = "parallel", value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
     /// The kubectl program to run.
     #[arg(long, value_name = "PATH", default_value = "kubectl")]
     pub kubectl: PathBuf,
@@ -259,9 +260,6 @@ pub(super) fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit
     if args.interval.is_zero() {
         bail!("--interval must be more than 0");
     }
-    if args.parallel == 0 {
-        bail!("--parallel must be at least 1");
-    }
     let targets = contexts(&args)?;
     let truth = load_truth(&args.truth, &args.etcd)?;
     let key = args.key.read()?;
@@ -396,7 +394,7 @@ pub(super) fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit
     })
 }
 
-/// Polls the clusters at `pending`, at most --parallel at a time; returns
+/// Polls the clusters at `pending`, at most --concurrency at a time; returns
 /// their results in the same order.
 fn poll_all(
     args: &WaitArgs,
@@ -409,7 +407,7 @@ fn poll_all(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<Poll>>> =
         std::sync::Mutex::new((0..pending.len()).map(|_| None).collect());
-    let workers = args.parallel.min(pending.len()).max(1);
+    let workers = usize::from(args.concurrency).min(pending.len()).max(1);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
