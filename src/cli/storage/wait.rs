@@ -156,6 +156,14 @@ fn poll_once(
     }
     cmd.args(["get", "secret", kube::SECRET_NAME, "-n", kube::NAMESPACE, "-o", "json"]);
     cmd.stdin(std::process::Stdio::null());
+    tracing::debug!(
+        "running {} {}",
+        args.kubectl.display(),
+        cmd.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let out = match cmd.output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
