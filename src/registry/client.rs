@@ -403,6 +403,14 @@ impl Session<'_> {
             }
             let resp = req.send().await.map_err(classify::transport)?;
             let status = resp.status();
+            // Host and path only: the query (token scopes) and the
+            // credentials stay out of the log.
+            tracing::debug!(
+                "{method} {}{} -> HTTP {}",
+                url.host_str().unwrap_or_default(),
+                url.path(),
+                status.as_u16()
+            );
             if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
                 return Ok(resp);
             }

@@ -1091,3 +1091,22 @@ fn credentials_are_not_sent_after_a_redirect_to_plain_http() {
     assert!(downgraded.iter().all(|(_, _, a)| a.is_none()), "{downgraded:?}");
     Canary::with_value(&fx.key).assert_not_in_run(&run);
 }
+
+#[test]
+fn dash_vv_logs_registry_requests_but_no_key_or_credential() {
+    let wrong = Canary::new("verify-log");
+    for key in [None, Some(wrong.key.as_str())] {
+        // both_registries checks that neither key shows in the run.
+        let (run, _, _) = both_registries("probe/single:v1", key, &["-vv"]);
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.contains(" DEBUG GET ") && l.contains("/v2/")),
+            "-vv logs registry requests: {}",
+            run.stderr
+        );
+        for needle in ["Bearer ", "Basic ", "Authorization", "?scope", "?service"] {
+            assert!(!run.stderr.contains(needle), "{needle} in the log: {}", run.stderr);
+        }
+    }
+}
