@@ -57,7 +57,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteErr
     };
     let tmp = stage(path, bytes, mode).map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
-    sync_dir(parent_of(path)).map_err(err)
+    sync_dir(parent_of(path)).map_err(err)?;
+    tracing::info!("wrote {}", path.display());
+    Ok(())
 }
 
 /// Several files written all together or not at all.
@@ -178,7 +180,10 @@ impl WriteSet {
         let mut failure = None;
         for (path, tmp) in self.staged {
             match tmp.persist(&path) {
-                Ok(_) => done += 1,
+                Ok(_) => {
+                    tracing::info!("wrote {}", path.display());
+                    done += 1;
+                }
                 Err(e) => {
                     failure = Some(WriteError { path, source: e.error });
                     break;
@@ -186,6 +191,10 @@ impl WriteSet {
             }
         }
         if let Some(failure) = failure {
+            tracing::info!(
+                "restoring {} after a failed write",
+                crate::words::plural(done, "file", "files")
+            );
             for (path, backup) in backups.iter().take(done) {
                 match backup {
                     Some(b) => {
@@ -215,7 +224,7 @@ impl WriteSet {
 fn remove_all(paths: &[PathBuf]) -> Result<(), WriteError> {
     for path in paths {
         match fs::remove_file(path) {
-            Ok(()) => {}
+            Ok(()) => tracing::info!("removed {}", path.display()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(WriteError {
@@ -369,6 +378,12 @@ impl WriteSet {
             source: e.into(),
         })?;
         write_atomic(log, &text, PUBLIC_MODE)?;
+        tracing::info!(
+            "redo log {} names {} and {} to remove",
+            log.display(),
+            crate::words::plural(redo.renames.len(), "rename", "renames"),
+            crate::words::plural(redo.removals.len(), "file", "files")
+        );
         Ok(redo)
     }
 }
@@ -378,7 +393,7 @@ fn roll_forward(base: &Path, redo: &RedoLog) -> Result<(), WriteError> {
     for (tmp, target) in renames {
         let (tmp, target) = (base.join(tmp), base.join(target));
         match fs::rename(&tmp, &target) {
-            Ok(()) => {}
+            Ok(()) => tracing::info!("wrote {} (renamed from {})", target.display(), tmp.display()),
             // Renamed before a crash: nothing left to do for this one.
             Err(e) if e.kind() == io::ErrorKind::NotFound && target.exists() => {}
             Err(source) => return Err(WriteError { path: target, source }),
@@ -423,6 +438,7 @@ pub fn finish_log(log: &Path, base: &Path, redo: &RedoLog) -> Result<usize, Writ
     };
     fs::remove_file(log).map_err(err)?;
     sync_dir(parent_of(log)).map_err(err)?;
+    tracing::info!("removed redo log {}", log.display());
     Ok(pending)
 }
 
@@ -446,7 +462,10 @@ pub fn remove_strays(dir: &Path) -> Result<usize, WriteError> {
         let name = name.to_string_lossy();
         if TEMP_PREFIXES.iter().any(|p| name.starts_with(p)) {
             match fs::remove_file(entry.path()) {
-                Ok(()) => removed += 1,
+                Ok(()) => {
+                    tracing::info!("removed stray temporary file {}", entry.path().display());
+                    removed += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(err(&entry.path(), e)),
             }
@@ -559,6 +578,7 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
             format!("is larger than {max} bytes"),
         ));
     }
+    tracing::debug!("read {} ({} bytes)", path.display(), bytes.len());
     Ok(Some(bytes))
 }
 

@@ -23,3 +23,4 @@ pub mod secret;
 pub mod secrets_repo;
 pub mod storage;
 pub mod untrusted;
+pub mod words;

@@ -91,7 +91,7 @@ fn print_text(printer: &Printer, files: &[FileReport]) {
         let verdict = if f.ok {
             "ok".to_owned()
         } else {
-            format!("{problems} problems")
+            plural(problems, "problem", "problems")
         };
         printer.line(format_args!(
             "{}: {verdict}, {}, key {key}",

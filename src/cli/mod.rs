@@ -169,17 +169,27 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
+/// Returns the log filter for `-v` counted `verbose` times: rekey's own
+/// warnings by default, what it does with `-v` (files written, commits),
+/// with `-vv` also what it reads and runs (files, git, IAM requests), and
+/// with `-vvv` the dependencies' debug logs too. `REKEY_LOG` overrides it.
+fn log_filter(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "rekey=warn",
         1 => "rekey=info",
-        _ => "rekey=debug",
-    };
+        2 => "rekey=debug",
+        _ => "debug,rekey=trace",
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = log_filter(verbose);
     let filter = tracing_subscriber::EnvFilter::try_from_env("REKEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(output::stderr_color())
         .with_target(false)
         .try_init();
 }
@@ -188,6 +198,14 @@ fn init_logging(verbose: u8) {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn each_v_adds_a_log_level_and_dependencies_stay_quiet_below_three() {
+        assert_eq!(log_filter(0), "rekey=warn");
+        assert_eq!(log_filter(1), "rekey=info");
+        assert_eq!(log_filter(2), "rekey=debug");
+        assert!(log_filter(3).starts_with("debug,"));
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -7,6 +7,7 @@
 use serde::Serialize;
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The format of a command's result on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,11 +23,23 @@ pub enum OutputFormat {
 }
 
 /// Writes results to stdout and diagnostics to stderr.
+///
+/// A reader that goes away (`rekey ... | head`) ends the output quietly:
+/// a broken pipe on stdout is not an error, the rest of the result is
+/// dropped, and the command exits with the code its work earned (as
+/// ripgrep does), never with `error: Broken pipe`.
 pub struct Printer {
     format: OutputFormat,
     quiet: bool,
     color_out: bool,
     color_err: bool,
+    /// Set once stdout's reader has gone away; later results are dropped.
+    stdout_closed: AtomicBool,
+}
+
+/// Returns true when `e` says the reader of the pipe went away (EPIPE).
+fn is_broken_pipe(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
 }
 
 /// How a word is coloured on a terminal.
@@ -58,6 +71,12 @@ fn color_allowed(is_terminal: bool) -> bool {
         && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }
 
+/// Returns true when stderr may be coloured (log lines, `error:`): the same
+/// rule as every other coloured output.
+pub fn stderr_color() -> bool {
+    color_allowed(std::io::stderr().is_terminal())
+}
+
 impl Printer {
     /// Returns a printer for the chosen format; `quiet` silences status lines.
     pub fn new(format: OutputFormat, quiet: bool) -> Printer {
@@ -65,7 +84,8 @@ impl Printer {
             format,
             quiet,
             color_out: format == OutputFormat::Text && color_allowed(std::io::stdout().is_terminal()),
-            color_err: color_allowed(std::io::stderr().is_terminal()),
+            color_err: stderr_color(),
+            stdout_closed: AtomicBool::new(false),
         }
     }
 
@@ -105,25 +125,40 @@ impl Printer {
         )
     }
 
+    /// Runs `write` on stdout unless its reader has gone away; a broken
+    /// pipe marks stdout closed and is not an error (see [`Printer`]).
+    fn to_stdout(&self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
+        if self.stdout_closed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        match write(&mut out).and_then(|()| out.flush()) {
+            Err(e) if is_broken_pipe(&e) => {
+                self.stdout_closed.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Writes one line of the result (text output).
     pub fn line(&self, line: impl Display) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
+        let _ = self.to_stdout(|out| writeln!(out, "{line}"));
     }
 
     /// Writes the result as pretty JSON with a trailing newline.
     pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, value)?;
-        writeln!(out)?;
+        // Serialized first, so that a serializer error is never taken for
+        // an I/O one and a closed pipe is seen by one write.
+        let mut text = serde_json::to_vec_pretty(value)?;
+        text.push(b'\n');
+        self.to_stdout(|out| out.write_all(&text))?;
         Ok(())
     }
 
     /// Writes raw bytes to stdout (completion scripts, XML, plain text asked for with `-o -`).
     pub fn raw(&self, bytes: &[u8]) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(bytes)?;
-        out.flush()?;
+        self.to_stdout(|out| out.write_all(bytes))?;
         Ok(())
     }
 
@@ -137,13 +172,17 @@ impl Printer {
     /// Writes a status line to stderr (progress, summaries), unless quiet.
     pub fn status(&self, line: impl Display) {
         if !self.quiet {
-            eprintln!("{line}");
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
         }
     }
 
     /// Writes `warning: ...` to stderr.
     pub fn warn(&self, message: impl Display) {
-        eprintln!("{} {message}", self.paint_err(Paint::Warn, "warning:"));
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{} {message}",
+            self.paint_err(Paint::Warn, "warning:")
+        );
     }
 
     /// Writes an error and its causes to stderr, one line per cause.
@@ -162,14 +201,7 @@ impl Printer {
     }
 }
 
-/// Returns `1 host`, `2 hosts`: a count with its noun in the right number.
-pub fn plural(n: usize, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {many}")
-    }
-}
+pub use crate::words::plural;
 
 fn format_name(f: OutputFormat) -> &'static str {
     match f {

@@ -122,6 +122,7 @@ pub fn read_bounded(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
     if buf.len() > limit {
         anyhow::bail!("{}: larger than the limit of {limit} bytes", path.display());
     }
+    tracing::debug!("read {} ({} bytes)", path.display(), buf.len());
     Ok(buf)
 }
 

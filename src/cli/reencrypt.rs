@@ -1,7 +1,7 @@
 //! `rekey reencrypt`: after the recipient policy changes, re-encrypt every
 //! secret in the repo to the new set, all files or none.
 
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::cli::pgpargs::{SecretKeyArgs, SigningKeyArgs, ValidityArgs};
 use crate::exit::Exit;
 use crate::ops::reencrypt::{ItemAction, ReencryptRequest, reencrypt};
@@ -70,9 +70,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         ("re-encrypted", "")
     };
     printer.status(format_args!(
-        "{verb} {changed} of {} secrets to {} recipients{note}",
-        report.secrets.len(),
-        report.recipients.len()
+        "{verb} {changed} of {} to {}{note}",
+        plural(report.secrets.len(), "secret", "secrets"),
+        plural(report.recipients.len(), "recipient", "recipients")
     ));
     Ok(Exit::Ok)
 }

@@ -5,7 +5,7 @@
 use crate::cli::health::{GateArgs, GateOptions};
 use crate::cli::iamargs::{AdminKeyArgs, IamArgs};
 use crate::cli::netargs::{NetArgs, NetVerifier};
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::cli::pgpargs::ValidityArgs;
 use crate::cli::regionkeys::RegionKeyArgs;
 use crate::exit::Exit;
@@ -680,8 +680,10 @@ fn render(printer: &Printer, report: &RotateReport, health: Option<&health::Repo
             Action::Rotate if report.dry_run => {
                 let resume = r.stage.map(|s| format!(" (resuming after {s})")).unwrap_or_default();
                 printer.line(format_args!(
-                    "{:<6} {verb}  {old} -> {name} ({}), {} hosts{resume}",
-                    r.region, r.new_key_fingerprint, r.hosts
+                    "{:<6} {verb}  {old} -> {name} ({}), {}{resume}",
+                    r.region,
+                    r.new_key_fingerprint,
+                    plural(r.hosts, "host", "hosts")
                 ))
             }
             Action::Rotate => printer.line(format_args!(

@@ -1,7 +1,7 @@
 //! `rekey sign`: signs an existing repo's unsigned secrets after review
 //! (the migration to signed secrets), through `ops::sign`.
 
-use crate::cli::output::{OutputFormat, Printer};
+use crate::cli::output::{OutputFormat, Printer, plural};
 use crate::cli::pgpargs::SigningKeyArgs;
 use crate::exit::Exit;
 use crate::ops::sign::{SignRequest, sign};
@@ -61,9 +61,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         printer.line(format_args!("{:<10} {}{version}", s.action, s.name));
     }
     printer.status(format_args!(
-        "{} of {} secrets {} by {} (fingerprint {})",
+        "{} of {} {} by {} (fingerprint {})",
         report.secrets.iter().filter(|s| s.action != "unchanged").count(),
-        report.secrets.len(),
+        plural(report.secrets.len(), "secret", "secrets"),
         if report.dry_run { "would be signed" } else { "signed" },
         report.signer_user_id,
         report.signer_fingerprint

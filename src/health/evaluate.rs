@@ -40,6 +40,15 @@ impl fmt::Display for Status {
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
 pub struct Count(pub f64);
 
+/// Returns `1 failure`, `2.5 failures`: a count of failures in the right number.
+fn failures(n: Count) -> String {
+    if n.0 == 1.0 {
+        "1 failure".to_owned()
+    } else {
+        format!("{n} failures")
+    }
+}
+
 impl fmt::Display for Count {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.fract() == 0.0 {
@@ -515,9 +524,10 @@ fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, data: &Data<'_>) -> Outco
         )
     };
     let counts = format!(
-        "{}; {}; {recent_all} failures within the last {within} (alert at {threshold}), peak {peak_all}",
+        "{}; {}; {} within the last {within} (alert at {threshold}), peak {peak_all}",
         describe(&primary),
-        describe(&fallback)
+        describe(&fallback),
+        failures(recent_all)
     );
     let primary_works_after =
         |failure: Option<DateTime<Utc>>| primary.last_success.is_some_and(|ok| Some(ok) > failure);
@@ -558,7 +568,8 @@ fn primary_fallback(rule: &Rule, pf: &PrimaryFallback, data: &Data<'_>) -> Outco
         (
             Status::Degraded,
             format!(
-                "{recent_all} failures within the last {within} (alert at {threshold}), fallback {} carries the load: no incident; {counts}",
+                "{} within the last {within} (alert at {threshold}), fallback {} carries the load: no incident; {counts}",
+                failures(recent_all),
                 pf.fallback
             ),
             None,
@@ -720,8 +731,8 @@ fn burst(rule: &Rule, b: &Burst, totals: &[Sample], peaks: &[Series]) -> Outcome
         (
             Status::Healthy,
             format!(
-                "no group reached {} failures within {within} ({} with failures below that)",
-                Count(rule.threshold),
+                "no group reached {} within {within} ({} with failures below that)",
+                failures(Count(rule.threshold)),
                 groups.len()
             ),
         )
@@ -733,10 +744,9 @@ fn burst(rule: &Rule, b: &Burst, totals: &[Sample], peaks: &[Series]) -> Outcome
         (
             Status::Degraded,
             format!(
-                "{} {} reached {} failures within {within}: {}",
-                bursts.len(),
-                if bursts.len() == 1 { "group" } else { "groups" },
-                Count(rule.threshold),
+                "{} reached {} within {within}: {}",
+                crate::words::plural(bursts.len(), "group", "groups"),
+                failures(Count(rule.threshold)),
                 list.join(", ")
             ),
         )

@@ -180,6 +180,19 @@ impl Iam {
                 Ok::<_, BodyError>((status, retry_after, body))
             })
             .await;
+            // Method, path and status only: never the query, headers
+            // (Authorization) or bodies (API keys, tokens).
+            let shown = match &outcome {
+                Ok(Ok((status, _, _))) => format!("HTTP {status}"),
+                Ok(Err(BodyError::TooLarge)) => "an answer too large".to_owned(),
+                Ok(Err(BodyError::Http(e))) => transport_detail(e),
+                Err(_) => "no answer in time".to_owned(),
+            };
+            tracing::debug!(
+                "IAM {call}: {method} {} -> {shown} (attempt {})",
+                url.path(),
+                attempt + 1
+            );
             let (retryable, detail, wait_hint) = match outcome {
                 Err(_) => (idempotent, "no answer in time".to_owned(), None),
                 Ok(Err(BodyError::TooLarge)) => {

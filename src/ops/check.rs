@@ -281,8 +281,8 @@ pub fn check(req: &CheckRequest<'_>, world: &CheckWorld<'_>) -> anyhow::Result<C
     };
     let changes = world.git.changes(&run.base, &run.head)?;
     world.events.event(Event::Status(format!(
-        "checking {} changed files against the policy at {}",
-        changes.len(),
+        "checking {} against the policy at {}",
+        crate::words::plural(changes.len(), "changed file", "changed files"),
         short(&run.base)
     )));
     let policy = policy::read(&mut run, req, &changes)?;

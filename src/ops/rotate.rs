@@ -535,7 +535,10 @@ fn undo_creation(iam: &dyn KeyIam, lock: &store::Lock, journal: &mut Journal, e:
     } else {
         lock.write_journal(journal)
     };
-    let mut msg = format!("the rotation failed after creating keys in IAM: deleted the {deleted} keys it created");
+    let mut msg = format!(
+        "the rotation failed after creating keys in IAM: deleted the {} it created",
+        crate::words::plural(deleted, "key", "keys")
+    );
     if !failed.is_empty() {
         msg.push_str(&format!(
             "; deleting these failed, delete them in IAM: {}",
@@ -818,8 +821,8 @@ fn run(
     } else {
         let n: BTreeSet<&str> = targets.iter().map(|t| t.region.as_str()).collect();
         w.events.event(Event::Status(format!(
-            "verifying {} regions with their new keys",
-            n.len()
+            "verifying {} with their new keys",
+            crate::words::plural(n.len(), "region", "regions")
         )));
         w.verifier.verify(targets)?
     };

@@ -156,8 +156,8 @@ pub fn sign(
     };
     let commit = if req.commit && !files.is_empty() {
         let message = format!(
-            "Sign {} secrets by {}\n\nEach secret's metadata now carries a statement signed by {} (fingerprint {}), made after review with `rekey sign`.\n",
-            files.len(),
+            "Sign {} by {}\n\nEach secret's metadata now carries a statement signed by {} (fingerprint {}), made after review with `rekey sign`.\n",
+            crate::words::plural(files.len(), "secret", "secrets"),
             req.signer.name().user_id,
             req.signer.name().user_id,
             req.signer.name().fingerprint

@@ -1133,7 +1133,7 @@ fn a_creation_failure_midway_deletes_the_keys_created_and_leaves_nothing() {
         ..Default::default()
     };
     let err = creation_refused(&iam);
-    assert!(err.contains("deleted the 1 keys it created"), "{err}");
+    assert!(err.contains("deleted the 1 key it created"), "{err}");
     assert!(err.contains("BXNIM0536E"), "{err}");
     assert_eq!(iam.deleted(), iam.ids(), "nothing is left in IAM");
 }

@@ -192,9 +192,21 @@ impl Catalog {
                 path: path.clone(),
                 source,
             })?;
+            tracing::debug!("read region file {}", path.display());
             regions.push(parse_region(&path, &text)?);
         }
-        Catalog::from_regions(dir, regions)
+        let catalog = Catalog::from_regions(dir, regions)?;
+        tracing::debug!(
+            "loaded the catalog from {}: {}",
+            dir.display(),
+            catalog
+                .regions
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(catalog)
     }
 
     /// Builds a catalog from parsed regions, rejecting duplicates and emptiness.

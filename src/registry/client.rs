@@ -403,6 +403,14 @@ impl Session<'_> {
             }
             let resp = req.send().await.map_err(classify::transport)?;
             let status = resp.status();
+            // Host and path only: the query (token scopes) and the
+            // credentials stay out of the log.
+            tracing::debug!(
+                "{method} {}{} -> HTTP {}",
+                url.host_str().unwrap_or_default(),
+                url.path(),
+                status.as_u16()
+            );
             if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
                 return Ok(resp);
             }
@@ -939,9 +947,19 @@ impl Session<'_> {
             detail.push_str(&format!(", linux/amd64 {p}"));
         }
         detail.push_str(&if self.settings.full {
-            format!(", config and all {} layers verified)", layers.len())
+            format!(
+                ", config and {} verified)",
+                if layers.len() == 1 {
+                    "its 1 layer".to_owned()
+                } else {
+                    format!("all {} layers", layers.len())
+                }
+            )
         } else {
-            format!(", config verified, first bytes of {} layers read)", layers.len())
+            format!(
+                ", config verified, first bytes of {} read)",
+                crate::words::plural(layers.len(), "layer", "layers")
+            )
         });
         Ok(detail)
     }

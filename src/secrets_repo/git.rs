@@ -29,6 +29,9 @@ pub struct Change {
 }
 
 fn run(repo: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
+    // Arguments are revisions, paths and messages, never a secret (secrets
+    // reach git only as file contents).
+    tracing::debug!("running git -C {} {}", repo.display(), args.join(" "));
     let out = crate::childenv::command("git")
         .arg("-C")
         .arg(repo)
@@ -258,6 +261,7 @@ pub fn commit(repo: &Path, branch: Option<&str>, paths: &[String], message: &str
             // `-b` fails, rather than moves, a branch made since the plan.
             BranchMove::Created => {
                 run(repo, &["checkout", "--quiet", "-b", branch])?;
+                tracing::info!("created branch {branch} at HEAD");
             }
             BranchMove::FastForward => {
                 // Compare-and-swap from the tip just checked, then switch
@@ -266,6 +270,7 @@ pub fn commit(repo: &Path, branch: Option<&str>, paths: &[String], message: &str
                 let head = rev_parse(repo, "HEAD")?;
                 run(repo, &["update-ref", &refname, &head, &tip])?;
                 run(repo, &["symbolic-ref", "HEAD", &refname])?;
+                tracing::info!("fast-forwarded branch {branch} from {tip} to {head}");
             }
         }
     }
@@ -290,7 +295,13 @@ pub fn commit(repo: &Path, branch: Option<&str>, paths: &[String], message: &str
     args.extend(["commit", "--quiet", "--no-verify", "-m", message, "--only", "--"]);
     args.extend(specs.iter().map(String::as_str));
     run(repo, &args)?;
-    rev_parse(repo, "HEAD").map(Some)
+    let id = rev_parse(repo, "HEAD")?;
+    tracing::info!(
+        "committed {id} in {} ({} changed)",
+        repo.display(),
+        crate::words::plural(paths.len(), "path", "paths")
+    );
+    Ok(Some(id))
 }
 
 /// A file that changed between two revisions, with its git file modes

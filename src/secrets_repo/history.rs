@@ -139,6 +139,7 @@ fn git_error(repo: &Path, args: &[&str], stderr: String) -> GitError {
 }
 
 fn run(repo: &Path, args: &[&str], input: Option<Vec<u8>>) -> Result<Vec<u8>, GitError> {
+    tracing::debug!("running git -C {} {}", repo.display(), args.join(" "));
     let mut child = crate::childenv::command("git")
         .arg("-C")
         .arg(repo)

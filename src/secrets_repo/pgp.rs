@@ -289,6 +289,13 @@ fn seal_with(
     if set.keys.is_empty() {
         return Err(PgpError::NoRecipients);
     }
+    tracing::debug!(
+        "encrypting {} bytes for {} ({}){}",
+        plaintext.len(),
+        crate::words::plural(set.keys.len(), "key", "keys"),
+        set.key_ids().into_iter().collect::<Vec<_>>().join(", "),
+        if signer.is_some() { ", signed" } else { "" }
+    );
     let err = |e: anyhow::Error| PgpError::Seal(format!("{e:#}"));
     let mut sink = Vec::new();
     {
@@ -753,6 +760,11 @@ pub(crate) fn decrypt_message(
             source_name: keys.source_name.clone(),
         });
     }
+    tracing::debug!(
+        "decrypting a message addressed to {} with keys from {}",
+        shape.key_ids.join(", "),
+        keys.source_name
+    );
     // Sequoia is not known to panic on a validated message; should it, the
     // panic becomes an error here rather than reaching the user.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decrypt_bounded(&bin, keys, certs, now)))

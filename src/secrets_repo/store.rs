@@ -158,6 +158,12 @@ impl Store {
         let file = self.root.join(layout::RECIPIENTS_FILE);
         let certs = pgp::parse_certs(&bytes, &file.display().to_string())?;
         let set = pgp::check_recipients(&certs, now, validity).context("checking the recipients")?;
+        tracing::info!(
+            "recipient policy {}: {}, keys {}",
+            file.display(),
+            crate::words::plural(set.certs.len(), "certificate", "certificates"),
+            set.key_ids().into_iter().collect::<Vec<_>>().join(", ")
+        );
         for c in &set.expiring_soon {
             if let Some(exp) = c.expires {
                 events.event(Event::Warning(format!(
@@ -237,13 +243,21 @@ impl Store {
 
     /// Returns the names of the secrets that have a metadata file, sorted.
     pub fn secret_names(&self) -> anyhow::Result<Vec<String>> {
-        Ok(self
+        let names: Vec<String> = self
             .registry_entries()?
             .iter()
             .filter_map(|f| layout::parse_file_name(f))
             .filter(|(_, slot)| *slot == Slot::Meta)
             .map(|(name, _)| name)
-            .collect())
+            .collect();
+        tracing::info!(
+            "{} holds {}{}{}",
+            self.registry_dir().display(),
+            crate::words::plural(names.len(), "secret", "secrets"),
+            if names.is_empty() { "" } else { ": " },
+            names.join(", ")
+        );
+        Ok(names)
     }
 
     /// Returns the `.gpg` files in `registry/` at pinned names, sorted.
@@ -338,10 +352,12 @@ impl Store {
             state,
             _handle: handle,
         };
+        tracing::debug!("holding the write lock on {}", lock.state.display());
         let rolled = lock.recover()?;
         if rolled > 0 {
             events.event(Event::Status(format!(
-                "finished {rolled} file writes of an interrupted run"
+                "finished {} of an interrupted run",
+                crate::words::plural(rolled, "file write", "file writes")
             )));
         }
         self.refuse_unknown_files()?;
@@ -374,6 +390,7 @@ pub fn read_at_revision(repo: &Path, rev: &str, path: &str, max: u64) -> anyhow:
     if bytes.len() as u64 > max {
         bail!("{path} at {rev}: is larger than {max} bytes");
     }
+    tracing::debug!("read {path} at {rev} ({} bytes)", bytes.len());
     Ok(Some(bytes))
 }
 

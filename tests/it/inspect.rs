@@ -267,3 +267,46 @@ fn bad_input_is_an_error_not_a_finding() {
         .code(2)
         .stderr_has("--regions");
 }
+
+/// Runs `rekey args` with a reader on stdout that takes its first bytes
+/// and then closes the pipe (as `| head -c 100` does); returns the exit
+/// code and stderr.
+fn with_a_reader_that_leaves_early(args: &[std::ffi::OsString]) -> (i32, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning rekey");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    stdout.read_exact(&mut first).expect("the first bytes of the output");
+    drop(stdout);
+    let out = child.wait_with_output().expect("waiting for rekey");
+    let code = out.status.code().expect("rekey ended by itself, not by a signal");
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_reader_that_closes_early_ends_the_output_quietly() {
+    let tmp = tempdir();
+    let canary = Canary::new("inspect-pipe");
+    let file = generate(tmp.path(), &canary.key, &[]).join("jp.dockerconfigjson");
+    // Far more than a pipe holds (64 KiB), so the reader's leaving is seen
+    // by a write, whatever the timing.
+    let many: Vec<std::ffi::OsString> = std::iter::repeat_n(file.clone().into_os_string(), 1000).collect();
+    for format in ["json", "text"] {
+        let mut args: Vec<std::ffi::OsString> = vec!["-o".into(), format.into(), "inspect".into()];
+        args.extend(many.iter().cloned());
+        let (code, stderr) = with_a_reader_that_leaves_early(&args);
+        assert_eq!(code, 0, "inspect -o {format} | head exits as inspect would: {stderr}");
+        assert!(stderr.is_empty(), "inspect -o {format} | head: {stderr}");
+    }
+    // Raw output (a completion script is larger than a pipe holds).
+    let (code, stderr) = with_a_reader_that_leaves_early(&["completions".into(), "bash".into()]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}

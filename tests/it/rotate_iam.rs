@@ -962,3 +962,23 @@ fn a_key_whose_creation_answer_was_lost_is_found_by_its_marker_and_deleted_by_ab
     assert_eq!(git(&lab.repo(), &["rev-parse", "HEAD"]), head);
     assert_eq!(git(&lab.repo(), &["status", "--porcelain"]), "");
 }
+
+#[test]
+fn dash_vv_logs_each_iam_request_without_a_key_or_token() {
+    let lab = Lab::new("createlog");
+    let run = lab.create_keys(&[]).arg("-vv").run();
+    run.code(0);
+    lab.assert_no_leak(&run);
+    let iam_lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains(" DEBUG IAM ")).collect();
+    assert!(
+        iam_lines
+            .iter()
+            .any(|l| l.contains("POST") && l.contains("-> HTTP 200 (attempt 1)")),
+        "-vv logs IAM requests by method, path and status: {}",
+        run.stderr
+    );
+    // Tokens the stand-in issued (`rktoken…`) and headers never show.
+    for needle in ["rktoken", "Bearer ", "Authorization", "apikey="] {
+        assert!(!run.stderr.contains(needle), "{needle} in the log: {}", run.stderr);
+    }
+}

@@ -1379,7 +1379,7 @@ fn wait_for_a_region_polls_every_context_concurrently_within_the_bound() {
         "ctx-ca",
         "--contexts-file",
         file.to_str().unwrap(),
-        "--parallel",
+        "--concurrency",
         "3",
         "--timeout",
         "1h",
@@ -1391,7 +1391,7 @@ fn wait_for_a_region_polls_every_context_concurrently_within_the_bound() {
     let most = region.max_overlap();
     assert!(
         (2..=3).contains(&most),
-        "at most --parallel 3 at once, and more than one: {most}"
+        "at most --concurrency 3 at once, and more than one: {most}"
     );
     let json = region.wait(&["--context", "ctx-ca", "--output", "json"]);
     assert_eq!(json.code(0).json()["clusters"][0]["context"], "ctx-ca");

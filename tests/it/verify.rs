@@ -174,7 +174,7 @@ fn image_by_digest_verifies_ok_and_wrong_digest_is_missing() {
 #[test]
 fn full_fetches_every_layer() {
     let run = both_are("armada-master/alpine:latest", None, &["--full"], "ok");
-    run.stdout_has("config and all 1 layers verified");
+    run.stdout_has("config and its 1 layer verified");
 }
 
 #[test]
@@ -867,7 +867,7 @@ fn layers_are_probed_with_a_range_and_full_reads_them_whole() {
     let big = digest(&fx.image.big_gzip);
     let host = fault_host("biglayer");
     let detail = fault_verdict(&host, &fx.key, &[], &[], 0, "ok");
-    assert!(detail.contains("first bytes of 1 layers read"), "{detail}");
+    assert!(detail.contains("first bytes of 1 layer read"), "{detail}");
     let r = ranges(&host);
     assert!(
         r.iter().any(|(p, range)| p.ends_with(&big) && range == "bytes=0-511"),
@@ -1090,4 +1090,23 @@ fn credentials_are_not_sent_after_a_redirect_to_plain_http() {
     assert!(!downgraded.is_empty());
     assert!(downgraded.iter().all(|(_, _, a)| a.is_none()), "{downgraded:?}");
     Canary::with_value(&fx.key).assert_not_in_run(&run);
+}
+
+#[test]
+fn dash_vv_logs_registry_requests_but_no_key_or_credential() {
+    let wrong = Canary::new("verify-log");
+    for key in [None, Some(wrong.key.as_str())] {
+        // both_registries checks that neither key shows in the run.
+        let (run, _, _) = both_registries("probe/single:v1", key, &["-vv"]);
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.contains(" DEBUG GET ") && l.contains("/v2/")),
+            "-vv logs registry requests: {}",
+            run.stderr
+        );
+        for needle in ["Bearer ", "Basic ", "Authorization", "?scope", "?service"] {
+            assert!(!run.stderr.contains(needle), "{needle} in the log: {}", run.stderr);
+        }
+    }
 }

@@ -2,13 +2,14 @@
 //! match the source of truth, as the runbook waits after a reset.
 
 use super::*;
+use crate::cli::output::plural;
 
 /// Poll clusters' storage secrets until their keys match the source of truth.
 ///
 /// For each --context (repeatable, or one per line of --contexts-file; none:
 /// kubectl's current context), runs `kubectl --context C get secret
 /// storage-secret-store -n kube-system -o json` every --interval, at most
-/// --parallel clusters at a time, until every key matches or --timeout
+/// --concurrency clusters at a time, until every key matches or --timeout
 /// passes (the runbook allows 30 minutes for an update to reach the
 /// clusters of a region and resource group). Prints a status line when a
 /// cluster's state changes, then one line per cluster and a summary.
@@ -38,9 +39,10 @@ pub struct WaitArgs {
     /// A file listing contexts, one per line (`#` comments and blank lines ignored).
     #[arg(long, value_name = "FILE")]
     pub contexts_file: Option<PathBuf>,
-    /// How many clusters to poll at the same time.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub parallel: usize,
+    /// How many clusters to poll at the same time (`--parallel` is an
+    /// older name for it, still accepted).
+    #[arg(long, alias = "parallel", value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
     /// The kubectl program to run.
     #[arg(long, value_name = "PATH", default_value = "kubectl")]
     pub kubectl: PathBuf,
@@ -154,6 +156,14 @@ fn poll_once(
     }
     cmd.args(["get", "secret", kube::SECRET_NAME, "-n", kube::NAMESPACE, "-o", "json"]);
     cmd.stdin(std::process::Stdio::null());
+    tracing::debug!(
+        "running {} {}",
+        args.kubectl.display(),
+        cmd.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let out = match cmd.output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -258,9 +268,6 @@ pub(super) fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit
     if args.interval.is_zero() {
         bail!("--interval must be more than 0");
     }
-    if args.parallel == 0 {
-        bail!("--parallel must be at least 1");
-    }
     let targets = contexts(&args)?;
     let truth = load_truth(&args.truth, &args.etcd)?;
     let key = args.key.read()?;
@@ -364,8 +371,13 @@ pub(super) fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit
             let matching = total - stale.len();
             if matched {
                 printer.line(format_args!(
-                    "all {total} {} match after {rounds} rounds ({})",
-                    if total == 1 { "cluster" } else { "clusters" },
+                    "{} after {} ({})",
+                    if total == 1 {
+                        "the 1 cluster matches".to_owned()
+                    } else {
+                        format!("all {total} clusters match")
+                    },
+                    plural(rounds as usize, "round", "rounds"),
                     humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
                 ));
             } else if permanent {
@@ -375,8 +387,9 @@ pub(super) fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit
                 ));
             } else {
                 printer.line(format_args!(
-                    "timed out after {} ({rounds} rounds): {matching} of {total} match; still stale: {}",
+                    "timed out after {} ({}): {matching} of {total} match; still stale: {}",
                     humantime::format_duration(args.timeout),
+                    plural(rounds as usize, "round", "rounds"),
                     stale.join(", ")
                 ));
             }
@@ -389,7 +402,7 @@ pub(super) fn run_wait(printer: &Printer, args: WaitArgs) -> anyhow::Result<Exit
     })
 }
 
-/// Polls the clusters at `pending`, at most --parallel at a time; returns
+/// Polls the clusters at `pending`, at most --concurrency at a time; returns
 /// their results in the same order.
 fn poll_all(
     args: &WaitArgs,
@@ -402,7 +415,7 @@ fn poll_all(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<Poll>>> =
         std::sync::Mutex::new((0..pending.len()).map(|_| None).collect());
-    let workers = args.parallel.min(pending.len()).max(1);
+    let workers = usize::from(args.concurrency).min(pending.len()).max(1);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {

@@ -74,14 +74,17 @@ pub(super) fn check(
         .history(&run.base, &run.head, &HistoryLimits::default())
         .context("scanning what the pull request adds to history")?;
     run.world.events.event(Event::Status(format!(
-        "scanning {} commits, {} new file versions and {} file names for leaks{}",
-        range.commits.len(),
-        range.blobs.len(),
-        range.names.len(),
+        "scanning {}, {} and {} for leaks{}",
+        crate::words::plural(range.commits.len(), "commit", "commits"),
+        crate::words::plural(range.blobs.len(), "new file version", "new file versions"),
+        crate::words::plural(range.names.len(), "file name", "file names"),
         if known.is_empty() {
             String::new()
         } else {
-            format!(", with {} known keys", known.len())
+            format!(
+                ", with {}",
+                crate::words::plural(known.len(), "known key", "known keys")
+            )
         }
     )));
     let scanner = Scanner::default().with_known_keys(known.iter().map(|k| k.known.clone()).collect());
@@ -397,8 +400,8 @@ fn grade(
         return Ok(HashMap::new());
     }
     run.world.events.event(Event::Status(format!(
-        "exchanging the leaked keys of {} findings at IAM to see which are live",
-        keys.len()
+        "exchanging the leaked keys of {} at IAM to see which are live",
+        crate::words::plural(keys.len(), "finding", "findings")
     )));
     // Once per key: an `auth` pair and the key itself are two findings.
     let mut by_key: HashMap<Fingerprint, Grade> = HashMap::new();
