@@ -269,3 +269,58 @@ fn plain_http_iam_outside_loopback_is_refused_before_reading_keys() {
         .run();
     run.code(2).stderr_has("unencrypted");
 }
+
+/// Sends a bare HTTP/1.1 request to the IAM stand-in; returns the whole answer.
+fn raw_iam(iam: &Iam, request: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = iam.url().trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    // Read the head, then exactly Content-Length bytes: the stand-in may keep the connection open.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn the_iam_stand_in_tells_a_missing_authorization_header_from_a_bad_token() {
+    let (iam, _) = Iam::start();
+    let none = raw_iam(
+        &iam,
+        "GET /v1/apikeys/details HTTP/1.1\r\nHost: iam\r\nIAM-ApiKey: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(none.starts_with("HTTP/1.1 401"), "{none}");
+    assert!(
+        none.contains("BXNIM0308E") && none.contains("No authorization header found"),
+        "{none}"
+    );
+    let bad = raw_iam(
+        &iam,
+        "GET /v1/apikeys/details HTTP/1.1\r\nHost: iam\r\nIAM-ApiKey: x\r\nAuthorization: Bearer nope\r\nConnection: close\r\n\r\n",
+    );
+    assert!(bad.starts_with("HTTP/1.1 401"), "{bad}");
+    assert!(
+        bad.contains("BXNIM0308E") && bad.contains("Token is invalid or has expired."),
+        "{bad}"
+    );
+}
