@@ -463,6 +463,15 @@ pub fn retire(req: &RetireRequest, world: &RetireWorld<'_>) -> Result<RetireRepo
     } else {
         Some(world.store.lock(world.events)?)
     };
+    // A branch the commit could not go on is refused before IAM is asked:
+    // afterwards it would leave keys retired in IAM with the record of it
+    // uncommitted (as rotate refuses it before creating keys).
+    if let (Some(branch), true, false) = (&req.branch, req.commit, req.dry_run) {
+        world
+            .git
+            .plan_branch(branch)
+            .map_err(|e| RetireError::Other(e.context("--branch")))?;
+    }
     let all = region_keys(world.store)?;
     if let Some(selected) = &req.regions {
         for r in selected {

@@ -312,6 +312,44 @@ fn a_key_still_current_elsewhere_is_never_retired() {
 }
 
 #[test]
+fn a_branch_that_cannot_take_the_commit_is_refused_before_iam_is_asked() {
+    let mut s = Setup::new();
+    let (old, _) = s.rotated("jp");
+    // `retire-x` has a commit HEAD does not have: committing there would drop it.
+    git(&s.repo, &["checkout", "-qb", "retire-x"]);
+    git(
+        &s.repo,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "theirs",
+        ],
+    );
+    git(&s.repo, &["checkout", "-q", "main"]);
+    let head = git(&s.repo, &["rev-parse", "HEAD"]);
+    let meta = std::fs::read(s.meta_path("jp")).unwrap();
+    let run = s.retire(LATE).args(["--commit", "--branch", "retire-x"]).run();
+    run.code(2).stderr_has("--branch").stderr_has("would drop them");
+    s.no_leak(&run);
+    assert!(s.key_calls().is_empty(), "IAM was asked before the branch was checked");
+    assert!(s.iam.keys().iter().any(|k| k.id == old.id && !k.disabled && !k.deleted));
+    assert_eq!(std::fs::read(s.meta_path("jp")).unwrap(), meta, "nothing recorded");
+    assert_eq!(git(&s.repo, &["status", "--porcelain"]), "");
+    assert_eq!(git(&s.repo, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&s.repo, &["symbolic-ref", "--short", "HEAD"]).trim(), "main");
+    // A branch it can fast-forward takes the record.
+    s.retire(LATE).args(["--commit", "--branch", "retire-y"]).run().code(0);
+    assert_eq!(git(&s.repo, &["symbolic-ref", "--short", "HEAD"]).trim(), "retire-y");
+    assert!(s.iam.keys().iter().any(|k| k.id == old.id && k.disabled));
+}
+
+#[test]
 fn iam_429_and_503_are_retried_and_delete_deletes() {
     let mut s = Setup::new();
     let (old, _) = s.rotated("jp");
