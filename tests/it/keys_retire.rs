@@ -89,19 +89,40 @@ impl Setup {
         serde_json::from_slice(&std::fs::read(self.meta_path(region)).unwrap()).unwrap()
     }
 
-    /// Records the IAM ids (as `rotate --create-keys` does) and the publication time.
+    /// Records the IAM ids (as `rotate --create-keys` does) and the
+    /// publication time, and commits it all as published then.
     fn record_ids(&self, region: &str, current: &Key, previous: Option<&Key>) {
+        self.record_ids_at(region, current, previous, PUBLISHED);
+        self.commit_at(PUBLISHED, &["add", "-A"]);
+        self.commit_at(PUBLISHED, &["commit", "-qm", "rotated"]);
+    }
+
+    /// Records the IAM ids and `rotated_at` in the work tree only.
+    fn record_ids_at(&self, region: &str, current: &Key, previous: Option<&Key>, rotated_at: &str) {
         let mut meta = self.meta(region);
         meta["active"]["iam_key_id"] = current.id.clone().into();
-        meta["active"]["rotated_at"] = PUBLISHED.into();
+        meta["active"]["rotated_at"] = rotated_at.into();
         if let Some(p) = previous {
             meta["previous"]["iam_key_id"] = p.id.clone().into();
         }
         std::fs::write(self.meta_path(region), serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
-        git(&self.repo, &["add", "-A"]);
-        git(
-            &self.repo,
-            &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "rotated"],
+    }
+
+    /// Runs git in the repo with author and committer time `at`.
+    fn commit_at(&self, at: &str, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .env("GIT_COMMITTER_DATE", at)
+            .env("GIT_AUTHOR_DATE", at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
@@ -255,6 +276,7 @@ fn after_a_rollback_the_newer_key_keeps_its_grace_period_from_the_rollback() {
         .args(["rollback", "--repo"])
         .arg(&s.repo)
         .args(["--region", "jp"])
+        .args(["--commit"])
         .run()
         .code(0);
     assert_eq!(s.meta("jp")["previous"]["iam_key_id"], new.id.as_str());
@@ -273,6 +295,49 @@ fn after_a_rollback_the_newer_key_keeps_its_grace_period_from_the_rollback() {
     s.retire(&later).run().code(0);
     assert!(s.iam.keys().iter().any(|k| k.id == new.id && k.disabled));
     assert!(s.iam.keys().iter().any(|k| k.id == old.id && !k.disabled));
+}
+
+#[test]
+fn the_grace_period_runs_from_the_merge_not_from_sealing() {
+    let mut s = Setup::new();
+    let (old_c, old) = s.key("jp-old");
+    let (new_c, new) = s.key("jp-new");
+    s.seal("jp", &old_c);
+    s.record_ids_at("jp", &old, None, "2026-11-01T00:00:00Z");
+    s.commit_at("2026-11-01T00:00:00Z", &["add", "-A"]);
+    s.commit_at("2026-11-01T00:00:00Z", &["commit", "-qm", "first key"]);
+    // The rotation is sealed on a branch on the 20th (rotated_at) …
+    s.commit_at(PUBLISHED, &["checkout", "-qb", "rotate"]);
+    s.seal("jp", &new_c);
+    s.record_ids_at("jp", &new, Some(&old), PUBLISHED);
+    // … and, sealed but not committed, is not published.
+    let uncommitted = s.retire("2026-11-30T00:00:00Z").arg("--dry-run").run();
+    uncommitted
+        .code(0)
+        .stdout_has("not committed on the checked-out branch");
+    s.commit_at(PUBLISHED, &["add", "-A"]);
+    s.commit_at(PUBLISHED, &["commit", "-qm", "rotate jp"]);
+    // The pull request is merged three days later.
+    s.commit_at(PUBLISHED, &["checkout", "-q", "main"]);
+    s.commit_at(
+        "2026-11-23T12:00:00Z",
+        &["merge", "-q", "--no-ff", "-m", "Merge rotate", "rotate"],
+    );
+    let early = s.retire("2026-11-23T14:00:00Z").run();
+    early
+        .code(0)
+        .stdout_has("in the grace period until 2026-11-24T12:00:00Z");
+    s.no_leak(&early);
+    assert!(
+        s.key_calls().is_empty(),
+        "the merge, not the sealing, starts the grace period"
+    );
+    let late = s.retire("2026-11-24T13:00:00Z").args(["--output", "json"]).run();
+    late.code(0);
+    s.no_leak(&late);
+    assert_eq!(late.json()["regions"][0]["outcome"], "retired", "{}", late.stdout);
+    assert!(s.iam.keys().iter().any(|k| k.id == old.id && k.disabled));
+    assert!(s.iam.accepts(&new_c.key));
 }
 
 #[test]
