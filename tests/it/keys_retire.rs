@@ -671,3 +671,17 @@ fn verify_iam_check_lets_a_locked_key_pull() {
     locked.assert_not_in_run(&run);
     Canary::with_value(&admin).assert_not_in_run(&run);
 }
+
+#[test]
+fn the_shipped_retire_job_checks_out_the_whole_history() {
+    // The grace period runs from the commit that brought a version to main:
+    // a shallow clone would show every version as published at its tip.
+    let text = std::fs::read_to_string(repo_root().join("ci/github/rotation.yml")).unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let steps = doc["jobs"]["retire"]["steps"].as_sequence().unwrap();
+    let checkout = steps
+        .iter()
+        .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/checkout@")))
+        .unwrap();
+    assert_eq!(checkout["with"]["fetch-depth"].as_u64(), Some(0), "{checkout:?}");
+}
