@@ -344,8 +344,18 @@ fn edit_meta(repo: &Path, region: &str, f: impl FnOnce(&mut serde_json::Value)) 
 
 /// A secrets repo sealed for alice with each of `regions`' keys (named by the runbook), committed.
 fn sealed_repo(dir: &Path, canaries: &[(String, Canary)], regions: &[&str]) -> std::path::PathBuf {
+    sealed_repo_for(dir, canaries, regions, &["alice"])
+}
+
+/// A secrets repo sealed for `recipients` with each of `regions`' keys, committed.
+fn sealed_repo_for(
+    dir: &Path,
+    canaries: &[(String, Canary)],
+    regions: &[&str],
+    recipients: &[&str],
+) -> std::path::PathBuf {
     let repo = dir.join("repo");
-    init_secrets_repo(&repo, &["alice"]);
+    init_secrets_repo(&repo, recipients);
     for (region, canary) in canaries.iter().filter(|(r, _)| regions.contains(&r.as_str())) {
         let code = CODES.iter().find(|(r, _)| r == region).unwrap().1;
         seal_key(
@@ -520,4 +530,35 @@ fn a_secret_whose_entries_carry_different_keys_is_exit_2() {
     jp.assert_not_in_run(&run);
     other.assert_not_in_run(&run);
     assert!(iam.calls().is_empty());
+}
+
+#[test]
+fn a_passphrase_protected_key_opens_the_repo_with_its_passphrase_from_the_environment() {
+    let (iam, admin) = Iam::start();
+    let dir = tempdir();
+    let canaries = six_keys(&iam, &dir.path().join("keys"));
+    let repo = sealed_repo_for(dir.path(), &canaries, &["jp"], &["locked"]);
+    let cmd = |extra: &[&str]| {
+        rekey()
+            .args(["keys", "check", "--regions"])
+            .arg(repo_root().join("regions"))
+            .args(["--region", "jp", "--repo"])
+            .arg(&repo)
+            .arg("--key")
+            .arg(keys().file("locked.sec"))
+            .args(["--iam-url", &iam.url(), "--iam-api-key-env", "REKEY_TEST_IAM_ADMIN"])
+            .env("REKEY_TEST_IAM_ADMIN", &admin)
+            .args(extra)
+    };
+    let ok = cmd(&["--passphrase-env", "REKEY_TEST_PASS"])
+        .env("REKEY_TEST_PASS", "correct horse")
+        .run();
+    ok.code(0).stdout_has("1 key valid in IAM");
+    Canary::with_value("correct horse").assert_not_in_run(&ok);
+    let without = cmd(&[]).run();
+    without.code(2);
+    for (_, c) in &canaries {
+        c.assert_not_in_run(&ok);
+        c.assert_not_in_run(&without);
+    }
 }
