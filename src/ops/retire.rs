@@ -27,7 +27,9 @@ pub struct KeyVersion {
     pub key_fingerprint: String,
     /// The key's IAM id (`ApiKey-…`), when rekey created it or recorded it.
     pub iam_key_id: Option<String>,
-    /// When this version became current.
+    /// When this version became current: for the served version, the
+    /// latest of when it was sealed, rolled back to, and committed on the
+    /// checked-out branch (see [`region_keys`]).
     pub published_at: DateTime<Utc>,
     /// When the key was retired in IAM, if it was, and how (unsigned
     /// metadata: a mark a pull request may have planted).
@@ -46,6 +48,10 @@ pub struct RegionKeys {
     /// retirement for it would leave the key alive in IAM unrecorded.
     pub current: KeyVersion,
     pub previous: Option<KeyVersion>,
+    /// False when the served version is not what HEAD holds (sealed but not
+    /// committed, or the repo has no commits or no git at all): it has not
+    /// reached the branch clusters are given, so it is not published yet.
+    pub committed: bool,
 }
 
 /// Why a region's previous key is not retired now.
@@ -66,6 +72,10 @@ pub enum Hold {
     StillCurrent { current_in: String },
     /// No IAM id is recorded for the previous key, so it cannot be named in IAM.
     NoIamId,
+    /// The current version is not committed on the checked-out branch (the
+    /// work tree's metadata names another current key than HEAD's): it is
+    /// not published, so its grace period has not started.
+    NotCommitted,
 }
 
 /// What happens to one region's previous key.
@@ -140,6 +150,9 @@ fn decide(r: &RegionKeys, all: &[RegionKeys], now: DateTime<Utc>, grace: Duratio
             current_in: other.region.clone(),
         });
     }
+    if !r.committed {
+        return Decision::Hold(Hold::NotCommitted);
+    }
     let until = r.current.published_at + grace;
     if now < until {
         // A key recorded as retired is held like any other: the record is
@@ -168,14 +181,26 @@ fn decide(r: &RegionKeys, all: &[RegionKeys], now: DateTime<Utc>, grace: Duratio
 impl Hold {
     /// Returns true when the hold needs an operator: a key still current in
     /// another region, or one rekey cannot name in IAM. Waiting out the grace
-    /// period, an unfinished rotation or a key already retired do not.
+    /// period, an unfinished or uncommitted rotation or a key already retired do not.
     pub fn needs_attention(&self) -> bool {
         matches!(self, Hold::StillCurrent { .. } | Hold::NoIamId)
     }
 }
 
+/// The most commits of HEAD's first-parent history that changed one
+/// metadata file walked back to find when its current version arrived.
+pub const MAX_HISTORY_WALK: usize = 1000;
+
 /// Reads the regions' current and previous keys from the repo's metadata.
-/// The current version counts as published when it was sealed (`rotated_at`).
+/// The current version counts as published at the latest of: when it was
+/// sealed (`rotated_at`), when a rollback restored it, and when it reached
+/// the checked-out branch, i.e. the committer time of the oldest commit of
+/// HEAD's first-parent history since which the metadata's current key
+/// fingerprint has been what it is now (a rotation merged days after it
+/// was sealed is published at the merge; the walk is bounded by
+/// [`MAX_HISTORY_WALK`] commits, beyond which the oldest one seen counts).
+/// A current version HEAD does not hold is not published (see
+/// [`Hold::NotCommitted`]).
 /// Once the repo has allowed signers, a previous key's IAM id counts only
 /// when the version's signed statement vouches for it (an unsigned edit
 /// must not retarget a deletion); otherwise the whole read is refused.
@@ -191,9 +216,49 @@ pub fn region_keys(store: &Store) -> anyhow::Result<Vec<RegionKeys>> {
                 |e| anyhow::anyhow!("{name}: {e}: refusing to retire keys by ids the repo's signers did not vouch for"),
             )?;
         }
-        out.push(from_meta(&meta));
+        let mut keys = from_meta(&meta);
+        match committed_since(store.root(), &name, &meta.active.key_fingerprint)? {
+            Some(at) => keys.current.published_at = keys.current.published_at.max(at),
+            None => keys.committed = false,
+        }
+        out.push(keys);
     }
     Ok(out)
+}
+
+/// Returns when the current version (`fingerprint`) of `name` reached the
+/// checked-out branch: the committer time of the oldest of HEAD's
+/// first-parent commits since which the metadata's current fingerprint is
+/// `fingerprint`. `None` when HEAD does not hold that version (not a git
+/// repo, no commits, or the metadata's current version is uncommitted).
+fn committed_since(repo: &std::path::Path, name: &str, fingerprint: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+    use crate::secrets_repo::{git, store};
+    if !git::is_work_tree(repo) || git::rev_parse(repo, "HEAD").is_err() {
+        return Ok(None);
+    }
+    let at_head = store::read_meta_at_revision(repo, "HEAD", name).ok().flatten();
+    if at_head.is_none_or(|m| m.active.key_fingerprint != fingerprint) {
+        return Ok(None);
+    }
+    let path = Store::repo_path(name, crate::secrets_repo::layout::Slot::Meta);
+    let changes = git::first_parent_changes(repo, "HEAD", &path, MAX_HISTORY_WALK)?;
+    let mut since = None;
+    for (commit, time) in &changes {
+        // A version that cannot be read (an older format, a damaged file)
+        // is another version: the walk stops there.
+        let same = store::read_meta_at_revision(repo, commit, name)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.active.key_fingerprint == fingerprint);
+        if !same {
+            break;
+        }
+        since = Some(*time);
+    }
+    let Some(secs) = since.or_else(|| changes.first().map(|c| c.1)) else {
+        return Ok(None);
+    };
+    Ok(DateTime::<Utc>::from_timestamp(secs, 0))
 }
 
 fn from_meta(meta: &Metadata) -> RegionKeys {
@@ -218,6 +283,7 @@ fn from_meta(meta: &Metadata) -> RegionKeys {
         secret: meta.name.clone(),
         current,
         previous: meta.previous.as_ref().map(version),
+        committed: true,
     }
 }
 
@@ -463,6 +529,15 @@ pub fn retire(req: &RetireRequest, world: &RetireWorld<'_>) -> Result<RetireRepo
     } else {
         Some(world.store.lock(world.events)?)
     };
+    // A branch the commit could not go on is refused before IAM is asked:
+    // afterwards it would leave keys retired in IAM with the record of it
+    // uncommitted (as rotate refuses it before creating keys).
+    if let (Some(branch), true, false) = (&req.branch, req.commit, req.dry_run) {
+        world
+            .git
+            .plan_branch(branch)
+            .map_err(|e| RetireError::Other(e.context("--branch")))?;
+    }
     let all = region_keys(world.store)?;
     if let Some(selected) = &req.regions {
         for r in selected {
@@ -658,6 +733,7 @@ mod tests {
             secret: format!("{}_REGISTRY_PULL_SECRET_64", name.to_uppercase()),
             current,
             previous,
+            committed: true,
         }
     }
 
@@ -814,6 +890,24 @@ mod tests {
                     pending: None,
                 };
                 std::fs::write(reg.join(Slot::Meta.file(&name)), meta.render()).unwrap();
+                self.commit(at, &format!("rotate {region}"));
+            }
+
+            /// Commits everything with committer time `at`.
+            fn commit(&self, at: &str, message: &str) {
+                for args in [&["add", "-A"][..], &["commit", "-qm", message][..]] {
+                    let ok = std::process::Command::new("git")
+                        .arg("-C")
+                        .arg(self.dir.path())
+                        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                        .args(args)
+                        .env("GIT_COMMITTER_DATE", at)
+                        .env("GIT_AUTHOR_DATE", at)
+                        .status()
+                        .unwrap()
+                        .success();
+                    assert!(ok, "git {args:?}");
+                }
             }
 
             fn meta(&self, region: &str) -> Metadata {
@@ -953,6 +1047,131 @@ mod tests {
                     attention: false
                 }
             ));
+        }
+
+        impl Repo {
+            fn git(&self, at: &str, args: &[&str]) {
+                let ok = std::process::Command::new("git")
+                    .arg("-C")
+                    .arg(self.dir.path())
+                    .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                    .args(args)
+                    .env("GIT_COMMITTER_DATE", at)
+                    .env("GIT_AUTHOR_DATE", at)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "git {args:?}");
+            }
+        }
+
+        fn jp_hold(report: &RetireReport) -> Option<Hold> {
+            match &report.regions.iter().find(|r| r.region == "jp")?.outcome {
+                Outcome::Held { hold, .. } => Some(hold.clone()),
+                _ => None,
+            }
+        }
+
+        #[test]
+        fn the_grace_period_runs_from_the_merge_not_from_sealing() {
+            let repo = Repo::new();
+            repo.region("jp", ("sha256:jpold", "ApiKey-jpold"), None, "2026-08-01T00:00:00Z");
+            // Sealed on a branch on the 20th, merged (--no-ff) on the 23rd.
+            repo.git("2026-11-20T00:00:00Z", &["checkout", "-qb", "rotate"]);
+            repo.region(
+                "jp",
+                ("sha256:jpnew", "ApiKey-jpnew"),
+                Some(("sha256:jpold", "ApiKey-jpold")),
+                "2026-11-20T00:00:00Z",
+            );
+            repo.git("2026-11-20T00:00:00Z", &["checkout", "-q", "main"]);
+            let iam = MemoryIam::with_keys(&["ApiKey-jpold", "ApiKey-jpnew"]);
+            let before = repo.run(&iam, None, "2026-11-22T00:00:00Z", true);
+            assert_eq!(
+                jp_hold(&before),
+                Some(Hold::NoPrevious),
+                "main still serves the old key"
+            );
+            repo.git(
+                "2026-11-23T00:00:00Z",
+                &["merge", "-q", "--no-ff", "-m", "Merge rotate", "rotate"],
+            );
+            // A later commit that leaves the current key alone does not move it.
+            repo.git(
+                "2026-11-23T06:00:00Z",
+                &["commit", "-q", "--allow-empty", "-m", "other"],
+            );
+            let early = repo.run(&iam, None, "2026-11-23T02:00:00Z", false);
+            assert_eq!(
+                jp_hold(&early),
+                Some(Hold::InGracePeriod {
+                    until: t("2026-11-24T00:00:00Z")
+                })
+            );
+            assert_eq!(iam.state("ApiKey-jpold"), None);
+            let late = repo.run(&iam, None, "2026-11-24T01:00:00Z", false);
+            assert_eq!(late.retired(), 1);
+            assert_eq!(iam.state("ApiKey-jpold"), Some(RetiredHow::Disabled));
+        }
+
+        #[test]
+        fn an_uncommitted_current_version_is_not_published() {
+            let repo = Repo::new();
+            repo.region("jp", ("sha256:jpold", "ApiKey-jpold"), None, "2026-08-01T00:00:00Z");
+            // Sealed in the work tree, never committed.
+            let name = crate::secrets_repo::layout::secret_name("jp");
+            let reg = repo.dir.path().join("registry");
+            let meta = Metadata {
+                previous: Some(version(
+                    State::Previous,
+                    &name,
+                    Slot::Previous,
+                    "sha256:jpold",
+                    Some("ApiKey-jpold"),
+                    "2026-08-01T00:00:00Z",
+                )),
+                active: version(
+                    State::Current,
+                    &name,
+                    Slot::Active,
+                    "sha256:jpnew",
+                    Some("ApiKey-jpnew"),
+                    "2026-11-01T00:00:00Z",
+                ),
+                ..repo.meta("jp")
+            };
+            std::fs::write(reg.join(Slot::Previous.file(&name)), b"y").unwrap();
+            std::fs::write(reg.join(Slot::Meta.file(&name)), meta.render()).unwrap();
+            let iam = MemoryIam::with_keys(&["ApiKey-jpold", "ApiKey-jpnew"]);
+            let report = repo.run(&iam, None, "2026-11-24T00:00:00Z", false);
+            assert_eq!(jp_hold(&report), Some(Hold::NotCommitted));
+            assert_eq!(report.exit(), Exit::Ok, "waiting for a merge needs no operator");
+            assert_eq!(iam.state("ApiKey-jpold"), None);
+            // Committed, it is published at the commit.
+            repo.commit("2026-11-23T12:00:00Z", "rotate jp");
+            let report = repo.run(&iam, None, "2026-11-24T00:00:00Z", false);
+            assert_eq!(
+                jp_hold(&report),
+                Some(Hold::InGracePeriod {
+                    until: t("2026-11-24T12:00:00Z")
+                })
+            );
+            // No git at all: nothing is published.
+            let plain = tempfile::tempdir().unwrap();
+            std::fs::create_dir(plain.path().join("registry")).unwrap();
+            for f in [
+                "JP_REGISTRY_PULL_SECRET_64.gpg",
+                "JP_REGISTRY_PULL_SECRET_64.previous.gpg",
+            ] {
+                std::fs::write(plain.path().join("registry").join(f), b"x").unwrap();
+            }
+            std::fs::write(
+                plain.path().join("registry").join(Slot::Meta.file(&name)),
+                meta.render(),
+            )
+            .unwrap();
+            let keys = region_keys(&Store::new(plain.path())).unwrap();
+            assert!(!keys[0].committed);
         }
 
         #[test]

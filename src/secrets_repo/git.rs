@@ -304,6 +304,35 @@ pub fn commit(repo: &Path, branch: Option<&str>, paths: &[String], message: &str
     Ok(Some(id))
 }
 
+/// Lists, newest first, the commits of `rev`'s first-parent history that
+/// changed `path` against their first parent (a merge counts when it
+/// brought the change in), each with its committer time in seconds since
+/// the epoch; at most `max` of them.
+pub fn first_parent_changes(repo: &Path, rev: &str, path: &str, max: usize) -> Result<Vec<(String, i64)>, GitError> {
+    let limit = format!("--max-count={max}");
+    let spec = format!(":(literal){path}");
+    let out = run(
+        repo,
+        &[
+            "log",
+            "--first-parent",
+            "--no-renames",
+            &limit,
+            "--format=%H %ct",
+            rev,
+            "--",
+            &spec,
+        ],
+    )?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| {
+            let (id, t) = l.split_once(' ')?;
+            Some((id.to_owned(), t.trim().parse().ok()?))
+        })
+        .collect())
+}
+
 /// A file that changed between two revisions, with its git file modes
 /// (`0o100644` regular, `0o100755` executable, `0o120000` symlink,
 /// `0o160000` submodule; `None` where the file does not exist).

@@ -309,6 +309,14 @@ fn handle(state: &Mutex<State>, req: Req) -> Resp {
             "scope": "ibm openid",
         }));
     }
+    if req.header("authorization").is_none() {
+        return api_error(
+            401,
+            "authorization_failed",
+            "BXNIM0308E",
+            "No authorization header found",
+        );
+    }
     let Some(caller) = bearer_iam_id(&st, &req) else {
         return api_error(
             401,

@@ -89,19 +89,40 @@ impl Setup {
         serde_json::from_slice(&std::fs::read(self.meta_path(region)).unwrap()).unwrap()
     }
 
-    /// Records the IAM ids (as `rotate --create-keys` does) and the publication time.
+    /// Records the IAM ids (as `rotate --create-keys` does) and the
+    /// publication time, and commits it all as published then.
     fn record_ids(&self, region: &str, current: &Key, previous: Option<&Key>) {
+        self.record_ids_at(region, current, previous, PUBLISHED);
+        self.commit_at(PUBLISHED, &["add", "-A"]);
+        self.commit_at(PUBLISHED, &["commit", "-qm", "rotated"]);
+    }
+
+    /// Records the IAM ids and `rotated_at` in the work tree only.
+    fn record_ids_at(&self, region: &str, current: &Key, previous: Option<&Key>, rotated_at: &str) {
         let mut meta = self.meta(region);
         meta["active"]["iam_key_id"] = current.id.clone().into();
-        meta["active"]["rotated_at"] = PUBLISHED.into();
+        meta["active"]["rotated_at"] = rotated_at.into();
         if let Some(p) = previous {
             meta["previous"]["iam_key_id"] = p.id.clone().into();
         }
         std::fs::write(self.meta_path(region), serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
-        git(&self.repo, &["add", "-A"]);
-        git(
-            &self.repo,
-            &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "rotated"],
+    }
+
+    /// Runs git in the repo with author and committer time `at`.
+    fn commit_at(&self, at: &str, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .env("GIT_COMMITTER_DATE", at)
+            .env("GIT_AUTHOR_DATE", at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
@@ -255,6 +276,7 @@ fn after_a_rollback_the_newer_key_keeps_its_grace_period_from_the_rollback() {
         .args(["rollback", "--repo"])
         .arg(&s.repo)
         .args(["--region", "jp"])
+        .args(["--commit"])
         .run()
         .code(0);
     assert_eq!(s.meta("jp")["previous"]["iam_key_id"], new.id.as_str());
@@ -273,6 +295,49 @@ fn after_a_rollback_the_newer_key_keeps_its_grace_period_from_the_rollback() {
     s.retire(&later).run().code(0);
     assert!(s.iam.keys().iter().any(|k| k.id == new.id && k.disabled));
     assert!(s.iam.keys().iter().any(|k| k.id == old.id && !k.disabled));
+}
+
+#[test]
+fn the_grace_period_runs_from_the_merge_not_from_sealing() {
+    let mut s = Setup::new();
+    let (old_c, old) = s.key("jp-old");
+    let (new_c, new) = s.key("jp-new");
+    s.seal("jp", &old_c);
+    s.record_ids_at("jp", &old, None, "2026-11-01T00:00:00Z");
+    s.commit_at("2026-11-01T00:00:00Z", &["add", "-A"]);
+    s.commit_at("2026-11-01T00:00:00Z", &["commit", "-qm", "first key"]);
+    // The rotation is sealed on a branch on the 20th (rotated_at) …
+    s.commit_at(PUBLISHED, &["checkout", "-qb", "rotate"]);
+    s.seal("jp", &new_c);
+    s.record_ids_at("jp", &new, Some(&old), PUBLISHED);
+    // … and, sealed but not committed, is not published.
+    let uncommitted = s.retire("2026-11-30T00:00:00Z").arg("--dry-run").run();
+    uncommitted
+        .code(0)
+        .stdout_has("not committed on the checked-out branch");
+    s.commit_at(PUBLISHED, &["add", "-A"]);
+    s.commit_at(PUBLISHED, &["commit", "-qm", "rotate jp"]);
+    // The pull request is merged three days later.
+    s.commit_at(PUBLISHED, &["checkout", "-q", "main"]);
+    s.commit_at(
+        "2026-11-23T12:00:00Z",
+        &["merge", "-q", "--no-ff", "-m", "Merge rotate", "rotate"],
+    );
+    let early = s.retire("2026-11-23T14:00:00Z").run();
+    early
+        .code(0)
+        .stdout_has("in the grace period until 2026-11-24T12:00:00Z");
+    s.no_leak(&early);
+    assert!(
+        s.key_calls().is_empty(),
+        "the merge, not the sealing, starts the grace period"
+    );
+    let late = s.retire("2026-11-24T13:00:00Z").args(["--output", "json"]).run();
+    late.code(0);
+    s.no_leak(&late);
+    assert_eq!(late.json()["regions"][0]["outcome"], "retired", "{}", late.stdout);
+    assert!(s.iam.keys().iter().any(|k| k.id == old.id && k.disabled));
+    assert!(s.iam.accepts(&new_c.key));
 }
 
 #[test]
@@ -309,6 +374,44 @@ fn a_key_still_current_elsewhere_is_never_retired() {
         .stderr_has("no secret in the repo for region de");
     assert!(s.key_calls().is_empty());
     assert!(s.iam.accepts(&old_c.key));
+}
+
+#[test]
+fn a_branch_that_cannot_take_the_commit_is_refused_before_iam_is_asked() {
+    let mut s = Setup::new();
+    let (old, _) = s.rotated("jp");
+    // `retire-x` has a commit HEAD does not have: committing there would drop it.
+    git(&s.repo, &["checkout", "-qb", "retire-x"]);
+    git(
+        &s.repo,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "theirs",
+        ],
+    );
+    git(&s.repo, &["checkout", "-q", "main"]);
+    let head = git(&s.repo, &["rev-parse", "HEAD"]);
+    let meta = std::fs::read(s.meta_path("jp")).unwrap();
+    let run = s.retire(LATE).args(["--commit", "--branch", "retire-x"]).run();
+    run.code(2).stderr_has("--branch").stderr_has("would drop them");
+    s.no_leak(&run);
+    assert!(s.key_calls().is_empty(), "IAM was asked before the branch was checked");
+    assert!(s.iam.keys().iter().any(|k| k.id == old.id && !k.disabled && !k.deleted));
+    assert_eq!(std::fs::read(s.meta_path("jp")).unwrap(), meta, "nothing recorded");
+    assert_eq!(git(&s.repo, &["status", "--porcelain"]), "");
+    assert_eq!(git(&s.repo, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&s.repo, &["symbolic-ref", "--short", "HEAD"]).trim(), "main");
+    // A branch it can fast-forward takes the record.
+    s.retire(LATE).args(["--commit", "--branch", "retire-y"]).run().code(0);
+    assert_eq!(git(&s.repo, &["symbolic-ref", "--short", "HEAD"]).trim(), "retire-y");
+    assert!(s.iam.keys().iter().any(|k| k.id == old.id && k.disabled));
 }
 
 #[test]
@@ -567,4 +670,18 @@ fn verify_iam_check_lets_a_locked_key_pull() {
     run.code(0).stderr_has("IAM accepts key");
     locked.assert_not_in_run(&run);
     Canary::with_value(&admin).assert_not_in_run(&run);
+}
+
+#[test]
+fn the_shipped_retire_job_checks_out_the_whole_history() {
+    // The grace period runs from the commit that brought a version to main:
+    // a shallow clone would show every version as published at its tip.
+    let text = std::fs::read_to_string(repo_root().join("ci/github/rotation.yml")).unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let steps = doc["jobs"]["retire"]["steps"].as_sequence().unwrap();
+    let checkout = steps
+        .iter()
+        .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/checkout@")))
+        .unwrap();
+    assert_eq!(checkout["with"]["fetch-depth"].as_u64(), Some(0), "{checkout:?}");
 }

@@ -10,6 +10,7 @@ use crate::exit::Exit;
 ///
 /// Example:
 ///   rekey keys check --regions regions --api-keys-dir keys --iam-api-key-env IAM_ADMIN_KEY
+///   rekey keys check --regions regions --repo secrets --key operator.sec.asc
 ///   rekey keys retire --repo secrets --iam-api-key-env IAM_ADMIN_KEY --commit
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]

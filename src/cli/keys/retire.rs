@@ -25,12 +25,19 @@ use std::time::Duration;
 
 /// Retire each region's previous API key in IBM Cloud IAM.
 ///
-/// For each region whose current key was published (sealed as current) at
-/// least --after ago, disables (default) or deletes (--delete) the previous
+/// For each region whose current key was published at least --after ago,
+/// disables (default) or deletes (--delete) the previous
 /// key in IAM by the IAM id recorded in the metadata, and records when and
 /// how in the metadata (atomically, under the repo's lock; committed with
 /// --commit). The grace period is never less than 1h, IAM's token lifetime:
 /// tokens minted from the old key outlive the key by up to an hour.
+///
+/// A version is published at the latest of: when it was sealed
+/// (rotated_at), when a rollback restored it, and when it reached the
+/// checked-out branch (the committer time of the oldest commit in HEAD's
+/// first-parent history since which the metadata's current key is this
+/// one; a rotation merged days after sealing is published at the merge).
+/// A current version not committed on the branch is not published.
 ///
 /// A previous key that is still the current key of any region is never
 /// retired. With --health-gate, nothing is retired unless the health gate
@@ -58,7 +65,8 @@ pub struct Args {
     /// Retire only in this region (repeatable; default: every region in the repo).
     #[arg(long = "region", value_name = "NAME")]
     pub regions_selected: Vec<String>,
-    /// The grace period: how long the current key must have been published (at least 1h).
+    /// The grace period: how long the current key must have been published, i.e.
+    /// committed on the checked-out branch and sealed (at least 1h).
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = crate::cli::duration::parse)]
     pub after: Duration,
     /// Evaluate at this time (RFC 3339; default: now).
@@ -309,6 +317,9 @@ fn describe(hold: &retire::Hold) -> String {
         Hold::AlreadyRetired { at } => format!("the previous key was retired at {}", show(at)),
         Hold::InGracePeriod { until } => format!("in the grace period until {}", show(until)),
         Hold::StillCurrent { current_in } => format!("the previous key is still current in {current_in}: not retired"),
+        Hold::NotCommitted => {
+            "the current key is not committed on the checked-out branch: not published yet, so its grace period has not started".to_owned()
+        }
         Hold::NoIamId => {
             "no IAM id is recorded for the previous key: retire it in IAM by hand, or record its id".to_owned()
         }
