@@ -161,7 +161,14 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign::run(&printer, args),
     };
     match result {
-        Ok(exit) => exit.into(),
+        Ok(exit) => match printer.take_stdout_error() {
+            // The work is done but its result did not reach stdout.
+            Some(e) => {
+                printer.error(&anyhow::anyhow!("writing the result to stdout: {e}"));
+                Exit::Error.into()
+            }
+            None => exit.into(),
+        },
         Err(err) => {
             printer.error(&err);
             Exit::Error.into()

@@ -35,6 +35,9 @@ pub struct Printer {
     color_err: bool,
     /// Set once stdout's reader has gone away; later results are dropped.
     stdout_closed: AtomicBool,
+    /// The first failed write of a text line other than a closed pipe (a
+    /// full disk): the command then fails, after its work (see `main`).
+    stdout_error: std::sync::Mutex<Option<std::io::Error>>,
 }
 
 /// Returns true when `e` says the reader of the pipe went away (EPIPE).
@@ -86,6 +89,7 @@ impl Printer {
             color_out: format == OutputFormat::Text && color_allowed(std::io::stdout().is_terminal()),
             color_err: stderr_color(),
             stdout_closed: AtomicBool::new(false),
+            stdout_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -143,7 +147,25 @@ impl Printer {
 
     /// Writes one line of the result (text output).
     pub fn line(&self, line: impl Display) {
-        let _ = self.to_stdout(|out| writeln!(out, "{line}"));
+        if let Err(e) = self.to_stdout(|out| writeln!(out, "{line}")) {
+            // Kept for the end of the command; later lines are dropped,
+            // so a result is never written with holes in it.
+            self.stdout_closed.store(true, Ordering::Relaxed);
+            let mut first = self
+                .stdout_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            first.get_or_insert(e);
+        }
+    }
+
+    /// Returns the error that made text lines fail to reach stdout, if any
+    /// (never a closed pipe: that one ends the output quietly).
+    pub fn take_stdout_error(&self) -> Option<std::io::Error> {
+        self.stdout_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Writes the result as pretty JSON with a trailing newline.

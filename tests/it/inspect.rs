@@ -310,3 +310,27 @@ fn a_reader_that_closes_early_ends_the_output_quietly() {
     let (code, stderr) = with_a_reader_that_leaves_early(&["completions".into(), "bash".into()]);
     assert_eq!((code, stderr.as_str()), (0, ""));
 }
+
+#[test]
+fn a_result_that_cannot_be_written_fails_the_command() {
+    // A full disk is no closed pipe: the operator must not take a lost
+    // result for a clean run, whatever the output format.
+    let tmp = tempdir();
+    let canary = Canary::new("inspect-full");
+    let file = generate(tmp.path(), &canary.key, &[]).join("jp.dockerconfigjson");
+    for format in ["text", "json"] {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"))
+            .args(["-o", format, "inspect"])
+            .arg(&file)
+            .env("NO_COLOR", "1")
+            .stdout(full)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "inspect -o {format} > /dev/full: {stderr}");
+        assert!(stderr.contains("No space left on device"), "{format}: {stderr}");
+        assert!(!stderr.contains(&canary.key), "{format}: {stderr}");
+    }
+}
