@@ -13,6 +13,7 @@ use crate::secrets_repo::layout::{self, Existing, Plan, SealRequest as SealOne, 
 use crate::secrets_repo::pgp::Validity;
 use crate::secrets_repo::signing::SigningKey;
 use crate::secrets_repo::store::{Store, WritePlan};
+use crate::untrusted;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -149,24 +150,38 @@ pub fn seal(
             Slot::Active
         };
         // A pending version that is neither kept nor promoted (its
-        // plaintext is not what is now served) is dropped: say so.
-        let dropped_pending = match (&plan, old.as_ref().and_then(|o| o.meta.pending.as_ref())) {
-            (Plan::Write(w), Some(p)) if w.meta.pending.is_none() && !p.plaintext_digest.matches(&g.plaintext) => {
-                events.event(Event::Warning(format!(
-                    "{name}: the pending version (key {}{}) is dropped: a different key was sealed as current{}",
-                    p.key_fingerprint,
-                    p.key_name.as_deref().map(|n| format!(", {n}")).unwrap_or_default(),
-                    p.iam_key_id
-                        .as_deref()
-                        .map(|id| format!("; its IAM key {id} is not retired by rekey"))
-                        .unwrap_or_default(),
-                )));
-                Some(DroppedPending {
-                    key_name: p.key_name.clone(),
-                    key_fingerprint: p.key_fingerprint.clone(),
-                    iam_key_id: p.iam_key_id.clone(),
-                })
-            }
+        // plaintext is not what is now served or pending) is gone: say so.
+        let dropped_pending = match (&plan, old.as_ref()) {
+            (Plan::Write(_), Some(o)) => match &o.meta.pending {
+                Some(p) if !p.plaintext_digest.matches(&g.plaintext) => {
+                    let why = if req.pending {
+                        "replaced by a new pending version"
+                    } else if o.meta.active.plaintext_digest.matches(&g.plaintext) {
+                        "dropped: the current version was sealed again"
+                    } else {
+                        "dropped: a different key was sealed as current"
+                    };
+                    // Metadata is repo content: escaped before it is shown.
+                    events.event(Event::Warning(format!(
+                        "{name}: the pending version (key {}{}) is {why}{}",
+                        untrusted::escape(&p.key_fingerprint),
+                        p.key_name
+                            .as_deref()
+                            .map(|n| format!(", {}", untrusted::escape(n)))
+                            .unwrap_or_default(),
+                        p.iam_key_id
+                            .as_deref()
+                            .map(|id| format!("; its IAM key {} is not retired by rekey", untrusted::escape(id)))
+                            .unwrap_or_default(),
+                    )));
+                    Some(DroppedPending {
+                        key_name: p.key_name.clone(),
+                        key_fingerprint: p.key_fingerprint.clone(),
+                        iam_key_id: p.iam_key_id.clone(),
+                    })
+                }
+                _ => None,
+            },
             _ => None,
         };
         report.push(Sealed {

@@ -535,3 +535,26 @@ fn sealing_another_key_as_current_says_it_drops_the_pending_version() {
         c.assert_not_in_run(&run);
     }
 }
+
+#[test]
+fn a_new_pending_seal_says_it_replaces_the_old_pending_version() {
+    let repo = Repo::new("seal-replace-pending", &["alice"]);
+    repo.seal(&[]).code(0);
+    let first = Canary::new("seal-replace-pending-1");
+    repo.generate(&first.key);
+    repo.seal(&["--pending"]).code(0);
+    // The old pending version's name is repo content: a control character
+    // planted in it reaches the terminal escaped.
+    let meta_path = repo.file(&format!("{JP}.meta.json"));
+    let mut meta = repo.meta(JP);
+    meta["pending"]["key_name"] = serde_json::Value::String("iks-\u{1b}[2Jplanted".into());
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let second = Canary::new("seal-replace-pending-2");
+    repo.generate(&second.key);
+    let run = repo.seal(&["--pending"]);
+    run.code(0).stderr_has("is replaced by a new pending version");
+    assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
+    assert!(repo.file(&format!("{JP}.pending.gpg")).exists());
+    second.assert_not_in_run(&run);
+    first.assert_not_in_run(&run);
+}
