@@ -239,6 +239,30 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<Exit> {
         );
     }
 
+    // Every directory the files go in must be a real directory (or not
+    // exist yet): a file or a link there is refused before anything is
+    // written, `git init` included.
+    let mut parents: Vec<PathBuf> = vec![args.dir.clone()];
+    for (path, _) in &files {
+        let mut p = Path::new(path);
+        while let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
+            parents.push(args.dir.join(parent));
+            p = parent;
+        }
+    }
+    parents.sort();
+    parents.dedup();
+    for dir in &parents {
+        if let Ok(m) = std::fs::symlink_metadata(dir)
+            && !m.is_dir()
+        {
+            bail!(
+                "{} exists and is not a directory: rekey init writes files under it; move it aside first",
+                dir.display()
+            );
+        }
+    }
+
     fsx::ensure_dir(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let git_initialised = !git::is_work_tree(&args.dir);
     if git_initialised {

@@ -152,3 +152,26 @@ fn init_pins_the_ci_workflows_to_a_rekey_release() {
         assert!(!other.exists());
     }
 }
+
+#[test]
+fn init_refuses_a_file_or_link_where_a_directory_goes_and_writes_nothing() {
+    let dir = tempdir();
+    for (name, make) in [
+        (
+            "regions",
+            (|p: &std::path::Path| std::fs::write(p, "not a dir").unwrap()) as fn(&std::path::Path),
+        ),
+        (".rekey", |p: &std::path::Path| {
+            std::os::unix::fs::symlink("/tmp", p).unwrap()
+        }),
+    ] {
+        let repo = dir.path().join(format!("secrets-{}", name.trim_start_matches('.')));
+        std::fs::create_dir_all(&repo).unwrap();
+        make(&repo.join(name));
+        let before = snapshot(&repo);
+        let run = init(&repo, "team.pub").run();
+        run.code(2).stderr_has("is not a directory").stderr_has(name);
+        assert_eq!(snapshot(&repo), before, "{name}");
+        assert!(!repo.join(".git").exists(), "{name}: git init ran");
+    }
+}
