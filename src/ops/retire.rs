@@ -197,7 +197,9 @@ pub const MAX_HISTORY_WALK: usize = 1000;
 /// the checked-out branch, i.e. the committer time of the oldest commit of
 /// HEAD's first-parent history since which the metadata's current key
 /// fingerprint has been what it is now (a rotation merged days after it
-/// was sealed is published at the merge; the walk is bounded by
+/// was sealed is published at its merge commit, or at the rotation
+/// commit itself after a fast-forward, which leaves no trace of the
+/// merge; the walk is bounded by
 /// [`MAX_HISTORY_WALK`] commits, beyond which the oldest one seen counts).
 /// A current version HEAD does not hold is not published (see
 /// [`Hold::NotCommitted`]).

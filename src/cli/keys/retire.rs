@@ -36,7 +36,10 @@ use std::time::Duration;
 /// (rotated_at), when a rollback restored it, and when it reached the
 /// checked-out branch (the committer time of the oldest commit in HEAD's
 /// first-parent history since which the metadata's current key is this
-/// one; a rotation merged days after sealing is published at the merge).
+/// one; a rotation merged days after sealing is published at its merge
+/// commit; a fast-forward makes no merge commit, so merge rotations with
+/// one, as GitHub's merge and rebase buttons do, or the grace period runs
+/// from the rotation commit).
 /// A current version not committed on the branch is not published.
 ///
 /// A previous key that is still the current key of any region is never
