@@ -897,19 +897,23 @@ mod tests {
 
             /// Commits everything with committer time `at`.
             fn commit(&self, at: &str, message: &str) {
-                for args in [&["add", "-A"][..], &["commit", "-qm", message][..]] {
-                    let ok = std::process::Command::new("git")
-                        .arg("-C")
-                        .arg(self.dir.path())
-                        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-                        .args(args)
-                        .env("GIT_COMMITTER_DATE", at)
-                        .env("GIT_AUTHOR_DATE", at)
-                        .status()
-                        .unwrap()
-                        .success();
-                    assert!(ok, "git {args:?}");
-                }
+                self.git(at, &["add", "-A"]);
+                self.git(at, &["commit", "-qm", message]);
+            }
+
+            /// Runs git in the repo with author and committer time `at`.
+            fn git(&self, at: &str, args: &[&str]) {
+                let ok = std::process::Command::new("git")
+                    .arg("-C")
+                    .arg(self.dir.path())
+                    .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                    .args(args)
+                    .env("GIT_COMMITTER_DATE", at)
+                    .env("GIT_AUTHOR_DATE", at)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "git {args:?}");
             }
 
             fn meta(&self, region: &str) -> Metadata {
@@ -1049,22 +1053,6 @@ mod tests {
                     attention: false
                 }
             ));
-        }
-
-        impl Repo {
-            fn git(&self, at: &str, args: &[&str]) {
-                let ok = std::process::Command::new("git")
-                    .arg("-C")
-                    .arg(self.dir.path())
-                    .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-                    .args(args)
-                    .env("GIT_COMMITTER_DATE", at)
-                    .env("GIT_AUTHOR_DATE", at)
-                    .status()
-                    .unwrap()
-                    .success();
-                assert!(ok, "git {args:?}");
-            }
         }
 
         fn jp_hold(report: &RetireReport) -> Option<Hold> {

@@ -12,7 +12,7 @@
 //! process: `PR_SET_PDEATHSIG` kills the server when that thread (and so the
 //! process) dies, even on a panic or a SIGKILL of the test binary.
 
-use crate::support::{die_with_spawning_thread, free_port};
+use crate::support::{content_length, die_with_spawning_thread, free_port};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -423,14 +423,7 @@ pub fn hostile(
                     }
                 }
                 let head = String::from_utf8_lossy(&buf).into_owned();
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
+                let length = content_length(&head);
                 let mut body = vec![0u8; length.min(1 << 20)];
                 if stream.read_exact(&mut body).is_err() {
                     return;

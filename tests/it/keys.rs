@@ -34,11 +34,14 @@ fn six_keys(iam: &Iam, dir: &Path) -> Vec<(String, Canary)> {
 }
 
 fn check(iam: &Iam, keys: &Path, admin: &str) -> Rekey {
+    keys_check(iam, admin).arg("--api-keys-dir").arg(keys)
+}
+
+/// `rekey keys check` of the shipped catalog against `iam`, with its admin key.
+fn keys_check(iam: &Iam, admin: &str) -> Rekey {
     rekey()
         .args(["keys", "check", "--regions"])
         .arg(repo_root().join("regions"))
-        .arg("--api-keys-dir")
-        .arg(keys)
         .args([
             "--iam-url",
             &iam.url(),
@@ -285,14 +288,7 @@ fn raw_iam(iam: &Iam, request: &str) -> String {
     loop {
         let text = String::from_utf8_lossy(&out).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
+            let len = content_length(head);
             if body.len() >= len {
                 return text;
             }
@@ -373,22 +369,11 @@ fn sealed_repo_for(
 }
 
 fn check_repo(iam: &Iam, repo: &Path, admin: &str) -> Rekey {
-    rekey()
-        .args(["keys", "check", "--regions"])
-        .arg(repo_root().join("regions"))
+    keys_check(iam, admin)
         .arg("--repo")
         .arg(repo)
         .arg("--key")
         .arg(keys().file("alice.sec"))
-        .args([
-            "--iam-url",
-            &iam.url(),
-            "--iam-timeout",
-            "10s",
-            "--iam-api-key-env",
-            "REKEY_TEST_IAM_ADMIN",
-        ])
-        .env("REKEY_TEST_IAM_ADMIN", admin)
 }
 
 #[test]

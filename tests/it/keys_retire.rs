@@ -110,20 +110,7 @@ impl Setup {
 
     /// Runs git in the repo with author and committer time `at`.
     fn commit_at(&self, at: &str, args: &[&str]) {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&self.repo)
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .env("GIT_COMMITTER_DATE", at)
-            .env("GIT_AUTHOR_DATE", at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        git_at(&self.repo, at, args);
     }
 
     /// A region `region` rotated from a fresh old key to a fresh new key.

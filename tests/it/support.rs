@@ -299,11 +299,24 @@ pub fn have(program: &str) -> bool {
 /// Runs git in `dir` with a fixed identity; panics unless it succeeds. Returns stdout.
 #[track_caller]
 pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_with(dir, args, &[])
+}
+
+/// Runs git in `dir` with author and committer time `at` (any form git
+/// reads in `GIT_COMMITTER_DATE`); returns stdout.
+#[track_caller]
+pub fn git_at(dir: &Path, at: &str, args: &[&str]) -> String {
+    git_with(dir, args, &[("GIT_COMMITTER_DATE", at), ("GIT_AUTHOR_DATE", at)])
+}
+
+#[track_caller]
+fn git_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -475,4 +488,15 @@ pub fn rekey_wrapper(dir: &Path, argv: &Path, extra: &str) -> PathBuf {
     );
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     wrapper
+}
+
+/// The `Content-Length` of an HTTP message head (0 when absent or unreadable).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0)
 }
