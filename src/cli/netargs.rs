@@ -24,8 +24,8 @@ pub struct NetArgs {
     pub timeout: Duration,
     /// Connect to ADDR:PORT for HOST instead of resolving it (repeatable);
     /// `*=ADDR:PORT` sends every other host there (one test registry or proxy).
-    #[arg(long, value_name = "HOST=ADDR:PORT")]
-    pub resolve: Vec<String>,
+    #[arg(long, value_name = "HOST=ADDR:PORT", value_parser = parse_resolve)]
+    pub resolve: Vec<(String, SocketAddr)>,
     /// Also trust the CA certificates in this PEM file (repeatable).
     #[arg(long, value_name = "PEM")]
     pub ca_cert: Vec<PathBuf>,
@@ -42,18 +42,18 @@ pub struct NetArgs {
     pub allow_anonymous: Vec<String>,
 }
 
-/// Parses `HOST=ADDR:PORT`.
-pub fn parse_resolve(raw: &str) -> anyhow::Result<(String, SocketAddr)> {
-    let (host, addr) = raw
-        .split_once('=')
-        .with_context(|| format!("--resolve `{raw}`: expected HOST=ADDR:PORT"))?;
+/// Parses `HOST=ADDR:PORT` (`*=ADDR:PORT` for every other host). Run by
+/// clap, so a bad value is refused the same way on every command before
+/// anything is read.
+pub fn parse_resolve(raw: &str) -> Result<(String, SocketAddr), String> {
+    let (host, addr) = raw.split_once('=').ok_or("expected HOST=ADDR:PORT")?;
     let addr: SocketAddr = addr
         .parse()
-        .map_err(|_| anyhow::anyhow!("--resolve `{raw}`: `{addr}` is not ADDR:PORT (for example 127.0.0.1:5000)"))?;
+        .map_err(|_| format!("`{addr}` is not ADDR:PORT (for example 127.0.0.1:5000)"))?;
     if host == "*" {
         return Ok(("*".to_owned(), addr));
     }
-    let host = Host::parse(host).map_err(|e| anyhow::anyhow!("--resolve `{raw}`: the host `{host}` {e}"))?;
+    let host = Host::parse(host).map_err(|e| format!("the host `{host}` {e}"))?;
     Ok((host.name().to_owned(), addr))
 }
 
@@ -68,14 +68,13 @@ impl NetArgs {
         }
         let mut resolve = Vec::with_capacity(self.resolve.len());
         let mut resolve_all = None;
-        for raw in &self.resolve {
-            match parse_resolve(raw)? {
-                (name, addr) if name == "*" => {
-                    if resolve_all.replace(addr).is_some() {
-                        bail!("--resolve: `*` is given twice");
-                    }
+        for (name, addr) in &self.resolve {
+            if name == "*" {
+                if resolve_all.replace(*addr).is_some() {
+                    bail!("--resolve: `*` is given twice");
                 }
-                pair => resolve.push(pair),
+            } else {
+                resolve.push((name.clone(), *addr));
             }
         }
         let mut insecure = BTreeSet::new();

@@ -164,6 +164,24 @@ fn every_duration_flag_reads_the_same_way() {
     run.code(2).stderr_has("nowhere");
 }
 
+#[test]
+fn every_resolve_flag_reads_the_same_way() {
+    // One parser on every command that reaches registries: a bad mapping
+    // is refused with the same words before anything is read.
+    for command in [&["verify"][..], &["rotate"][..], &["check"][..]] {
+        for (bad, why) in [
+            ("*=127.0.0.1", "`127.0.0.1` is not ADDR:PORT"),
+            ("jp.icr.io", "expected HOST=ADDR:PORT"),
+            ("JP.icr.io=127.0.0.1:5000", "the host `JP.icr.io`"),
+        ] {
+            let run = rekey().args(command).args(["--resolve", bad]).run();
+            run.code(2).stderr_has(&format!(
+                "invalid value '{bad}' for '--resolve <HOST=ADDR:PORT>': {why}"
+            ));
+        }
+    }
+}
+
 /// Runs rekey on a pseudo-terminal (util-linux `script`), with `env` set.
 fn on_a_terminal(args: &str, env: &[(&str, &str)]) -> String {
     let mut cmd = std::process::Command::new("script");

@@ -530,7 +530,10 @@ fn bad_rotate_input_writes_nothing() {
             &["--allow-failing-host", "elsewhere.io"][..],
             "is not a host of the regions being rotated",
         ),
-        (&["--resolve", "bad"][..], "--resolve `bad`: expected HOST=ADDR:PORT"),
+        (
+            &["--resolve", "bad"][..],
+            "invalid value 'bad' for '--resolve <HOST=ADDR:PORT>': expected HOST=ADDR:PORT",
+        ),
     ] {
         s.rotate().args(extra).run().code(2).stderr_has(message);
         assert_eq!(snapshot(&s.repo()), before, "{extra:?}");

@@ -531,7 +531,7 @@ fn malformed_resolve_is_a_usage_error() {
             .env("K", &canary.key)
             .args(["--resolve", bad])
             .run();
-        assert_usage_error(&run, &format!("--resolve `{bad}`"));
+        assert_usage_error(&run, &format!("invalid value '{bad}' for '--resolve <HOST=ADDR:PORT>'"));
         canary.assert_not_in_run(&run);
     }
 }
