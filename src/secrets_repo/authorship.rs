@@ -324,6 +324,35 @@ mod tests {
         }
     }
 
+    /// Rotates signed version 1 (`first`, ciphertext `v1`, served alone) to
+    /// version 2 (`v2`, with IAM id `iam_key_id`): version 1 becomes
+    /// previous with its statement, and version 2 is signed.
+    fn next_version(first: &Metadata, iam_key_id: Option<&str>, key: &SigningKey) -> Rewrite {
+        let mut meta = first.clone();
+        let mut prev = meta.active.clone();
+        prev.state = State::Previous;
+        prev.file = "JP_REGISTRY_PULL_SECRET_64.previous.gpg".to_owned();
+        meta.previous = Some(prev);
+        meta.active.signed = None;
+        if let Some(id) = iam_key_id {
+            meta.active.iam_key_id = Some(id.to_owned());
+        }
+        let mut second = Rewrite {
+            meta,
+            active: Some(b"v2".to_vec()),
+            previous: Some(b"v1".to_vec()),
+            pending: None,
+        };
+        let disk = OnDisk {
+            meta: first,
+            active: b"v1",
+            previous: None,
+            pending: None,
+        };
+        sign_rewrite(&mut second, Some(&disk), None, key, now()).unwrap();
+        second
+    }
+
     fn signer() -> (SigningKey, AllowedSigners) {
         let cert = CertBuilder::new()
             .add_userid("ci <ci@example.com>")
@@ -385,25 +414,7 @@ mod tests {
         };
         sign_rewrite(&mut first, None, None, &key, now()).unwrap();
         // A new version: the old one becomes previous, keeping its statement (1).
-        let mut meta2 = first.meta.clone();
-        let mut prev = meta2.active.clone();
-        prev.state = State::Previous;
-        prev.file = "JP_REGISTRY_PULL_SECRET_64.previous.gpg".to_owned();
-        meta2.previous = Some(prev);
-        meta2.active.signed = None;
-        let mut second = Rewrite {
-            meta: meta2,
-            active: Some(b"v2".to_vec()),
-            previous: Some(b"v1".to_vec()),
-            pending: None,
-        };
-        let disk = OnDisk {
-            meta: &first.meta,
-            active: b"v1",
-            previous: None,
-            pending: None,
-        };
-        sign_rewrite(&mut second, Some(&disk), None, &key, now()).unwrap();
+        let second = next_version(&first.meta, None, &key);
         assert_eq!(second.meta.active.statement_version(), Some(2));
         assert_eq!(second.meta.latest_version(), 2);
         // A rewrite naming a previous version with no bytes anywhere is refused.
@@ -440,26 +451,7 @@ mod tests {
         assert!(err.to_string().contains("iam-key-id `ApiKey-one`"), "{err}");
         assert!(ids_vouched(&edited, &allowed, t).is_err());
         // Rotated: version 1 becomes previous with its statement; then its id is edited.
-        let mut meta2 = first.meta.clone();
-        let mut prev = meta2.active.clone();
-        prev.state = State::Previous;
-        prev.file = "JP_REGISTRY_PULL_SECRET_64.previous.gpg".to_owned();
-        meta2.previous = Some(prev);
-        meta2.active.signed = None;
-        meta2.active.iam_key_id = Some("ApiKey-two".to_owned());
-        let mut second = Rewrite {
-            meta: meta2,
-            active: Some(b"v2".to_vec()),
-            previous: Some(b"v1".to_vec()),
-            pending: None,
-        };
-        let disk = OnDisk {
-            meta: &first.meta,
-            active: b"v1",
-            previous: None,
-            pending: None,
-        };
-        sign_rewrite(&mut second, Some(&disk), None, &key, now()).unwrap();
+        let second = next_version(&first.meta, Some("ApiKey-two"), &key);
         verify(&second.meta, b"v2", Some(b"v1"), None, &allowed, t).unwrap();
         ids_vouched(&second.meta, &allowed, t).unwrap();
         let mut retarget = second.meta.clone();

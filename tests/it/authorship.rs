@@ -27,7 +27,7 @@ impl Pr {
     fn new(tag: &str, signers: &[&Path]) -> Pr {
         let pr = Pr(KeyPr::new(tag, &["alice"]));
         pr.set_signers(signers);
-        pr.seal(&pr.old.key, OLD_NAME, &signing("signer")).code(0);
+        pr.seal(&pr.old.key, OLD_NAME, &signing_args("signer")).code(0);
         pr.open();
         pr
     }
@@ -98,14 +98,6 @@ impl Pr {
     }
 }
 
-/// `--signing-key FILE` for a test key.
-fn signing(who: &str) -> Vec<String> {
-    vec![
-        "--signing-key".to_owned(),
-        keys().file(&format!("{who}.sec")).display().to_string(),
-    ]
-}
-
 #[test]
 fn gpg_verifies_the_signed_secret_and_its_statement() {
     let pr = Pr::new("auth-gpg", &[&keys().file("signer.pub")]);
@@ -136,7 +128,7 @@ fn gpg_verifies_the_signed_secret_and_its_statement() {
     // request whose statement the signer signed with `gpg --detach-sign`.
     let home = GpgHome::new();
     home.import(&keys().file("signer.sec"));
-    pr.seal_new(&signing("signer")).code(0);
+    pr.seal_new(&signing_args("signer")).code(0);
     let mut meta = pr.meta();
     let statement = write(
         tmp.path(),
@@ -160,7 +152,7 @@ fn gpg_verifies_the_signed_secret_and_its_statement() {
 #[test]
 fn a_signed_rotation_passes_check_which_names_the_signer() {
     let pr = Pr::new("auth-ok", &[&keys().file("signer.pub")]);
-    pr.seal_new(&signing("signer")).code(0);
+    pr.seal_new(&signing_args("signer")).code(0);
     pr.commit("rotate");
     let run = pr.check(&[]);
     run.code(0).stdout_has(&format!(
@@ -180,7 +172,7 @@ fn seal_refuses_no_key_and_a_key_outside_signers_asc() {
     pr.seal_new(&[])
         .code(2)
         .stderr_has("signers.asc exists, so every secret must be signed");
-    pr.seal_new(&signing("alice"))
+    pr.seal_new(&signing_args("alice"))
         .code(2)
         .stderr_has("alice <alice@example.com>")
         .stderr_has("is not an allowed signer");
@@ -196,7 +188,7 @@ fn unsigned_and_unknown_signer_pull_requests_fail_check() {
     assert!(detail.contains("unsigned"), "{detail}");
 
     let pr = Pr::new("auth-unknown", &[&keys().file("signer.pub")]);
-    pr.seal_bypassing_signers(&signing("alice"));
+    pr.seal_bypassing_signers(&signing_args("alice"));
     pr.commit("signed by alice");
     let detail = pr.authorship_failure(&[]);
     assert!(detail.contains("which is not an allowed signer"), "{detail}");
@@ -206,7 +198,7 @@ fn unsigned_and_unknown_signer_pull_requests_fail_check() {
 fn a_signer_added_in_the_same_pull_request_cannot_sign_in_it() {
     let pr = Pr::new("auth-added", &[&keys().file("signer.pub")]);
     pr.set_signers(&[&keys().file("signer.pub"), &keys().file("alice.pub")]);
-    pr.seal_new(&signing("alice")).code(0);
+    pr.seal_new(&signing_args("alice")).code(0);
     pr.commit("alice adds herself and signs");
     let detail = pr.authorship_failure(&[]);
     assert!(detail.contains("not an allowed signer"), "{detail}");
@@ -226,7 +218,7 @@ fn a_replayed_older_version_and_a_swapped_ciphertext_fail_check() {
     ];
     // main moves on to version 2.
     git(&repo, &["checkout", "-q", "main"]);
-    pr.seal_new(&signing("signer")).code(0);
+    pr.seal_new(&signing_args("signer")).code(0);
     pr.commit("rotate");
     git(&repo, &["checkout", "-q", "-B", "pr"]);
     std::fs::write(repo.join(format!("{JP}.gpg")), &v1[0]).unwrap();
@@ -298,7 +290,7 @@ fn signers_expired_or_revoked_at_the_base_no_longer_vouch() {
 #[test]
 fn audit_shows_each_versions_signer_and_time() {
     let pr = Pr::new("auth-audit", &[&keys().file("signer.pub")]);
-    pr.seal_new(&signing("signer")).code(0);
+    pr.seal_new(&signing_args("signer")).code(0);
     let fpr = keys().fingerprint("signer");
     let audit = || rekey().arg("audit").arg("--repo").arg(pr.repo());
     audit()
@@ -344,7 +336,7 @@ fn sign_migrates_an_unsigned_repo_after_review_and_refuses_mismatched_metadata()
             .arg("sign")
             .arg("--repo")
             .arg(&repo)
-            .args(signing("signer"))
+            .args(signing_args("signer"))
             .args(extra)
             .run()
     };
@@ -382,7 +374,7 @@ fn sign_migrates_an_unsigned_repo_after_review_and_refuses_mismatched_metadata()
         .arg("sign")
         .arg("--repo")
         .arg(&repo)
-        .args(signing("alice"))
+        .args(signing_args("alice"))
         .run()
         .code(2)
         .stderr_has("is not an allowed signer");
@@ -403,7 +395,7 @@ fn sign_migrates_an_unsigned_repo_after_review_and_refuses_mismatched_metadata()
 fn a_signed_pending_seal_covers_the_pending_file() {
     let pr = Pr::new("auth-pending", &[&keys().file("signer.pub")]);
     let served = std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap();
-    pr.seal_new(&[signing("signer"), vec!["--pending".to_owned()]].concat())
+    pr.seal_new(&[signing_args("signer"), vec!["--pending".to_owned()]].concat())
         .code(0);
     assert_eq!(std::fs::read(pr.repo().join(format!("{JP}.gpg"))).unwrap(), served);
     let statement = pr.meta()["active"]["signed"]["statement"].as_str().unwrap().to_owned();

@@ -7,14 +7,7 @@ use crate::pgp_support::{gpg_encrypt, keys};
 use crate::support::*;
 use std::path::Path;
 
-const CODES: &[(&str, &str)] = &[
-    ("au", "ap-south"),
-    ("de", "eu-central"),
-    ("fr2", "eu-fr2"),
-    ("jp", "ap-north"),
-    ("uk", "uk-south"),
-    ("us", "us-east"),
-];
+const CODES: &[(&str, &str)] = &RUNBOOK_CODES;
 
 fn key_name(code: &str) -> String {
     format!("iks-armada-master-registry-access-read-only-prod-{code}-20260820")

@@ -75,10 +75,7 @@ impl Setup {
     /// `--signing-key` for a signed setup, nothing otherwise.
     pub(crate) fn signing_args(&self) -> Vec<String> {
         if self.signed {
-            vec![
-                "--signing-key".to_owned(),
-                keys().file("signer.sec").display().to_string(),
-            ]
+            signing_args("signer")
         } else {
             Vec::new()
         }
@@ -848,19 +845,11 @@ fn the_ci_job_signs_with_the_masked_key_by_variable_name() {
     }
     let wrapper = rekey_wrapper(s.tmp.path(), &argv, &extra);
     let signing_key = std::fs::read_to_string(keys().file("signer.sec")).unwrap();
-    let out = Command::new(repo_root().join("ci/rekey-job"))
-        .arg("rotate")
-        .env("REKEY", &wrapper)
-        .env("REKEY_REPO", s.repo())
-        .env("REKEY_REGIONS", s.regions())
+    let out = rekey_job_rotate(&wrapper, &s.repo(), &s.regions())
         .env("REKEY_KEY_NAME", NEW_KEY_NAME)
         .env("REKEY_API_KEY_ENV", "NEW_KEY")
         .env("NEW_KEY", &fx.key)
         .env("REKEY_SIGNING_KEY", &signing_key)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

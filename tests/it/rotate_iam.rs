@@ -16,14 +16,7 @@ use std::path::{Path, PathBuf};
 const ADMIN_ENV: &str = "REKEY_TEST_IAM_ADMIN";
 const PREFIX: &str = "iks-armada-master-registry-access-read-only-prod";
 /// The runbook's regions and their key codes.
-const REGIONS: [(&str, &str); 6] = [
-    ("au", "ap-south"),
-    ("de", "eu-central"),
-    ("fr2", "eu-fr2"),
-    ("jp", "ap-north"),
-    ("uk", "uk-south"),
-    ("us", "us-east"),
-];
+const REGIONS: [(&str, &str); 6] = RUNBOOK_CODES;
 
 /// Six regions (one host each, all served by the token registry), a
 /// secrets repo holding an old key, and the IAM stand-in.
@@ -115,10 +108,7 @@ impl Lab {
 
     fn signing_args(&self) -> Vec<String> {
         if self.signed {
-            vec![
-                "--signing-key".to_owned(),
-                keys().file("signer.sec").display().to_string(),
-            ]
+            signing_args("signer")
         } else {
             Vec::new()
         }
@@ -245,12 +235,7 @@ fn six_keys_are_created_rotated_in_one_run_and_retired_later_by_their_ids() {
         let meta = lab.meta(region);
         assert_eq!(meta["active"]["iam_key_id"], key.id.as_str());
         assert_eq!(meta["active"]["key_name"], runbook_name(code).as_str());
-        let r = doc["regions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["region"] == region)
-            .unwrap();
+        let r = region_row(&doc, region);
         assert_eq!(r["action"], "rotate");
         assert_eq!(r["key_name"], runbook_name(code).as_str());
         assert_eq!(r["iam_key_id"], key.id.as_str());
@@ -339,12 +324,7 @@ fn a_verification_failure_after_creation_deletes_the_unpublished_keys() {
         let key = keys.iter().find(|k| k.name == runbook_name(code)).unwrap();
         let blocked = region == "de" || region == "uk";
         assert_eq!(key.deleted, blocked, "{region}");
-        let r = doc["regions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["region"] == region)
-            .unwrap();
+        let r = region_row(&doc, region);
         let c = doc["created_keys"]
             .as_array()
             .unwrap()
@@ -399,12 +379,7 @@ fn per_region_keys_from_a_directory_with_runbook_names() {
     );
     run.stdout_has(&runbook_name("eu-fr2"));
     // The pre-merge check shows each secret's new key name.
-    let check = rekey()
-        .arg("check")
-        .arg("--repo")
-        .arg(lab.repo())
-        .args(["--base", "main", "--head", "pr"])
-        .run();
+    let check = check_cmd(&lab.repo(), "main", "pr").run();
     check.code(0);
     lab.assert_no_leak(&check);
     for (region, code) in REGIONS {
@@ -544,12 +519,7 @@ fn a_pr_cannot_retarget_the_previous_keys_iam_id() {
     )
     .unwrap();
     git(&lab.repo(), &["commit", "-qam", "innocent metadata tidy-up"]);
-    let check = rekey()
-        .arg("check")
-        .arg("--repo")
-        .arg(lab.repo())
-        .args(["--base", "main", "--head", "pr"])
-        .run();
+    let check = check_cmd(&lab.repo(), "main", "pr").run();
     assert_ne!(check.code, 0, "{}{}", check.stdout, check.stderr);
     assert!(
         (check.stdout.clone() + &check.stderr).contains("iam_key_id"),
@@ -688,18 +658,10 @@ fn the_ci_job_creates_the_keys_with_the_masked_admin_key_by_variable_name() {
         extra.push_str(&format!(" --resolve '{host}={}'", fx.token));
     }
     let wrapper = rekey_wrapper(lab.tmp.path(), &argv, &extra);
-    let out = std::process::Command::new(repo_root().join("ci/rekey-job"))
-        .arg("rotate")
-        .env("REKEY", &wrapper)
-        .env("REKEY_REPO", lab.repo())
-        .env("REKEY_REGIONS", lab.regions())
+    let out = rekey_job_rotate(&wrapper, &lab.repo(), &lab.regions())
         .env("REKEY_SERVICE_ID", SERVICE_ID)
         .env("REKEY_IAM_URL", lab.iam.url())
         .env("REKEY_IAM_API_KEY", &lab.admin)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -981,4 +943,14 @@ fn dash_vv_logs_each_iam_request_without_a_key_or_token() {
     for needle in ["rktoken", "Bearer ", "Authorization", "apikey="] {
         assert!(!run.stderr.contains(needle), "{needle} in the log: {}", run.stderr);
     }
+}
+
+/// The row of `region` in a rotate JSON report.
+fn region_row<'a>(doc: &'a serde_json::Value, region: &str) -> &'a serde_json::Value {
+    doc["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == region)
+        .unwrap()
 }

@@ -500,3 +500,39 @@ pub fn content_length(head: &str) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// The runbook's regions and their key codes (`...-prod-<code>-YYYYMMDD`).
+pub const RUNBOOK_CODES: [(&str, &str); 6] = [
+    ("au", "ap-south"),
+    ("de", "eu-central"),
+    ("fr2", "eu-fr2"),
+    ("jp", "ap-north"),
+    ("uk", "uk-south"),
+    ("us", "us-east"),
+];
+
+/// `ci/rekey-job rotate` on `repo` with the catalog `regions`, running the
+/// rekey `wrapper` (see [`rekey_wrapper`]) as a git identity would.
+pub fn rekey_job_rotate(wrapper: &Path, repo: &Path, regions: &Path) -> Command {
+    let mut cmd = Command::new(repo_root().join("ci/rekey-job"));
+    cmd.arg("rotate")
+        .env("REKEY", wrapper)
+        .env("REKEY_REPO", repo)
+        .env("REKEY_REGIONS", regions)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com");
+    cmd
+}
+
+/// `--signing-key FILE` for the test key `who` (see `pgp_support::keys`).
+pub fn signing_args(who: &str) -> Vec<String> {
+    vec![
+        "--signing-key".to_owned(),
+        crate::pgp_support::keys()
+            .file(&format!("{who}.sec"))
+            .display()
+            .to_string(),
+    ]
+}
